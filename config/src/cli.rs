@@ -1,0 +1,111 @@
+//! The command line both daemons share (`run`, `check-config`,
+//! `print-default-config`) and their shutdown signal.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::load::{load, process_env, Configuration};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run until SIGINT/SIGTERM, or until --duration has passed.
+    Run(RunArgs),
+    /// Validate a configuration file: exit 0 if valid, else exit 2 with one line per problem.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Print the full default configuration as commented TOML.
+    PrintDefaultConfig,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file; the built-in defaults when left out.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Stop cleanly after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+impl RunArgs {
+    /// `--duration` as a [`Duration`], rejecting negative or non-finite values.
+    pub fn duration(&self) -> Result<Option<Duration>, String> {
+        match self.duration {
+            None => Ok(None),
+            Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(s) => Err(format!("--duration: {s} is not a number of seconds (expected a value ≥ 0)")),
+        }
+    }
+
+    /// Loads the configuration named by `--config`, or the defaults.
+    pub fn load<T: Configuration>(&self) -> Result<T, crate::LoadError> {
+        load(self.config.as_deref(), &process_env)
+    }
+}
+
+/// Exit status of a configuration the daemon cannot use.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+/// `check-config FILE`.
+pub fn check_config<T: Configuration>(file: &Path) -> ExitCode {
+    match load::<T>(Some(file), &process_env) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => report_config_error(&e),
+    }
+}
+
+/// `print-default-config`.
+pub fn print_default_config<T: Configuration>() -> ExitCode {
+    print!("{}", T::DEFAULT_TOML);
+    ExitCode::SUCCESS
+}
+
+/// Why `run` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Interrupt,
+    Terminate,
+    DurationElapsed,
+}
+
+/// Resolves on SIGINT, SIGTERM or when `duration` has passed, whichever comes first.
+pub async fn shutdown_signal(duration: Option<Duration>) -> std::io::Result<StopReason> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let elapsed = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    Ok(tokio::select! {
+        _ = int.recv() => StopReason::Interrupt,
+        _ = term.recv() => StopReason::Terminate,
+        _ = elapsed => StopReason::DurationElapsed,
+    })
+}
+
+/// Logs go to stderr through `tracing`; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints a configuration error's lines to stderr and returns exit status 2.
+pub fn report_config_error(e: &crate::LoadError) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
+    for line in e.lines() {
+        let _ = writeln!(stderr, "{line}");
+    }
+    ExitCode::from(EXIT_BAD_CONFIG)
+}

@@ -1,0 +1,188 @@
+//! Configuration of the cloud sync service (`gantry-sync`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{check_broker_url, check_socket_addr, Checker};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudConfig {
+    pub service: Service,
+    pub broker: Broker,
+    pub http: Http,
+    pub ingest: Ingest,
+    pub storage: Storage,
+    pub uploads: Uploads,
+    pub models: Models,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Service {
+    pub data_dir: String,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Self { data_dir: "./gantry-data/cloud".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// rumqttd inside the service, listening on `broker.listen`.
+    Embedded,
+    /// Mosquitto, EMQX or another MQTT v5 broker at `broker.url`.
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Broker {
+    pub mode: BrokerMode,
+    pub listen: String,
+    pub url: String,
+    /// MQTT v5 shared-subscription group, so several instances split the ingest.
+    pub shared_group: String,
+    /// File of `robot_id = "password"` lines for the embedded broker; empty lets any robot in.
+    pub credentials_path: String,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self {
+            mode: BrokerMode::Embedded,
+            listen: "127.0.0.1:1883".into(),
+            url: "mqtt://127.0.0.1:1883".into(),
+            shared_group: "gantry-sync".into(),
+            credentials_path: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8090".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ingest {
+    pub max_payload_kb: u64,
+    /// A robot not heard from for this long is shown offline.
+    pub offline_after_s: u64,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Self { max_payload_kb: 1024, offline_after_s: 90 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// `file://PATH` (relative paths are under service.data_dir) or `s3://BUCKET/PREFIX`.
+    pub object_store_url: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { object_store_url: "file://objects".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+/// The weekly bulk upload: every robot gets a slot inside this window, staggered so
+/// the fleet stays under `fleet_bandwidth_mbps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Uploads {
+    pub window_day: Weekday,
+    pub window_start_hour: u32,
+    pub window_hours: u32,
+    pub fleet_bandwidth_mbps: f64,
+    pub robot_bandwidth_mbps: f64,
+    pub chunk_kb: u64,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Self {
+            window_day: Weekday::Sunday,
+            window_start_hour: 22,
+            window_hours: 8,
+            fleet_bandwidth_mbps: 1000.0,
+            robot_bandwidth_mbps: 100.0,
+            chunk_kb: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Models {
+    /// The ed25519 public key robots verify model packages with (hex or file path); empty until set.
+    pub fleet_public_key: String,
+}
+
+impl CloudConfig {
+    /// Checks ranges and cross-field rules.
+    pub fn check(&self, c: &mut Checker) {
+        c.non_empty("service.data_dir", &self.service.data_dir, "a directory path");
+        match self.broker.mode {
+            BrokerMode::Embedded => check_socket_addr(c, "broker.listen", &self.broker.listen),
+            BrokerMode::External => check_broker_url(c, "broker.url", &self.broker.url),
+        }
+        c.non_empty("broker.shared_group", &self.broker.shared_group, "a subscription group name");
+        check_socket_addr(c, "http.listen", &self.http.listen);
+        if self.broker.mode == BrokerMode::Embedded {
+            c.rule(
+                self.http.listen != self.broker.listen,
+                "http.listen",
+                format!("{} is also broker.listen", self.http.listen),
+                "an address other than the embedded broker's",
+            );
+        }
+        c.range("ingest.max_payload_kb", self.ingest.max_payload_kb, 1..=65_536);
+        c.range("ingest.offline_after_s", self.ingest.offline_after_s, 1..=86_400);
+        let url = &self.storage.object_store_url;
+        c.rule(
+            url.starts_with("file://") || url.starts_with("s3://"),
+            "storage.object_store_url",
+            format!("{url:?} has no supported scheme"),
+            "file://PATH or s3://BUCKET/PREFIX",
+        );
+        let u = &self.uploads;
+        c.range("uploads.window_start_hour", u.window_start_hour, 0..=23);
+        c.range("uploads.window_hours", u.window_hours, 1..=168);
+        c.range_f64("uploads.fleet_bandwidth_mbps", u.fleet_bandwidth_mbps, 0.1..=1e6);
+        c.range_f64("uploads.robot_bandwidth_mbps", u.robot_bandwidth_mbps, 0.1..=1e6);
+        c.rule(
+            u.robot_bandwidth_mbps <= u.fleet_bandwidth_mbps,
+            "uploads.robot_bandwidth_mbps",
+            format!("{} exceeds uploads.fleet_bandwidth_mbps = {}", u.robot_bandwidth_mbps, u.fleet_bandwidth_mbps),
+            "a per-robot cap no larger than the fleet cap",
+        );
+        c.range("uploads.chunk_kb", u.chunk_kb, 4..=65_536);
+    }
+}

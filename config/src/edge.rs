@@ -1,0 +1,673 @@
+//! Configuration of the edge daemon (`gantry-edge`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{check_broker_url, check_id, check_socket_addr, Checker};
+
+/// Joint count of the default arm (a 6-axis arm).
+pub const DEFAULT_JOINTS: usize = 6;
+/// Largest joint count the firmware protocol carries.
+pub const MAX_JOINTS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    pub robot: Robot,
+    pub camera: Camera,
+    pub depth: Depth,
+    pub synthetic: Synthetic,
+    pub firmware: Firmware,
+    pub policy: Policy,
+    pub control: Control,
+    pub realtime: Realtime,
+    pub governor: Governor,
+    pub arm: Arm,
+    pub recorder: Recorder,
+    pub health: Health,
+    pub status_http: StatusHttp,
+    pub uplink: Uplink,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Robot {
+    pub id: String,
+    pub data_dir: String,
+}
+
+impl Default for Robot {
+    fn default() -> Self {
+        Self { id: "robot-0".into(), data_dir: "./gantry-data/robot-0".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraSource {
+    Synthetic,
+    Replay,
+    V4l,
+    Realsense,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepthSource {
+    Synthetic,
+    Replay,
+    Realsense,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayPacing {
+    Recorded,
+    Max,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Camera {
+    pub source: CameraSource,
+    pub device: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub pool_frames: usize,
+    pub replay_path: String,
+    pub replay_pacing: ReplayPacing,
+}
+
+impl Default for Camera {
+    fn default() -> Self {
+        Self {
+            source: CameraSource::Synthetic,
+            device: "/dev/video0".into(),
+            width: 1920,
+            height: 1080,
+            fps: 30,
+            pool_frames: 4,
+            replay_path: String::new(),
+            replay_pacing: ReplayPacing::Recorded,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Depth {
+    pub source: DepthSource,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub pool_frames: usize,
+    /// Physical distance in millimetres of one depth unit from the device.
+    pub unit_mm: f64,
+}
+
+impl Default for Depth {
+    fn default() -> Self {
+        Self { source: DepthSource::Synthetic, width: 848, height: 480, fps: 30, pool_frames: 4, unit_mm: 1.0 }
+    }
+}
+
+/// The deterministic synthetic scene: a table seen from above, a moving part, and
+/// optionally a person who enters the workspace and leaves again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Synthetic {
+    pub seed: u64,
+    pub table_distance_mm: u16,
+    pub person_event: bool,
+    pub person_enter_s: f64,
+    pub person_leave_s: f64,
+    /// Distance of the person from the camera while inside the workspace.
+    pub person_distance_mm: u16,
+    pub depth_noise_mm: u16,
+}
+
+impl Default for Synthetic {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            table_distance_mm: 1500,
+            person_event: false,
+            person_enter_s: 20.0,
+            person_leave_s: 25.0,
+            person_distance_mm: 900,
+            depth_noise_mm: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirmwareLink {
+    /// The firmware simulator, in-process, over a real pseudo-terminal.
+    Simulated,
+    /// A real motor controller on a serial port.
+    Serial,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Firmware {
+    pub link: FirmwareLink,
+    pub port: String,
+    pub baud: u32,
+    pub joints: usize,
+    pub heartbeat_period_ms: u64,
+    pub link_timeout_ms: u64,
+}
+
+impl Default for Firmware {
+    fn default() -> Self {
+        Self {
+            link: FirmwareLink::Simulated,
+            port: "/dev/ttyACM0".into(),
+            baud: 1_000_000,
+            joints: DEFAULT_JOINTS,
+            heartbeat_period_ms: 10,
+            link_timeout_ms: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Tract,
+    Ort,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionProvider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preprocess {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub backend: Backend,
+    pub model_dir: String,
+    /// The on-robot baseline policy (always run with `tract`), used as fallback.
+    pub baseline_model_dir: String,
+    pub ort_library_path: String,
+    pub providers: Vec<ExecutionProvider>,
+    pub tensorrt_fp16: bool,
+    pub tensorrt_cache_dir: String,
+    pub preprocess: Preprocess,
+    pub threads: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Tract,
+            model_dir: "models/baseline".into(),
+            baseline_model_dir: "models/baseline".into(),
+            ort_library_path: String::new(),
+            providers: vec![ExecutionProvider::Tensorrt, ExecutionProvider::Cuda, ExecutionProvider::Cpu],
+            tensorrt_fp16: true,
+            tensorrt_cache_dir: "./gantry-data/trt-cache".into(),
+            preprocess: Preprocess::Cpu,
+            threads: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    pub rate_hz: u32,
+    /// Frame capture to command written, per inference.
+    pub inference_deadline_ms: u64,
+    /// A policy output may steer at most this many control ticks before it is stale.
+    pub max_action_age_periods: u32,
+    pub max_consecutive_misses: u32,
+    pub recover_after_s: f64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            rate_hz: 100,
+            inference_deadline_ms: 100,
+            max_action_age_periods: 20,
+            max_consecutive_misses: 3,
+            recover_after_s: 5.0,
+        }
+    }
+}
+
+impl Control {
+    pub fn period_ms(&self) -> f64 {
+        1000.0 / f64::from(self.rate_hz.max(1))
+    }
+}
+
+/// Real-time placement of the three hot threads. Cores left out are not pinned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Realtime {
+    pub lock_memory: bool,
+    pub capture_core: Option<usize>,
+    pub inference_core: Option<usize>,
+    pub control_core: Option<usize>,
+    pub capture_priority: u8,
+    pub inference_priority: u8,
+    pub control_priority: u8,
+}
+
+impl Default for Realtime {
+    fn default() -> Self {
+        Self {
+            lock_memory: true,
+            capture_core: None,
+            inference_core: None,
+            control_core: None,
+            capture_priority: 60,
+            inference_priority: 50,
+            control_priority: 80,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Governor {
+    /// The 3-D safety zone in the depth camera's frame, millimetres: x right, y down, z away.
+    pub zone_min_mm: [f64; 3],
+    pub zone_max_mm: [f64; 3],
+    /// Depth pixels inside the zone that make it "not clear".
+    pub zone_min_pixels: u32,
+    pub depth_max_age_ms: u64,
+    pub joint_min_rad: Vec<f64>,
+    pub joint_max_rad: Vec<f64>,
+    pub position_margin_rad: f64,
+    pub max_velocity_rad_s: Vec<f64>,
+    pub max_accel_rad_s2: Vec<f64>,
+    /// Lowest the tool may go, metres above the arm base (the table plane).
+    pub table_height_m: f64,
+    pub tool_box_min_m: [f64; 3],
+    pub tool_box_max_m: [f64; 3],
+    pub max_motor_temp_c: f64,
+    pub gripper_pressure_min_kpa: f64,
+    pub gripper_pressure_max_kpa: f64,
+    pub command_max_age_ms: u64,
+    /// Optional ONNX safety model that must approve each action; empty for none.
+    pub safety_model: String,
+}
+
+impl Default for Governor {
+    fn default() -> Self {
+        let j = DEFAULT_JOINTS;
+        Self {
+            zone_min_mm: [-600.0, -400.0, 300.0],
+            zone_max_mm: [600.0, 400.0, 1300.0],
+            zone_min_pixels: 400,
+            depth_max_age_ms: 100,
+            joint_min_rad: vec![-2.9; j],
+            joint_max_rad: vec![2.9; j],
+            position_margin_rad: 0.05,
+            max_velocity_rad_s: vec![1.5; j],
+            max_accel_rad_s2: vec![8.0; j],
+            table_height_m: 0.02,
+            tool_box_min_m: [-0.8, -0.8, 0.0],
+            tool_box_max_m: [0.8, 0.8, 1.2],
+            max_motor_temp_c: 80.0,
+            gripper_pressure_min_kpa: 0.0,
+            gripper_pressure_max_kpa: 600.0,
+            command_max_age_ms: 50,
+            safety_model: String::new(),
+        }
+    }
+}
+
+/// The arm's kinematic model: standard Denavit–Hartenberg rows `[a_m, alpha_rad, d_m, theta_offset_rad]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Arm {
+    pub dh: Vec<[f64; 4]>,
+}
+
+impl Default for Arm {
+    fn default() -> Self {
+        let half_pi = std::f64::consts::FRAC_PI_2;
+        // A UR5-like 6-axis arm.
+        Self {
+            dh: vec![
+                [0.0, half_pi, 0.1625, 0.0],
+                [-0.425, 0.0, 0.0, 0.0],
+                [-0.3922, 0.0, 0.0, 0.0],
+                [0.0, half_pi, 0.1333, 0.0],
+                [0.0, -half_pi, 0.0997, 0.0],
+                [0.0, 0.0, 0.0996, 0.0],
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recorder {
+    pub segment_max_mb: u64,
+    pub segment_max_s: u64,
+    pub quota_gb: f64,
+    pub zstd_level: i32,
+    /// Record one camera image every N frames (0 records none).
+    pub image_every_n: u32,
+    pub image_width: u32,
+    pub jpeg_quality: u8,
+    /// Seconds of full-rate images kept in memory and written around an incident.
+    pub incident_preroll_s: f64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            segment_max_mb: 64,
+            segment_max_s: 600,
+            quota_gb: 40.0,
+            zstd_level: 3,
+            image_every_n: 30,
+            image_width: 480,
+            jpeg_quality: 70,
+            incident_preroll_s: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Health {
+    pub period_s: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self { period_s: 30 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusHttp {
+    pub listen: String,
+}
+
+impl Default for StatusHttp {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Uplink {
+    pub broker_url: String,
+    /// File with `username` and `password` (or client certificate paths); empty for none.
+    pub credentials_path: String,
+    pub batch_max_kb: u64,
+    pub catchup_rate_kbps: u64,
+}
+
+impl Default for Uplink {
+    fn default() -> Self {
+        Self {
+            broker_url: "mqtt://127.0.0.1:1883".into(),
+            credentials_path: String::new(),
+            batch_max_kb: 64,
+            catchup_rate_kbps: 2048,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Checks ranges and cross-field rules; `disk_size_bytes` is the size of the
+    /// file system holding the data directory, when known.
+    pub fn check(&self, c: &mut Checker, disk_size_bytes: Option<u64>) {
+        check_id(c, "robot.id", &self.robot.id);
+        c.non_empty("robot.data_dir", &self.robot.data_dir, "a directory path");
+
+        let cam = &self.camera;
+        c.range("camera.width", cam.width, 16..=7680);
+        c.range("camera.height", cam.height, 16..=4320);
+        c.range("camera.fps", cam.fps, 1..=240);
+        c.range("camera.pool_frames", cam.pool_frames, 2..=64);
+        if cam.source == CameraSource::V4l {
+            c.non_empty("camera.device", &cam.device, "a V4L2 device path such as /dev/video0");
+        }
+        if cam.source == CameraSource::Replay {
+            c.non_empty(
+                "camera.replay_path",
+                &cam.replay_path,
+                "the path of a recorded MCAP file when camera.source = \"replay\"",
+            );
+        }
+
+        let depth = &self.depth;
+        c.range("depth.width", depth.width, 16..=4096);
+        c.range("depth.height", depth.height, 16..=4096);
+        c.range("depth.fps", depth.fps, 1..=240);
+        c.range("depth.pool_frames", depth.pool_frames, 2..=64);
+        c.range_f64("depth.unit_mm", depth.unit_mm, 0.01..=100.0);
+        c.rule(
+            depth.source != DepthSource::Replay || cam.source == CameraSource::Replay,
+            "depth.source",
+            "\"replay\" needs camera.source = \"replay\"",
+            "depth replayed from the same log as the camera",
+        );
+
+        let s = &self.synthetic;
+        c.range("synthetic.table_distance_mm", s.table_distance_mm, 200..=10_000);
+        c.range_f64("synthetic.person_enter_s", s.person_enter_s, 0.0..=1e6);
+        c.range_f64("synthetic.person_leave_s", s.person_leave_s, 0.0..=1e6);
+        c.rule(
+            s.person_leave_s > s.person_enter_s,
+            "synthetic.person_leave_s",
+            format!("{} is not after synthetic.person_enter_s = {}", s.person_leave_s, s.person_enter_s),
+            "a time after person_enter_s",
+        );
+        c.rule(
+            s.person_distance_mm < s.table_distance_mm,
+            "synthetic.person_distance_mm",
+            format!("{} is not nearer than the table ({} mm)", s.person_distance_mm, s.table_distance_mm),
+            "a distance less than synthetic.table_distance_mm",
+        );
+
+        let fw = &self.firmware;
+        c.range("firmware.joints", fw.joints, 1..=MAX_JOINTS);
+        c.range("firmware.baud", fw.baud, 9600..=12_000_000);
+        c.range("firmware.heartbeat_period_ms", fw.heartbeat_period_ms, 1..=1000);
+        c.range("firmware.link_timeout_ms", fw.link_timeout_ms, 2..=10_000);
+        c.rule(
+            fw.link_timeout_ms >= 2 * fw.heartbeat_period_ms,
+            "firmware.link_timeout_ms",
+            format!("{} ms is less than two heartbeat periods ({} ms)", fw.link_timeout_ms, 2 * fw.heartbeat_period_ms),
+            "at least 2 × firmware.heartbeat_period_ms",
+        );
+        if fw.link == FirmwareLink::Serial {
+            c.non_empty("firmware.port", &fw.port, "a serial device path such as /dev/ttyACM0");
+        }
+
+        let p = &self.policy;
+        c.non_empty("policy.model_dir", &p.model_dir, "a model package directory");
+        c.non_empty("policy.baseline_model_dir", &p.baseline_model_dir, "a model package directory");
+        c.range("policy.threads", p.threads, 1..=64);
+        if p.backend == Backend::Ort {
+            c.rule(
+                !p.providers.is_empty(),
+                "policy.providers",
+                "is empty",
+                "a list from \"tensorrt\", \"cuda\", \"cpu\"",
+            );
+        }
+        for (i, a) in p.providers.iter().enumerate() {
+            c.rule(
+                !p.providers[..i].contains(a),
+                &format!("policy.providers[{i}]"),
+                format!("{a:?} is listed twice"),
+                "each provider at most once",
+            );
+        }
+
+        let ctl = &self.control;
+        c.range("control.rate_hz", ctl.rate_hz, 1..=2000);
+        c.range("control.inference_deadline_ms", ctl.inference_deadline_ms, 1..=10_000);
+        c.range("control.max_action_age_periods", ctl.max_action_age_periods, 1..=10_000);
+        c.range("control.max_consecutive_misses", ctl.max_consecutive_misses, 1..=1000);
+        c.range_f64("control.recover_after_s", ctl.recover_after_s, 0.0..=3600.0);
+        c.rule(
+            ctl.rate_hz >= cam.fps,
+            "control.rate_hz",
+            format!("{} Hz is below the camera rate ({} fps)", ctl.rate_hz, cam.fps),
+            "a control rate of at least camera.fps",
+        );
+        let action_life_ms = ctl.period_ms() * f64::from(ctl.max_action_age_periods);
+        c.rule(
+            (ctl.inference_deadline_ms as f64) < action_life_ms,
+            "control.inference_deadline_ms",
+            format!(
+                "{} ms is not below the control period × max_action_age_periods ({action_life_ms:.1} ms)",
+                ctl.inference_deadline_ms
+            ),
+            "a deadline shorter than the time a policy output may steer",
+        );
+
+        let rt = &self.realtime;
+        for (key, prio) in [
+            ("realtime.capture_priority", rt.capture_priority),
+            ("realtime.inference_priority", rt.inference_priority),
+            ("realtime.control_priority", rt.control_priority),
+        ] {
+            c.range(key, prio, 1..=99);
+        }
+        for (key, core) in [
+            ("realtime.capture_core", rt.capture_core),
+            ("realtime.inference_core", rt.inference_core),
+            ("realtime.control_core", rt.control_core),
+        ] {
+            if let Some(core) = core {
+                c.range(key, core, 0..=1023);
+            }
+        }
+
+        self.check_governor(c);
+
+        let r = &self.recorder;
+        c.range("recorder.segment_max_mb", r.segment_max_mb, 1..=4096);
+        c.range("recorder.segment_max_s", r.segment_max_s, 1..=86_400);
+        c.range_f64("recorder.quota_gb", r.quota_gb, 0.01..=100_000.0);
+        c.range("recorder.zstd_level", r.zstd_level, 1..=19);
+        c.range("recorder.image_width", r.image_width, 16..=7680);
+        c.range("recorder.jpeg_quality", r.jpeg_quality, 1..=100);
+        c.range_f64("recorder.incident_preroll_s", r.incident_preroll_s, 0.0..=30.0);
+        let quota_bytes = r.quota_gb * 1e9;
+        let segment_bytes = r.segment_max_mb as f64 * 1e6;
+        c.rule(
+            quota_bytes >= 4.0 * segment_bytes,
+            "recorder.quota_gb",
+            format!("{} GB holds fewer than 4 segments of {} MB", r.quota_gb, r.segment_max_mb),
+            "a quota of at least 4 × recorder.segment_max_mb",
+        );
+        if let Some(disk) = disk_size_bytes {
+            c.rule(
+                quota_bytes < disk as f64,
+                "recorder.quota_gb",
+                format!(
+                    "{} GB is not below the size of the disk holding robot.data_dir ({:.1} GB)",
+                    r.quota_gb,
+                    disk as f64 / 1e9
+                ),
+                "a quota smaller than the disk",
+            );
+        }
+
+        c.range("health.period_s", self.health.period_s, 1..=3600);
+        check_socket_addr(c, "status_http.listen", &self.status_http.listen);
+        check_broker_url(c, "uplink.broker_url", &self.uplink.broker_url);
+        c.range("uplink.batch_max_kb", self.uplink.batch_max_kb, 1..=1024);
+        c.range("uplink.catchup_rate_kbps", self.uplink.catchup_rate_kbps, 1..=1_000_000);
+    }
+
+    fn check_governor(&self, c: &mut Checker) {
+        let g = &self.governor;
+        let joints = self.firmware.joints;
+        for (key, v) in [
+            ("governor.joint_min_rad", &g.joint_min_rad),
+            ("governor.joint_max_rad", &g.joint_max_rad),
+            ("governor.max_velocity_rad_s", &g.max_velocity_rad_s),
+            ("governor.max_accel_rad_s2", &g.max_accel_rad_s2),
+        ] {
+            c.rule(
+                v.len() == joints,
+                key,
+                format!("has {} entries for {joints} joints", v.len()),
+                "one entry per joint (firmware.joints)",
+            );
+            for (i, x) in v.iter().enumerate() {
+                c.range_f64(&format!("{key}[{i}]"), *x, -100.0..=100.0);
+            }
+        }
+        for (i, (lo, hi)) in g.joint_min_rad.iter().zip(&g.joint_max_rad).enumerate() {
+            c.rule(
+                hi - lo > 2.0 * g.position_margin_rad,
+                &format!("governor.joint_max_rad[{i}]"),
+                format!("{hi} leaves no room above joint_min_rad[{i}] = {lo} with the margin"),
+                "joint_max_rad > joint_min_rad + 2 × position_margin_rad",
+            );
+        }
+        for (key, v) in
+            [("governor.max_velocity_rad_s", &g.max_velocity_rad_s), ("governor.max_accel_rad_s2", &g.max_accel_rad_s2)]
+        {
+            for (i, x) in v.iter().enumerate() {
+                c.rule(*x > 0.0, &format!("{key}[{i}]"), format!("{x} is not positive"), "a positive limit");
+            }
+        }
+        c.range_f64("governor.position_margin_rad", g.position_margin_rad, 0.0..=1.0);
+        for axis in 0..3 {
+            c.rule(
+                g.zone_min_mm[axis] < g.zone_max_mm[axis],
+                &format!("governor.zone_max_mm[{axis}]"),
+                format!("{} is not above zone_min_mm[{axis}] = {}", g.zone_max_mm[axis], g.zone_min_mm[axis]),
+                "zone_max_mm > zone_min_mm on every axis",
+            );
+            c.rule(
+                g.tool_box_min_m[axis] < g.tool_box_max_m[axis],
+                &format!("governor.tool_box_max_m[{axis}]"),
+                format!("{} is not above tool_box_min_m[{axis}] = {}", g.tool_box_max_m[axis], g.tool_box_min_m[axis]),
+                "tool_box_max_m > tool_box_min_m on every axis",
+            );
+        }
+        c.range("governor.depth_max_age_ms", g.depth_max_age_ms, 1..=10_000);
+        c.range("governor.command_max_age_ms", g.command_max_age_ms, 1..=10_000);
+        c.range_f64("governor.max_motor_temp_c", g.max_motor_temp_c, 20.0..=200.0);
+        c.rule(
+            g.gripper_pressure_min_kpa < g.gripper_pressure_max_kpa,
+            "governor.gripper_pressure_max_kpa",
+            format!(
+                "{} is not above gripper_pressure_min_kpa = {}",
+                g.gripper_pressure_max_kpa, g.gripper_pressure_min_kpa
+            ),
+            "gripper_pressure_max_kpa > gripper_pressure_min_kpa",
+        );
+        c.rule(
+            self.arm.dh.len() == joints,
+            "arm.dh",
+            format!("has {} rows for {joints} joints", self.arm.dh.len()),
+            "one [a_m, alpha_rad, d_m, theta_offset_rad] row per joint (firmware.joints)",
+        );
+    }
+}
