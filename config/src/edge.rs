@@ -45,7 +45,6 @@ impl Default for Robot {
 #[serde(rename_all = "snake_case")]
 pub enum CameraSource {
     Synthetic,
-    Replay,
     V4l,
     Realsense,
 }
@@ -54,16 +53,8 @@ pub enum CameraSource {
 #[serde(rename_all = "snake_case")]
 pub enum DepthSource {
     Synthetic,
-    Replay,
     Realsense,
     None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplayPacing {
-    Recorded,
-    Max,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,8 +66,6 @@ pub struct Camera {
     pub height: u32,
     pub fps: u32,
     pub pool_frames: usize,
-    pub replay_path: String,
-    pub replay_pacing: ReplayPacing,
 }
 
 impl Default for Camera {
@@ -88,8 +77,6 @@ impl Default for Camera {
             height: 1080,
             fps: 30,
             pool_frames: 4,
-            replay_path: String::new(),
-            replay_pacing: ReplayPacing::Recorded,
         }
     }
 }
@@ -449,13 +436,6 @@ impl EdgeConfig {
         if cam.source == CameraSource::V4l {
             c.non_empty("camera.device", &cam.device, "a V4L2 device path such as /dev/video0");
         }
-        if cam.source == CameraSource::Replay {
-            c.non_empty(
-                "camera.replay_path",
-                &cam.replay_path,
-                "the path of a recorded MCAP file when camera.source = \"replay\"",
-            );
-        }
 
         let depth = &self.depth;
         c.range("depth.width", depth.width, 16..=4096);
@@ -463,12 +443,6 @@ impl EdgeConfig {
         c.range("depth.fps", depth.fps, 1..=240);
         c.range("depth.pool_frames", depth.pool_frames, 2..=64);
         c.range_f64("depth.unit_mm", depth.unit_mm, 0.01..=100.0);
-        c.rule(
-            depth.source != DepthSource::Replay || cam.source == CameraSource::Replay,
-            "depth.source",
-            "\"replay\" needs camera.source = \"replay\"",
-            "depth replayed from the same log as the camera",
-        );
 
         let s = &self.synthetic;
         c.range("synthetic.table_distance_mm", s.table_distance_mm, 200..=10_000);

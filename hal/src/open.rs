@@ -1,0 +1,48 @@
+//! Opening the configured sources.
+
+use gantry_config::edge::{CameraSource, DepthSource};
+use gantry_config::EdgeConfig;
+
+use crate::source::{FrameSource, HalError, Pacing};
+use crate::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
+
+/// The RGB source `camera.source` names.
+pub fn open_camera(config: &EdgeConfig, pacing: Pacing) -> Result<Box<dyn FrameSource>, HalError> {
+    let c = &config.camera;
+    match c.source {
+        CameraSource::Synthetic => Ok(Box::new(SyntheticCamera::new(
+            Scene::new(config.synthetic.clone()),
+            c.width,
+            c.height,
+            c.fps,
+            pacing,
+        ))),
+        #[cfg(feature = "v4l")]
+        CameraSource::V4l => Ok(Box::new(crate::v4l::V4lCamera::open(&c.device, c.width, c.height, c.fps)?)),
+        #[cfg(not(feature = "v4l"))]
+        CameraSource::V4l => Err(HalError::NotBuilt { source_name: "v4l", feature: "v4l" }),
+        #[cfg(feature = "realsense")]
+        CameraSource::Realsense => Ok(Box::new(crate::realsense::RealSense::open(config)?.color())),
+        #[cfg(not(feature = "realsense"))]
+        CameraSource::Realsense => Err(HalError::NotBuilt { source_name: "realsense", feature: "realsense" }),
+    }
+}
+
+/// The depth source `depth.source` names; `None` for `"none"`.
+pub fn open_depth(config: &EdgeConfig, pacing: Pacing) -> Result<Option<Box<dyn FrameSource>>, HalError> {
+    let d = &config.depth;
+    match d.source {
+        DepthSource::None => Ok(None),
+        DepthSource::Synthetic => Ok(Some(Box::new(SyntheticDepth::new(
+            Scene::new(config.synthetic.clone()),
+            d.width,
+            d.height,
+            d.fps,
+            pacing,
+        )))),
+        #[cfg(feature = "realsense")]
+        DepthSource::Realsense => Ok(Some(Box::new(crate::realsense::RealSense::open(config)?.depth()))),
+        #[cfg(not(feature = "realsense"))]
+        DepthSource::Realsense => Err(HalError::NotBuilt { source_name: "realsense", feature: "realsense" }),
+    }
+}

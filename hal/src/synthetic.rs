@@ -1,0 +1,238 @@
+//! Deterministic synthetic camera and depth sources.
+//!
+//! The scene is a pure function of the seed and the frame time `seq / fps`: a
+//! table seen from above (a plane, slightly tilted), a part moving on it in a
+//! circle, and — when configured — a person who walks into the workspace at
+//! `person_enter_s` and leaves at `person_leave_s`. The same seed gives the same
+//! pixels on every run, so the safety governor can be tested against it.
+
+use std::time::{Duration, Instant};
+
+use gantry_config::edge::Synthetic as SceneConfig;
+use rand_core::RngCore;
+use rand_pcg::Pcg64Mcg;
+
+use crate::clock::monotonic_ns;
+use crate::frame::{FrameMeta, Intrinsics, PixelFormat, StreamInfo};
+use crate::source::{FrameSource, HalError, Pacing};
+
+/// The moving scene both sources render.
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub config: SceneConfig,
+}
+
+/// The person's footprint in normalised image coordinates (0..1), while present.
+const PERSON_BOX: [f32; 4] = [0.40, 0.25, 0.62, 0.80];
+
+impl Scene {
+    pub fn new(config: SceneConfig) -> Self {
+        Self { config }
+    }
+
+    /// Whether the person is inside the workspace at scene time `t_s`.
+    pub fn person_present(&self, t_s: f64) -> bool {
+        self.config.person_event && t_s >= self.config.person_enter_s && t_s < self.config.person_leave_s
+    }
+
+    /// Centre of the moving part, normalised image coordinates.
+    fn part_center(t_s: f64) -> (f32, f32) {
+        let a = t_s * 0.8;
+        (0.5 + 0.25 * a.cos() as f32, 0.5 + 0.2 * a.sin() as f32)
+    }
+}
+
+fn intrinsics(width: u32, height: u32, hfov_deg: f32) -> Intrinsics {
+    let fx = width as f32 / 2.0 / (hfov_deg.to_radians() / 2.0).tan();
+    Intrinsics { fx, fy: fx, cx: width as f32 / 2.0, cy: height as f32 / 2.0 }
+}
+
+/// Real-time pacing shared by both sources.
+struct Pacer {
+    pacing: Pacing,
+    period: Duration,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(pacing: Pacing, fps: u32) -> Self {
+        Self { pacing, period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))), next: None }
+    }
+
+    fn wait(&mut self) {
+        if self.pacing == Pacing::Max {
+            return;
+        }
+        let now = Instant::now();
+        let due = *self.next.get_or_insert(now);
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        // Late frames do not bunch up: the next one is a period after this one.
+        self.next = Some(due.max(now) + self.period);
+    }
+}
+
+fn check_len(dst: &[u8], info: &StreamInfo) -> Result<(), HalError> {
+    if dst.len() != info.frame_bytes() {
+        return Err(HalError::BufferSize { got: dst.len(), want: info.frame_bytes() });
+    }
+    Ok(())
+}
+
+/// 1920×1080 RGB8 (or as configured) rendering of the scene.
+pub struct SyntheticCamera {
+    scene: Scene,
+    info: StreamInfo,
+    background: Box<[u8]>,
+    seq: u64,
+    pacer: Pacer,
+}
+
+impl SyntheticCamera {
+    pub fn new(scene: Scene, width: u32, height: u32, fps: u32, pacing: Pacing) -> Self {
+        let info = StreamInfo {
+            width,
+            height,
+            format: PixelFormat::Rgb8,
+            fps,
+            intrinsics: intrinsics(width, height, 69.0),
+            depth_unit_mm: 0.0,
+        };
+        // The static part of the scene is rendered once; each frame copies it.
+        let mut rng = Pcg64Mcg::new(u128::from(scene.config.seed) | 1);
+        let mut background = vec![0u8; info.frame_bytes()].into_boxed_slice();
+        let (w, h) = (width as usize, height as usize);
+        for y in 0..h {
+            for x in 0..w {
+                let grain = (rng.next_u32() & 0x0f) as u8;
+                let grid = if x % 120 < 2 || y % 120 < 2 { 40 } else { 0 };
+                let i = (y * w + x) * 3;
+                background[i] = 150 + grain - grid;
+                background[i + 1] = 130 + grain - grid;
+                background[i + 2] = 100 + grain / 2;
+            }
+        }
+        Self { scene, info, background, seq: 0, pacer: Pacer::new(pacing, fps) }
+    }
+
+    fn render(&self, t_s: f64, dst: &mut [u8]) {
+        dst.copy_from_slice(&self.background);
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let (cx, cy) = Scene::part_center(t_s);
+        let half = (h / 12).max(1);
+        let (px, py) = ((cx * w as f32) as usize, (cy * h as f32) as usize);
+        fill_rect(dst, w, h, px.saturating_sub(half), py.saturating_sub(half), px + half, py + half, [200, 40, 30]);
+        if self.scene.person_present(t_s) {
+            let [x0, y0, x1, y1] = PERSON_BOX;
+            let r = |v: f32, n: usize| (v * n as f32) as usize;
+            fill_rect(dst, w, h, r(x0, w), r(y0, h), r(x1, w), r(y1, h), [30, 60, 160]);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill_rect(dst: &mut [u8], w: usize, h: usize, x0: usize, y0: usize, x1: usize, y1: usize, rgb: [u8; 3]) {
+    let (x1, y1) = (x1.min(w), y1.min(h));
+    for y in y0.min(y1)..y1 {
+        let row = &mut dst[(y * w + x0.min(x1)) * 3..(y * w + x1) * 3];
+        for px in row.chunks_exact_mut(3) {
+            px.copy_from_slice(&rgb);
+        }
+    }
+}
+
+impl FrameSource for SyntheticCamera {
+    fn info(&self) -> StreamInfo {
+        self.info
+    }
+
+    fn next_frame(&mut self, dst: Option<&mut [u8]>) -> Result<FrameMeta, HalError> {
+        self.pacer.wait();
+        let seq = self.seq;
+        self.seq += 1;
+        if let Some(dst) = dst {
+            check_len(dst, &self.info)?;
+            self.render(seq as f64 / f64::from(self.info.fps), dst);
+        }
+        Ok(FrameMeta { seq, capture_ns: monotonic_ns() })
+    }
+}
+
+/// 848×480 depth in millimetres (or as configured) of the same scene.
+pub struct SyntheticDepth {
+    scene: Scene,
+    info: StreamInfo,
+    /// The table plane with its noise, rendered once; each frame copies it.
+    table: Box<[u16]>,
+    seq: u64,
+    pacer: Pacer,
+}
+
+impl SyntheticDepth {
+    pub fn new(scene: Scene, width: u32, height: u32, fps: u32, pacing: Pacing) -> Self {
+        let info = StreamInfo {
+            width,
+            height,
+            format: PixelFormat::Depth16,
+            fps,
+            intrinsics: intrinsics(width, height, 87.0),
+            depth_unit_mm: 1.0,
+        };
+        let mut rng = Pcg64Mcg::new(u128::from(scene.config.seed.wrapping_mul(31)) | 1);
+        let (w, h) = (width as usize, height as usize);
+        let base = f32::from(scene.config.table_distance_mm);
+        let noise = u32::from(scene.config.depth_noise_mm);
+        let mut table = vec![0u16; w * h].into_boxed_slice();
+        for y in 0..h {
+            // The table tilts away from the camera towards the top of the image.
+            let plane = base + (h as f32 / 2.0 - y as f32) * 0.15;
+            for x in 0..w {
+                let n = if noise == 0 { 0.0 } else { (rng.next_u32() % (2 * noise + 1)) as f32 - noise as f32 };
+                table[y * w + x] = (plane + n).clamp(1.0, 65_535.0) as u16;
+            }
+        }
+        Self { scene, info, table, seq: 0, pacer: Pacer::new(pacing, fps) }
+    }
+
+    fn render(&self, t_s: f64, dst: &mut [u16]) {
+        dst.copy_from_slice(&self.table);
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let (cx, cy) = Scene::part_center(t_s);
+        let half = (h / 12).max(1);
+        let (px, py) = ((cx * w as f32) as usize, (cy * h as f32) as usize);
+        let part_mm = self.scene.config.table_distance_mm.saturating_sub(120);
+        fill_depth(dst, w, h, [px.saturating_sub(half), py.saturating_sub(half), px + half, py + half], part_mm);
+        if self.scene.person_present(t_s) {
+            let [x0, y0, x1, y1] = PERSON_BOX;
+            let r = |v: f32, n: usize| (v * n as f32) as usize;
+            fill_depth(dst, w, h, [r(x0, w), r(y0, h), r(x1, w), r(y1, h)], self.scene.config.person_distance_mm);
+        }
+    }
+}
+
+fn fill_depth(dst: &mut [u16], w: usize, h: usize, [x0, y0, x1, y1]: [usize; 4], mm: u16) {
+    let (x1, y1) = (x1.min(w), y1.min(h));
+    for y in y0.min(y1)..y1 {
+        dst[y * w + x0.min(x1)..y * w + x1].fill(mm);
+    }
+}
+
+impl FrameSource for SyntheticDepth {
+    fn info(&self) -> StreamInfo {
+        self.info
+    }
+
+    fn next_frame(&mut self, dst: Option<&mut [u8]>) -> Result<FrameMeta, HalError> {
+        self.pacer.wait();
+        let seq = self.seq;
+        self.seq += 1;
+        if let Some(dst) = dst {
+            check_len(dst, &self.info)?;
+            let depth: &mut [u16] =
+                bytemuck::try_cast_slice_mut(dst).map_err(|e| HalError::Unsupported(format!("depth buffer: {e}")))?;
+            self.render(seq as f64 / f64::from(self.info.fps), depth);
+        }
+        Ok(FrameMeta { seq, capture_ns: monotonic_ns() })
+    }
+}
