@@ -91,11 +91,21 @@ pub struct Depth {
     pub pool_frames: usize,
     /// Physical distance in millimetres of one depth unit from the device.
     pub unit_mm: f64,
+    /// librealsense2 (or any library exporting its C API), loaded at run time.
+    pub realsense_library: String,
 }
 
 impl Default for Depth {
     fn default() -> Self {
-        Self { source: DepthSource::Synthetic, width: 848, height: 480, fps: 30, pool_frames: 4, unit_mm: 1.0 }
+        Self {
+            source: DepthSource::Synthetic,
+            width: 848,
+            height: 480,
+            fps: 30,
+            pool_frames: 4,
+            unit_mm: 1.0,
+            realsense_library: "librealsense2.so.2".into(),
+        }
     }
 }
 
@@ -443,6 +453,13 @@ impl EdgeConfig {
         c.range("depth.fps", depth.fps, 1..=240);
         c.range("depth.pool_frames", depth.pool_frames, 2..=64);
         c.range_f64("depth.unit_mm", depth.unit_mm, 0.01..=100.0);
+        if depth.source == DepthSource::Realsense || cam.source == CameraSource::Realsense {
+            c.non_empty(
+                "depth.realsense_library",
+                &depth.realsense_library,
+                "a library path such as librealsense2.so.2",
+            );
+        }
 
         let s = &self.synthetic;
         c.range("synthetic.table_distance_mm", s.table_distance_mm, 200..=10_000);

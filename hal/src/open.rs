@@ -10,13 +10,9 @@ use crate::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
 pub fn open_camera(config: &EdgeConfig, pacing: Pacing) -> Result<Box<dyn FrameSource>, HalError> {
     let c = &config.camera;
     match c.source {
-        CameraSource::Synthetic => Ok(Box::new(SyntheticCamera::new(
-            Scene::new(config.synthetic.clone()),
-            c.width,
-            c.height,
-            c.fps,
-            pacing,
-        ))),
+        CameraSource::Synthetic => {
+            Ok(Box::new(SyntheticCamera::new(Scene::new(config.synthetic.clone()), c.width, c.height, c.fps, pacing)))
+        }
         #[cfg(feature = "v4l")]
         CameraSource::V4l => Ok(Box::new(crate::v4l::V4lCamera::open(&c.device, c.width, c.height, c.fps)?)),
         #[cfg(not(feature = "v4l"))]
