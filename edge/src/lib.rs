@@ -3,6 +3,10 @@
 //! Camera and depth frames and the firmware's joint state enter; governed motor
 //! commands leave to the firmware, and everything is recorded and synced.
 
+pub mod infer;
+pub mod model;
+pub mod preprocess;
+
 use std::time::Duration;
 
 use gantry_config::cli::{shutdown_signal, StopReason};

@@ -1,0 +1,99 @@
+//! Steady-state preprocessing allocates nothing; tract's own per-run allocations
+//! are counted, constant, and stay on the inference thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gantry_config::edge::Synthetic;
+use gantry_edge::infer::tract::TractBackend;
+use gantry_edge::infer::PolicyBackend;
+use gantry_edge::model::ModelPackage;
+use gantry_edge::preprocess::Preprocessor;
+use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
+use gantry_hal::{FrameSource, Pacing};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static TRACKED: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TRACKED.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if TRACKED.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations `f` makes on this thread.
+fn count(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    TRACKED.with(|t| t.set(true));
+    f();
+    TRACKED.with(|t| t.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+/// The ceiling on tract's allocations per run of the baseline (68 measured with
+/// tract 0.23.9: its intermediate tensors); per-pixel or per-frame growth blows past it.
+const TRACT_ALLOCATIONS_PER_RUN_MAX: u64 = 80;
+
+#[test]
+fn steady_state_preprocessing_allocates_nothing_and_tract_a_constant_amount() {
+    let package = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")).unwrap();
+    let mut pre = Preprocessor::new(&package, (1920, 1080), (848, 480)).unwrap();
+    let mut policy = TractBackend::load(&package, 1).unwrap();
+    let scene = Scene::new(Synthetic::default());
+    let mut camera = SyntheticCamera::new(scene.clone(), 1920, 1080, 30, Pacing::Max);
+    let mut depth = SyntheticDepth::new(scene, 848, 480, 30, Pacing::Max);
+    let mut rgb_frame = vec![0u8; camera.info().frame_bytes()];
+    let mut depth_frame = vec![0u8; depth.info().frame_bytes()];
+
+    let mut step = |pre: &mut Preprocessor, policy: &mut TractBackend| -> (u64, u64) {
+        camera.next_frame(Some(&mut rgb_frame)).unwrap();
+        depth.next_frame(Some(&mut depth_frame)).unwrap();
+        let pre_allocs = count(|| {
+            let inputs = policy.inputs();
+            pre.rgb(&rgb_frame, inputs.rgb).unwrap();
+            pre.depth(&depth_frame, 1.0, inputs.depth).unwrap();
+            pre.joints(&[0.0; 6], &[0.0; 6], inputs.joints).unwrap();
+        });
+        let mut action = [0f32; 7];
+        let infer_allocs = count(|| action.copy_from_slice(policy.run().unwrap()));
+        assert!(action[6] >= 0.0 && action[6] <= 1.0);
+        (pre_allocs, infer_allocs)
+    };
+
+    // Warm-up: the resizer sizes its scratch buffers, tract its state.
+    for _ in 0..5 {
+        step(&mut pre, &mut policy);
+    }
+    let mut per_run = Vec::new();
+    for _ in 0..200 {
+        let (pre_allocs, infer_allocs) = step(&mut pre, &mut policy);
+        assert_eq!(pre_allocs, 0, "preprocessing allocated in steady state");
+        per_run.push(infer_allocs);
+    }
+    let first = per_run[0];
+    assert!(per_run.iter().all(|&n| n == first), "tract's allocations per run vary: {per_run:?}");
+    assert!(first <= TRACT_ALLOCATIONS_PER_RUN_MAX, "tract allocates {first} times per run");
+    println!("tract allocations per run (baseline): {first}");
+}
