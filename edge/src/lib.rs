@@ -6,6 +6,8 @@
 pub mod infer;
 pub mod model;
 pub mod preprocess;
+#[cfg(feature = "cuda")]
+pub mod preprocess_cuda;
 
 use std::time::Duration;
 

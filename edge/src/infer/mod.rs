@@ -6,6 +6,8 @@ use std::fmt;
 
 use crate::model::{IoShape, Manifest, ModelError};
 
+#[cfg(feature = "ort")]
+pub mod ort;
 pub mod tract;
 
 /// Where inference actually runs, as opposed to what was asked for.
@@ -67,4 +69,45 @@ pub trait PolicyBackend: Send {
 
     /// Runs the policy on the current inputs; the action is J joint deltas and the gripper.
     fn run(&mut self) -> Result<&[f32], InferError>;
+}
+
+/// The policy the daemon runs, and why it is not the configured one if it is not.
+pub struct LoadedPolicy {
+    pub backend: Box<dyn PolicyBackend>,
+    /// Each provider or backend that was tried and failed, in order.
+    pub failures: Vec<String>,
+}
+
+/// Loads `policy.model_dir` on `policy.backend`; when that fails, falls back to the
+/// baseline package on tract and says why. Fails only if the baseline fails too.
+pub fn load_policy(policy: &gantry_config::edge::Policy) -> Result<LoadedPolicy, InferError> {
+    use gantry_config::edge::Backend;
+    let mut failures = Vec::new();
+    let primary: Result<Box<dyn PolicyBackend>, InferError> = crate::model::ModelPackage::load(&policy.model_dir)
+        .map_err(InferError::from)
+        .and_then(|model| match policy.backend {
+            Backend::Tract => {
+                Ok(Box::new(tract::TractBackend::load(&model, policy.threads)?) as Box<dyn PolicyBackend>)
+            }
+            #[cfg(feature = "ort")]
+            Backend::Ort => {
+                let (backend, tried) = ort::OrtBackend::load(&model, policy)?;
+                failures.extend(tried.into_iter().map(|f| format!("ort {}: {}", f.provider, f.reason)));
+                Ok(Box::new(backend) as Box<dyn PolicyBackend>)
+            }
+            #[cfg(not(feature = "ort"))]
+            Backend::Ort => Err(InferError::Backend {
+                backend: "ort",
+                reason: "not built in: rebuild gantry-edge with `--features ort`".into(),
+            }),
+        });
+    match primary {
+        Ok(backend) => Ok(LoadedPolicy { backend, failures }),
+        Err(e) => {
+            failures.push(e.to_string());
+            let baseline = crate::model::ModelPackage::load(&policy.baseline_model_dir)?;
+            let backend = Box::new(tract::TractBackend::load(&baseline, policy.threads)?);
+            Ok(LoadedPolicy { backend, failures })
+        }
+    }
 }

@@ -1,0 +1,104 @@
+//! ONNX Runtime on its CPU provider against tract, and the providers that cannot
+//! run here (TensorRT, CUDA) failing loudly. Needs the CPU library:
+//! `ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime.sh)`.
+#![cfg(feature = "ort")]
+
+use std::path::{Path, PathBuf};
+
+use gantry_config::edge::{Backend, ExecutionProvider, Policy};
+use gantry_edge::infer::ort::OrtBackend;
+use gantry_edge::infer::tract::TractBackend;
+use gantry_edge::infer::{load_policy, ExecutionPath, InferError, PolicyBackend};
+use gantry_edge::model::ModelPackage;
+
+fn baseline_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")
+}
+
+fn policy(providers: &[ExecutionProvider]) -> Policy {
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "set ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime.sh) to run the ONNX Runtime tests"
+    );
+    Policy {
+        backend: Backend::Ort,
+        model_dir: baseline_dir().display().to_string(),
+        baseline_model_dir: baseline_dir().display().to_string(),
+        providers: providers.to_vec(),
+        threads: 1,
+        tensorrt_cache_dir: std::env::temp_dir().join("gantry-trt-cache").display().to_string(),
+        ..Policy::default()
+    }
+}
+
+fn fill(policy: &mut dyn PolicyBackend, seed: u32) {
+    let inputs = policy.inputs();
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        (x as f32 / u32::MAX as f32) * 4.0 - 2.0
+    };
+    inputs.rgb.iter_mut().for_each(|v| *v = next());
+    inputs.depth.iter_mut().for_each(|v| *v = next().abs() / 2.0);
+    inputs.joints.iter_mut().for_each(|v| *v = next());
+}
+
+#[test]
+fn ort_cpu_and_tract_agree_within_1e_4() {
+    let model = ModelPackage::load(baseline_dir()).unwrap();
+    let (mut ort, failures) = OrtBackend::load(&model, &policy(&[ExecutionProvider::Cpu])).unwrap();
+    assert!(failures.is_empty());
+    assert_eq!(ort.execution_path(), ExecutionPath::OrtCpu);
+    let mut tract = TractBackend::load(&model, 1).unwrap();
+    for seed in 0..20 {
+        fill(&mut ort, seed);
+        fill(&mut tract, seed);
+        let a = ort.run().unwrap().to_vec();
+        let b = tract.run().unwrap().to_vec();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "seed {seed}: ort {a:?} vs tract {b:?}");
+        }
+    }
+}
+
+#[test]
+fn tensorrt_and_cuda_fail_with_the_documented_error() {
+    let model = ModelPackage::load(baseline_dir()).unwrap();
+    for (provider, name) in [(ExecutionProvider::Tensorrt, "tensorrt"), (ExecutionProvider::Cuda, "cuda")] {
+        match OrtBackend::load(&model, &policy(&[provider])) {
+            Err(InferError::Provider { provider, reason }) => {
+                assert_eq!(provider, name);
+                assert!(reason.starts_with(&format!("{name}: ")), "{reason}");
+            }
+            Err(other) => panic!("{name}: wrong error {other}"),
+            Ok((b, _)) => panic!("{name} must not run here, got {}", b.execution_path()),
+        }
+    }
+}
+
+#[test]
+fn configured_provider_order_falls_through_to_cpu_and_says_why() {
+    let model = ModelPackage::load(baseline_dir()).unwrap();
+    let all = [ExecutionProvider::Tensorrt, ExecutionProvider::Cuda, ExecutionProvider::Cpu];
+    let (mut backend, failures) = OrtBackend::load(&model, &policy(&all)).unwrap();
+    assert_eq!(backend.execution_path(), ExecutionPath::OrtCpu);
+    let names: Vec<&str> = failures.iter().map(|f| f.provider).collect();
+    assert_eq!(names, ["tensorrt", "cuda"]);
+    fill(&mut backend, 1);
+    assert_eq!(backend.run().unwrap().len(), 7);
+}
+
+#[test]
+fn a_primary_that_cannot_start_falls_back_to_the_baseline_on_tract() {
+    let loaded = load_policy(&policy(&[ExecutionProvider::Tensorrt])).unwrap();
+    assert_eq!(loaded.backend.execution_path(), ExecutionPath::TractCpu);
+    assert_eq!(loaded.failures.len(), 1);
+    assert!(loaded.failures[0].contains("tensorrt execution provider is unavailable"), "{:?}", loaded.failures);
+
+    let loaded = load_policy(&policy(&[ExecutionProvider::Cuda, ExecutionProvider::Cpu])).unwrap();
+    assert_eq!(loaded.backend.execution_path(), ExecutionPath::OrtCpu);
+    assert_eq!(loaded.failures.len(), 1, "{:?}", loaded.failures);
+    assert!(loaded.failures[0].starts_with("ort cuda: "));
+}

@@ -1,0 +1,33 @@
+//! GPU preprocessing against the CPU path. On a machine without an NVIDIA driver
+//! it checks the clean error instead; on one with a GPU it compares values.
+#![cfg(feature = "cuda")]
+
+use std::path::Path;
+
+use gantry_edge::model::ModelPackage;
+use gantry_edge::preprocess::Preprocessor;
+use gantry_edge::preprocess_cuda::{CudaPreprocessError, CudaPreprocessor};
+
+#[test]
+fn cuda_matches_cpu_or_reports_the_missing_driver() {
+    let model = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")).unwrap();
+    let (w, h) = (1920u32, 1080u32);
+    let frame: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7 + i / 5791) % 251) as u8).collect();
+    let mut gpu = match CudaPreprocessor::new(&model, (w, h)) {
+        Ok(gpu) => gpu,
+        Err(CudaPreprocessError::Unavailable(reason)) => {
+            assert!(reason.contains("not found"), "{reason}");
+            eprintln!("no GPU here: {reason}");
+            return;
+        }
+        Err(e) => panic!("CUDA present but failed: {e}"),
+    };
+    let mut cpu = Preprocessor::new(&model, (w, h), (848, 480)).unwrap();
+    let mut expected = vec![0f32; 3 * 128 * 128];
+    cpu.rgb(&frame, &mut expected).unwrap();
+    let mut got = vec![0f32; 3 * 128 * 128];
+    gpu.run(&frame).unwrap();
+    gpu.download(&mut got).unwrap();
+    let worst = expected.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-3, "largest difference {worst}");
+}
