@@ -15,10 +15,11 @@ const MODELS: [&str; 2] = ["baseline", "vision-50m"];
 
 fn backends(model: &ModelPackage) -> Vec<(&'static str, Box<dyn PolicyBackend>)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-    let mut out: Vec<(&'static str, Box<dyn PolicyBackend>)> =
+    let out: Vec<(&'static str, Box<dyn PolicyBackend>)> =
         vec![("tract", Box::new(TractBackend::load(model, threads).expect("tract loads")))];
     #[cfg(feature = "ort")]
-    {
+    let out = {
+        let mut out = out;
         let policy = gantry_config::edge::Policy {
             providers: vec![gantry_config::edge::ExecutionProvider::Cpu],
             threads,
@@ -28,7 +29,8 @@ fn backends(model: &ModelPackage) -> Vec<(&'static str, Box<dyn PolicyBackend>)>
             Ok((b, _)) => out.push(("ort-cpu", Box::new(b))),
             Err(e) => eprintln!("ort skipped: {e}"),
         }
-    }
+        out
+    };
     out
 }
 

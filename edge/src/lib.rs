@@ -3,11 +3,15 @@
 //! Camera and depth frames and the firmware's joint state enter; governed motor
 //! commands leave to the firmware, and everything is recorded and synced.
 
+pub mod control;
+pub mod governor;
 pub mod infer;
+pub mod kinematics;
 pub mod model;
 pub mod preprocess;
 #[cfg(feature = "cuda")]
 pub mod preprocess_cuda;
+pub mod zone;
 
 use std::time::Duration;
 

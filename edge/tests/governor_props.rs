@@ -1,0 +1,230 @@
+//! Property tests of the safety governor over a million random commands and
+// Joints index several parallel arrays at once.
+#![allow(clippy::needless_range_loop)]
+//! states: nothing that violates a configured limit is ever let through, and every
+//! rejection records exactly one incident.
+
+use gantry_config::edge::MAX_JOINTS;
+use gantry_config::EdgeConfig;
+use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
+use gantry_edge::kinematics::Arm;
+use gantry_edge::zone::ZoneReading;
+use proptest::prelude::*;
+use proptest::test_runner::TestRng;
+
+const STEPS: usize = 1000;
+const MS: u64 = 1_000_000;
+
+fn unit(rng: &mut TestRng) -> f32 {
+    (rng.next_u32() as f64 / u32::MAX as f64) as f32
+}
+
+fn chance(rng: &mut TestRng, p: f32) -> bool {
+    unit(rng) < p
+}
+
+/// The limits, re-derived from the configuration independently of the governor.
+struct Reference {
+    config: EdgeConfig,
+    arm: Arm,
+}
+
+impl Reference {
+    /// Whether sending `cmd` after `prev` (moving at `prev_velocity`) in `state` breaks any rule.
+    fn violates(&self, cmd: &Command, prev: &Command, prev_velocity: &[f32], state: &RobotState) -> bool {
+        let g = &self.config.governor;
+        let n = self.config.firmware.joints;
+        let dt = 1.0 / self.config.control.rate_hz as f64;
+        let age = |t: u64| state.now_ns.saturating_sub(t);
+        let policy_life = (dt * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
+        if state.estop_pressed || state.estop_latched || !state.link_alive || state.policy_late {
+            return true;
+        }
+        if state.joint_state_ns == 0 || age(state.joint_state_ns) > g.command_max_age_ms * MS {
+            return true;
+        }
+        if state.policy_frame_ns == 0 || age(state.policy_frame_ns) > policy_life + 1 {
+            return true;
+        }
+        if state.zone.capture_ns == 0 || age(state.zone.capture_ns) > g.depth_max_age_ms * MS || !state.zone.clear {
+            return true;
+        }
+        for j in 0..n {
+            let t = f64::from(cmd.targets_rad[j]);
+            if t < g.joint_min_rad[j] + g.position_margin_rad - 1e-6
+                || t > g.joint_max_rad[j] - g.position_margin_rad + 1e-6
+            {
+                return true;
+            }
+            let v = (t - f64::from(prev.targets_rad[j])) / dt;
+            if v.abs() > g.max_velocity_rad_s[j] * (1.0 + 1e-4) {
+                return true;
+            }
+            if ((v - f64::from(prev_velocity[j])) / dt).abs() > g.max_accel_rad_s2[j] * (1.0 + 1e-3) + 1e-3 {
+                return true;
+            }
+        }
+        let tool = self.arm.tool_position(&cmd.targets_rad[..n]);
+        if tool[2] < g.table_height_m - 1e-9 {
+            return true;
+        }
+        for a in 0..3 {
+            if tool[a] < g.tool_box_min_m[a] - 1e-9 || tool[a] > g.tool_box_max_m[a] + 1e-9 {
+                return true;
+            }
+        }
+        if state.telemetry_valid {
+            if state.motor_temp_c[..n].iter().any(|&c| f64::from(c) > g.max_motor_temp_c) {
+                return true;
+            }
+            let p = f64::from(state.gripper_pressure_kpa);
+            if p < g.gripper_pressure_min_kpa || p > g.gripper_pressure_max_kpa {
+                return true;
+            }
+        }
+        !(0.0..=1.0).contains(&cmd.gripper)
+    }
+}
+
+/// A random state; with `healthy` every input is fresh and within limits, so only
+/// the command itself can be at fault.
+fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], healthy: bool) -> RobotState {
+    let p = if healthy { 0.0 } else { 1.0 };
+    let mut temps = [40.0f32; MAX_JOINTS];
+    if chance(rng, 0.02 * p) {
+        temps[(rng.next_u32() % 6) as usize] = 70.0 + 30.0 * unit(rng);
+    }
+    let stale = |rng: &mut TestRng, p: f32, max_ms: u64| {
+        if chance(rng, p) {
+            now.saturating_sub((max_ms as f32 * (0.5 + 2.0 * unit(rng))) as u64 * MS)
+        } else {
+            now - MS
+        }
+    };
+    RobotState {
+        now_ns: now,
+        joints: 6,
+        positions_rad: *positions,
+        joint_state_ns: stale(rng, 0.02 * p, 50),
+        motor_temp_c: temps,
+        gripper_pressure_kpa: if chance(rng, 0.02 * p) { 700.0 * unit(rng) } else { 100.0 },
+        telemetry_valid: !chance(rng, 0.05 * p),
+        estop_pressed: chance(rng, 0.002 * p),
+        estop_latched: false,
+        link_alive: !chance(rng, 0.02 * p),
+        zone: ZoneReading {
+            capture_ns: stale(rng, 0.02 * p, 100),
+            frame_seq: 1,
+            occupied_pixels: 0,
+            clear: !chance(rng, 0.03 * p),
+        },
+        policy_frame_ns: stale(rng, 0.02 * p, 200),
+        policy_frame_seq: 1,
+        policy_late: chance(rng, 0.02 * p),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_violating_command_ever_passes_and_each_rejection_is_one_incident(seed in any::<u64>()) {
+        let config = EdgeConfig::default();
+        let reference = Reference { arm: Arm::new(&config.arm.dh), config: config.clone() };
+        let mut governor = SafetyGovernor::new(&config);
+        let incidents = governor.incidents();
+        let stats = governor.stats();
+        let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4));
+        // Start somewhere reachable: a pose whose tool is inside the box.
+        let mut positions = [0f32; MAX_JOINTS];
+        positions[..6].copy_from_slice(&[0.0, -1.2, 1.2, -1.5, -1.5, 0.0]);
+        // The base and the last wrist joint move the tool's position little or
+        // not at all, so they can start near their position limits (±2.85 with
+        // the margin) and probe them.
+        for j in [0, 5] {
+            let side = if chance(&mut rng, 0.5) { 1.0 } else { -1.0 };
+            positions[j] = side * (2.6 + 0.24 * unit(&mut rng));
+        }
+        let home = positions;
+        let mut prev = Command { targets_rad: positions, gripper: 0.5 };
+        let mut prev_velocity = [0f32; MAX_JOINTS];
+        let mut first = true;
+        let mut now = 10_000 * MS;
+        let mut rejects = 0u64;
+        let mut approvals = 0u64;
+        // Each joint drives its velocity towards a target speed near its limit
+        // (1.5 rad/s) with an acceleration near its limit (8 rad/s²), so the
+        // sequences keep probing the velocity, acceleration and position bounds.
+        let mut cruise = [0f32; 6];
+        for step in 0..STEPS {
+            now += 10 * MS;
+            // First half: healthy inputs, only the motion is at stake. Second half:
+            // random faults in every input.
+            let state = random_state(&mut rng, now, &positions, step < STEPS / 2);
+            let mut cmd = prev;
+            let smooth = chance(&mut rng, 0.95);
+            for j in 0..6 {
+                if chance(&mut rng, 0.05) {
+                    cruise[j] = (unit(&mut rng) - 0.5) * 2.0 * 1.55;
+                    if (j == 0 || j == 5) && chance(&mut rng, 0.5) {
+                        // Creep outwards, towards the position limit.
+                        cruise[j] = positions[j].signum() * 0.3 * unit(&mut rng);
+                    }
+                }
+                if smooth {
+                    let accel = (5.0 + 3.2 * unit(&mut rng)) * 0.01;
+                    let v = prev_velocity[j] + (cruise[j] - prev_velocity[j]).clamp(-accel, accel);
+                    cmd.targets_rad[j] += v * 0.01;
+                } else {
+                    cmd.targets_rad[j] += (unit(&mut rng) - 0.5) * 1.0;
+                }
+            }
+            if chance(&mut rng, 0.01) {
+                cmd.targets_rad[(rng.next_u32() % 6) as usize] = f32::NAN;
+            }
+            cmd.gripper = if chance(&mut rng, 0.01) { 1.5 } else { unit(&mut rng) };
+            let reference_prev = if first { Command { targets_rad: positions, ..prev } } else { prev };
+            let violates = reference.violates(&cmd, &reference_prev, &prev_velocity, &state);
+            let verdict = governor.check(&cmd, &state);
+            if verdict.approved {
+                prop_assert!(!violates, "approved a violating command {:?} in {:?}", cmd, state);
+                prop_assert_eq!(verdict.command, cmd);
+                approvals += 1;
+                for j in 0..6 {
+                    prev_velocity[j] = (cmd.targets_rad[j] - reference_prev.targets_rad[j]) / 0.01;
+                }
+            } else {
+                rejects += 1;
+                // Head back towards the start pose, so the run keeps moving.
+                for j in 0..6 {
+                    cruise[j] = (home[j] - state.positions_rad[j]).signum() * cruise[j].abs();
+                }
+                prop_assert_eq!(&verdict.command.targets_rad[..6], &state.positions_rad[..6], "the safe action holds position");
+                prev_velocity = [0.0; MAX_JOINTS];
+            }
+            prev = verdict.command;
+            first = false;
+            // The arm follows what was sent, as the firmware would.
+            positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
+            // An e-stop latches until reset; reset it so the sequence keeps exploring.
+            if governor.estop_latched() && !state.estop_pressed {
+                governor.reset_estop();
+            }
+        }
+        // The sequence must exercise both outcomes, or the property says nothing.
+        let per_check: Vec<(&str, u64)> = gantry_edge::governor::Check::ALL
+            .iter()
+            .map(|c| (c.name(), stats.per_check[*c as usize].load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        prop_assert!(approvals > STEPS as u64 / 4, "only {} approvals; failed checks {:?}", approvals, per_check);
+        prop_assert!(rejects > 0);
+        let mut recorded = 0u64;
+        while incidents.pop().is_some() {
+            recorded += 1;
+        }
+        prop_assert_eq!(recorded, rejects, "one incident per rejection");
+        prop_assert_eq!(stats.rejects.load(std::sync::atomic::Ordering::Relaxed), rejects);
+        prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64);
+    }
+}
