@@ -1,8 +1,8 @@
 //! Property tests of the safety governor over a million random commands and
-// Joints index several parallel arrays at once.
-#![allow(clippy::needless_range_loop)]
 //! states: nothing that violates a configured limit is ever let through, and every
 //! rejection records exactly one incident.
+// Joints index several parallel arrays at once.
+#![allow(clippy::needless_range_loop)]
 
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
