@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use gantry_config::cli::{shutdown_signal, StopReason};
+use gantry_config::cli::{Shutdown, StopReason};
 use gantry_config::CloudConfig;
 
 /// Runs the service until SIGINT/SIGTERM or `duration`.
 pub async fn run(config: CloudConfig, duration: Option<Duration>) -> anyhow::Result<StopReason> {
+    let shutdown = Shutdown::install()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.service.data_dir,
@@ -18,7 +19,8 @@ pub async fn run(config: CloudConfig, duration: Option<Duration>) -> anyhow::Res
         "gantry-sync starting"
     );
     std::fs::create_dir_all(&config.service.data_dir)?;
-    let reason = shutdown_signal(duration).await?;
+    tracing::info!("gantry-sync running");
+    let reason = shutdown.wait(duration).await;
     tracing::info!(?reason, "gantry-sync shutting down");
     Ok(reason)
 }

@@ -2,18 +2,18 @@
 
 use std::process::Command;
 
-fn edge() -> Command {
+fn sync() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gantry-sync"))
 }
 
 #[test]
 fn default_config_round_trips_through_check_config() {
-    let out = edge().arg("print-default-config").output().unwrap();
+    let out = sync().arg("print-default-config").output().unwrap();
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("d.toml");
     std::fs::write(&file, &out.stdout).unwrap();
-    let check = edge().arg("check-config").arg(&file).output().unwrap();
+    let check = sync().arg("check-config").arg(&file).output().unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(check.stderr.is_empty());
 }
@@ -29,7 +29,7 @@ fn each_class_of_bad_config_exits_2_naming_the_key() {
     ] {
         let file = dir.path().join(name);
         std::fs::write(&file, text).unwrap();
-        let out = edge().arg("check-config").arg(&file).output().unwrap();
+        let out = sync().arg("check-config").arg(&file).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}");
         let stderr = String::from_utf8(out.stderr).unwrap();
         let line = stderr.lines().next().unwrap_or_default();
@@ -41,7 +41,7 @@ fn each_class_of_bad_config_exits_2_naming_the_key() {
 #[test]
 fn run_stops_cleanly_after_duration() {
     let dir = tempfile::tempdir().unwrap();
-    let out = edge()
+    let out = sync()
         .args(["run", "--duration", "0.2"])
         .env("GANTRY_DATA_DIR", dir.path().join("cloud"))
         .env("RUST_LOG", "info")
@@ -56,20 +56,21 @@ fn run_stops_cleanly_after_duration() {
 #[test]
 fn run_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let child = edge()
+    let mut child = sync()
         .arg("run")
         .env("GANTRY_DATA_DIR", dir.path().join("cloud"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The daemon creates its data directory once started; poll for that, bounded.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !dir.path().join("cloud").is_dir() {
-        assert!(std::time::Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    // Wait for the daemon's own "running" log line on stderr.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("gantry-sync running") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "daemon exited before running");
     }
     // SAFETY: plain kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
 }

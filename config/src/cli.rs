@@ -72,22 +72,34 @@ pub enum StopReason {
     DurationElapsed,
 }
 
-/// Resolves on SIGINT, SIGTERM or when `duration` has passed, whichever comes first.
-pub async fn shutdown_signal(duration: Option<Duration>) -> std::io::Result<StopReason> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let elapsed = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+/// SIGINT/SIGTERM handlers, installed before the daemon starts work so a signal
+/// that arrives during start-up still means a clean stop.
+pub struct Shutdown {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Installs the handlers; needs a running tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    /// Resolves on SIGINT, SIGTERM or when `duration` has passed, whichever comes first.
+    pub async fn wait(mut self, duration: Option<Duration>) -> StopReason {
+        let elapsed = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.int.recv() => StopReason::Interrupt,
+            _ = self.term.recv() => StopReason::Terminate,
+            _ = elapsed => StopReason::DurationElapsed,
         }
-    };
-    Ok(tokio::select! {
-        _ = int.recv() => StopReason::Interrupt,
-        _ = term.recv() => StopReason::Terminate,
-        _ = elapsed => StopReason::DurationElapsed,
-    })
+    }
 }
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` filters (default `info`).

@@ -62,8 +62,8 @@ pub struct Manifest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model package {dir}: cannot read {file}: {source}")]
-    Read { dir: PathBuf, file: &'static str, source: std::io::Error },
+    #[error("model package {dir}: cannot read {file}: {error}")]
+    Read { dir: PathBuf, file: &'static str, error: std::io::Error },
     #[error("model package {dir}: manifest.toml: {reason}")]
     Manifest { dir: PathBuf, reason: String },
     #[error("model package {dir}: model.onnx has sha256 {actual}, manifest says {expected}")]
@@ -100,12 +100,24 @@ impl ModelPackage {
     /// Reads and verifies the package in `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
         let dir = dir.as_ref().to_owned();
-        let text = std::fs::read_to_string(dir.join("manifest.toml")).map_err(|source| ModelError::Read {
-            dir: dir.clone(),
-            file: "manifest.toml",
-            source,
-        })?;
-        let manifest: Manifest = toml::from_str(&text)
+        let read_err = |file, error| ModelError::Read { dir: dir.clone(), file, error };
+        let text = std::fs::read_to_string(dir.join("manifest.toml")).map_err(|e| read_err("manifest.toml", e))?;
+        let onnx = std::fs::read(dir.join("model.onnx")).map_err(|e| read_err("model.onnx", e))?;
+        Self::from_parts(dir, &text, onnx)
+    }
+
+    /// The baseline policy built into the binary: always available, whatever is on disk.
+    pub fn embedded_baseline() -> Result<Self, ModelError> {
+        Self::from_parts(
+            PathBuf::from("<built-in baseline>"),
+            include_str!("../../models/baseline/manifest.toml"),
+            include_bytes!("../../models/baseline/model.onnx").to_vec(),
+        )
+    }
+
+    /// Verifies a package from its manifest text and model bytes; `dir` names it in errors.
+    pub fn from_parts(dir: PathBuf, manifest_text: &str, onnx: Vec<u8>) -> Result<Self, ModelError> {
+        let manifest: Manifest = toml::from_str(manifest_text)
             .map_err(|e| ModelError::Manifest { dir: dir.clone(), reason: e.message().to_owned() })?;
         if manifest.format_version != MANIFEST_FORMAT {
             return Err(ModelError::Manifest {
@@ -116,11 +128,6 @@ impl ModelPackage {
                 ),
             });
         }
-        let onnx = std::fs::read(dir.join("model.onnx")).map_err(|source| ModelError::Read {
-            dir: dir.clone(),
-            file: "model.onnx",
-            source,
-        })?;
         let actual = sha256_hex(&onnx);
         if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
             return Err(ModelError::Checksum { dir, expected: manifest.sha256.clone(), actual });

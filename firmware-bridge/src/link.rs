@@ -36,10 +36,10 @@ impl Default for LinkConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot open serial port {path} at {baud} baud: {source} (is the motor controller connected and the device readable?)")]
-    Open { path: String, baud: u32, source: serialport::Error },
-    #[error("cannot use serial port {name}: {source}")]
-    Port { name: String, source: serialport::Error },
+    #[error("cannot open serial port {path} at {baud} baud: {error} (is the motor controller connected and the device readable?)")]
+    Open { path: String, baud: u32, error: serialport::Error },
+    #[error("cannot use serial port {name}: {error}")]
+    Port { name: String, error: serialport::Error },
     #[error("cannot start the firmware link's {0} thread: {1}")]
     Thread(&'static str, io::Error),
 }
@@ -145,7 +145,7 @@ impl FirmwareLink {
         let port = serialport::new(path, baud)
             .timeout(Duration::from_millis(2))
             .open()
-            .map_err(|source| LinkError::Open { path: path.to_owned(), baud, source })?;
+            .map_err(|error| LinkError::Open { path: path.to_owned(), baud, error })?;
         Self::start(port, config)
     }
 
@@ -153,7 +153,7 @@ impl FirmwareLink {
     /// the simulated configuration).
     pub fn start(mut port: Box<dyn SerialPort>, config: LinkConfig) -> Result<Self, LinkError> {
         let name = port.name().unwrap_or_else(|| "<unnamed>".into());
-        let port_err = |source| LinkError::Port { name: name.clone(), source };
+        let port_err = |error| LinkError::Port { name: name.clone(), error };
         port.set_timeout(Duration::from_millis(2)).map_err(port_err)?;
         let read_port = port.try_clone().map_err(port_err)?;
         let shared = Arc::new(Shared {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::frame::{FramePool, FrameQueue};
+use crate::frame::{FrameBuf, FramePool, FrameQueue};
 use crate::source::{FrameSource, HalError};
 
 /// Counters a capture thread publishes; read from anywhere.
@@ -62,6 +62,12 @@ impl<S: FrameSource> Capture<S> {
     /// Waits for the next frame and publishes it (or drops it). Returns whether
     /// the frame was published.
     pub fn step(&mut self) -> Result<bool, HalError> {
+        self.step_inspect(|_| {})
+    }
+
+    /// Like [`Capture::step`], letting `inspect` read the frame on this thread
+    /// before consumers can take it (the depth thread's workspace check).
+    pub fn step_inspect(&mut self, inspect: impl FnOnce(&FrameBuf)) -> Result<bool, HalError> {
         let published = match self.pool.acquire() {
             Some(mut buf) => {
                 let meta = self.source.next_frame(Some(&mut buf)).inspect_err(|_| {
@@ -69,6 +75,7 @@ impl<S: FrameSource> Capture<S> {
                 })?;
                 buf.set_meta(meta);
                 self.note(meta.seq, meta.capture_ns);
+                inspect(&buf);
                 self.queue.push(buf);
                 true
             }

@@ -105,9 +105,21 @@ pub fn load_policy(policy: &gantry_config::edge::Policy) -> Result<LoadedPolicy,
         Ok(backend) => Ok(LoadedPolicy { backend, failures }),
         Err(e) => {
             failures.push(e.to_string());
-            let baseline = crate::model::ModelPackage::load(&policy.baseline_model_dir)?;
+            let baseline = load_baseline(&policy.baseline_model_dir, &mut failures)?;
             let backend = Box::new(tract::TractBackend::load(&baseline, policy.threads)?);
             Ok(LoadedPolicy { backend, failures })
+        }
+    }
+}
+
+/// The baseline package from `dir`, or the one built into the binary when `dir`
+/// cannot be used (noted in `failures`).
+pub fn load_baseline(dir: &str, failures: &mut Vec<String>) -> Result<crate::model::ModelPackage, InferError> {
+    match crate::model::ModelPackage::load(dir) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            failures.push(format!("{e}; using the built-in baseline"));
+            Ok(crate::model::ModelPackage::embedded_baseline()?)
         }
     }
 }

@@ -1,0 +1,623 @@
+//! The running robot: capture, inference and control threads around the firmware
+//! link, plus a supervisor that drains their events.
+//!
+//! ```text
+//! cap-rgb ──FrameQueue──► infer ──AtomicCell<PolicyOutput>──► control ──► FirmwareLink
+//! cap-depth ─FrameQueue─┘   ▲                                   ▲   │
+//!    └── ZoneReading (AtomicCell) ──────────────────────────────┘   └─ incidents (ArrayQueue) ─► supervisor
+//!                  FirmwareLink snapshots (joint state, telemetry, e-stop) ─► infer, control
+//! ```
+//!
+//! Hand-offs are lock-free and preallocated. The real-time threads never take a
+//! lock, never format text and never allocate — except the policy backend inside
+//! the inference thread (tract allocates its intermediate tensors; counted in
+//! `edge/tests/infer_alloc.rs`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::atomic::AtomicCell;
+use gantry_config::edge::{FirmwareLink as LinkKind, MAX_JOINTS};
+use gantry_config::EdgeConfig;
+use gantry_firmware_bridge::link::{FirmwareLink, LinkConfig};
+use gantry_firmware_bridge::protocol::{Joints, MotorCommand};
+use gantry_firmware_bridge::sim::{SimHandle, SimParams};
+use gantry_hal::clock::monotonic_ns;
+use gantry_hal::{Capture, CaptureStats, FrameBuf, FrameQueue, FrameSource, Pacing};
+use hdrhistogram::Histogram;
+
+use crate::control::{ControlLoop, Mode, PolicyOutput};
+use crate::governor::{GovernorStats, Incident, RobotState};
+use crate::infer::PolicyBackend;
+use crate::model::ModelError;
+use crate::preprocess::Preprocessor;
+use crate::realtime::{place_current_thread, sleep_until};
+use crate::zone::{Zone, ZoneReading};
+
+/// The real-time threads, for hooks and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtThread {
+    CaptureRgb,
+    CaptureDepth,
+    Inference,
+    Control,
+}
+
+/// Everything the pipeline runs, so tests can substitute any part.
+pub struct Parts {
+    pub camera: Box<dyn FrameSource>,
+    pub depth: Option<Box<dyn FrameSource>>,
+    pub primary: Box<dyn PolicyBackend>,
+    /// The baseline policy, used when the primary misses its deadlines.
+    pub baseline: Box<dyn PolicyBackend>,
+    /// Failures met while loading the configured policy (reported on the status page).
+    pub policy_failures: Vec<String>,
+}
+
+impl Parts {
+    /// The sources and policies the configuration names.
+    pub fn from_config(config: &EdgeConfig, pacing: Pacing) -> anyhow::Result<Self> {
+        let camera = gantry_hal::open_camera(config, pacing).context("opening the camera")?;
+        let depth = gantry_hal::open_depth(config, pacing).context("opening the depth camera")?;
+        let loaded = crate::infer::load_policy(&config.policy).context("loading the policy")?;
+        let mut failures = loaded.failures;
+        let baseline_pkg = crate::infer::load_baseline(&config.policy.baseline_model_dir, &mut failures)?;
+        let baseline = Box::new(crate::infer::tract::TractBackend::load(&baseline_pkg, 1)?);
+        Ok(Self { camera, depth, primary: loaded.backend, baseline, policy_failures: failures })
+    }
+}
+
+/// Test and benchmark hooks; the daemon uses the default.
+#[derive(Default, Clone, Copy)]
+pub struct Options {
+    /// Called on each real-time thread once it has run `warmup_iterations`.
+    pub after_warmup: Option<fn(RtThread)>,
+    pub warmup_iterations: u32,
+}
+
+/// Live counters for the status page, health reports and tests.
+#[derive(Debug, Default)]
+pub struct PipelineStatus {
+    pub mode: AtomicU8,
+    pub rt_degraded: AtomicBool,
+    pub ticks: AtomicU64,
+    /// Control ticks that started more than one period late.
+    pub overruns: AtomicU64,
+    pub inferences: AtomicU64,
+    pub deadline_misses: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub safe_stops: AtomicU64,
+    pub on_baseline: AtomicBool,
+    pub latency_p50_ns: AtomicU64,
+    pub latency_p99_ns: AtomicU64,
+    pub latency_max_ns: AtomicU64,
+    pub jitter_p99_ns: AtomicU64,
+    pub jitter_max_ns: AtomicU64,
+    pub rate_mhz: AtomicU64,
+    pub incidents: AtomicU64,
+    pub estop_reset_requested: AtomicBool,
+}
+
+impl PipelineStatus {
+    pub fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(Ordering::Relaxed))
+    }
+}
+
+/// Shared between the threads.
+struct Shared {
+    stop: AtomicBool,
+    zone: AtomicCell<ZoneReading>,
+    policy: AtomicCell<PolicyOutput>,
+    status: Arc<PipelineStatus>,
+    link: Arc<FirmwareLink>,
+    incidents: Arc<ArrayQueue<Incident>>,
+    options: Options,
+}
+
+/// The last incidents, newest last, for the status page.
+pub type RecentIncidents = Arc<Mutex<std::collections::VecDeque<Incident>>>;
+
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    sim: Option<SimHandle>,
+    pub governor: Arc<GovernorStats>,
+    pub rgb: Arc<CaptureStats>,
+    pub depth: Option<Arc<CaptureStats>>,
+    pub recent_incidents: RecentIncidents,
+    pub model_version: String,
+    pub backend: String,
+    pub policy_failures: Vec<String>,
+}
+
+const RECENT_INCIDENTS: usize = 50;
+
+impl Pipeline {
+    /// Opens the firmware link (starting the simulator when configured) and runs
+    /// the pipeline on `parts`.
+    pub fn start(config: &EdgeConfig, parts: Parts, options: Options) -> anyhow::Result<Self> {
+        let link_config = LinkConfig {
+            heartbeat_period: Duration::from_millis(config.firmware.heartbeat_period_ms),
+            timeout: Duration::from_millis(config.firmware.link_timeout_ms),
+        };
+        let (link, sim) = match config.firmware.link {
+            LinkKind::Simulated => {
+                let (master, slave) =
+                    serialport::TTYPort::pair().context("creating the simulator's pseudo-terminal")?;
+                let sim = SimHandle::spawn(
+                    Box::new(master),
+                    SimParams { joints: config.firmware.joints, ..SimParams::default() },
+                )?;
+                (FirmwareLink::start(Box::new(slave), link_config)?, Some(sim))
+            }
+            LinkKind::Serial => (FirmwareLink::open(&config.firmware.port, config.firmware.baud, link_config)?, None),
+        };
+        Self::start_with_link(config, parts, Arc::new(link), sim, options)
+    }
+
+    fn start_with_link(
+        config: &EdgeConfig,
+        parts: Parts,
+        link: Arc<FirmwareLink>,
+        sim: Option<SimHandle>,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let rt_ok = !config.realtime.lock_memory || crate::realtime::lock_memory().is_ok();
+        let control = ControlLoop::new(config);
+        let status = Arc::new(PipelineStatus::default());
+        status.rt_degraded.store(!rt_ok, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            zone: AtomicCell::new(ZoneReading::default()),
+            policy: AtomicCell::new(PolicyOutput::default()),
+            status,
+            link,
+            incidents: control.governor().incidents(),
+            options,
+        });
+        let governor = control.governor().stats();
+        let model_version = parts.primary.manifest().version.clone();
+        let backend = parts.primary.execution_path().to_string();
+
+        let rgb_info = parts.camera.info();
+        let depth_info = parts.depth.as_ref().map(|d| d.info());
+        let mut rgb_capture = Capture::new(parts.camera, config.camera.pool_frames);
+        let rgb_queue = rgb_capture.queue();
+        let rgb_stats = rgb_capture.stats();
+        let mut depth_capture = parts.depth.map(|d| Capture::new(d, config.depth.pool_frames));
+        let depth_queue = depth_capture.as_ref().map(|c| c.queue());
+        let depth_stats = depth_capture.as_ref().map(|c| c.stats());
+        let depth_src = depth_info.map_or((1, 1), |i| (i.width, i.height));
+        let preprocess = |p: &dyn PolicyBackend| -> Result<Preprocessor, ModelError> {
+            let pkg = crate::model::ModelPackage {
+                dir: Default::default(),
+                manifest: p.manifest().clone(),
+                onnx: Vec::new(),
+            };
+            Preprocessor::new(&pkg, (rgb_info.width, rgb_info.height), depth_src)
+        };
+        let inference = Inference {
+            primary_pre: preprocess(&*parts.primary)?,
+            baseline_pre: preprocess(&*parts.baseline)?,
+            primary: parts.primary,
+            baseline: parts.baseline,
+            rgb_queue: rgb_queue.clone(),
+            depth_queue,
+            depth_unit_mm: depth_info.map_or(1.0, |i| i.depth_unit_mm),
+            deadline_ns: config.control.inference_deadline_ms * 1_000_000,
+            max_misses: config.control.max_consecutive_misses,
+            recover_ns: (config.control.recover_after_s * 1e9) as u64,
+            joints: config.firmware.joints.min(MAX_JOINTS),
+        };
+
+        let mut threads = Vec::new();
+        let rt = config.realtime.clone();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| -> anyhow::Result<JoinHandle<()>> {
+            thread::Builder::new().name(name.into()).spawn(f).with_context(|| format!("starting thread {name}"))
+        };
+        {
+            let shared = shared.clone();
+            let (core, prio) = (rt.capture_core, rt.capture_priority);
+            let infer_handle = {
+                let shared = shared.clone();
+                let (core, prio) = (rt.inference_core, rt.inference_priority);
+                spawn("gantry-infer", Box::new(move || inference_loop(inference, &shared, core, prio)))?
+            };
+            let infer = infer_handle.thread().clone();
+            threads.push(infer_handle);
+            threads.push(spawn(
+                "gantry-cap-rgb",
+                Box::new(move || {
+                    placed(&shared, RtThread::CaptureRgb, core, prio);
+                    let mut n = 0u32;
+                    while !shared.stop.load(Ordering::Acquire) {
+                        warmup(&shared, RtThread::CaptureRgb, &mut n);
+                        match rgb_capture.step() {
+                            Ok(true) => infer.unpark(),
+                            Ok(false) => {}
+                            // A camera that stops delivering: the policy output goes stale
+                            // and the governor holds the robot; retry without spinning.
+                            Err(_) => thread::sleep(Duration::from_millis(10)),
+                        }
+                    }
+                }),
+            )?);
+        }
+        if let (Some(mut capture), Some(info)) = (depth_capture.take(), depth_info) {
+            let shared = shared.clone();
+            let zone = Zone::new(&config.governor);
+            let (core, prio) = (rt.capture_core, rt.capture_priority);
+            threads.push(spawn(
+                "gantry-cap-depth",
+                Box::new(move || {
+                    placed(&shared, RtThread::CaptureDepth, core, prio);
+                    let mut n = 0u32;
+                    while !shared.stop.load(Ordering::Acquire) {
+                        warmup(&shared, RtThread::CaptureDepth, &mut n);
+                        let result = capture.step_inspect(|frame: &FrameBuf| {
+                            let m = frame.meta();
+                            let reading = zone.read(
+                                frame.as_u16(),
+                                info.width as usize,
+                                info.intrinsics,
+                                info.depth_unit_mm,
+                                m.capture_ns,
+                                m.seq,
+                            );
+                            shared.zone.store(reading);
+                        });
+                        if result.is_err() {
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }),
+            )?);
+        }
+        {
+            let shared = shared.clone();
+            let rate_hz = config.control.rate_hz;
+            let joints = config.firmware.joints.min(MAX_JOINTS);
+            let (core, prio) = (rt.control_core, rt.control_priority);
+            threads.push(spawn(
+                "gantry-control",
+                Box::new(move || control_loop(control, &shared, rate_hz, joints, core, prio)),
+            )?);
+        }
+        let recent_incidents: RecentIncidents =
+            Arc::new(Mutex::new(std::collections::VecDeque::with_capacity(RECENT_INCIDENTS)));
+        {
+            let shared = shared.clone();
+            let recent = recent_incidents.clone();
+            threads.push(spawn("gantry-supervisor", Box::new(move || supervisor(&shared, &recent)))?);
+        }
+        Ok(Self {
+            shared,
+            threads,
+            sim,
+            governor,
+            rgb: rgb_stats,
+            depth: depth_stats,
+            recent_incidents,
+            model_version,
+            backend,
+            policy_failures: parts.policy_failures,
+        })
+    }
+
+    pub fn status(&self) -> Arc<PipelineStatus> {
+        self.shared.status.clone()
+    }
+
+    pub fn link(&self) -> Arc<FirmwareLink> {
+        self.shared.link.clone()
+    }
+
+    /// The simulated firmware, when the configuration runs one.
+    pub fn simulator(&self) -> Option<&SimHandle> {
+        self.sim.as_ref()
+    }
+
+    /// The newest policy output and workspace reading.
+    pub fn policy_output(&self) -> PolicyOutput {
+        self.shared.policy.load()
+    }
+
+    pub fn zone(&self) -> ZoneReading {
+        self.shared.zone.load()
+    }
+
+    /// The explicit local e-stop reset: clears the governor's latch and asks the
+    /// firmware to clear its own (it refuses while the button is pressed).
+    pub fn request_estop_reset(&self) {
+        self.shared.status.estop_reset_requested.store(true, Ordering::Release);
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn placed(shared: &Shared, _thread: RtThread, core: Option<usize>, priority: u8) {
+    let p = place_current_thread(core, priority);
+    if !(p.pinned && p.fifo) {
+        shared.status.rt_degraded.store(true, Ordering::Relaxed);
+    }
+}
+
+fn warmup(shared: &Shared, thread: RtThread, n: &mut u32) {
+    if *n == shared.options.warmup_iterations {
+        if let Some(hook) = shared.options.after_warmup {
+            hook(thread);
+        }
+    }
+    *n = n.saturating_add(1);
+}
+
+struct Inference {
+    primary: Box<dyn PolicyBackend>,
+    baseline: Box<dyn PolicyBackend>,
+    primary_pre: Preprocessor,
+    baseline_pre: Preprocessor,
+    rgb_queue: Arc<FrameQueue>,
+    depth_queue: Option<Arc<FrameQueue>>,
+    depth_unit_mm: f32,
+    deadline_ns: u64,
+    max_misses: u32,
+    recover_ns: u64,
+    joints: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Active {
+    Primary,
+    Baseline,
+    /// Both missed: outputs are marked late so the governor holds the robot,
+    /// while the baseline keeps running to notice recovery.
+    SafeStop,
+}
+
+fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, priority: u8) {
+    placed(shared, RtThread::Inference, core, priority);
+    let mut depth: Option<FrameBuf> = None;
+    let mut active = Active::Primary;
+    let mut misses = 0u32;
+    let mut on_time_since = 0u64;
+    let mut n = 0u32;
+    let status = &shared.status;
+    while !shared.stop.load(Ordering::Acquire) {
+        let Some((frame, _)) = inf.rgb_queue.latest() else {
+            thread::park_timeout(Duration::from_millis(50));
+            continue;
+        };
+        warmup(shared, RtThread::Inference, &mut n);
+        if let Some((d, _)) = inf.depth_queue.as_ref().and_then(|q| q.latest()) {
+            depth = Some(d);
+        }
+        let js = shared.link.joint_state().unwrap_or_default();
+        let (backend, pre) = match active {
+            Active::Primary => (&mut inf.primary, &mut inf.primary_pre),
+            Active::Baseline | Active::SafeStop => (&mut inf.baseline, &mut inf.baseline_pre),
+        };
+        let inputs = backend.inputs();
+        let ok = pre.rgb(&frame, inputs.rgb).is_ok()
+            && match &depth {
+                Some(d) => pre.depth(d, inf.depth_unit_mm, inputs.depth).is_ok(),
+                None => {
+                    inputs.depth.fill(0.0);
+                    true
+                }
+            }
+            && pre.joints(&js.positions_rad, &js.velocities_rad_s, inputs.joints).is_ok();
+        let meta = frame.meta();
+        drop(frame);
+        let action = if ok { backend.run().ok() } else { None };
+        let done = monotonic_ns();
+        status.inferences.fetch_add(1, Ordering::Relaxed);
+        let late = action.is_none() || done.saturating_sub(meta.capture_ns) > inf.deadline_ns;
+        if let Some(action) = action {
+            let mut goal = [0f32; MAX_JOINTS];
+            for j in 0..inf.joints.min(action.len().saturating_sub(1)) {
+                goal[j] = js.positions_rad[j] + action[j];
+            }
+            let gripper = action[action.len() - 1];
+            shared.policy.store(PolicyOutput {
+                frame_ns: meta.capture_ns,
+                frame_seq: meta.seq,
+                done_ns: done,
+                late: late || active == Active::SafeStop,
+                goal_rad: goal,
+                gripper,
+                baseline: active != Active::Primary,
+            });
+        }
+        // Deadline bookkeeping: N misses in a row step down, a long enough run on
+        // time steps back up.
+        if late {
+            status.deadline_misses.fetch_add(1, Ordering::Relaxed);
+            misses += 1;
+            on_time_since = 0;
+            if misses >= inf.max_misses {
+                misses = 0;
+                match active {
+                    Active::Primary => {
+                        active = Active::Baseline;
+                        status.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Active::Baseline => {
+                        active = Active::SafeStop;
+                        status.safe_stops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Active::SafeStop => {}
+                }
+            }
+        } else {
+            misses = 0;
+            if on_time_since == 0 {
+                on_time_since = done;
+            } else if done - on_time_since >= inf.recover_ns {
+                on_time_since = 0;
+                active = match active {
+                    Active::SafeStop => Active::Baseline,
+                    Active::Baseline | Active::Primary => Active::Primary,
+                };
+            }
+        }
+        status.on_baseline.store(active != Active::Primary, Ordering::Relaxed);
+        let mode = match active {
+            Active::Primary => Mode::Running,
+            Active::Baseline => Mode::Degraded,
+            Active::SafeStop => Mode::SafeStop,
+        };
+        // E-stop outranks the policy's modes; the control thread owns that one.
+        let _ = status.mode.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+            (Mode::from_u8(m) != Mode::EStop).then_some(mode as u8)
+        });
+    }
+}
+
+fn control_loop(
+    mut control: ControlLoop,
+    shared: &Shared,
+    rate_hz: u32,
+    joints: usize,
+    core: Option<usize>,
+    priority: u8,
+) {
+    placed(shared, RtThread::Control, core, priority);
+    let status = &shared.status;
+    let link = &shared.link;
+    let period_ns = 1_000_000_000 / u64::from(rate_hz.max(1));
+    // Allocated once; `record` never grows them (values are clamped to the bounds).
+    let mut latency = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
+    let mut jitter = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
+    let mut last_frame_seq = u64::MAX;
+    let mut seq = 0u32;
+    let mut n = 0u32;
+    let start = monotonic_ns();
+    let mut next = start + period_ns;
+    while !shared.stop.load(Ordering::Acquire) {
+        sleep_until(next);
+        let now = monotonic_ns();
+        let late_by = now.saturating_sub(next);
+        jitter.saturating_record(late_by.max(1_000));
+        if late_by > period_ns {
+            status.overruns.fetch_add(1, Ordering::Relaxed);
+            next = now;
+        }
+        next += period_ns;
+        warmup(shared, RtThread::Control, &mut n);
+
+        if status.estop_reset_requested.swap(false, Ordering::AcqRel) {
+            control.governor_mut().reset_estop();
+            link.request_estop_reset();
+        }
+        let js = link.joint_state();
+        let tm = link.telemetry();
+        let estop = link.estop().unwrap_or_default();
+        let policy = shared.policy.load();
+        let mut state = RobotState {
+            now_ns: now,
+            joints,
+            link_alive: link.is_alive(),
+            estop_pressed: estop.pressed,
+            estop_latched: estop.latched,
+            zone: shared.zone.load(),
+            policy_frame_ns: policy.frame_ns,
+            policy_frame_seq: policy.frame_seq,
+            policy_late: policy.late,
+            ..RobotState::default()
+        };
+        if let Some(js) = js {
+            state.positions_rad = js.positions_rad;
+            // Snapshots are stamped on the link's clock; convert their age.
+            state.joint_state_ns = now.saturating_sub(link.now_ns().saturating_sub(js.received_ns)).max(1);
+        }
+        if let Some(tm) = tm {
+            state.motor_temp_c = tm.motor_temp_c;
+            state.gripper_pressure_kpa = tm.gripper_pressure_kpa;
+            state.telemetry_valid = true;
+        }
+        let verdict = control.tick(&state, &policy);
+        seq = seq.wrapping_add(1);
+        let targets = Joints::from_slice(&verdict.command.targets_rad[..joints]).unwrap_or_default();
+        link.send_command(MotorCommand { seq, targets_rad: targets, gripper: verdict.command.gripper });
+        let sent = monotonic_ns();
+        if !verdict.approved {
+            status.incidents.fetch_add(1, Ordering::Relaxed);
+        }
+        if policy.frame_seq != last_frame_seq && policy.frame_ns != 0 {
+            // Frame to command: the first command steered by this frame's output.
+            last_frame_seq = policy.frame_seq;
+            latency.saturating_record(sent.saturating_sub(policy.frame_ns).max(1_000));
+        }
+        let in_estop = control.governor().estop_latched();
+        let _ = status.mode.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
+            let m = Mode::from_u8(m);
+            Some(if in_estop {
+                Mode::EStop as u8
+            } else if m == Mode::EStop {
+                Mode::Running as u8
+            } else {
+                m as u8
+            })
+        });
+        let ticks = status.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        if ticks.is_multiple_of(100) {
+            status.latency_p50_ns.store(latency.value_at_quantile(0.5), Ordering::Relaxed);
+            status.latency_p99_ns.store(latency.value_at_quantile(0.99), Ordering::Relaxed);
+            status.latency_max_ns.store(latency.max(), Ordering::Relaxed);
+            status.jitter_p99_ns.store(jitter.value_at_quantile(0.99), Ordering::Relaxed);
+            status.jitter_max_ns.store(jitter.max(), Ordering::Relaxed);
+            let elapsed = now.saturating_sub(start).max(1);
+            status.rate_mhz.store(ticks * 1_000_000_000_000 / elapsed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Drains the incident queue off the real-time threads: logs each kind of
+/// incident once per burst and keeps the recent ones for the status page.
+fn supervisor(shared: &Shared, recent: &RecentIncidents) {
+    let mut last_logged: [u64; 13] = [0; 13];
+    while !shared.stop.load(Ordering::Acquire) {
+        thread::sleep(Duration::from_millis(50));
+        while let Some(incident) = shared.incidents.pop() {
+            let slot = incident.check as usize;
+            if incident.time_ns.saturating_sub(last_logged[slot]) > 5_000_000_000 {
+                last_logged[slot] = incident.time_ns;
+                tracing::warn!(
+                    check = incident.check.name(),
+                    value = incident.value,
+                    limit = incident.limit,
+                    joint = incident.joint,
+                    frame_seq = incident.frame_seq,
+                    "governor rejected a command; holding position"
+                );
+            }
+            let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT_INCIDENTS {
+                recent.pop_front();
+            }
+            recent.push_back(incident);
+        }
+    }
+}

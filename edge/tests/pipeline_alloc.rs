@@ -1,0 +1,88 @@
+//! The running pipeline allocates nothing on its capture and control threads
+//! after warm-up, over more than 10,000 control ticks. The inference thread's
+//! allocations (tract's intermediate tensors) are counted and reported separately.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gantry_config::EdgeConfig;
+use gantry_edge::pipeline::{Options, Parts, Pipeline, RtThread};
+use gantry_hal::Pacing;
+
+struct Counting;
+static RT_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static INFER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+// 0: not counted, 1: a capture or control thread, 2: the inference thread.
+thread_local! {
+    static ROLE: Cell<u8> = const { Cell::new(0) };
+}
+
+fn count() {
+    match ROLE.with(Cell::get) {
+        1 => RT_ALLOCATIONS.fetch_add(1, Ordering::Relaxed),
+        2 => INFER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+static HOOKED: AtomicU64 = AtomicU64::new(0);
+
+fn after_warmup(thread: RtThread) {
+    HOOKED.fetch_add(1, Ordering::Relaxed);
+    ROLE.with(|r| r.set(if thread == RtThread::Inference { 2 } else { 1 }));
+}
+
+#[test]
+fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EdgeConfig::default();
+    config.robot.data_dir = dir.path().display().to_string();
+    // 1 kHz so 10,000 ticks take ten seconds, not a hundred.
+    config.control.rate_hz = 1000;
+    config.control.max_action_age_periods = 200;
+    config.policy.model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline").into();
+    config.policy.baseline_model_dir = config.policy.model_dir.clone();
+    config.realtime.lock_memory = false;
+    let parts = Parts::from_config(&config, Pacing::RealTime).unwrap();
+    let options = Options { after_warmup: Some(after_warmup), warmup_iterations: 20 };
+    let pipeline = Pipeline::start(&config, parts, options).unwrap();
+    let status = pipeline.status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status.ticks.load(Ordering::Relaxed) < 10_500 {
+        assert!(Instant::now() < deadline, "the control loop is too slow: {:?}", status);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inferences = status.inferences.load(Ordering::Relaxed);
+    let ticks = status.ticks.load(Ordering::Relaxed);
+    let rt = RT_ALLOCATIONS.load(Ordering::Relaxed);
+    let infer = INFER_ALLOCATIONS.load(Ordering::Relaxed);
+    pipeline.stop();
+    assert_eq!(HOOKED.load(Ordering::Relaxed), 4, "every real-time thread is counted");
+    assert_eq!(rt, 0, "capture/control threads allocated {rt} times in {ticks} ticks");
+    assert!(inferences > 100, "only {inferences} inferences");
+    println!(
+        "{ticks} ticks, {inferences} inferences, inference-thread allocations {infer} ({:.1} per inference)",
+        infer as f64 / inferences as f64
+    );
+}

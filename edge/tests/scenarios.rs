@@ -1,0 +1,215 @@
+//! Scenarios on the synthetic source and the firmware simulator: a person in the
+//! workspace, an e-stop press, a policy too slow for its deadline.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gantry_config::edge::{Synthetic, MAX_JOINTS};
+use gantry_config::EdgeConfig;
+use gantry_edge::control::{ControlLoop, Mode, PolicyOutput};
+use gantry_edge::governor::{Check, RobotState};
+use gantry_edge::infer::tract::TractBackend;
+use gantry_edge::infer::{InferError, Inputs, PolicyBackend};
+use gantry_edge::model::{IoShape, Manifest, ModelPackage};
+use gantry_edge::pipeline::{Options, Parts, Pipeline};
+use gantry_edge::zone::Zone;
+use gantry_firmware_bridge::link::{FirmwareLink, LinkConfig};
+use gantry_firmware_bridge::sim::{SimHandle, SimParams};
+use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
+use gantry_hal::{FrameSource, Pacing};
+
+const MS: u64 = 1_000_000;
+
+fn home() -> [f32; MAX_JOINTS] {
+    let mut p = [0f32; MAX_JOINTS];
+    p[..6].copy_from_slice(&[0.0, -1.2, 1.2, -1.5, -1.5, 0.0]);
+    p
+}
+
+/// A healthy robot at `home`, with a fresh policy output that wants to stay put.
+fn healthy(now: u64) -> (RobotState, PolicyOutput) {
+    let state = RobotState {
+        now_ns: now,
+        joints: 6,
+        positions_rad: home(),
+        joint_state_ns: now - MS,
+        motor_temp_c: [30.0; MAX_JOINTS],
+        gripper_pressure_kpa: 100.0,
+        telemetry_valid: true,
+        link_alive: true,
+        policy_frame_ns: now - 20 * MS,
+        policy_frame_seq: 1,
+        ..RobotState::default()
+    };
+    let policy = PolicyOutput {
+        frame_ns: now - 20 * MS,
+        frame_seq: 1,
+        done_ns: now,
+        goal_rad: home(),
+        gripper: 0.5,
+        ..PolicyOutput::default()
+    };
+    (state, policy)
+}
+
+/// Mock clock: depth frames at 30 fps, control at 100 Hz. The tick that follows
+/// the first depth frame showing the person must already hold the robot.
+#[test]
+fn a_person_entering_stops_motion_within_one_control_period() {
+    let config = EdgeConfig::default();
+    let scene = Synthetic { person_event: true, person_enter_s: 1.0, person_leave_s: 3.0, ..Synthetic::default() };
+    let mut depth = SyntheticDepth::new(Scene::new(scene), 848, 480, 30, Pacing::Max);
+    let info = depth.info();
+    let zone = Zone::new(&config.governor);
+    let mut frame = vec![0u8; info.frame_bytes()];
+    let mut control = ControlLoop::new(&config);
+    let period = 10 * MS;
+    let start = 1_000_000 * MS;
+    let mut reading = Default::default();
+    let mut next_frame = 0u64;
+    let mut person_frame_ns = None;
+    let mut stopped_at = None;
+    let mut approved_before = 0;
+    for tick in 0..400u64 {
+        let now = start + tick * period;
+        // Depth frames due by now are captured and read, in order.
+        while start + next_frame * 1_000_000_000 / 30 <= now {
+            let capture_ns = start + next_frame * 1_000_000_000 / 30;
+            let meta = depth.next_frame(Some(&mut frame)).unwrap();
+            let d: Vec<u16> = frame.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            reading = zone.read(&d, info.width as usize, info.intrinsics, 1.0, capture_ns, meta.seq);
+            if !reading.clear && person_frame_ns.is_none() {
+                person_frame_ns = Some(capture_ns);
+            }
+            next_frame += 1;
+        }
+        let (mut state, policy) = healthy(now);
+        state.zone = reading;
+        let verdict = control.tick(&state, &policy);
+        if verdict.approved && person_frame_ns.is_none() {
+            approved_before += 1;
+        }
+        if !verdict.approved && verdict.failed & (1 << Check::WorkspaceClear as u8) != 0 && stopped_at.is_none() {
+            stopped_at = Some(now);
+        }
+    }
+    let seen = person_frame_ns.expect("the person never showed up in the depth frames");
+    let stopped = stopped_at.expect("the governor never stopped for the person");
+    assert_eq!(seen, start + 30 * 1_000_000_000 / 30, "the person appears in the frame at t = 1.0 s");
+    assert!(stopped >= seen && stopped - seen <= period, "stopped {} ms after the frame", (stopped - seen) / MS);
+    assert!(approved_before > 90, "the robot ran normally before: {approved_before} approved ticks");
+}
+
+/// The real link and simulator; the control tick runs on this thread.
+#[test]
+fn an_estop_press_is_honoured_on_the_next_tick_and_stays_latched() {
+    let config = EdgeConfig::default();
+    let (master, slave) = serialport::TTYPort::pair().unwrap();
+    let sim = SimHandle::spawn(Box::new(master), SimParams::default()).unwrap();
+    let link = FirmwareLink::start(Box::new(slave), LinkConfig::default()).unwrap();
+    let mut control = ControlLoop::new(&config);
+    let wait_until = |cond: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < end, "timed out");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    wait_until(&|| link.estop().is_some() && link.joint_state().is_some());
+    let tick = |control: &mut ControlLoop| {
+        let now = gantry_hal::clock::monotonic_ns();
+        let (mut state, policy) = healthy(now);
+        let e = link.estop().unwrap();
+        state.estop_pressed = e.pressed;
+        state.estop_latched = e.latched;
+        state.zone =
+            gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, occupied_pixels: 0, clear: true };
+        let v = control.tick(&state, &policy);
+        (e.pressed || e.latched, v.approved)
+    };
+    for _ in 0..20 {
+        assert_eq!(tick(&mut control), (false, true), "healthy ticks are approved");
+    }
+    sim.press_estop();
+    // Ticks until the link reports the press, then the very same tick must hold.
+    let mut ticks = 0;
+    loop {
+        let (estop, approved) = tick(&mut control);
+        ticks += 1;
+        assert!(ticks < 500, "the press never arrived");
+        if estop {
+            assert!(!approved, "the tick that sees the e-stop must not move the robot");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sim.release_estop();
+    wait_until(&|| link.estop().is_some_and(|e| !e.pressed));
+    for _ in 0..20 {
+        assert!(!tick(&mut control).1, "latched until an explicit reset");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    control.governor_mut().reset_estop();
+    link.request_estop_reset();
+    wait_until(&|| link.estop().is_some_and(|e| !e.latched));
+    assert_eq!(tick(&mut control), (false, true), "moves again after the reset");
+}
+
+/// A policy that sleeps before every run: a model too slow for its deadline.
+struct Slow {
+    inner: TractBackend,
+    delay: Duration,
+}
+
+impl PolicyBackend for Slow {
+    fn execution_path(&self) -> gantry_edge::infer::ExecutionPath {
+        self.inner.execution_path()
+    }
+    fn manifest(&self) -> &Manifest {
+        self.inner.manifest()
+    }
+    fn io(&self) -> IoShape {
+        self.inner.io()
+    }
+    fn inputs(&mut self) -> Inputs<'_> {
+        self.inner.inputs()
+    }
+    fn run(&mut self) -> Result<&[f32], InferError> {
+        std::thread::sleep(self.delay);
+        self.inner.run()
+    }
+}
+
+#[test]
+fn a_slow_policy_falls_back_to_the_baseline_then_to_safe_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EdgeConfig::default();
+    config.robot.data_dir = dir.path().display().to_string();
+    config.realtime.lock_memory = false;
+    config.control.inference_deadline_ms = 50;
+    config.control.max_consecutive_misses = 3;
+    let model = ModelPackage::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline")).unwrap();
+    let slow = |ms| Slow { inner: TractBackend::load(&model, 1).unwrap(), delay: Duration::from_millis(ms) };
+    let scene = Scene::new(Synthetic::default());
+    let parts = Parts {
+        camera: Box::new(SyntheticCamera::new(scene.clone(), 1920, 1080, 30, Pacing::RealTime)),
+        depth: Some(Box::new(SyntheticDepth::new(scene, 848, 480, 30, Pacing::RealTime))),
+        primary: Box::new(slow(80)),
+        baseline: Box::new(slow(80)),
+        policy_failures: Vec::new(),
+    };
+    let pipeline = Pipeline::start(&config, parts, Options::default()).unwrap();
+    let status = pipeline.status();
+    let end = Instant::now() + Duration::from_secs(20);
+    while status.safe_stops.load(Ordering::Relaxed) == 0
+        || pipeline.governor.per_check[Check::InferenceDeadline as usize].load(Ordering::Relaxed) == 0
+    {
+        assert!(Instant::now() < end, "no safe stop: {status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status.fallbacks.load(Ordering::Relaxed), 1, "exactly one fall back to the baseline");
+    assert_eq!(status.mode(), Mode::SafeStop);
+    assert!(status.deadline_misses.load(Ordering::Relaxed) >= 6, "{status:?}");
+    assert!(pipeline.governor.rejects.load(Ordering::Relaxed) > 0);
+    pipeline.stop();
+}
