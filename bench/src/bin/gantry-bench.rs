@@ -1,0 +1,141 @@
+//! `gantry-bench`: the benchmark report (see `shared/CONTRACT.md`).
+//!
+//! Measures, on this machine: the governor's check time; preprocessing and
+//! inference per model; and the whole pipeline (synthetic 1080p camera and depth,
+//! firmware simulator, baseline policy, 100 Hz control) for frame-to-command
+//! latency and control-loop jitter.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use gantry_bench::report::Report;
+use gantry_bench::{model_dir, percentiles, synthetic_frames};
+use gantry_config::edge::MAX_JOINTS;
+use gantry_config::EdgeConfig;
+use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
+use gantry_edge::infer::tract::TractBackend;
+use gantry_edge::infer::PolicyBackend;
+use gantry_edge::model::ModelPackage;
+use gantry_edge::pipeline::{Options, Parts, Pipeline};
+use gantry_edge::preprocess::Preprocessor;
+use gantry_edge::zone::ZoneReading;
+use gantry_hal::Pacing;
+
+#[derive(Debug, Parser)]
+#[command(name = "gantry-bench", version, about = "Gantry's benchmark report")]
+struct Args {
+    /// A shorter run (under 2 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn governor_check_time(report: &mut Report, iterations: usize) {
+    let config = EdgeConfig::default();
+    let mut governor = SafetyGovernor::new(&config);
+    let mut home = [0f32; MAX_JOINTS];
+    home[..6].copy_from_slice(&[0.0, -1.2, 1.2, -1.5, -1.5, 0.0]);
+    let mut now = 1_000_000_000_000u64;
+    let incidents = governor.incidents();
+    let p = percentiles(iterations, || {
+        now += 10_000_000;
+        let state = RobotState {
+            now_ns: now,
+            joints: 6,
+            positions_rad: home,
+            joint_state_ns: now - 1_000_000,
+            telemetry_valid: true,
+            link_alive: true,
+            zone: ZoneReading { capture_ns: now - 1_000_000, frame_seq: 1, occupied_pixels: 0, clear: true },
+            policy_frame_ns: now - 1_000_000,
+            policy_frame_seq: 1,
+            ..RobotState::default()
+        };
+        std::hint::black_box(governor.check(&Command { targets_rad: home, gripper: 0.5 }, &state));
+    });
+    while incidents.pop().is_some() {}
+    report.add("governor check p50", p.p50_ms * 1e3, "µs");
+    report.add("governor check p99", p.p99_ms * 1e3, "µs");
+}
+
+fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    let (rgb, depth) = synthetic_frames();
+    for name in ["baseline", "vision-50m"] {
+        let Some(dir) = model_dir(name) else {
+            eprintln!("{name}: not generated (python3 models/make_models.py {name} models/{name}); skipped");
+            continue;
+        };
+        let model = ModelPackage::load(&dir)?;
+        let mut pre = Preprocessor::new(&model, (1920, 1080), (848, 480))?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+        let mut backend = TractBackend::load(&model, threads)?;
+        let n = match (name, quick) {
+            ("baseline", false) => 2000,
+            ("baseline", true) => 300,
+            (_, false) => 300,
+            (_, true) => 50,
+        };
+        let p = percentiles(n, || {
+            let inputs = backend.inputs();
+            pre.rgb(&rgb, inputs.rgb).expect("rgb");
+            pre.depth(&depth, 1.0, inputs.depth).expect("depth");
+        });
+        report.add(format!("{name}: preprocess 1080p RGB + depth p50"), p.p50_ms, "ms");
+        report.add(format!("{name}: preprocess 1080p RGB + depth p99"), p.p99_ms, "ms");
+        let p = percentiles(n, || {
+            backend.run().expect("inference");
+        });
+        report.add(format!("{name}: infer tract p50"), p.p50_ms, "ms");
+        report.add(format!("{name}: infer tract p99"), p.p99_ms, "ms");
+    }
+    Ok(())
+}
+
+fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
+    let data = std::env::temp_dir().join(format!("gantry-bench-{}", std::process::id()));
+    let mut config = EdgeConfig::default();
+    config.robot.data_dir = data.display().to_string();
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/baseline");
+    config.policy.model_dir = models.display().to_string();
+    config.policy.baseline_model_dir = config.policy.model_dir.clone();
+    let parts = Parts::from_config(&config, Pacing::RealTime)?;
+    let pipeline = Pipeline::start(&config, parts, Options::default())?;
+    let status = pipeline.status();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let elapsed = start.elapsed().as_secs_f64();
+    let ms = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+    report.add("pipeline (baseline, 100 Hz): frame→command latency p50", ms(&status.latency_p50_ns), "ms");
+    report.add("pipeline (baseline, 100 Hz): frame→command latency p99", ms(&status.latency_p99_ns), "ms");
+    report.add("pipeline (baseline, 100 Hz): frame→command latency max", ms(&status.latency_max_ns), "ms");
+    report.add("pipeline: control wake-up jitter p99", ms(&status.jitter_p99_ns) * 1e3, "µs");
+    report.add("pipeline: control wake-up jitter max", ms(&status.jitter_max_ns) * 1e3, "µs");
+    report.add("pipeline: control rate", status.ticks.load(Ordering::Relaxed) as f64 / elapsed, "Hz");
+    report.add("pipeline: control overruns", status.overruns.load(Ordering::Relaxed) as f64, "ticks");
+    report.add("pipeline: inference deadline misses", status.deadline_misses.load(Ordering::Relaxed) as f64, "frames");
+    report.add(
+        "pipeline: real-time scheduling",
+        if status.rt_degraded.load(Ordering::Relaxed) { 0.0 } else { 1.0 },
+        "1 = SCHED_FIFO granted",
+    );
+    pipeline.stop();
+    let _ = std::fs::remove_dir_all(data);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut report = Report::default();
+    governor_check_time(&mut report, if args.quick { 100_000 } else { 1_000_000 });
+    inference(&mut report, args.quick)?;
+    pipeline(&mut report, if args.quick { 20 } else { 120 })?;
+    print!("{}", report.markdown());
+    if let Some(path) = args.json {
+        std::fs::write(&path, report.json())?;
+    }
+    Ok(())
+}
