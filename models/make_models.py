@@ -15,6 +15,15 @@ Weights are random (seeded): the models exercise the runtime, not a task.
 
     python3 models/make_models.py baseline OUT_DIR
     python3 models/make_models.py vision-50m OUT_DIR
+    python3 models/make_models.py safety OUT_DIR   # the optional safety model (governor check 6)
+
+The safety model takes the robot state and the policy's action and approves it:
+
+    inputs   state    float32 [1, 2*J]   positions then velocities
+             action   float32 [1, J+1]   the policy output
+    output   approve  float32 [1, 1]     >= 0.5 approves
+
+This one approves an action whose largest joint delta is below 0.04 rad.
 """
 
 import hashlib
@@ -140,9 +149,46 @@ max_delta_rad = {DELTA_MAX_RAD}
 '''
 
 
+def build_safety():
+    limit = np.array([0.04], np.float32)
+    gain = np.array([400.0], np.float32)
+    nodes = [
+        helper.make_node("Slice", ["action", "starts", "ends", "axes"], ["deltas"]),
+        helper.make_node("Abs", ["deltas"], ["abs"]),
+        helper.make_node("ReduceMax", ["abs"], ["largest"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["limit", "largest"], ["margin"]),
+        helper.make_node("Mul", ["margin", "gain"], ["score"]),
+        helper.make_node("Sigmoid", ["score"], ["approve"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "starts"),
+        numpy_helper.from_array(np.array([JOINTS], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(limit, "limit"),
+        numpy_helper.from_array(gain, "gain"),
+    ]
+    graph = helper.make_graph(
+        nodes, "gantry-safety",
+        [helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 2 * JOINTS]),
+         helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, JOINTS + 1])],
+        [helper.make_tensor_value_info("approve", TensorProto.FLOAT, [1, 1])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="gantry")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "safety":
+        os.makedirs(sys.argv[2], exist_ok=True)
+        path = os.path.join(sys.argv[2], "safety.onnx")
+        onnx.save(build_safety(), path)
+        print(f"{path}: safety model, approves joint deltas below 0.04 rad")
+        return
     if len(sys.argv) != 3 or sys.argv[1] not in POLICIES:
-        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(POLICIES)}}} OUT_DIR")
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(POLICIES)}|safety}} OUT_DIR")
     name, out = sys.argv[1], sys.argv[2]
     model, params, version = build(name)
     os.makedirs(out, exist_ok=True)

@@ -24,7 +24,8 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let mut out = String::from("| figure | value | unit | peer | peer value |\n| --- | ---: | --- | --- | ---: |\n");
+        let mut out =
+            String::from("| figure | value | unit | peer | peer value |\n| --- | ---: | --- | --- | ---: |\n");
         for f in &self.figures {
             let peer = f.peer.as_deref().unwrap_or("–");
             let peer_value = f.peer_value.map_or("–".to_owned(), |v| format!("{v:.3}"));

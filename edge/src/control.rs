@@ -18,6 +18,8 @@ pub struct PolicyOutput {
     pub done_ns: u64,
     /// Missed its inference deadline.
     pub late: bool,
+    /// The safety model refused this action.
+    pub unsafe_action: bool,
     /// Where the policy wants the joints: positions at inference time + its deltas.
     pub goal_rad: [f32; MAX_JOINTS],
     pub gripper: f32,

@@ -11,7 +11,9 @@
 //! 4. workspace clear (a stale depth reading counts as not clear);
 //! 5. joint position, velocity and acceleration limits (with the margin);
 //! 6. tool above the table and inside the tool box (forward kinematics);
-//! 7. motor temperatures and gripper pressure within limits.
+//! 7. motor temperatures and gripper pressure within limits;
+//! 8. the optional safety model approved the policy's action (it runs on the
+//!    inference thread; its verdict comes with the output).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,10 +49,11 @@ pub enum Check {
     ToolInBox,
     MotorTemperature,
     GripperPressure,
+    SafetyModel,
 }
 
 impl Check {
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::EStop,
         Check::FirmwareLink,
         Check::JointStateFresh,
@@ -64,6 +67,7 @@ impl Check {
         Check::ToolInBox,
         Check::MotorTemperature,
         Check::GripperPressure,
+        Check::SafetyModel,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Check {
             Check::ToolInBox => "tool_in_box",
             Check::MotorTemperature => "motor_temperature",
             Check::GripperPressure => "gripper_pressure",
+            Check::SafetyModel => "safety_model",
         }
     }
 
@@ -110,6 +115,8 @@ pub struct RobotState {
     pub policy_frame_seq: u64,
     /// The output missed its inference deadline.
     pub policy_late: bool,
+    /// The safety model refused the policy's action.
+    pub policy_unsafe: bool,
 }
 
 /// A rejected command, and why.
@@ -162,7 +169,7 @@ struct Limits {
 pub struct GovernorStats {
     pub checks: AtomicU64,
     pub rejects: AtomicU64,
-    pub per_check: [AtomicU64; 13],
+    pub per_check: [AtomicU64; Check::ALL.len()],
     /// Incidents dropped because nobody drained the queue (never expected).
     pub incidents_dropped: AtomicU64,
 }
@@ -367,6 +374,10 @@ impl SafetyGovernor {
         }
         if !within(proposed.gripper, 0.0, 1.0) {
             fail(Check::GripperPressure, f64::from(proposed.gripper), 1.0, None);
+        }
+        // 8. The safety model's verdict on the action.
+        if state.policy_unsafe {
+            fail(Check::SafetyModel, 0.0, 0.5, None);
         }
 
         self.stats.checks.fetch_add(1, Ordering::Relaxed);

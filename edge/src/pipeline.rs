@@ -31,7 +31,7 @@ use gantry_hal::{Capture, CaptureStats, FrameBuf, FrameQueue, FrameSource, Pacin
 use hdrhistogram::Histogram;
 
 use crate::control::{ControlLoop, Mode, PolicyOutput};
-use crate::governor::{GovernorStats, Incident, RobotState};
+use crate::governor::{Check, GovernorStats, Incident, RobotState};
 use crate::infer::PolicyBackend;
 use crate::model::ModelError;
 use crate::preprocess::Preprocessor;
@@ -56,6 +56,8 @@ pub struct Parts {
     pub baseline: Box<dyn PolicyBackend>,
     /// Failures met while loading the configured policy (reported on the status page).
     pub policy_failures: Vec<String>,
+    /// The optional safety model that must approve every action.
+    pub safety: Option<crate::infer::safety::SafetyModel>,
 }
 
 impl Parts {
@@ -67,7 +69,11 @@ impl Parts {
         let mut failures = loaded.failures;
         let baseline_pkg = crate::infer::load_baseline(&config.policy.baseline_model_dir, &mut failures)?;
         let baseline = Box::new(crate::infer::tract::TractBackend::load(&baseline_pkg, 1)?);
-        Ok(Self { camera, depth, primary: loaded.backend, baseline, policy_failures: failures })
+        let safety = match config.governor.safety_model.as_str() {
+            "" => None,
+            path => Some(crate::infer::safety::SafetyModel::load(path, config.firmware.joints)?),
+        };
+        Ok(Self { camera, depth, primary: loaded.backend, baseline, policy_failures: failures, safety })
     }
 }
 
@@ -206,6 +212,7 @@ impl Pipeline {
             baseline_pre: preprocess(&*parts.baseline)?,
             primary: parts.primary,
             baseline: parts.baseline,
+            safety: parts.safety,
             rgb_queue: rgb_queue.clone(),
             depth_queue,
             depth_unit_mm: depth_info.map_or(1.0, |i| i.depth_unit_mm),
@@ -374,6 +381,7 @@ fn warmup(shared: &Shared, thread: RtThread, n: &mut u32) {
 }
 
 struct Inference {
+    safety: Option<crate::infer::safety::SafetyModel>,
     primary: Box<dyn PolicyBackend>,
     baseline: Box<dyn PolicyBackend>,
     primary_pre: Preprocessor,
@@ -435,6 +443,11 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
         status.inferences.fetch_add(1, Ordering::Relaxed);
         let late = action.is_none() || done.saturating_sub(meta.capture_ns) > inf.deadline_ns;
         if let Some(action) = action {
+            // No verdict (the model failed) counts as a refusal.
+            let unsafe_action = match inf.safety.as_mut() {
+                Some(model) => !model.approves(&js.positions_rad, &js.velocities_rad_s, action).unwrap_or(false),
+                None => false,
+            };
             let mut goal = [0f32; MAX_JOINTS];
             for j in 0..inf.joints.min(action.len().saturating_sub(1)) {
                 goal[j] = js.positions_rad[j] + action[j];
@@ -445,6 +458,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
                 frame_seq: meta.seq,
                 done_ns: done,
                 late: late || active == Active::SafeStop,
+                unsafe_action,
                 goal_rad: goal,
                 gripper,
                 baseline: active != Active::Primary,
@@ -545,6 +559,7 @@ fn control_loop(
             policy_frame_ns: policy.frame_ns,
             policy_frame_seq: policy.frame_seq,
             policy_late: policy.late,
+            policy_unsafe: policy.unsafe_action,
             ..RobotState::default()
         };
         if let Some(js) = js {
@@ -597,7 +612,7 @@ fn control_loop(
 /// Drains the incident queue off the real-time threads: logs each kind of
 /// incident once per burst and keeps the recent ones for the status page.
 fn supervisor(shared: &Shared, recent: &RecentIncidents) {
-    let mut last_logged: [u64; 13] = [0; 13];
+    let mut last_logged = [0u64; Check::ALL.len()];
     while !shared.stop.load(Ordering::Acquire) {
         thread::sleep(Duration::from_millis(50));
         while let Some(incident) = shared.incidents.pop() {

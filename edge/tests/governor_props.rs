@@ -37,7 +37,7 @@ impl Reference {
         let dt = 1.0 / self.config.control.rate_hz as f64;
         let age = |t: u64| state.now_ns.saturating_sub(t);
         let policy_life = (dt * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
-        if state.estop_pressed || state.estop_latched || !state.link_alive || state.policy_late {
+        if state.estop_pressed || state.estop_latched || !state.link_alive || state.policy_late || state.policy_unsafe {
             return true;
         }
         if state.joint_state_ns == 0 || age(state.joint_state_ns) > g.command_max_age_ms * MS {
@@ -121,6 +121,7 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
         policy_frame_ns: stale(rng, 0.02 * p, 200),
         policy_frame_seq: 1,
         policy_late: chance(rng, 0.02 * p),
+        policy_unsafe: chance(rng, 0.02 * p),
     }
 }
 

@@ -197,6 +197,7 @@ fn a_slow_policy_falls_back_to_the_baseline_then_to_safe_stop() {
         primary: Box::new(slow(80)),
         baseline: Box::new(slow(80)),
         policy_failures: Vec::new(),
+        safety: None,
     };
     let pipeline = Pipeline::start(&config, parts, Options::default()).unwrap();
     let status = pipeline.status();
@@ -212,4 +213,36 @@ fn a_slow_policy_falls_back_to_the_baseline_then_to_safe_stop() {
     assert!(status.deadline_misses.load(Ordering::Relaxed) >= 6, "{status:?}");
     assert!(pipeline.governor.rejects.load(Ordering::Relaxed) > 0);
     pipeline.stop();
+}
+
+/// Governor check 6: the safety model from `models/safety` refuses actions whose
+/// largest joint delta is 0.04 rad or more.
+#[test]
+fn the_safety_model_must_approve_each_action() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/safety/safety.onnx");
+    let mut model = gantry_edge::infer::safety::SafetyModel::load(path, 6).unwrap();
+    let still = [0.0f32; 6];
+    assert!(model.approves(&home()[..6], &still, &[0.01, -0.02, 0.0, 0.03, 0.0, 0.0, 0.5]).unwrap());
+    assert!(!model.approves(&home()[..6], &still, &[0.0, 0.0, -0.045, 0.0, 0.0, 0.0, 0.5]).unwrap());
+
+    let config = EdgeConfig::default();
+    let mut control = ControlLoop::new(&config);
+    let now = 1_000_000 * MS;
+    let (mut state, policy) = healthy(now);
+    state.zone = gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, occupied_pixels: 0, clear: true };
+    assert!(control.tick(&state, &policy).approved);
+    state.now_ns += 10 * MS;
+    state.policy_unsafe = true;
+    let v = control.tick(&state, &policy);
+    assert!(!v.approved);
+    assert_eq!(v.failed, 1 << Check::SafetyModel as u8);
+
+    let err = gantry_edge::infer::safety::SafetyModel::load(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline/model.onnx"),
+        6,
+    )
+    .err()
+    .expect("a policy is not a safety model")
+    .to_string();
+    assert!(err.contains("expected [\"state\", \"action\"]"), "{err}");
 }

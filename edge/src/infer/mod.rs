@@ -8,6 +8,7 @@ use crate::model::{IoShape, Manifest, ModelError};
 
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod safety;
 pub mod tract;
 
 /// Where inference actually runs, as opposed to what was asked for.
