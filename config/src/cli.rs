@@ -121,3 +121,47 @@ pub fn report_config_error(e: &crate::LoadError) -> ExitCode {
     }
     ExitCode::from(EXIT_BAD_CONFIG)
 }
+
+/// A daemon's whole `main`: dispatches the shared subcommands; `run` loads the
+/// configuration, starts a tokio runtime and drives `daemon` to completion.
+pub fn main<T, F, Fut>(name: &str, command: Command, daemon: F) -> ExitCode
+where
+    T: Configuration,
+    F: FnOnce(T, Option<Duration>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<StopReason>>,
+{
+    let args = match command {
+        Command::Run(args) => args,
+        Command::CheckConfig { file } => return check_config::<T>(&file),
+        Command::PrintDefaultConfig => return print_default_config::<T>(),
+    };
+    init_tracing();
+    let config: T = match args.load() {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    let duration = match args.duration() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon(config, duration)) {
+        Ok(reason) => {
+            tracing::info!(?reason, "{name} stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{name} failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,55 +1,23 @@
 //! Steady-state preprocessing allocates nothing; tract's own per-run allocations
 //! are counted, constant, and stay on the inference thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use gantry_config::edge::Synthetic;
 use gantry_edge::infer::tract::TractBackend;
 use gantry_edge::infer::PolicyBackend;
 use gantry_edge::model::ModelPackage;
 use gantry_edge::preprocess::Preprocessor;
+use gantry_hal::alloc_count::{counting, CountingAllocator};
 use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
 use gantry_hal::{FrameSource, Pacing};
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    static TRACKED: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOC: CountingAllocator = CountingAllocator;
 
 /// Allocations `f` makes on this thread.
 fn count(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    TRACKED.with(|t| t.set(true));
-    f();
-    TRACKED.with(|t| t.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    counting(1, f).1
 }
 
 /// The ceiling on tract's allocations per run of the baseline (68 measured with

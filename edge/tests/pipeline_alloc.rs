@@ -2,55 +2,26 @@
 //! after warm-up, over more than 10,000 control ticks. The inference thread's
 //! allocations (tract's intermediate tensors) are counted and reported separately.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_config::EdgeConfig;
 use gantry_edge::pipeline::{Options, Parts, Pipeline, RtThread};
+use gantry_hal::alloc_count::{count, set_role, CountingAllocator};
 use gantry_hal::Pacing;
 
-struct Counting;
-static RT_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static INFER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-// 0: not counted, 1: a capture or control thread, 2: the inference thread.
-thread_local! {
-    static ROLE: Cell<u8> = const { Cell::new(0) };
-}
-
-fn count() {
-    match ROLE.with(Cell::get) {
-        1 => RT_ALLOCATIONS.fetch_add(1, Ordering::Relaxed),
-        2 => INFER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed),
-        _ => 0,
-    };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOC: CountingAllocator = CountingAllocator;
+
+/// Roles: the capture and control threads, and the inference thread.
+const RT: u8 = 1;
+const INFER: u8 = 2;
 
 static HOOKED: AtomicU64 = AtomicU64::new(0);
 
 fn after_warmup(thread: RtThread) {
     HOOKED.fetch_add(1, Ordering::Relaxed);
-    ROLE.with(|r| r.set(if thread == RtThread::Inference { 2 } else { 1 }));
+    set_role(if thread == RtThread::Inference { INFER } else { RT });
 }
 
 #[test]
@@ -75,8 +46,8 @@ fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
     }
     let inferences = status.inferences.load(Ordering::Relaxed);
     let ticks = status.ticks.load(Ordering::Relaxed);
-    let rt = RT_ALLOCATIONS.load(Ordering::Relaxed);
-    let infer = INFER_ALLOCATIONS.load(Ordering::Relaxed);
+    let rt = count(RT);
+    let infer = count(INFER);
     pipeline.stop();
     assert_eq!(HOOKED.load(Ordering::Relaxed), 4, "every real-time thread is counted");
     assert_eq!(rt, 0, "capture/control threads allocated {rt} times in {ticks} ticks");

@@ -7,6 +7,7 @@
 //! buffer is held, the [`Capture`] driver drops the new frame and counts it rather
 //! than allocate.
 
+pub mod alloc_count;
 pub mod capture;
 pub mod clock;
 pub mod frame;

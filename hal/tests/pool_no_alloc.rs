@@ -1,50 +1,19 @@
 //! The frame path allocates nothing once running, and a slow consumer makes the
 //! source drop (and count) frames instead.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use gantry_config::edge::Synthetic;
+use gantry_hal::alloc_count::{count, set_role, CountingAllocator};
 use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
 use gantry_hal::{Capture, FrameBuf, Pacing};
 
-/// Counts allocations made by threads that opted in, so the test harness's own
-/// threads do not disturb the count.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    static TRACKED: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKED.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOC: CountingAllocator = CountingAllocator;
 
-fn track(on: bool) {
-    TRACKED.with(|t| t.set(on));
-}
+/// Counts the test's own threads only, not the harness's.
+const TRACKED: u8 = 1;
 
 fn camera() -> SyntheticCamera {
     SyntheticCamera::new(Scene::new(Synthetic::default()), 1920, 1080, 30, Pacing::Max)
@@ -69,8 +38,8 @@ fn slow_consumer_makes_the_source_drop_and_count_without_allocating() {
     }
 
     const STEPS: u64 = 1000;
-    let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
-    track(true);
+    let allocations_before = count(TRACKED);
+    set_role(TRACKED);
     let mut published = 0u64;
     for step in 0..STEPS {
         if capture.step().unwrap() {
@@ -89,8 +58,8 @@ fn slow_consumer_makes_the_source_drop_and_count_without_allocating() {
             }
         }
     }
-    track(false);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_before;
+    set_role(0);
+    let allocations = count(TRACKED) - allocations_before;
 
     let dropped = stats.dropped_no_buffer.load(Ordering::Relaxed);
     assert_eq!(allocations, 0, "the frame path allocated");
@@ -127,8 +96,8 @@ fn threaded_capture_and_slow_consumer_allocate_nothing() {
             ready.wait();
             let mut taken = 0u64;
             let mut superseded = 0u64;
-            let before = ALLOCATIONS.load(Ordering::Relaxed);
-            track(true);
+            let before = count(2);
+            set_role(2);
             let mut held: Option<FrameBuf> = None;
             while !done.load(Ordering::Acquire) {
                 if let Some((f, s)) = queue.latest() {
@@ -141,25 +110,21 @@ fn threaded_capture_and_slow_consumer_allocate_nothing() {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             drop(held);
-            track(false);
-            consumer_allocs.store(ALLOCATIONS.load(Ordering::Relaxed) - before, Ordering::Relaxed);
+            set_role(0);
+            consumer_allocs.store(count(2) - before, Ordering::Relaxed);
             (taken, superseded)
         })
     };
 
     ready.wait();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    track(true);
-    for _ in 0..2000 {
-        capture.step().unwrap();
-    }
-    track(false);
-    let capture_allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let ((), capture_allocs) = gantry_hal::alloc_count::counting(TRACKED, || {
+        for _ in 0..2000 {
+            capture.step().unwrap();
+        }
+    });
     done.store(true, Ordering::Release);
     let (taken, superseded) = consumer.join().unwrap();
 
-    // The global counter also sees the consumer's tracked allocations, which
-    // must be zero too; together they must stay zero.
     assert_eq!(capture_allocs, 0, "capture thread allocated");
     assert_eq!(consumer_allocs.load(Ordering::Relaxed), 0, "consumer thread allocated");
     let captured = stats.captured.load(Ordering::Relaxed) - 3;
