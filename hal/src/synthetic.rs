@@ -47,29 +47,35 @@ fn intrinsics(width: u32, height: u32, hfov_deg: f32) -> Intrinsics {
     Intrinsics { fx, fy: fx, cx: width as f32 / 2.0, cy: height as f32 / 2.0 }
 }
 
-/// Real-time pacing shared by both sources.
-struct Pacer {
+/// Frame numbering and real-time pacing, shared by both sources.
+struct FrameClock {
     pacing: Pacing,
+    fps: u32,
     period: Duration,
     next: Option<Instant>,
+    seq: u64,
 }
 
-impl Pacer {
+impl FrameClock {
     fn new(pacing: Pacing, fps: u32) -> Self {
-        Self { pacing, period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))), next: None }
+        Self { pacing, fps, period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))), next: None, seq: 0 }
     }
 
-    fn wait(&mut self) {
-        if self.pacing == Pacing::Max {
-            return;
+    /// Waits for the next frame's time (under real-time pacing); returns its
+    /// sequence number and its scene time in seconds.
+    fn next_frame(&mut self) -> (u64, f64) {
+        if self.pacing == Pacing::RealTime {
+            let now = Instant::now();
+            let due = *self.next.get_or_insert(now);
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // Late frames do not bunch up: the next one is a period after this one.
+            self.next = Some(due.max(now) + self.period);
         }
-        let now = Instant::now();
-        let due = *self.next.get_or_insert(now);
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        // Late frames do not bunch up: the next one is a period after this one.
-        self.next = Some(due.max(now) + self.period);
+        let seq = self.seq;
+        self.seq += 1;
+        (seq, seq as f64 / f64::from(self.fps.max(1)))
     }
 }
 
@@ -85,8 +91,7 @@ pub struct SyntheticCamera {
     scene: Scene,
     info: StreamInfo,
     background: Box<[u8]>,
-    seq: u64,
-    pacer: Pacer,
+    clock: FrameClock,
 }
 
 impl SyntheticCamera {
@@ -113,7 +118,7 @@ impl SyntheticCamera {
                 background[i + 2] = 100 + grain / 2;
             }
         }
-        Self { scene, info, background, seq: 0, pacer: Pacer::new(pacing, fps) }
+        Self { scene, info, background, clock: FrameClock::new(pacing, fps) }
     }
 
     fn render(&self, t_s: f64, dst: &mut [u8]) {
@@ -148,12 +153,10 @@ impl FrameSource for SyntheticCamera {
     }
 
     fn next_frame(&mut self, dst: Option<&mut [u8]>) -> Result<FrameMeta, HalError> {
-        self.pacer.wait();
-        let seq = self.seq;
-        self.seq += 1;
+        let (seq, t_s) = self.clock.next_frame();
         if let Some(dst) = dst {
             check_len(dst, &self.info)?;
-            self.render(seq as f64 / f64::from(self.info.fps), dst);
+            self.render(t_s, dst);
         }
         Ok(FrameMeta { seq, capture_ns: monotonic_ns() })
     }
@@ -165,8 +168,7 @@ pub struct SyntheticDepth {
     info: StreamInfo,
     /// The table plane with its noise, rendered once; each frame copies it.
     table: Box<[u16]>,
-    seq: u64,
-    pacer: Pacer,
+    clock: FrameClock,
 }
 
 impl SyntheticDepth {
@@ -192,7 +194,7 @@ impl SyntheticDepth {
                 table[y * w + x] = (plane + n).clamp(1.0, 65_535.0) as u16;
             }
         }
-        Self { scene, info, table, seq: 0, pacer: Pacer::new(pacing, fps) }
+        Self { scene, info, table, clock: FrameClock::new(pacing, fps) }
     }
 
     fn render(&self, t_s: f64, dst: &mut [u16]) {
@@ -224,14 +226,12 @@ impl FrameSource for SyntheticDepth {
     }
 
     fn next_frame(&mut self, dst: Option<&mut [u8]>) -> Result<FrameMeta, HalError> {
-        self.pacer.wait();
-        let seq = self.seq;
-        self.seq += 1;
+        let (seq, t_s) = self.clock.next_frame();
         if let Some(dst) = dst {
             check_len(dst, &self.info)?;
             let depth: &mut [u16] =
                 bytemuck::try_cast_slice_mut(dst).map_err(|e| HalError::Unsupported(format!("depth buffer: {e}")))?;
-            self.render(seq as f64 / f64::from(self.info.fps), depth);
+            self.render(t_s, depth);
         }
         Ok(FrameMeta { seq, capture_ns: monotonic_ns() })
     }
