@@ -369,6 +369,10 @@ pub struct Recorder {
     pub jpeg_quality: u8,
     /// Seconds of full-rate images kept in memory and written around an incident.
     pub incident_preroll_s: f64,
+    /// The open chunk is written out at least this often: what a crash can lose.
+    pub flush_s: u64,
+    /// Length of one task (episode) when no cell controller delimits them; 0: none.
+    pub episode_s: u64,
 }
 
 impl Default for Recorder {
@@ -382,6 +386,8 @@ impl Default for Recorder {
             image_width: 480,
             jpeg_quality: 70,
             incident_preroll_s: 2.0,
+            flush_s: 5,
+            episode_s: 60,
         }
     }
 }
@@ -565,6 +571,8 @@ impl EdgeConfig {
         c.range("recorder.image_width", r.image_width, 16..=7680);
         c.range("recorder.jpeg_quality", r.jpeg_quality, 1..=100);
         c.range_f64("recorder.incident_preroll_s", r.incident_preroll_s, 0.0..=30.0);
+        c.range("recorder.flush_s", r.flush_s, 1..=600);
+        c.range("recorder.episode_s", r.episode_s, 0..=86_400);
         let quota_bytes = r.quota_gb * 1e9;
         let segment_bytes = r.segment_max_mb as f64 * 1e6;
         c.rule(

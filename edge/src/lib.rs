@@ -4,7 +4,9 @@
 //! commands leave to the firmware, and everything is recorded and synced.
 
 pub mod control;
+pub mod daemon;
 pub mod governor;
+pub mod health;
 pub mod infer;
 pub mod kinematics;
 pub mod model;
@@ -13,6 +15,9 @@ pub mod preprocess;
 #[cfg(feature = "cuda")]
 pub mod preprocess_cuda;
 pub mod realtime;
+pub mod record;
+pub mod status;
+pub mod status_http;
 pub mod zone;
 
 use std::time::Duration;
@@ -29,21 +34,9 @@ pub async fn run(config: EdgeConfig, duration: Option<Duration>) -> anyhow::Resu
         data_dir = %config.robot.data_dir,
         "gantry-edge starting"
     );
-    std::fs::create_dir_all(&config.robot.data_dir)?;
-    let parts = pipeline::Parts::from_config(&config, gantry_hal::Pacing::RealTime)?;
-    for failure in &parts.policy_failures {
-        tracing::warn!(%failure, "configured policy unavailable; running the baseline");
-    }
-    let pipeline = pipeline::Pipeline::start(&config, parts, pipeline::Options::default())?;
-    let status = pipeline.status();
-    tracing::info!(
-        model = %pipeline.model_version,
-        backend = %pipeline.backend,
-        realtime = if status.rt_degraded.load(std::sync::atomic::Ordering::Relaxed) { "degraded" } else { "ok" },
-        "pipeline running"
-    );
+    let daemon = daemon::Daemon::start(&config, gantry_hal::Pacing::RealTime, pipeline::Options::default()).await?;
     let reason = shutdown.wait(duration).await;
     tracing::info!(?reason, "gantry-edge shutting down");
-    pipeline.stop();
+    daemon.stop().await;
     Ok(reason)
 }

@@ -36,6 +36,7 @@ use crate::infer::PolicyBackend;
 use crate::model::ModelError;
 use crate::preprocess::Preprocessor;
 use crate::realtime::{place_current_thread, sleep_until};
+use crate::record::taps::{ControlRecord, FrameRecord, Taps};
 use crate::zone::{Zone, ZoneReading};
 
 /// The real-time threads, for hooks and reports.
@@ -106,7 +107,12 @@ pub struct PipelineStatus {
     pub rate_mhz: AtomicU64,
     pub incidents: AtomicU64,
     pub estop_reset_requested: AtomicBool,
+    /// Frame-to-command latencies by [`LATENCY_BUCKETS_MS`], the last bucket above them all.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
 }
+
+/// Upper bounds of the live latency histogram's buckets, milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 10] = [2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0];
 
 impl PipelineStatus {
     pub fn mode(&self) -> Mode {
@@ -122,6 +128,7 @@ struct Shared {
     status: Arc<PipelineStatus>,
     link: Arc<FirmwareLink>,
     incidents: Arc<ArrayQueue<Incident>>,
+    taps: Arc<Taps>,
     options: Options,
 }
 
@@ -142,6 +149,10 @@ pub struct Pipeline {
 }
 
 const RECENT_INCIDENTS: usize = 50;
+/// Thumbnails in flight to the recorder: a quarter second at 30 fps.
+const THUMB_POOL: usize = 8;
+/// Seconds of records the taps hold if the recorder stalls (a segment being hashed).
+const TAP_SLACK_S: u32 = 4;
 
 impl Pipeline {
     /// Opens the firmware link (starting the simulator when configured) and runs
@@ -184,6 +195,13 @@ impl Pipeline {
             status,
             link,
             incidents: control.governor().incidents(),
+            taps: Arc::new(Taps::new(
+                config.control.rate_hz,
+                parts.camera.info(),
+                config.recorder.image_width,
+                THUMB_POOL,
+                TAP_SLACK_S,
+            )),
             options,
         });
         let governor = control.governor().stats();
@@ -244,7 +262,7 @@ impl Pipeline {
                     let mut n = 0u32;
                     while !shared.stop.load(Ordering::Acquire) {
                         warmup(&shared, RtThread::CaptureRgb, &mut n);
-                        match rgb_capture.step() {
+                        match rgb_capture.step_inspect(|frame| shared.taps.thumbs.offer(frame)) {
                             Ok(true) => infer.unpark(),
                             Ok(false) => {}
                             // A camera that stops delivering: the policy output goes stale
@@ -318,6 +336,11 @@ impl Pipeline {
 
     pub fn status(&self) -> Arc<PipelineStatus> {
         self.shared.status.clone()
+    }
+
+    /// What the real-time threads hand to the recorder.
+    pub fn taps(&self) -> Arc<Taps> {
+        self.shared.taps.clone()
     }
 
     pub fn link(&self) -> Arc<FirmwareLink> {
@@ -442,6 +465,15 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
         let done = monotonic_ns();
         status.inferences.fetch_add(1, Ordering::Relaxed);
         let late = action.is_none() || done.saturating_sub(meta.capture_ns) > inf.deadline_ns;
+        let mut record = FrameRecord {
+            frame_seq: meta.seq,
+            capture_ns: meta.capture_ns,
+            done_ns: done,
+            late,
+            from_baseline: active != Active::Primary,
+            ok: action.is_some(),
+            ..FrameRecord::default()
+        };
         if let Some(action) = action {
             // No verdict (the model failed) counts as a refusal.
             let unsafe_action = match inf.safety.as_mut() {
@@ -453,6 +485,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
                 goal[j] = js.positions_rad[j] + action[j];
             }
             let gripper = action[action.len() - 1];
+            record.unsafe_action = unsafe_action;
             shared.policy.store(PolicyOutput {
                 frame_ns: meta.capture_ns,
                 frame_seq: meta.seq,
@@ -464,6 +497,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
                 baseline: active != Active::Primary,
             });
         }
+        shared.taps.push_frame(record);
         // Deadline bookkeeping: N misses in a row step down, a long enough run on
         // time steps back up.
         if late {
@@ -583,8 +617,33 @@ fn control_loop(
         if policy.frame_seq != last_frame_seq && policy.frame_ns != 0 {
             // Frame to command: the first command steered by this frame's output.
             last_frame_seq = policy.frame_seq;
-            latency.saturating_record(sent.saturating_sub(policy.frame_ns).max(1_000));
+            let ns = sent.saturating_sub(policy.frame_ns).max(1_000);
+            latency.saturating_record(ns);
+            let ms = ns as f64 / 1e6;
+            let bucket = LATENCY_BUCKETS_MS.iter().position(|le| ms <= *le).unwrap_or(LATENCY_BUCKETS_MS.len());
+            status.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
+        let mut record = ControlRecord {
+            t_ns: now,
+            seq,
+            mode: status.mode.load(Ordering::Relaxed),
+            joints: joints as u8,
+            approved: verdict.approved,
+            failed: verdict.failed,
+            from_baseline: policy.baseline,
+            frame_seq: policy.frame_seq,
+            goal_rad: policy.goal_rad,
+            goal_gripper: policy.gripper,
+            command_rad: verdict.command.targets_rad,
+            command_gripper: verdict.command.gripper,
+            ..ControlRecord::default()
+        };
+        if let Some(js) = js {
+            record.joint_state_ns = state.joint_state_ns;
+            record.positions_rad = js.positions_rad;
+            record.velocities_rad_s = js.velocities_rad_s;
+        }
+        shared.taps.push_control(record);
         let in_estop = control.governor().estop_latched();
         let _ = status.mode.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
             let m = Mode::from_u8(m);
@@ -628,6 +687,7 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents) {
                     "governor rejected a command; holding position"
                 );
             }
+            shared.taps.push_incident(incident);
             let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() == RECENT_INCIDENTS {
                 recent.pop_front();

@@ -1,0 +1,180 @@
+//! The whole robot daemon assembled: pipeline, recorder, health and status page.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gantry_config::EdgeConfig;
+use tokio::sync::watch;
+
+use crate::health::{self, SystemSampler};
+use crate::pipeline::{Options, Parts, Pipeline};
+use crate::record::{self, Recorder, RecorderThread};
+use crate::status::{SyncStatus, View};
+
+pub struct Daemon {
+    pipeline: Pipeline,
+    recorder: RecorderThread,
+    view: Arc<View>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the status page listens (the configured port may be 0 in tests).
+    pub status_addr: std::net::SocketAddr,
+}
+
+impl Daemon {
+    /// Starts everything; must run inside a Tokio runtime.
+    pub async fn start(config: &EdgeConfig, pacing: gantry_hal::Pacing, options: Options) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.robot.data_dir)
+            .with_context(|| format!("robot.data_dir: cannot create {}", config.robot.data_dir))?;
+        let listener = crate::status_http::bind(&config.status_http.listen).await?;
+        let status_addr = listener.local_addr()?;
+        let parts = Parts::from_config(config, pacing)?;
+        for failure in &parts.policy_failures {
+            tracing::warn!(%failure, "configured policy unavailable; running the baseline");
+        }
+        let settings = record::Settings::from_config(config, &parts.primary.manifest().version);
+        let (recorder, report) = Recorder::open(settings).context("opening the recorder")?;
+        tracing::info!(
+            recovered = report.recovered.len(),
+            quarantined = report.quarantined.len(),
+            adopted = report.adopted.len(),
+            missing = report.missing.len(),
+            "recorder ready"
+        );
+        let pipeline = Pipeline::start(config, parts, options)?;
+        let recorder = RecorderThread::spawn(recorder, pipeline.taps())?;
+        let view = Arc::new(View {
+            robot_id: config.robot.id.clone(),
+            started: Instant::now(),
+            joints: config.firmware.joints.min(gantry_config::edge::MAX_JOINTS),
+            model_version: pipeline.model_version.clone(),
+            backend: pipeline.backend.clone(),
+            policy_failures: pipeline.policy_failures.clone(),
+            pipeline: pipeline.status(),
+            governor: pipeline.governor.clone(),
+            rgb: pipeline.rgb.clone(),
+            depth: pipeline.depth.clone(),
+            link: pipeline.link(),
+            recorder: recorder.stats(),
+            taps: pipeline.taps(),
+            sync: Arc::new(SyncStatus::default()),
+            recent_incidents: pipeline.recent_incidents.clone(),
+            health: Mutex::new(Default::default()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        {
+            let mut stopped = stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let view = view.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::status_http::serve(listener, view, shutdown).await {
+                    tracing::error!(error = %e, "status page stopped");
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(health_task(
+            view.clone(),
+            SystemSampler::new(std::path::Path::new(&config.robot.data_dir)),
+            Duration::from_secs(config.health.period_s),
+            recorder.sender(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(broker_probe(view.clone(), config.uplink.broker_url.clone(), stopped)));
+        tracing::info!(
+            model = %pipeline.model_version,
+            backend = %pipeline.backend,
+            status_page = %format!("http://{status_addr}/"),
+            realtime = if view.pipeline.rt_degraded.load(Relaxed) { "degraded" } else { "ok" },
+            "gantry-edge running"
+        );
+        Ok(Self { pipeline, recorder, view, stop, tasks, status_addr })
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.view.clone()
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Clean shutdown: the status page and health stop, the real-time threads
+    /// stop, then the recorder drains what they left and closes its segment.
+    pub async fn stop(self) -> Option<crate::record::catalog::SegmentRow> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.pipeline.stop();
+        let closed = tokio::task::spawn_blocking(move || self.recorder.stop()).await.ok().flatten();
+        if let Some(row) = &closed {
+            tracing::info!(segment = %row.id, bytes = row.bytes, "closed the open segment");
+        }
+        closed
+    }
+}
+
+/// Samples the machine every second for the page; every `period` records a
+/// snapshot (and, with the uplink, publishes it).
+async fn health_task(
+    view: Arc<View>,
+    mut sampler: SystemSampler,
+    period: Duration,
+    recorder: std::sync::mpsc::Sender<record::Command>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_report: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let snap = health::snapshot(&view, sampler.sample());
+        *view.health.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
+        // The first sample has no CPU delta yet; report from the second on.
+        if last_report.is_none_or(|t| t.elapsed() >= period) && snap.uptime_s >= 1.0 {
+            last_report = Some(Instant::now());
+            let _ = recorder.send(record::Command::Health(Box::new(snap)));
+        }
+    }
+}
+
+/// Whether the broker answers on TCP, every 5 s. The MQTT uplink's session state
+/// replaces this once it runs.
+async fn broker_probe(view: Arc<View>, url: String, mut stopped: watch::Receiver<bool>) {
+    let Some(addr) = broker_addr(&url) else { return };
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
+            Ok(Ok(_))
+        );
+        view.sync.connected.store(ok, Relaxed);
+    }
+}
+
+/// `mqtt://host:port` (or `mqtts://`) to `host:port`.
+pub fn broker_addr(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = match scheme {
+        "mqtt" | "tcp" => 1883,
+        "mqtts" | "ssl" => 8883,
+        _ => return None,
+    };
+    let host_port = rest.split('/').next()?;
+    Some(if host_port.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:{default_port}")
+    })
+}

@@ -1,0 +1,131 @@
+//! Episodes: one task each, with its outcome. A cell controller would say when a
+//! task starts and ends; without one (the simulator, a standalone robot) a task
+//! is a fixed stretch of work of `recorder.episode_s`.
+//!
+//! Outcome: failure with the first reason met, in this order of precedence as
+//! they happen — `estop`, `safe_stop`, `governor:CHECK` (a rejected command) —
+//! else success. An episode cut short by shutdown is a failure, `interrupted`.
+
+use std::time::Duration;
+
+use crate::control::Mode;
+
+use super::messages::{failed_checks, EpisodeMsg};
+use super::taps::ControlRecord;
+
+pub struct Episodes {
+    robot_id: String,
+    model_version: String,
+    period_ns: u64,
+    open: Option<OpenEpisode>,
+}
+
+struct OpenEpisode {
+    start_mono_ns: u64,
+    start_unix_ns: u64,
+    last_unix_ns: u64,
+    ticks: u64,
+    rejects: u64,
+    failure: Option<String>,
+}
+
+impl Episodes {
+    pub fn new(robot_id: &str, model_version: &str, period: Duration) -> Self {
+        Self {
+            robot_id: robot_id.to_string(),
+            model_version: model_version.to_string(),
+            period_ns: period.as_nanos() as u64,
+            open: None,
+        }
+    }
+
+    /// Accounts one control tick; returns the episode it completed, if any.
+    pub fn on_control(&mut self, r: &ControlRecord, unix_ns: u64) -> Option<EpisodeMsg> {
+        if self.period_ns == 0 {
+            return None;
+        }
+        let ep = self.open.get_or_insert(OpenEpisode {
+            start_mono_ns: r.t_ns,
+            start_unix_ns: unix_ns,
+            last_unix_ns: unix_ns,
+            ticks: 0,
+            rejects: 0,
+            failure: None,
+        });
+        ep.ticks += 1;
+        ep.last_unix_ns = unix_ns;
+        let reason = match Mode::from_u8(r.mode) {
+            Mode::EStop => Some("estop".to_string()),
+            Mode::SafeStop => Some("safe_stop".to_string()),
+            _ if !r.approved => failed_checks(r.failed).first().map(|c| format!("governor:{c}")),
+            _ => None,
+        };
+        if !r.approved {
+            ep.rejects += 1;
+        }
+        if ep.failure.is_none() {
+            ep.failure = reason;
+        }
+        if r.t_ns.saturating_sub(ep.start_mono_ns) >= self.period_ns {
+            let ep = self.open.take()?;
+            return Some(self.finish(ep, unix_ns, None));
+        }
+        None
+    }
+
+    /// Ends the open episode at shutdown.
+    pub fn interrupt(&mut self, unix_ns: u64) -> Option<EpisodeMsg> {
+        let ep = self.open.take()?;
+        let end = unix_ns.max(ep.last_unix_ns);
+        Some(self.finish(ep, end, Some("interrupted")))
+    }
+
+    fn finish(&self, ep: OpenEpisode, end_unix_ns: u64, cut: Option<&str>) -> EpisodeMsg {
+        let failure = ep.failure.or(cut.map(str::to_string));
+        EpisodeMsg {
+            task_id: format!("{}-{}", self.robot_id, ep.start_unix_ns / 1_000_000),
+            robot_id: self.robot_id.clone(),
+            model_version: self.model_version.clone(),
+            start_unix_ns: ep.start_unix_ns,
+            end_unix_ns,
+            success: failure.is_none(),
+            failure_reason: failure,
+            ticks: ep.ticks,
+            rejects: ep.rejects,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governor::Check;
+
+    fn tick(t_s: f64, approved: bool, mode: Mode) -> ControlRecord {
+        ControlRecord {
+            t_ns: (t_s * 1e9) as u64,
+            approved,
+            failed: if approved { 0 } else { 1 << (Check::WorkspaceClear as u16) },
+            mode: mode as u8,
+            ..ControlRecord::default()
+        }
+    }
+
+    #[test]
+    fn an_episode_fails_with_its_first_reason_and_the_next_starts_clean() {
+        let mut e = Episodes::new("r", "v1", Duration::from_secs(10));
+        assert!(e.on_control(&tick(0.0, true, Mode::Running), 1).is_none());
+        assert!(e.on_control(&tick(1.0, false, Mode::Running), 2).is_none());
+        assert!(e.on_control(&tick(2.0, true, Mode::SafeStop), 3).is_none());
+        let done = e.on_control(&tick(10.0, true, Mode::Running), 4).expect("10 s episode ends");
+        assert!(!done.success);
+        assert_eq!(done.failure_reason.as_deref(), Some("governor:workspace_clear"));
+        assert_eq!((done.ticks, done.rejects), (4, 1));
+        assert!(e.on_control(&tick(10.01, true, Mode::Running), 5).is_none());
+        let done = e.on_control(&tick(20.01, true, Mode::Running), 6).expect("second episode ends");
+        assert!(done.success, "{done:?}");
+        assert!(e.on_control(&tick(20.02, true, Mode::Running), 7).is_none());
+        let cut = e.interrupt(8).expect("open episode");
+        assert_eq!(cut.failure_reason.as_deref(), Some("interrupted"));
+    }
+}

@@ -1,0 +1,727 @@
+//! The recorder: everything the robot does, as MCAP segments on the local disk,
+//! with a SQLite catalog, a disk quota and crash recovery.
+//!
+//! It runs on its own thread (`gantry-recorder`, normal priority), draining the
+//! real-time threads' [`taps::Taps`]. Files live in `DATA_DIR/segments/`, the
+//! catalog in `DATA_DIR/catalog.sqlite`.
+
+pub mod catalog;
+pub mod episodes;
+pub mod messages;
+pub mod quota;
+pub mod segment;
+pub mod taps;
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use gantry_config::EdgeConfig;
+use gantry_hal::clock::{monotonic_ns, unix_ns};
+use serde::Serialize;
+
+use crate::governor::Incident;
+use crate::health::HealthSnapshot;
+use catalog::{Catalog, SegmentRow, SegmentState};
+use episodes::Episodes;
+use messages::{CompressedImageMsg, ControlMsg, FrameMsg, IncidentMsg, JointStateMsg, Time};
+use quota::ImageLevel;
+use segment::{Encoding, Recovered, SegmentWriter};
+use taps::{ControlRecord, FrameRecord, Taps, Thumb};
+
+/// Channel indices into [`messages::ALL`].
+pub const CH_CONTROL: usize = 0;
+pub const CH_JOINTS: usize = 1;
+pub const CH_FRAMES: usize = 2;
+pub const CH_INCIDENTS: usize = 3;
+pub const CH_EPISODES: usize = 4;
+pub const CH_HEALTH: usize = 5;
+pub const CH_IMAGES: usize = 6;
+
+/// After a full-rate image window around an incident, the next incident opens
+/// another only after this long.
+const INCIDENT_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// What the recorder needs to know, copied out of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub robot_id: String,
+    pub data_dir: PathBuf,
+    pub segment_max_bytes: u64,
+    pub segment_max_age: Duration,
+    pub quota_bytes: u64,
+    pub encoding: Encoding,
+    pub image_every_n: u32,
+    pub jpeg_quality: u8,
+    pub preroll: Duration,
+    pub flush_every: Duration,
+    pub episode: Duration,
+    pub joints: usize,
+    pub model_version: String,
+}
+
+impl Settings {
+    pub fn from_config(config: &EdgeConfig, model_version: &str) -> Self {
+        let r = &config.recorder;
+        Self {
+            robot_id: config.robot.id.clone(),
+            data_dir: PathBuf::from(&config.robot.data_dir),
+            segment_max_bytes: r.segment_max_mb * 1_000_000,
+            segment_max_age: Duration::from_secs(r.segment_max_s),
+            quota_bytes: (r.quota_gb * 1e9) as u64,
+            // Chunks of 1 MB uncompressed: big enough for zstd, small enough that
+            // a crash loses little even before the periodic flush.
+            encoding: Encoding { zstd_level: r.zstd_level, chunk_bytes: 1 << 20 },
+            image_every_n: r.image_every_n,
+            jpeg_quality: r.jpeg_quality,
+            preroll: Duration::from_secs_f64(r.incident_preroll_s),
+            flush_every: Duration::from_secs(r.flush_s),
+            episode: Duration::from_secs(r.episode_s),
+            joints: config.firmware.joints.min(gantry_config::edge::MAX_JOINTS),
+            model_version: model_version.to_string(),
+        }
+    }
+
+    /// How often the capture thread should thumbnail a frame at `level`.
+    pub fn thumb_every_n(&self, level: ImageLevel) -> u32 {
+        match level {
+            _ if self.image_every_n == 0 => 0,
+            ImageLevel::Normal if !self.preroll.is_zero() => 1,
+            ImageLevel::Normal => self.image_every_n,
+            ImageLevel::Reduced => self.image_every_n.saturating_mul(4),
+            ImageLevel::Off => 0,
+        }
+    }
+}
+
+/// Live counters, for the status page and the health snapshot.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pub messages: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Bytes of segments created today (UTC), including the open one.
+    pub bytes_today: AtomicU64,
+    pub disk_used_bytes: AtomicU64,
+    pub unsynced_bytes: AtomicU64,
+    pub segments_on_disk: AtomicU64,
+    pub images: AtomicU64,
+    pub image_level: AtomicU8,
+    pub disk_alert: AtomicBool,
+    /// Messages lost to write errors (disk full, I/O errors).
+    pub dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub recovered: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub lost_unsynced_segments: AtomicU64,
+    pub lost_unsynced_bytes: AtomicU64,
+}
+
+/// What start-up found.
+#[derive(Debug, Default)]
+pub struct StartupReport {
+    pub recovered: Vec<SegmentRow>,
+    pub quarantined: Vec<(SegmentRow, String)>,
+    /// Finished files the catalog did not know (crash between rename and insert).
+    pub adopted: Vec<SegmentRow>,
+    /// Catalogued files that were gone; marked evicted.
+    pub missing: Vec<String>,
+    /// Files of evicted segments left behind by a crash; deleted.
+    pub orphans_deleted: Vec<String>,
+}
+
+pub struct Recorder {
+    s: Settings,
+    dir: PathBuf,
+    catalog: Catalog,
+    seg: Option<Open>,
+    stats: Arc<RecorderStats>,
+    level: ImageLevel,
+    /// Wall clock minus monotonic clock, refreshed at each new segment.
+    unix_offset: i128,
+    preroll: VecDeque<(u64, u64, Vec<u8>)>,
+    post_roll_until_ns: u64,
+    last_image_seq: Option<u64>,
+    episodes: Episodes,
+    buf: Vec<u8>,
+    next_index: u64,
+    retry_at: Option<Instant>,
+    last_log: Option<Instant>,
+}
+
+struct Open {
+    w: SegmentWriter,
+    opened: Instant,
+    created_unix_ns: u64,
+    last_flush: Instant,
+}
+
+impl Recorder {
+    /// Opens the catalog and brings it and the files into agreement.
+    pub fn open(s: Settings) -> anyhow::Result<(Self, StartupReport)> {
+        let dir = s.data_dir.join("segments");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let catalog_path = s.data_dir.join("catalog.sqlite");
+        let catalog =
+            Catalog::open(&catalog_path).with_context(|| format!("opening the catalog {}", catalog_path.display()))?;
+        let report = reconcile(&s.data_dir, &dir, &catalog, s.encoding)?;
+        let stats = Arc::new(RecorderStats::default());
+        let episodes = Episodes::new(&s.robot_id, &s.model_version, s.episode);
+        let mut rec = Self {
+            dir,
+            catalog,
+            seg: None,
+            stats,
+            level: ImageLevel::Normal,
+            unix_offset: clock_offset(),
+            preroll: VecDeque::new(),
+            post_roll_until_ns: 0,
+            last_image_seq: None,
+            episodes,
+            buf: Vec::with_capacity(64 * 1024),
+            next_index: 0,
+            retry_at: None,
+            last_log: None,
+            s,
+        };
+        rec.refresh()?;
+        Ok((rec, report))
+    }
+
+    pub fn stats(&self) -> Arc<RecorderStats> {
+        self.stats.clone()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.s
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn image_level(&self) -> ImageLevel {
+        self.level
+    }
+
+    fn unix(&self, mono_ns: u64) -> u64 {
+        (i128::from(mono_ns) + self.unix_offset).max(0) as u64
+    }
+
+    pub fn record_control(&mut self, r: &ControlRecord) {
+        let unix = self.unix(r.t_ns);
+        self.write_json(CH_CONTROL, unix, &ControlMsg::new(r, unix));
+        if let Some(js) = JointStateMsg::new(r, unix) {
+            self.write_json(CH_JOINTS, unix, &js);
+        }
+        if let Some(ep) = self.episodes.on_control(r, unix) {
+            self.write_json(CH_EPISODES, unix, &ep);
+        }
+    }
+
+    pub fn record_frame(&mut self, r: &FrameRecord) {
+        let unix = self.unix(r.done_ns);
+        self.write_json(CH_FRAMES, unix, &FrameMsg::new(r, unix));
+    }
+
+    /// Records the incident and the pre-roll of images before it; images keep
+    /// coming at full rate for as long again after it.
+    pub fn record_incident(&mut self, i: &Incident) {
+        let unix = self.unix(i.time_ns);
+        self.write_json(CH_INCIDENTS, unix, &IncidentMsg::new(i, self.s.joints, unix));
+        // One full-rate window per burst: a robot held by the governor for
+        // minutes would otherwise record video the whole time.
+        let cooled = i.time_ns > self.post_roll_until_ns + INCIDENT_COOLDOWN.as_nanos() as u64;
+        if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() && cooled {
+            self.post_roll_until_ns = i.time_ns + self.s.preroll.as_nanos() as u64;
+            for (capture_ns, seq, jpeg) in std::mem::take(&mut self.preroll) {
+                self.write_image(capture_ns, seq, &jpeg);
+            }
+        }
+    }
+
+    pub fn record_health(&mut self, h: &HealthSnapshot) {
+        self.write_json(CH_HEALTH, h.unix_ns, h);
+    }
+
+    /// Encodes a thumbnail and writes it (or keeps it in the pre-roll ring) per
+    /// the image policy.
+    pub fn record_thumb(&mut self, t: &Thumb) {
+        let every = match self.level {
+            ImageLevel::Normal => self.s.image_every_n,
+            ImageLevel::Reduced => self.s.image_every_n.saturating_mul(4),
+            ImageLevel::Off => 0,
+        };
+        if every == 0 {
+            return;
+        }
+        let due = t.frame_seq.is_multiple_of(u64::from(every)) || t.capture_ns <= self.post_roll_until_ns;
+        let keep = self.level == ImageLevel::Normal && !self.s.preroll.is_zero();
+        if !due && !keep {
+            return;
+        }
+        let mut jpeg = Vec::with_capacity(t.rgb.len() / 8);
+        let encoder = jpeg_encoder::Encoder::new(&mut jpeg, self.s.jpeg_quality);
+        if encoder.encode(&t.rgb, t.width as u16, t.height as u16, jpeg_encoder::ColorType::Rgb).is_err() {
+            return;
+        }
+        if due {
+            self.write_image(t.capture_ns, t.frame_seq, &jpeg);
+        } else {
+            let horizon = t.capture_ns.saturating_sub(self.s.preroll.as_nanos() as u64);
+            while self.preroll.front().is_some_and(|(c, _, _)| *c < horizon) {
+                self.preroll.pop_front();
+            }
+            self.preroll.push_back((t.capture_ns, t.frame_seq, jpeg));
+        }
+    }
+
+    /// Writes an already-encoded JPEG image.
+    pub fn write_image(&mut self, capture_ns: u64, frame_seq: u64, jpeg: &[u8]) {
+        if self.last_image_seq.is_some_and(|s| s >= frame_seq) {
+            return;
+        }
+        self.last_image_seq = Some(frame_seq);
+        let unix = self.unix(capture_ns);
+        let msg = CompressedImageMsg {
+            timestamp: Time { sec: (unix / 1_000_000_000) as u32, nsec: (unix % 1_000_000_000) as u32 },
+            frame_id: "camera".into(),
+            data: base64::engine::general_purpose::STANDARD.encode(jpeg),
+            format: "jpeg".into(),
+        };
+        self.write_json(CH_IMAGES, unix, &msg);
+        self.stats.images.fetch_add(1, Relaxed);
+    }
+
+    fn write_json<T: Serialize>(&mut self, channel: usize, unix_ns: u64, msg: &T) {
+        self.buf.clear();
+        if serde_json::to_writer(&mut self.buf, msg).is_err() {
+            return;
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.write_raw(channel, unix_ns, &data);
+        self.buf = data;
+    }
+
+    /// Writes one message, opening a segment when none is open and rolling when
+    /// it is full. A failing disk drops the message, counted, and never stops
+    /// the recorder.
+    pub fn write_raw(&mut self, channel: usize, unix_ns: u64, data: &[u8]) {
+        if self.seg.is_none() && !self.try_open() {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let Some(open) = self.seg.as_mut() else { return };
+        let before = open.w.bytes();
+        match open.w.write(channel, unix_ns, data) {
+            Ok(()) => {
+                let grown = open.w.bytes().saturating_sub(before);
+                self.stats.messages.fetch_add(1, Relaxed);
+                self.stats.bytes_written.fetch_add(grown, Relaxed);
+                self.stats.bytes_today.fetch_add(grown, Relaxed);
+                if open.w.bytes() >= self.s.segment_max_bytes {
+                    self.roll();
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn try_open(&mut self) -> bool {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        self.unix_offset = clock_offset();
+        let now = unix_ns();
+        let id = loop {
+            let id = segment_id(&self.s.robot_id, now, self.next_index);
+            self.next_index += 1;
+            if !self.dir.join(format!("{id}{}", segment::PARTIAL)).exists()
+                && !self.dir.join(format!("{id}{}", segment::FINAL)).exists()
+            {
+                break id;
+            }
+        };
+        match SegmentWriter::create(&self.dir, &id, self.s.encoding) {
+            Ok(w) => {
+                self.retry_at = None;
+                self.seg = Some(Open { w, opened: Instant::now(), created_unix_ns: now, last_flush: Instant::now() });
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
+    /// A write failed: keep what the open segment holds (its complete chunks),
+    /// and retry on a fresh segment after a pause.
+    fn fail(&mut self, e: anyhow::Error) {
+        self.stats.write_errors.fetch_add(1, Relaxed);
+        self.stats.dropped.fetch_add(1, Relaxed);
+        if self.last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            self.last_log = Some(Instant::now());
+            tracing::error!(error = %format!("{e:#}"), "recorder write failed; dropping records until the disk recovers");
+        }
+        if let Some(open) = self.seg.take() {
+            let id = open.w.id().to_string();
+            drop(open);
+            if let Ok(r) = segment::recover(&self.dir, &id, self.s.encoding, unix_ns()) {
+                self.register_recovery(r);
+            }
+        }
+        self.retry_at = Some(Instant::now() + Duration::from_secs(5));
+        let _ = self.enforce_quota();
+    }
+
+    fn register_recovery(&mut self, r: Recovered) {
+        match r {
+            Recovered::Kept(row) => {
+                self.stats.recovered.fetch_add(1, Relaxed);
+                let _ = self.catalog.insert(&row).and_then(|_| self.catalog.bump(catalog::RECOVERED, 1));
+            }
+            Recovered::Quarantined(row, _) => {
+                self.stats.quarantined.fetch_add(1, Relaxed);
+                let _ = self.catalog.insert(&row).and_then(|_| self.catalog.bump(catalog::QUARANTINED, 1));
+            }
+        }
+    }
+
+    /// Closes the open segment (if any): finished, durable, catalogued.
+    pub fn roll(&mut self) -> Option<SegmentRow> {
+        let open = self.seg.take()?;
+        let id = open.w.id().to_string();
+        match open.w.finish(open.created_unix_ns) {
+            Ok(row) => match self.catalog.insert(&row) {
+                Ok(()) => {
+                    let _ = self.enforce_quota();
+                    Some(row)
+                }
+                Err(e) => {
+                    // The file is final and durable; the next start adopts it.
+                    tracing::error!(segment = %id, error = %e, "could not catalogue a finished segment");
+                    None
+                }
+            },
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
+    }
+
+    /// Periodic work: roll by age, write out the open chunk, apply the quota.
+    pub fn maintain(&mut self) {
+        if let Some(open) = self.seg.as_mut() {
+            if open.last_flush.elapsed() >= self.s.flush_every {
+                open.last_flush = Instant::now();
+                if let Err(e) = open.w.flush_chunk() {
+                    self.fail(e);
+                }
+            }
+        }
+        if self.seg.as_ref().is_some_and(|o| o.opened.elapsed() >= self.s.segment_max_age) {
+            self.roll();
+        }
+        if let Err(e) = self.enforce_quota() {
+            tracing::error!(error = %e, "disk quota check failed");
+        }
+    }
+
+    /// Applies [`quota::plan`] and refreshes the counters.
+    pub fn enforce_quota(&mut self) -> anyhow::Result<()> {
+        let segments = self.catalog.on_disk()?;
+        let open = self.seg.as_ref().map_or(0, |o| o.w.bytes());
+        let used = segments.iter().map(|s| s.bytes).sum::<u64>() + open;
+        let plan = quota::plan(self.s.quota_bytes, used, &segments, self.level);
+        for id in &plan.evict {
+            let Some(row) = segments.iter().find(|s| &s.id == id) else { continue };
+            self.catalog.mark_evicted(id, unix_ns())?;
+            let path = self.s.data_dir.join(segment_path(&row.file));
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!(file = %path.display(), error = %e, "could not delete an evicted segment");
+                }
+            }
+            if !row.synced {
+                tracing::error!(segment = %id, bytes = row.bytes, "disk quota: evicted a segment that was never synced");
+            }
+        }
+        if plan.image_level != self.level {
+            tracing::warn!(
+                from = self.level.as_str(),
+                to = plan.image_level.as_str(),
+                "disk quota: image policy changed"
+            );
+            self.level = plan.image_level;
+            if self.level != ImageLevel::Normal {
+                self.preroll.clear();
+                self.post_roll_until_ns = 0;
+            }
+        }
+        if plan.alert && !self.stats.disk_alert.load(Relaxed) {
+            tracing::error!(used, quota = self.s.quota_bytes, "disk quota nearly full of unsynced data");
+        }
+        self.stats.disk_alert.store(plan.alert, Relaxed);
+        self.stats.image_level.store(self.level as u8, Relaxed);
+        self.refresh()
+    }
+
+    /// Recomputes the disk counters from the catalog.
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        let all = self.catalog.all()?;
+        let open = self.seg.as_ref().map_or(0, |o| o.w.bytes());
+        let on_disk: Vec<&SegmentRow> = all.iter().filter(|s| s.state != SegmentState::Evicted).collect();
+        let st = &self.stats;
+        st.disk_used_bytes.store(on_disk.iter().map(|s| s.bytes).sum::<u64>() + open, Relaxed);
+        st.unsynced_bytes.store(on_disk.iter().filter(|s| !s.synced).map(|s| s.bytes).sum::<u64>() + open, Relaxed);
+        st.segments_on_disk.store(on_disk.len() as u64, Relaxed);
+        st.lost_unsynced_segments.store(self.catalog.counter(catalog::LOST_SEGMENTS)?, Relaxed);
+        st.lost_unsynced_bytes.store(self.catalog.counter(catalog::LOST_BYTES)?, Relaxed);
+        st.recovered.store(self.catalog.counter(catalog::RECOVERED)?, Relaxed);
+        st.quarantined.store(self.catalog.counter(catalog::QUARANTINED)?, Relaxed);
+        let today_start = unix_ns() / 86_400_000_000_000 * 86_400_000_000_000;
+        let closed_today: u64 = all
+            .iter()
+            .filter(|s| s.created_unix_ns >= today_start && s.state != SegmentState::Quarantined)
+            .map(|s| s.bytes)
+            .sum();
+        let open_today = self.seg.as_ref().filter(|o| o.created_unix_ns >= today_start).map_or(0, |o| o.w.bytes());
+        st.bytes_today.store(closed_today + open_today, Relaxed);
+        Ok(())
+    }
+
+    /// Ends the open episode and closes the open segment: the clean shutdown.
+    pub fn close(mut self) -> Option<SegmentRow> {
+        let now = monotonic_ns();
+        if let Some(ep) = self.episodes.interrupt(self.unix(now)) {
+            let unix = ep.end_unix_ns;
+            self.write_json(CH_EPISODES, unix, &ep);
+        }
+        self.roll()
+    }
+
+    /// Drains everything the real-time threads queued.
+    pub fn drain(&mut self, taps: &Taps) -> usize {
+        let mut n = 0;
+        while let Some(i) = taps.incidents.pop() {
+            self.record_incident(&i);
+            n += 1;
+        }
+        while let Some(r) = taps.control.pop() {
+            self.record_control(&r);
+            n += 1;
+        }
+        while let Some(r) = taps.frames.pop() {
+            self.record_frame(&r);
+            n += 1;
+        }
+        while let Some(t) = taps.thumbs.take() {
+            self.record_thumb(&t);
+            taps.thumbs.recycle(t);
+            n += 1;
+        }
+        taps.thumbs.set_every_n(self.s.thumb_every_n(self.level));
+        n
+    }
+}
+
+/// `segments/` paths in the catalog are relative to the segments directory's parent.
+fn segment_path(file: &str) -> PathBuf {
+    Path::new("segments").join(file)
+}
+
+fn segment_id(robot: &str, unix_ns: u64, index: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{robot}-{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{index:04}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn clock_offset() -> i128 {
+    i128::from(unix_ns()) - i128::from(monotonic_ns())
+}
+
+/// Start-up: recover unfinished files, adopt finished ones the catalog missed,
+/// mark vanished ones, delete leftovers of evictions.
+fn reconcile(data_dir: &Path, dir: &Path, catalog: &Catalog, enc: Encoding) -> anyhow::Result<StartupReport> {
+    let mut report = StartupReport::default();
+    let mut names: Vec<String> =
+        fs::read_dir(dir)?.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    for name in &names {
+        if name.ends_with(".mcap.recovering") {
+            // An interrupted recovery; its source is still there.
+            fs::remove_file(dir.join(name))?;
+        }
+    }
+    for name in &names {
+        let Some(id) = name.strip_suffix(segment::FINAL) else { continue };
+        match catalog.get(id)? {
+            Some(row) if row.state == SegmentState::Evicted => {
+                fs::remove_file(dir.join(name))?;
+                report.orphans_deleted.push(id.to_string());
+            }
+            Some(_) => {}
+            None => {
+                let path = dir.join(name);
+                let (messages, bounds) = segment::summarize(&path)
+                    .with_context(|| format!("reading {} (finished but not catalogued)", path.display()))?;
+                let (bytes, sha256) = segment::hash_file(&path)?;
+                let row = SegmentRow {
+                    id: id.to_string(),
+                    file: name.clone(),
+                    state: SegmentState::Finalized,
+                    start_unix_ns: bounds.0,
+                    end_unix_ns: bounds.1,
+                    bytes,
+                    sha256,
+                    messages,
+                    synced: false,
+                    created_unix_ns: bounds.0,
+                };
+                catalog.insert(&row)?;
+                report.adopted.push(row);
+            }
+        }
+    }
+    for name in &names {
+        let Some(id) = name.strip_suffix(segment::PARTIAL) else { continue };
+        if dir.join(format!("{id}{}", segment::FINAL)).exists() {
+            // Recovered (or finished) before the crash; only the source was left.
+            fs::remove_file(dir.join(name))?;
+            continue;
+        }
+        match segment::recover(dir, id, enc, unix_ns())? {
+            Recovered::Kept(row) => {
+                tracing::warn!(segment = %id, messages = row.messages, "recovered an unfinished segment");
+                catalog.insert(&row)?;
+                catalog.bump(catalog::RECOVERED, 1)?;
+                report.recovered.push(row);
+            }
+            Recovered::Quarantined(row, reason) => {
+                tracing::error!(segment = %id, %reason, "unfinished segment unreadable; quarantined");
+                catalog.insert(&row)?;
+                catalog.bump(catalog::QUARANTINED, 1)?;
+                report.quarantined.push((row, reason));
+            }
+        }
+    }
+    for row in catalog.all()? {
+        if row.state == SegmentState::Evicted {
+            continue;
+        }
+        if !data_dir.join(segment_path(&row.file)).exists() {
+            tracing::error!(segment = %row.id, file = %row.file, "catalogued segment missing on disk");
+            catalog.set_state(&row.id, SegmentState::Evicted)?;
+            report.missing.push(row.id);
+        }
+    }
+    Ok(report)
+}
+
+/// Commands to the recorder thread from the rest of the daemon.
+pub enum Command {
+    Health(Box<HealthSnapshot>),
+    /// Close the open segment now (tests, uploads).
+    Roll(Sender<Option<SegmentRow>>),
+}
+
+/// The running recorder thread.
+pub struct RecorderThread {
+    handle: Option<JoinHandle<Option<SegmentRow>>>,
+    tx: Sender<Command>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<RecorderStats>,
+}
+
+impl RecorderThread {
+    pub fn spawn(mut recorder: Recorder, taps: Arc<Taps>) -> anyhow::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = recorder.stats();
+        taps.thumbs.set_every_n(recorder.settings().thumb_every_n(recorder.image_level()));
+        let handle = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("gantry-recorder".into())
+                .spawn(move || {
+                    run(&mut recorder, &taps, &rx, &stop);
+                    recorder.drain(&taps);
+                    recorder.close()
+                })
+                .context("starting the recorder thread")?
+        };
+        Ok(Self { handle: Some(handle), tx, stop, stats })
+    }
+
+    pub fn stats(&self) -> Arc<RecorderStats> {
+        self.stats.clone()
+    }
+
+    pub fn sender(&self) -> Sender<Command> {
+        self.tx.clone()
+    }
+
+    /// Drains what is queued, closes the open segment and returns it.
+    pub fn stop(mut self) -> Option<SegmentRow> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Option<SegmentRow> {
+        self.stop.store(true, Relaxed);
+        let _ = self.tx.send(Command::Roll(std::sync::mpsc::channel().0));
+        self.handle.take().and_then(|h| h.join().ok()).flatten()
+    }
+}
+
+impl Drop for RecorderThread {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+fn run(recorder: &mut Recorder, taps: &Taps, rx: &Receiver<Command>, stop: &AtomicBool) {
+    let mut last_maintain = Instant::now();
+    while !stop.load(Relaxed) {
+        recorder.drain(taps);
+        // The queues hold seconds of records; draining every 20 ms keeps them
+        // nearly empty and the wait doubles as the command inbox.
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(Command::Health(h)) => recorder.record_health(&h),
+            Ok(Command::Roll(reply)) => {
+                if stop.load(Relaxed) {
+                    break;
+                }
+                recorder.drain(taps);
+                let _ = reply.send(recorder.roll());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_maintain.elapsed() >= Duration::from_secs(1) {
+            last_maintain = Instant::now();
+            recorder.maintain();
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! What the daemon shows of itself: one [`View`] over the live counters of every
+//! part, rendered as the contract's `/api/status` JSON and as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use gantry_firmware_bridge::link::FirmwareLink;
+use gantry_hal::CaptureStats;
+use serde_json::{json, Value};
+
+use crate::governor::{Check, GovernorStats};
+use crate::health::HealthSnapshot;
+use crate::pipeline::{PipelineStatus, RecentIncidents, LATENCY_BUCKETS_MS};
+use crate::record::quota::ImageLevel;
+use crate::record::taps::Taps;
+use crate::record::RecorderStats;
+
+/// The link to the cloud, as far as the robot knows it.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    /// The broker is reachable (a TCP probe until the MQTT uplink reports its session).
+    pub connected: AtomicBool,
+    /// Log batches waiting to be acknowledged.
+    pub backlog: AtomicU64,
+}
+
+pub struct View {
+    pub robot_id: String,
+    pub started: Instant,
+    pub joints: usize,
+    pub model_version: String,
+    pub backend: String,
+    pub policy_failures: Vec<String>,
+    pub pipeline: Arc<PipelineStatus>,
+    pub governor: Arc<GovernorStats>,
+    pub rgb: Arc<CaptureStats>,
+    pub depth: Option<Arc<CaptureStats>>,
+    pub link: Arc<FirmwareLink>,
+    pub recorder: Arc<RecorderStats>,
+    pub taps: Arc<Taps>,
+    pub sync: Arc<SyncStatus>,
+    pub recent_incidents: RecentIncidents,
+    /// The newest one-second health sample.
+    pub health: Mutex<HealthSnapshot>,
+}
+
+impl View {
+    pub fn taps_dropped(&self) -> u64 {
+        self.taps.dropped.load(Relaxed) + self.taps.thumbs.dropped.load(Relaxed)
+    }
+
+    fn health(&self) -> HealthSnapshot {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Red, amber or green, and why, for the technician's page.
+    pub fn state(&self, h: &HealthSnapshot) -> (&'static str, Vec<String>) {
+        let mut red = Vec::new();
+        let mut amber = Vec::new();
+        match self.pipeline.mode() {
+            crate::control::Mode::EStop => red.push("e-stop latched".to_string()),
+            crate::control::Mode::SafeStop => red.push("safe stop: no usable policy output".to_string()),
+            crate::control::Mode::Degraded => amber.push("degraded: running the baseline policy".to_string()),
+            crate::control::Mode::Running => {}
+        }
+        if !self.link.is_alive() {
+            red.push("firmware link down".to_string());
+        }
+        if self.recorder.disk_alert.load(Relaxed) {
+            red.push("disk nearly full of unsynced data".to_string());
+        }
+        if self.pipeline.rt_degraded.load(Relaxed) {
+            amber.push("real-time scheduling not granted".to_string());
+        }
+        if self.recorder.image_level.load(Relaxed) != ImageLevel::Normal as u8 {
+            amber.push("recording fewer images to save disk".to_string());
+        }
+        if !h.net_connected {
+            amber.push("cloud unreachable: buffering locally".to_string());
+        }
+        if self.recorder.write_errors.load(Relaxed) > 0 {
+            amber.push("recorder write errors".to_string());
+        }
+        for f in &self.policy_failures {
+            amber.push(format!("configured policy unavailable: {f}"));
+        }
+        if !red.is_empty() {
+            red.extend(amber);
+            ("red", red)
+        } else if !amber.is_empty() {
+            ("amber", amber)
+        } else {
+            ("green", Vec::new())
+        }
+    }
+
+    /// The contract's `/api/status` document (and more).
+    pub fn api_status(&self) -> Value {
+        let p = &self.pipeline;
+        let h = self.health();
+        let (state, reasons) = self.state(&h);
+        let ms = |a: &AtomicU64| a.load(Relaxed) as f64 / 1e6;
+        let incidents: Vec<Value> = {
+            let recent = self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner());
+            let now = gantry_hal::clock::monotonic_ns();
+            recent
+                .iter()
+                .rev()
+                .take(20)
+                .map(|i| {
+                    json!({
+                        "check": i.check.name(),
+                        "age_s": now.saturating_sub(i.time_ns) as f64 / 1e9,
+                        "value": i.value,
+                        "limit": i.limit,
+                        "joint": i.joint,
+                    })
+                })
+                .collect()
+        };
+        let buckets: Vec<Value> = LATENCY_BUCKETS_MS
+            .iter()
+            .zip(p.latency_buckets.iter())
+            .map(|(le, n)| json!({"le_ms": le, "count": n.load(Relaxed)}))
+            .collect();
+        let per_check: serde_json::Map<String, Value> = Check::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), json!(self.governor.per_check[*c as usize].load(Relaxed))))
+            .collect();
+        let r = &self.recorder;
+        json!({
+            "robot_id": self.robot_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "mode": p.mode().as_str(),
+            "state": state,
+            "reasons": reasons,
+            "model": {
+                "version": self.model_version,
+                "backend": self.backend,
+                "on_baseline": p.on_baseline.load(Relaxed),
+                "failures": self.policy_failures,
+            },
+            "loop": {
+                "rate_hz": p.rate_mhz.load(Relaxed) as f64 / 1e3,
+                "ticks": p.ticks.load(Relaxed),
+                "overruns": p.overruns.load(Relaxed),
+                "realtime": !p.rt_degraded.load(Relaxed),
+                "latency_ms": {"p50": ms(&p.latency_p50_ns), "p99": ms(&p.latency_p99_ns), "max": ms(&p.latency_max_ns)},
+                "latency_histogram": buckets,
+                "jitter_us": {"p99": p.jitter_p99_ns.load(Relaxed) as f64 / 1e3, "max": p.jitter_max_ns.load(Relaxed) as f64 / 1e3},
+                "inferences": p.inferences.load(Relaxed),
+                "deadline_misses": p.deadline_misses.load(Relaxed),
+                "fallbacks": p.fallbacks.load(Relaxed),
+                "safe_stops": p.safe_stops.load(Relaxed),
+            },
+            "governor": {
+                "checks": self.governor.checks.load(Relaxed),
+                "rejects": self.governor.rejects.load(Relaxed),
+                "rejects_by_check": per_check,
+                "recent_incidents": incidents,
+            },
+            "camera": {
+                "captured": self.rgb.captured.load(Relaxed),
+                "dropped": self.rgb.dropped(),
+                "errors": self.rgb.errors.load(Relaxed),
+            },
+            "firmware": {
+                "link_alive": self.link.is_alive(),
+                "estop": self.link.estop().map(|e| json!({"pressed": e.pressed, "latched": e.latched})),
+            },
+            "health": {
+                "cpu_pct": h.cpu_pct,
+                "process_cpu_pct": h.process_cpu_pct,
+                "mem_used_bytes": h.mem_used_bytes,
+                "mem_total_bytes": h.mem_total_bytes,
+                "gpu_pct": h.gpu_pct,
+                "disk_free_bytes": h.disk_free_bytes,
+                "disk_total_bytes": h.disk_total_bytes,
+                "net_connected": h.net_connected,
+                "motor_temp_c": h.motor_temp_c,
+                "gripper_pressure_kpa": h.gripper_pressure_kpa,
+            },
+            "recorder": {
+                "bytes_today": r.bytes_today.load(Relaxed),
+                "unsynced_bytes": r.unsynced_bytes.load(Relaxed),
+                "disk_used_bytes": r.disk_used_bytes.load(Relaxed),
+                "segments": r.segments_on_disk.load(Relaxed),
+                "images": r.images.load(Relaxed),
+                "image_level": image_level_name(r.image_level.load(Relaxed)),
+                "disk_alert": r.disk_alert.load(Relaxed),
+                "dropped": r.dropped.load(Relaxed) + self.taps_dropped(),
+                "write_errors": r.write_errors.load(Relaxed),
+                "recovered": r.recovered.load(Relaxed),
+                "quarantined": r.quarantined.load(Relaxed),
+                "lost_unsynced_bytes": r.lost_unsynced_bytes.load(Relaxed),
+            },
+            "sync": {
+                "connected": self.sync.connected.load(Relaxed),
+                "backlog": self.sync.backlog.load(Relaxed),
+            },
+        })
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn metrics(&self) -> String {
+        let p = &self.pipeline;
+        let h = self.health();
+        let r = &self.recorder;
+        let mut m = Metrics(String::with_capacity(8 * 1024));
+        let robot = format!("robot=\"{}\"", escape_label(&self.robot_id));
+        m.gauge("gantry_up", "1 while the daemon runs.", &[(&robot, 1.0)]);
+        m.gauge(
+            "gantry_uptime_seconds",
+            "Seconds since the daemon started.",
+            &[(&robot, self.started.elapsed().as_secs_f64())],
+        );
+        let mode = p.mode();
+        let modes: Vec<(String, f64)> = ["running", "degraded", "safe_stop", "estop"]
+            .iter()
+            .map(|name| (format!("{robot},mode=\"{name}\""), f64::from(u8::from(mode.as_str() == *name))))
+            .collect();
+        m.gauge_owned("gantry_mode", "1 for the current mode.", &modes);
+        m.gauge("gantry_loop_rate_hz", "Control loop rate.", &[(&robot, p.rate_mhz.load(Relaxed) as f64 / 1e3)]);
+        let q: Vec<(String, f64)> = [("0.5", &p.latency_p50_ns), ("0.99", &p.latency_p99_ns)]
+            .iter()
+            .map(|(q, v)| (format!("{robot},quantile=\"{q}\""), v.load(Relaxed) as f64 / 1e9))
+            .collect();
+        m.gauge_owned("gantry_frame_to_command_seconds", "Frame-to-command latency quantiles since start.", &q);
+        m.counter("gantry_control_ticks_total", "Control ticks.", &[(&robot, p.ticks.load(Relaxed) as f64)]);
+        m.counter(
+            "gantry_control_overruns_total",
+            "Control ticks started a period late.",
+            &[(&robot, p.overruns.load(Relaxed) as f64)],
+        );
+        m.counter("gantry_inferences_total", "Policy inferences.", &[(&robot, p.inferences.load(Relaxed) as f64)]);
+        m.counter(
+            "gantry_deadline_misses_total",
+            "Inferences past their deadline.",
+            &[(&robot, p.deadline_misses.load(Relaxed) as f64)],
+        );
+        m.counter(
+            "gantry_fallbacks_total",
+            "Switches to the baseline policy.",
+            &[(&robot, p.fallbacks.load(Relaxed) as f64)],
+        );
+        m.counter(
+            "gantry_governor_checks_total",
+            "Commands checked by the safety governor.",
+            &[(&robot, self.governor.checks.load(Relaxed) as f64)],
+        );
+        let per: Vec<(String, f64)> = Check::ALL
+            .iter()
+            .map(|c| {
+                (format!("{robot},check=\"{}\"", c.name()), self.governor.per_check[*c as usize].load(Relaxed) as f64)
+            })
+            .collect();
+        m.counter_owned("gantry_governor_rejects_total", "Commands rejected, by failed check.", &per);
+        m.counter(
+            "gantry_frames_captured_total",
+            "Camera frames captured.",
+            &[(&robot, self.rgb.captured.load(Relaxed) as f64)],
+        );
+        m.counter("gantry_frames_dropped_total", "Camera frames dropped.", &[(&robot, self.rgb.dropped() as f64)]);
+        m.gauge(
+            "gantry_firmware_link_up",
+            "1 while the firmware link is alive.",
+            &[(&robot, f64::from(u8::from(self.link.is_alive())))],
+        );
+        let temps: Vec<(String, f64)> =
+            h.motor_temp_c.iter().enumerate().map(|(j, t)| (format!("{robot},joint=\"{j}\""), f64::from(*t))).collect();
+        m.gauge_owned("gantry_motor_temperature_celsius", "Motor temperature.", &temps);
+        if let Some(kpa) = h.gripper_pressure_kpa {
+            m.gauge("gantry_gripper_pressure_kpa", "Gripper pressure.", &[(&robot, f64::from(kpa))]);
+        }
+        m.gauge("gantry_cpu_percent", "Machine CPU use, all cores.", &[(&robot, h.cpu_pct)]);
+        if let Some(gpu) = h.gpu_pct {
+            m.gauge("gantry_gpu_percent", "GPU utilisation.", &[(&robot, gpu)]);
+        }
+        m.gauge("gantry_memory_used_bytes", "Machine memory in use.", &[(&robot, h.mem_used_bytes as f64)]);
+        m.gauge(
+            "gantry_disk_free_bytes",
+            "Free space on the data directory's disk.",
+            &[(&robot, h.disk_free_bytes as f64)],
+        );
+        m.counter(
+            "gantry_recorder_bytes_written_total",
+            "Bytes written to segments.",
+            &[(&robot, r.bytes_written.load(Relaxed) as f64)],
+        );
+        m.counter("gantry_recorder_messages_total", "Messages recorded.", &[(&robot, r.messages.load(Relaxed) as f64)]);
+        m.gauge(
+            "gantry_recorder_disk_used_bytes",
+            "Bytes of recorded segments on disk.",
+            &[(&robot, r.disk_used_bytes.load(Relaxed) as f64)],
+        );
+        m.gauge(
+            "gantry_recorder_unsynced_bytes",
+            "Bytes not yet synced to the cloud.",
+            &[(&robot, r.unsynced_bytes.load(Relaxed) as f64)],
+        );
+        m.counter(
+            "gantry_recorder_dropped_total",
+            "Records lost before reaching disk.",
+            &[(&robot, (r.dropped.load(Relaxed) + self.taps_dropped()) as f64)],
+        );
+        m.counter(
+            "gantry_recorder_lost_unsynced_bytes_total",
+            "Unsynced bytes evicted by the disk quota.",
+            &[(&robot, r.lost_unsynced_bytes.load(Relaxed) as f64)],
+        );
+        m.gauge(
+            "gantry_recorder_disk_alert",
+            "1 while the quota is nearly full of unsynced data.",
+            &[(&robot, f64::from(u8::from(r.disk_alert.load(Relaxed))))],
+        );
+        m.gauge(
+            "gantry_sync_connected",
+            "1 while the cloud is reachable.",
+            &[(&robot, f64::from(u8::from(self.sync.connected.load(Relaxed))))],
+        );
+        m.gauge(
+            "gantry_sync_backlog",
+            "Log batches waiting for the cloud.",
+            &[(&robot, self.sync.backlog.load(Relaxed) as f64)],
+        );
+        m.0
+    }
+}
+
+pub fn image_level_name(v: u8) -> &'static str {
+    match v {
+        0 => ImageLevel::Normal.as_str(),
+        1 => ImageLevel::Reduced.as_str(),
+        _ => ImageLevel::Off.as_str(),
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The counters already live in atomics across the daemon; a metrics registry
+/// would duplicate them, so the exposition is written directly.
+struct Metrics(String);
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, samples: &[(&str, f64)]) {
+        self.family(name, "gauge", help, samples);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, samples: &[(&str, f64)]) {
+        self.family(name, "counter", help, samples);
+    }
+
+    fn gauge_owned(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
+        let s: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        self.gauge(name, help, &s);
+    }
+
+    fn counter_owned(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
+        let s: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        self.counter(name, help, &s);
+    }
+}
