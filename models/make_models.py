@@ -11,7 +11,10 @@ Both policies share one I/O contract, so either can run on a robot:
     baseline   ~0.1M parameters: the on-robot CPU baseline policy (committed)
     vision-50m ~50M parameters: the stand-in for the GPU vision policy (generated on demand)
 
-Weights are random (seeded): the models exercise the runtime, not a task.
+Weights are random (seeded): the models exercise the runtime, not a task. So that
+a simulated robot moves plausibly instead of drifting into a limit, each policy adds
+a pull toward a ready pose (HOME) to its random output: it hovers around HOME,
+moved by what it sees.
 
     python3 models/make_models.py baseline OUT_DIR
     python3 models/make_models.py vision-50m OUT_DIR
@@ -40,11 +43,15 @@ MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 DEPTH_SCALE_MM = 2000.0
 DELTA_MAX_RAD = 0.05
+# A ready pose above the table for the UR5-like arm of the default configuration.
+HOME = [0.0, -1.2, 1.4, -1.77, -1.57, 0.0]
+# Fraction of the way back to HOME per inference.
+HOME_GAIN = 0.05
 
 # name: (conv1 channels, conv2 channels, pooled side, hidden sizes, latency budget ms, version)
 POLICIES = {
-    "baseline": (16, 32, 4, [128, 128], 10.0, "baseline-1"),
-    "vision-50m": (32, 64, 16, [2560, 2560], 60.0, "vision-50m-1"),
+    "baseline": (16, 32, 4, [128, 128], 10.0, "baseline-2"),
+    "vision-50m": (32, 64, 16, [2560, 2560], 60.0, "vision-50m-2"),
 }
 
 
@@ -88,12 +95,30 @@ def build(name, seed=7):
     nodes.append(helper.make_node("Gemm", [h, weight("head.w", [width, JOINTS + 1], width * 4),
                                            bias("head.b", JOINTS + 1)], ["logits"]))
     nodes.append(helper.make_node("Tanh", ["logits"], ["t"]))
-    scale = np.array([[DELTA_MAX_RAD] * JOINTS + [0.5]], np.float32)
+    scale = np.array([[DELTA_MAX_RAD / 2] * JOINTS + [0.5]], np.float32)
     offset = np.array([[0.0] * JOINTS + [0.5]], np.float32)
     inits.append(numpy_helper.from_array(scale, "action.scale"))
     inits.append(numpy_helper.from_array(offset, "action.offset"))
     nodes.append(helper.make_node("Mul", ["t", "action.scale"], ["ts"]))
-    nodes.append(helper.make_node("Add", ["ts", "action.offset"], ["action"]))
+    nodes.append(helper.make_node("Add", ["ts", "action.offset"], ["raw"]))
+    # The pull toward HOME: gain * (HOME - q) on the joints, nothing on the gripper.
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "q.start"))
+    inits.append(numpy_helper.from_array(np.array([JOINTS], np.int64), "q.end"))
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "q.axis"))
+    inits.append(numpy_helper.from_array(np.array([HOME + [0.0]], np.float32), "home"))
+    inits.append(numpy_helper.from_array(np.array([[HOME_GAIN] * JOINTS + [0.0]], np.float32), "home.gain"))
+    inits.append(numpy_helper.from_array(np.zeros((1, 1), np.float32), "zero"))
+    nodes.append(helper.make_node("Slice", ["joints", "q.start", "q.end", "q.axis"], ["q"]))
+    nodes.append(helper.make_node("Concat", ["q", "zero"], ["q7"], axis=1))
+    nodes.append(helper.make_node("Sub", ["home", "q7"], ["err"]))
+    nodes.append(helper.make_node("Mul", ["err", "home.gain"], ["pull"]))
+    nodes.append(helper.make_node("Add", ["raw", "pull"], ["pulled"]))
+    lo = np.array([[-DELTA_MAX_RAD] * JOINTS + [0.0]], np.float32)
+    hi = np.array([[DELTA_MAX_RAD] * JOINTS + [1.0]], np.float32)
+    inits.append(numpy_helper.from_array(lo, "action.lo"))
+    inits.append(numpy_helper.from_array(hi, "action.hi"))
+    nodes.append(helper.make_node("Max", ["pulled", "action.lo"], ["floored"]))
+    nodes.append(helper.make_node("Min", ["floored", "action.hi"], ["action"]))
 
     graph = helper.make_graph(
         nodes, f"gantry-{name}",

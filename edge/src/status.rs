@@ -71,6 +71,11 @@ impl View {
         if self.recorder.disk_alert.load(Relaxed) {
             red.push("disk nearly full of unsynced data".to_string());
         }
+        if let Some(i) = self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner()).back() {
+            if gantry_hal::clock::monotonic_ns().saturating_sub(i.time_ns) < 5_000_000_000 {
+                amber.push(format!("safety governor holding the robot: {}", i.check.name()));
+            }
+        }
         if self.pipeline.rt_degraded.load(Relaxed) {
             amber.push("real-time scheduling not granted".to_string());
         }

@@ -6,6 +6,13 @@ fn edge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gantry-edge"))
 }
 
+/// A configuration whose status page takes a free port, so tests run side by side.
+fn run_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("edge.toml");
+    std::fs::write(&file, "[status_http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    file
+}
+
 #[test]
 fn default_config_round_trips_through_check_config() {
     let out = edge().arg("print-default-config").output().unwrap();
@@ -42,7 +49,8 @@ fn each_class_of_bad_config_exits_2_naming_the_key() {
 fn run_stops_cleanly_after_duration() {
     let dir = tempfile::tempdir().unwrap();
     let out = edge()
-        .args(["run", "--duration", "0.2"])
+        .args(["run", "--duration", "0.2", "--config"])
+        .arg(run_config(dir.path()))
         .env("GANTRY_DATA_DIR", dir.path().join("robot"))
         .env("RUST_LOG", "info")
         .output()
@@ -57,7 +65,8 @@ fn run_stops_cleanly_after_duration() {
 fn run_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = edge()
-        .arg("run")
+        .args(["run", "--config"])
+        .arg(run_config(dir.path()))
         .env("GANTRY_DATA_DIR", dir.path().join("robot"))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -65,7 +74,7 @@ fn run_stops_cleanly_on_sigterm() {
     // Wait for the daemon's own "running" log line on stderr.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.contains("pipeline running") {
+    while !line.contains("gantry-edge running") {
         line.clear();
         assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "daemon exited before running");
     }

@@ -1,5 +1,6 @@
 //! The running pipeline allocates nothing on its capture and control threads
-//! after warm-up, over more than 10,000 control ticks. The inference thread's
+//! after warm-up, over more than 10,000 control ticks, while the recorder drains
+//! their taps (records and thumbnails) into MCAP segments. The inference thread's
 //! allocations (tract's intermediate tensors) are counted and reported separately.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use gantry_config::EdgeConfig;
 use gantry_edge::pipeline::{Options, Parts, Pipeline, RtThread};
+use gantry_edge::record::{Recorder, RecorderThread, Settings};
 use gantry_hal::alloc_count::{count, set_role, CountingAllocator};
 use gantry_hal::Pacing;
 
@@ -37,8 +39,15 @@ fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
     config.realtime.lock_memory = false;
     let parts = Parts::from_config(&config, Pacing::RealTime).unwrap();
     let options = Options { after_warmup: Some(after_warmup), warmup_iterations: 20 };
+    let settings = Settings::from_config(&config, &parts.primary.manifest().version);
+    let (recorder, _) = Recorder::open(settings).unwrap();
     let pipeline = Pipeline::start(&config, parts, options).unwrap();
+    // The recorder drains the taps, and with its incident pre-roll on, the
+    // capture thread thumbnails every frame: all of it counted too.
+    let recorder = RecorderThread::spawn(recorder, pipeline.taps()).unwrap();
+    assert_eq!(pipeline.taps().thumbs.every_n(), 1);
     let status = pipeline.status();
+    let taps = pipeline.taps();
     let deadline = Instant::now() + Duration::from_secs(60);
     while status.ticks.load(Ordering::Relaxed) < 10_500 {
         assert!(Instant::now() < deadline, "the control loop is too slow: {:?}", status);
@@ -49,6 +58,14 @@ fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
     let rt = count(RT);
     let infer = count(INFER);
     pipeline.stop();
+    let rec = recorder.stats();
+    recorder.stop();
+    let images = rec.images.load(Ordering::Relaxed);
+    let messages = rec.messages.load(Ordering::Relaxed);
+    assert!(messages > 20_000, "the recorder drained the taps: {messages} messages");
+    assert!(images > 0, "images were recorded");
+    assert_eq!(rec.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(taps.dropped.load(Ordering::Relaxed), 0, "no record lost between the threads and the recorder");
     assert_eq!(HOOKED.load(Ordering::Relaxed), 4, "every real-time thread is counted");
     assert_eq!(rt, 0, "capture/control threads allocated {rt} times in {ticks} ticks");
     assert!(inferences > 100, "only {inferences} inferences");
