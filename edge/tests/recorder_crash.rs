@@ -27,7 +27,7 @@ fn child_writer() {
     let mut i = 0u64;
     loop {
         rec.record_control(&common::tick(i));
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             rec.write_image(1_000_000_000 + i * 10_000_000, i, &common::noise(4096, i));
         }
         i += 1;
@@ -37,7 +37,7 @@ fn child_writer() {
             let last = rec.catalog().all().unwrap().into_iter().max_by_key(|r| r.created_unix_ns).unwrap();
             println!("finalized {} {}", last.id, last.sha256);
         }
-        if i % 500 == 0 {
+        if i.is_multiple_of(500) {
             println!("progress {i}");
         }
     }
@@ -104,7 +104,7 @@ fn sigkill_mid_write_loses_no_finalized_segment() {
         for row in &report.recovered {
             assert!(row.messages > 0);
             let data = std::fs::read(dir.join("segments").join(&row.file)).unwrap();
-            let n = mcap::MessageStream::new(&data).unwrap().map(|m| m.unwrap()).count() as u64;
+            let n = mcap::MessageStream::new(&data).unwrap().inspect(|m| assert!(m.is_ok())).count() as u64;
             assert_eq!(n, row.messages, "a recovered segment is a complete MCAP file");
         }
         check_catalog_agrees(dir, &rec, &all_finalized);
