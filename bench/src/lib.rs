@@ -4,6 +4,7 @@
 //! Frames come from the synthetic sources, models from `models/`; the 50M-parameter
 //! policy must be generated first (`python3 models/make_models.py vision-50m models/vision-50m`).
 
+pub mod recorder;
 pub mod report;
 
 use std::path::PathBuf;

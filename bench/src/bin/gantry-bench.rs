@@ -2,8 +2,9 @@
 //!
 //! Measures, on this machine: the governor's check time; preprocessing and
 //! inference per model; and the whole pipeline (synthetic 1080p camera and depth,
-//! firmware simulator, baseline policy, 100 Hz control) for frame-to-command
-//! latency and control-loop jitter.
+//! firmware simulator, baseline policy, 100 Hz control, recording on) for
+//! frame-to-command latency and control-loop jitter; and the recorder on a
+//! simulated run (throughput, compression, bytes per day).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -20,6 +21,7 @@ use gantry_edge::infer::PolicyBackend;
 use gantry_edge::model::ModelPackage;
 use gantry_edge::pipeline::{Options, Parts, Pipeline};
 use gantry_edge::preprocess::Preprocessor;
+use gantry_edge::record::{Recorder, RecorderThread, Settings};
 use gantry_edge::zone::ZoneReading;
 use gantry_hal::Pacing;
 
@@ -103,7 +105,10 @@ fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
     config.policy.model_dir = models.display().to_string();
     config.policy.baseline_model_dir = config.policy.model_dir.clone();
     let parts = Parts::from_config(&config, Pacing::RealTime)?;
+    let (recorder, _) = Recorder::open(Settings::from_config(&config, &parts.primary.manifest().version))?;
     let pipeline = Pipeline::start(&config, parts, Options::default())?;
+    // Recording on, as on a robot: its thumbnails cost the capture thread.
+    let recorder = RecorderThread::spawn(recorder, pipeline.taps())?;
     let status = pipeline.status();
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
@@ -123,7 +128,26 @@ fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         "1 = SCHED_FIFO granted",
     );
     pipeline.stop();
+    recorder.stop();
     let _ = std::fs::remove_dir_all(data);
+    Ok(())
+}
+
+fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
+    let data = std::env::temp_dir().join(format!("gantry-bench-recorder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let run = gantry_bench::recorder::simulated_run(&data, minutes)?;
+    let _ = std::fs::remove_dir_all(&data);
+    let label = format!("recorder ({minutes:.0}-min simulated run, default policy)");
+    report.add(format!("{label}: throughput, messages in"), run.payload_bytes as f64 / 1e6 / run.recorder_s, "MB/s");
+    report.add(format!("{label}: throughput, MCAP out"), run.file_bytes as f64 / 1e6 / run.recorder_s, "MB/s");
+    report.add(format!("{label}: compression ratio"), run.payload_bytes as f64 / run.file_bytes as f64, "×");
+    report.add(format!("{label}: bytes per day, extrapolated"), run.bytes_per_day() / 1e9, "GB/day");
+    report.add(format!("{label}: recorder CPU at real time"), 100.0 * run.recorder_s / run.simulated_s, "% of a core");
+    report.add(format!("{label}: messages per simulated second"), run.messages as f64 / run.simulated_s, "msg/s");
+    report.add(format!("{label}: images written"), run.images as f64, "images");
+    report.add(format!("{label}: segments"), run.segments as f64, "files");
+    report.add("recorder: thumbnail on the capture thread (1080p → 480 px)", run.thumb_us, "µs/frame");
     Ok(())
 }
 
@@ -133,6 +157,7 @@ fn main() -> anyhow::Result<()> {
     governor_check_time(&mut report, if args.quick { 100_000 } else { 1_000_000 });
     inference(&mut report, args.quick)?;
     pipeline(&mut report, if args.quick { 20 } else { 120 })?;
+    recorder(&mut report, if args.quick { 2.0 } else { 10.0 })?;
     print!("{}", report.markdown());
     if let Some(path) = args.json {
         std::fs::write(&path, report.json())?;

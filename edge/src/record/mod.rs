@@ -105,6 +105,8 @@ impl Settings {
 #[derive(Debug, Default)]
 pub struct RecorderStats {
     pub messages: AtomicU64,
+    /// Message bytes before compression.
+    pub payload_bytes: AtomicU64,
     pub bytes_written: AtomicU64,
     /// Bytes of segments created today (UTC), including the open one.
     pub bytes_today: AtomicU64,
@@ -323,6 +325,7 @@ impl Recorder {
             Ok(()) => {
                 let grown = open.w.bytes().saturating_sub(before);
                 self.stats.messages.fetch_add(1, Relaxed);
+                self.stats.payload_bytes.fetch_add(data.len() as u64, Relaxed);
                 self.stats.bytes_written.fetch_add(grown, Relaxed);
                 self.stats.bytes_today.fetch_add(grown, Relaxed);
                 if open.w.bytes() >= self.s.segment_max_bytes {

@@ -1,0 +1,164 @@
+//! The recorder on a simulated run: minutes of robot activity at the default
+//! recording policy, produced as fast as the recorder takes it.
+//!
+//! Per simulated second: 100 control ticks (with joint states), 30 camera frames
+//! (metadata, and each one thumbnailed and JPEG-encoded for the incident
+//! pre-roll, every 30th written), a health snapshot every 30 s, an episode a
+//! minute, and one person entering the workspace for 5 s (100 incidents a
+//! second, with their pre-roll images).
+
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use gantry_config::EdgeConfig;
+use gantry_edge::governor::{Check, Command, Incident};
+use gantry_edge::health::HealthSnapshot;
+use gantry_edge::record::quota::ImageLevel;
+use gantry_edge::record::taps::{ControlRecord, FrameRecord, ThumbTap};
+use gantry_edge::record::{Recorder, Settings};
+use gantry_hal::synthetic::{Scene, SyntheticCamera};
+use gantry_hal::{FramePool, FrameSource, Pacing};
+
+/// What a simulated run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct RecorderRun {
+    pub simulated_s: f64,
+    /// Time spent inside the recorder (encoding, compression, writing).
+    pub recorder_s: f64,
+    /// Capture-thread thumbnail time per frame.
+    pub thumb_us: f64,
+    pub payload_bytes: u64,
+    pub file_bytes: u64,
+    pub messages: u64,
+    pub images: u64,
+    pub segments: u64,
+}
+
+impl RecorderRun {
+    pub fn bytes_per_day(&self) -> f64 {
+        self.file_bytes as f64 * 86_400.0 / self.simulated_s
+    }
+}
+
+pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRun> {
+    let mut config = EdgeConfig::default();
+    config.robot.data_dir = data_dir.display().to_string();
+    let settings = Settings::from_config(&config, "baseline-2");
+    let every_n = settings.thumb_every_n(ImageLevel::Normal);
+    let (mut rec, _) = Recorder::open(settings)?;
+    let stats = rec.stats();
+    let seconds = minutes * 60.0;
+    let mut scene = config.synthetic.clone();
+    scene.person_event = true;
+    scene.person_enter_s = seconds / 3.0;
+    scene.person_leave_s = seconds / 3.0 + 5.0;
+    let scene = Scene::new(scene);
+    let mut camera = SyntheticCamera::new(scene.clone(), config.camera.width, config.camera.height, 30, Pacing::Max);
+    let pool = FramePool::new(1, camera.info().frame_bytes());
+    let tap = ThumbTap::new(camera.info(), config.recorder.image_width, 4);
+    tap.set_every_n(every_n);
+
+    let base_ns = 1_000_000_000_000u64;
+    let ticks = (seconds * 100.0) as u64;
+    let mut in_rec = Duration::ZERO;
+    let mut in_thumb = Duration::ZERO;
+    let mut frames = 0u64;
+    let timed = |f: &mut dyn FnMut(), acc: &mut Duration| {
+        let t = Instant::now();
+        f();
+        *acc += t.elapsed();
+    };
+    for i in 0..ticks {
+        let t_s = i as f64 / 100.0;
+        let t_ns = base_ns + i * 10_000_000;
+        let person = scene.person_present(t_s);
+        let mut r = ControlRecord {
+            t_ns,
+            seq: i as u32,
+            joints: 6,
+            approved: !person,
+            failed: if person { 1 << (Check::WorkspaceClear as u16) } else { 0 },
+            frame_seq: i * 30 / 100,
+            joint_state_ns: t_ns - 1_500_000,
+            ..ControlRecord::default()
+        };
+        for j in 0..6 {
+            let q = (t_s * 0.3 + j as f64).sin() as f32 * 0.4;
+            r.goal_rad[j] = q + 0.01;
+            r.command_rad[j] = q;
+            r.positions_rad[j] = q - 0.002;
+            r.velocities_rad_s[j] = (t_s * 0.3 + j as f64).cos() as f32 * 0.12;
+        }
+        r.goal_gripper = 0.5 + 0.5 * (t_s * 0.1).sin() as f32;
+        r.command_gripper = r.goal_gripper;
+        timed(&mut || rec.record_control(&r), &mut in_rec);
+        if person {
+            let incident = Incident {
+                time_ns: t_ns,
+                check: Check::WorkspaceClear,
+                failed: r.failed,
+                value: 1800.0,
+                limit: 0.0,
+                joint: None,
+                rejected: Command::default(),
+                substituted: Command::default(),
+                frame_seq: r.frame_seq,
+            };
+            timed(&mut || rec.record_incident(&incident), &mut in_rec);
+        }
+        // 30 frames a second on the 100 Hz tick grid.
+        while frames * 100 <= i * 30 {
+            let mut buf = pool.acquire().expect("one buffer, returned each frame");
+            let meta = camera.next_frame(Some(&mut buf))?;
+            let meta = gantry_hal::FrameMeta { seq: meta.seq, capture_ns: base_ns + frames * 33_333_333 };
+            buf.set_meta(meta);
+            timed(&mut || tap.offer(&buf), &mut in_thumb);
+            drop(buf);
+            let fr = FrameRecord {
+                frame_seq: meta.seq,
+                capture_ns: meta.capture_ns,
+                done_ns: meta.capture_ns + 9_500_000,
+                ok: true,
+                ..FrameRecord::default()
+            };
+            timed(
+                &mut || {
+                    rec.record_frame(&fr);
+                    while let Some(thumb) = tap.take() {
+                        rec.record_thumb(&thumb);
+                        tap.recycle(thumb);
+                    }
+                },
+                &mut in_rec,
+            );
+            frames += 1;
+        }
+        if i % 3000 == 0 {
+            let h = HealthSnapshot {
+                unix_ns: 1_700_000_000_000_000_000 + i * 10_000_000,
+                robot_id: "robot-0".into(),
+                cpu_pct: 40.0,
+                motor_temp_c: vec![35.0; 6],
+                gripper_pressure_kpa: Some(280.0),
+                ..HealthSnapshot::default()
+            };
+            timed(&mut || rec.record_health(&h), &mut in_rec);
+        }
+    }
+    let t = Instant::now();
+    rec.close();
+    in_rec += t.elapsed();
+    let (rec, _) = Recorder::open(Settings::from_config(&config, "baseline-2"))?;
+    let rows = rec.catalog().on_disk()?;
+    Ok(RecorderRun {
+        simulated_s: seconds,
+        recorder_s: in_rec.as_secs_f64(),
+        thumb_us: in_thumb.as_secs_f64() * 1e6 / frames.max(1) as f64,
+        payload_bytes: stats.payload_bytes.load(Relaxed),
+        file_bytes: rows.iter().map(|r| r.bytes).sum(),
+        messages: stats.messages.load(Relaxed),
+        images: stats.images.load(Relaxed),
+        segments: rows.len() as u64,
+    })
+}
