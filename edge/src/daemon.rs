@@ -178,3 +178,16 @@ pub fn broker_addr(url: &str) -> Option<String> {
         format!("{host_port}:{default_port}")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::broker_addr;
+
+    #[test]
+    fn broker_urls_give_host_and_port() {
+        assert_eq!(broker_addr("mqtt://127.0.0.1:1883").as_deref(), Some("127.0.0.1:1883"));
+        assert_eq!(broker_addr("mqtt://broker.site").as_deref(), Some("broker.site:1883"));
+        assert_eq!(broker_addr("mqtts://broker.site/").as_deref(), Some("broker.site:8883"));
+        assert_eq!(broker_addr("http://x"), None);
+    }
+}

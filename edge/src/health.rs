@@ -243,3 +243,30 @@ pub fn snapshot(view: &View, sys: SystemSample) -> HealthSnapshot {
         sync_backlog: view.sync.backlog.load(Relaxed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_sample_reads_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sampler = SystemSampler::new(dir.path());
+        sampler.sample();
+        // A few clock ticks of work between the samples, so the process has CPU
+        // time to show (it is counted in 10 ms ticks).
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let s = sampler.sample();
+        assert!(s.mem_total_bytes > s.mem_used_bytes && s.mem_used_bytes > 0, "{s:?}");
+        assert!(s.process_rss_bytes > 0);
+        assert!(s.disk_total_bytes >= s.disk_free_bytes && s.disk_free_bytes > 0);
+        assert!((0.0..=100.0).contains(&s.cpu_pct), "{s:?}");
+        assert!(s.process_cpu_pct > 0.0, "{s:?}");
+        // No NVIDIA driver on a test machine: no figure rather than a made-up one.
+        assert_eq!(s.gpu_pct, None);
+    }
+}
