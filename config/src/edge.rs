@@ -423,7 +423,12 @@ pub struct Uplink {
     /// File with `username` and `password` (or client certificate paths); empty for none.
     pub credentials_path: String,
     pub batch_max_kb: u64,
+    /// Actions, frames and episodes leave in batches cut at least this often.
+    pub batch_period_s: u64,
     pub catchup_rate_kbps: u64,
+    /// Batches waiting for the broker; beyond this the oldest bulk logs are dropped
+    /// (counted; incidents and health are kept, and everything stays in the segments).
+    pub outbox_max_mb: u64,
 }
 
 impl Default for Uplink {
@@ -432,7 +437,9 @@ impl Default for Uplink {
             broker_url: "mqtt://127.0.0.1:1883".into(),
             credentials_path: String::new(),
             batch_max_kb: 64,
+            batch_period_s: 5,
             catchup_rate_kbps: 2048,
+            outbox_max_mb: 1024,
         }
     }
 }
@@ -599,6 +606,8 @@ impl EdgeConfig {
         check_broker_url(c, "uplink.broker_url", &self.uplink.broker_url);
         c.range("uplink.batch_max_kb", self.uplink.batch_max_kb, 1..=1024);
         c.range("uplink.catchup_rate_kbps", self.uplink.catchup_rate_kbps, 1..=1_000_000);
+        c.range("uplink.batch_period_s", self.uplink.batch_period_s, 1..=3600);
+        c.range("uplink.outbox_max_mb", self.uplink.outbox_max_mb, 1..=1_000_000);
     }
 
     fn check_governor(&self, c: &mut Checker) {

@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod edge;
 mod load;
 mod problem;
+pub mod wire;
 
 pub use cloud::CloudConfig;
 pub use edge::EdgeConfig;

@@ -34,6 +34,17 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run only these sections (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Governor,
+    Inference,
+    Pipeline,
+    Recorder,
 }
 
 fn governor_check_time(report: &mut Report, iterations: usize) {
@@ -154,10 +165,19 @@ fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut report = Report::default();
-    governor_check_time(&mut report, if args.quick { 100_000 } else { 1_000_000 });
-    inference(&mut report, args.quick)?;
-    pipeline(&mut report, if args.quick { 20 } else { 120 })?;
-    recorder(&mut report, if args.quick { 2.0 } else { 10.0 })?;
+    let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    if run(Section::Governor) {
+        governor_check_time(&mut report, if args.quick { 100_000 } else { 1_000_000 });
+    }
+    if run(Section::Inference) {
+        inference(&mut report, args.quick)?;
+    }
+    if run(Section::Pipeline) {
+        pipeline(&mut report, if args.quick { 20 } else { 120 })?;
+    }
+    if run(Section::Recorder) {
+        recorder(&mut report, if args.quick { 2.0 } else { 10.0 })?;
+    }
     print!("{}", report.markdown());
     if let Some(path) = args.json {
         std::fs::write(&path, report.json())?;

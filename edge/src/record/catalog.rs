@@ -88,6 +88,13 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    created_unix_ns INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_priority ON outbox (kind, seq);
 ";
 
 /// Counters kept across restarts.
@@ -95,6 +102,9 @@ pub const LOST_SEGMENTS: &str = "lost_unsynced_segments";
 pub const LOST_BYTES: &str = "lost_unsynced_bytes";
 pub const QUARANTINED: &str = "quarantined_segments";
 pub const RECOVERED: &str = "recovered_segments";
+/// The last log batch sequence number handed out; never reused.
+pub const BATCH_SEQ: &str = "batch_seq";
+pub const OUTBOX_DROPPED: &str = "outbox_dropped_batches";
 
 const COLUMNS: &str = "id, file, state, start_unix_ns, end_unix_ns, bytes, sha256, messages, synced, created_unix_ns";
 
@@ -196,9 +206,85 @@ impl Catalog {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    /// The connection, for tables other parts of the daemon keep beside the catalog.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// Queues a log batch built by `build(seq)` under the next sequence number,
+    /// in one transaction: a sequence number is never handed out twice.
+    pub fn outbox_push(
+        &mut self,
+        kind: u8,
+        created_unix_ns: u64,
+        build: impl FnOnce(u64) -> Vec<u8>,
+    ) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        add(&tx, BATCH_SEQ, 1)?;
+        let seq: i64 = tx.query_row("SELECT value FROM counters WHERE name = ?1", [BATCH_SEQ], |r| r.get(0))?;
+        let payload = build(seq as u64);
+        tx.execute(
+            "INSERT INTO outbox (seq, kind, created_unix_ns, payload) VALUES (?1, ?2, ?3, ?4)",
+            params![seq, kind, created_unix_ns as i64, payload],
+        )?;
+        tx.commit()?;
+        Ok(seq as u64)
+    }
+
+    /// Up to `limit` queued batches, highest priority (lowest kind) then oldest
+    /// first, skipping those with `seq` in `skip`.
+    pub fn outbox_next(
+        &self,
+        skip: &std::collections::HashSet<u64>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(u64, u8, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq, kind, payload FROM outbox ORDER BY kind, seq")?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let seq = r.get::<_, i64>(0)? as u64;
+            if skip.contains(&seq) {
+                continue;
+            }
+            out.push((seq, r.get(1)?, r.get(2)?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The broker acknowledged the batch: it leaves the outbox.
+    pub fn outbox_ack(&self, seq: u64) -> rusqlite::Result<()> {
+        self.conn.execute("DELETE FROM outbox WHERE seq = ?1", [seq as i64])?;
+        Ok(())
+    }
+
+    /// (batches, bytes) waiting.
+    pub fn outbox_len(&self) -> rusqlite::Result<(u64, u64)> {
+        self.conn.query_row("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+    }
+
+    /// Keeps the outbox under `max_bytes` by dropping the oldest bulk-log
+    /// batches (incidents and health are kept), counting them. Returns how many.
+    pub fn outbox_trim(&mut self, max_bytes: u64, logs_kind: u8) -> rusqlite::Result<u64> {
+        let (_, mut bytes) = self.outbox_len()?;
+        let mut dropped = 0u64;
+        while bytes > max_bytes {
+            let oldest: Option<(i64, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT seq, LENGTH(payload) FROM outbox WHERE kind = ?1 ORDER BY seq LIMIT 1",
+                    [logs_kind],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((seq, len)) = oldest else { break };
+            self.conn.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+            bytes = bytes.saturating_sub(len as u64);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.bump(OUTBOX_DROPPED, dropped as i64)?;
+        }
+        Ok(dropped)
     }
 }
 

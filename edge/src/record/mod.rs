@@ -5,6 +5,7 @@
 //! real-time threads' [`taps::Taps`]. Files live in `DATA_DIR/segments/`, the
 //! catalog in `DATA_DIR/catalog.sqlite`.
 
+pub mod batch;
 pub mod catalog;
 pub mod episodes;
 pub mod messages;
@@ -31,6 +32,7 @@ use crate::governor::Incident;
 use crate::health::HealthSnapshot;
 use catalog::{Catalog, SegmentRow, SegmentState};
 use episodes::Episodes;
+use gantry_config::wire::BatchKind;
 use messages::{CompressedImageMsg, ControlMsg, FrameMsg, IncidentMsg, JointStateMsg, Time};
 use quota::ImageLevel;
 use segment::{Encoding, Recovered, SegmentWriter};
@@ -65,6 +67,9 @@ pub struct Settings {
     pub episode: Duration,
     pub joints: usize,
     pub model_version: String,
+    pub batch_max_bytes: u64,
+    pub batch_period: Duration,
+    pub outbox_max_bytes: u64,
 }
 
 impl Settings {
@@ -86,6 +91,9 @@ impl Settings {
             episode: Duration::from_secs(r.episode_s),
             joints: config.firmware.joints.min(gantry_config::edge::MAX_JOINTS),
             model_version: model_version.to_string(),
+            batch_max_bytes: config.uplink.batch_max_kb * 1000,
+            batch_period: Duration::from_secs(config.uplink.batch_period_s),
+            outbox_max_bytes: config.uplink.outbox_max_mb * 1_000_000,
         }
     }
 
@@ -123,6 +131,10 @@ pub struct RecorderStats {
     pub quarantined: AtomicU64,
     pub lost_unsynced_segments: AtomicU64,
     pub lost_unsynced_bytes: AtomicU64,
+    /// Log batches queued for the uplink, in total.
+    pub batches: AtomicU64,
+    /// Bulk-log batches dropped from a full outbox.
+    pub outbox_dropped: AtomicU64,
 }
 
 /// What start-up found.
@@ -155,6 +167,8 @@ pub struct Recorder {
     next_index: u64,
     retry_at: Option<Instant>,
     last_log: Option<Instant>,
+    batchers: [batch::Batcher; 3],
+    last_segment_id: String,
 }
 
 struct Open {
@@ -175,6 +189,8 @@ impl Recorder {
         let report = reconcile(&s.data_dir, &dir, &catalog, s.encoding)?;
         let stats = Arc::new(RecorderStats::default());
         let episodes = Episodes::new(&s.robot_id, &s.model_version, s.episode);
+        let batcher = |k| batch::Batcher::new(k, s.batch_max_bytes, s.batch_period);
+        let batchers = [batcher(BatchKind::Incidents), batcher(BatchKind::Health), batcher(BatchKind::Logs)];
         let mut rec = Self {
             dir,
             catalog,
@@ -190,6 +206,8 @@ impl Recorder {
             next_index: 0,
             retry_at: None,
             last_log: None,
+            batchers,
+            last_segment_id: String::new(),
             s,
         };
         rec.refresh()?;
@@ -315,6 +333,12 @@ impl Recorder {
     /// it is full. A failing disk drops the message, counted, and never stops
     /// the recorder.
     pub fn write_raw(&mut self, channel: usize, unix_ns: u64, data: &[u8]) {
+        // The uplink's copy first: a full disk must not silence the cloud.
+        if let Some(kind) = batch::kind_of(channel) {
+            if self.batchers[kind as usize].add(channel, unix_ns, data).is_err() {
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
         if self.seg.is_none() && !self.try_open() {
             self.stats.dropped.fetch_add(1, Relaxed);
             return;
@@ -354,6 +378,7 @@ impl Recorder {
         match SegmentWriter::create(&self.dir, &id, self.s.encoding) {
             Ok(w) => {
                 self.retry_at = None;
+                self.last_segment_id = id.clone();
                 self.seg = Some(Open { w, opened: Instant::now(), created_unix_ns: now, last_flush: Instant::now() });
                 true
             }
@@ -501,13 +526,49 @@ impl Recorder {
         Ok(())
     }
 
-    /// Ends the open episode and closes the open segment: the clean shutdown.
+    /// Queues every batch that is due (all of them with `force`) in the outbox.
+    pub fn cut_batches(&mut self, force: bool) {
+        for i in 0..self.batchers.len() {
+            if !(force || self.batchers[i].due()) {
+                continue;
+            }
+            let cut = match self.batchers[i].cut() {
+                Ok(Some(cut)) => cut,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not finish a log batch");
+                    continue;
+                }
+            };
+            let (robot, segment) = (self.s.robot_id.clone(), self.last_segment_id.clone());
+            let pushed = self.catalog.outbox_push(cut.kind as u8, unix_ns(), |seq| cut.encode(&robot, &segment, seq));
+            match pushed {
+                Ok(_) => {
+                    self.stats.batches.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    self.stats.dropped.fetch_add(cut.messages, Relaxed);
+                    tracing::error!(error = %e, "could not queue a log batch");
+                }
+            }
+        }
+        if let Ok(n) = self.catalog.outbox_trim(self.s.outbox_max_bytes, BatchKind::Logs as u8) {
+            if n > 0 {
+                self.stats.outbox_dropped.fetch_add(n, Relaxed);
+                tracing::warn!(batches = n, "uplink outbox full: dropped the oldest bulk-log batches");
+            }
+        }
+    }
+
+    /// Ends the open episode, queues the open batches and closes the open
+    /// segment: the clean shutdown.
     pub fn close(mut self) -> Option<SegmentRow> {
         let now = monotonic_ns();
         if let Some(ep) = self.episodes.interrupt(self.unix(now)) {
             let unix = ep.end_unix_ns;
             self.write_json(CH_EPISODES, unix, &ep);
         }
+        self.cut_batches(true);
         self.roll()
     }
 
@@ -532,6 +593,7 @@ impl Recorder {
             n += 1;
         }
         taps.thumbs.set_every_n(self.s.thumb_every_n(self.level));
+        self.cut_batches(false);
         n
     }
 }

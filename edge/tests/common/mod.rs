@@ -26,6 +26,9 @@ pub fn settings(dir: &Path, segment_max_bytes: u64, quota_bytes: u64) -> Setting
         episode: Duration::from_secs(10),
         joints: 6,
         model_version: "test-1".into(),
+        batch_max_bytes: 64_000,
+        batch_period: Duration::from_secs(5),
+        outbox_max_bytes: 100_000_000,
     }
 }
 

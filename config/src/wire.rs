@@ -1,0 +1,214 @@
+//! What robot and cloud exchange over MQTT (contract: MQTT topics), shared by
+//! both daemons: topic names and the versioned log batch envelope
+//! (`docs/PROTOCOL.md`, "Log batches").
+//!
+//! ```text
+//! "GNTB" | version u8 (1) | header length u32 LE | header (JSON) | body (an MCAP file, zstd chunks)
+//! ```
+//!
+//! The header names the batch — robot, sequence number (per robot, never reused),
+//! the segment being recorded when it was cut, kind — and carries the body's
+//! length and SHA-256, so a receiver can deduplicate and verify before it touches
+//! the body.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const MAGIC: &[u8; 4] = b"GNTB";
+pub const VERSION: u8 = 1;
+/// A header longer than this is malformed.
+const MAX_HEADER: usize = 4096;
+
+/// `gantry/{robot}/{leaf}`.
+pub fn topic(robot: &str, leaf: &str) -> String {
+    format!("gantry/{robot}/{leaf}")
+}
+
+/// Topic leaves (contract).
+pub const STATUS: &str = "status";
+pub const HEALTH: &str = "health";
+pub const INCIDENTS: &str = "incidents";
+pub const LOGS: &str = "logs";
+pub const MODEL: &str = "model";
+pub const UPLOAD_WINDOW: &str = "upload-window";
+
+/// Splits `gantry/{robot}/{leaf}`.
+pub fn parse_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("gantry/")?;
+    let (robot, leaf) = rest.split_once('/')?;
+    (valid_robot_id(robot) && !leaf.contains('/')).then_some((robot, leaf))
+}
+
+/// Robot ids are topic levels and file names: letters, digits, `-`, `_`, `.`.
+pub fn valid_robot_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id != "."
+        && id != ".."
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Which stream a batch belongs to; also its upload priority (incidents first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchKind {
+    Incidents = 0,
+    Health = 1,
+    Logs = 2,
+}
+
+impl BatchKind {
+    pub fn topic_leaf(self) -> &'static str {
+        match self {
+            BatchKind::Incidents => INCIDENTS,
+            BatchKind::Health => HEALTH,
+            BatchKind::Logs => LOGS,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.topic_leaf()
+    }
+
+    pub fn from_leaf(leaf: &str) -> Option<Self> {
+        match leaf {
+            INCIDENTS => Some(BatchKind::Incidents),
+            HEALTH => Some(BatchKind::Health),
+            LOGS => Some(BatchKind::Logs),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchHeader {
+    pub robot_id: String,
+    pub seq: u64,
+    pub kind: BatchKind,
+    /// The MCAP segment being recorded when the batch was cut.
+    pub segment_id: String,
+    pub messages: u64,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub body_len: u64,
+    /// Lower-case hex SHA-256 of the body.
+    pub body_sha256: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("too short for a batch ({0} bytes)")]
+    Truncated(usize),
+    #[error("not a Gantry log batch (bad magic)")]
+    Magic,
+    #[error("unsupported batch version {0} (this build reads version {VERSION})")]
+    Version(u8),
+    #[error("header length {0} out of range")]
+    HeaderLength(usize),
+    #[error("malformed header: {0}")]
+    Header(String),
+    #[error("body is {got} bytes, header says {want}")]
+    BodyLength { got: usize, want: u64 },
+    #[error("body checksum mismatch")]
+    Checksum,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encodes a batch around `body`, filling in the body's length and checksum.
+pub fn encode(mut header: BatchHeader, body: &[u8]) -> Vec<u8> {
+    header.body_len = body.len() as u64;
+    header.body_sha256 = sha256_hex(body);
+    let h = serde_json::to_vec(&header).expect("a header always serialises");
+    let mut out = Vec::with_capacity(9 + h.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads only the header (cheap: for deduplication before verification).
+pub fn decode_header(payload: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
+    if payload.len() < 9 {
+        return Err(BatchError::Truncated(payload.len()));
+    }
+    if &payload[..4] != MAGIC {
+        return Err(BatchError::Magic);
+    }
+    if payload[4] != VERSION {
+        return Err(BatchError::Version(payload[4]));
+    }
+    let len = u32::from_le_bytes([payload[5], payload[6], payload[7], payload[8]]) as usize;
+    if len == 0 || len > MAX_HEADER || 9 + len > payload.len() {
+        return Err(BatchError::HeaderLength(len));
+    }
+    let header: BatchHeader =
+        serde_json::from_slice(&payload[9..9 + len]).map_err(|e| BatchError::Header(e.to_string()))?;
+    Ok((header, &payload[9 + len..]))
+}
+
+/// Decodes and verifies a batch.
+pub fn decode(payload: &[u8]) -> Result<(BatchHeader, &[u8]), BatchError> {
+    let (header, body) = decode_header(payload)?;
+    if body.len() as u64 != header.body_len {
+        return Err(BatchError::BodyLength { got: body.len(), want: header.body_len });
+    }
+    if sha256_hex(body) != header.body_sha256 {
+        return Err(BatchError::Checksum);
+    }
+    if !valid_robot_id(&header.robot_id) {
+        return Err(BatchError::Header(format!("invalid robot id {:?}", header.robot_id)));
+    }
+    Ok((header, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> BatchHeader {
+        BatchHeader {
+            robot_id: "robot-1".into(),
+            seq: 42,
+            kind: BatchKind::Logs,
+            segment_id: "robot-1-20261124T000000Z-0001".into(),
+            messages: 3,
+            start_unix_ns: 1,
+            end_unix_ns: 2,
+            body_len: 0,
+            body_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_damage_is_named() {
+        let payload = encode(header(), b"body bytes");
+        let (h, body) = decode(&payload).unwrap();
+        assert_eq!((h.seq, body), (42, &b"body bytes"[..]));
+        assert_eq!(decode(&payload[..5]), Err(BatchError::Truncated(5)));
+        assert_eq!(decode(b"XXXX\x01\x00\x00\x00\x00"), Err(BatchError::Magic));
+        let mut v2 = payload.clone();
+        v2[4] = 2;
+        assert_eq!(decode(&v2), Err(BatchError::Version(2)));
+        assert!(matches!(decode(&payload[..payload.len() - 1]), Err(BatchError::BodyLength { .. })));
+        let mut flipped = payload.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(decode(&flipped), Err(BatchError::Checksum));
+        let mut bad_len = payload.clone();
+        bad_len[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&bad_len), Err(BatchError::HeaderLength(_))));
+    }
+
+    #[test]
+    fn topics() {
+        assert_eq!(parse_topic("gantry/robot-1/logs"), Some(("robot-1", "logs")));
+        assert_eq!(parse_topic("gantry/robot-1/logs/x"), None);
+        assert_eq!(parse_topic("gantry/../logs"), None);
+        assert_eq!(parse_topic("other/robot-1/logs"), None);
+    }
+}
