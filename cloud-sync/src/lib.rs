@@ -1,12 +1,136 @@
 //! Gantry cloud sync: the service robots sync with.
 //!
-//! Robots' log batches enter over MQTT; they leave as stored MCAP segments and
-//! Parquet tables for the data lake, served over HTTP.
+//! Robots' log batches enter over MQTT (embedded broker behind an authorising
+//! front, or an external broker); they are stored exactly once in an object
+//! store with a catalog, and served over HTTP.
 
+pub mod broker;
+pub mod front;
+pub mod http;
+pub mod ingest;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use gantry_config::cli::{Shutdown, StopReason};
+use gantry_config::cloud::BrokerMode;
 use gantry_config::CloudConfig;
+use rumqttc::MqttOptions;
+use tokio::sync::watch;
+
+use crate::front::{FrontStats, RobotCredentials};
+use crate::ingest::{Ingest, IngestStats};
+use crate::store::{CloudCatalog, SqliteCatalog};
+
+/// The running service.
+pub struct Service {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub http_addr: SocketAddr,
+    /// Where robots connect (the front of the embedded broker), if embedded.
+    pub mqtt_addr: Option<SocketAddr>,
+    pub catalog: Arc<dyn CloudCatalog>,
+    pub ingest: Arc<IngestStats>,
+    pub front: Option<Arc<FrontStats>>,
+}
+
+/// `mqtt://[user:pass@]host:port` to client options.
+pub fn client_options(client_id: &str, url: &str) -> anyhow::Result<MqttOptions> {
+    let parsed = url::Url::parse(url).with_context(|| format!("broker.url: {url:?} is not a URL"))?;
+    anyhow::ensure!(matches!(parsed.scheme(), "mqtt" | "tcp"), "broker.url: only mqtt:// is supported here, not {url}");
+    let host = parsed.host_str().context("broker.url: no host")?;
+    let mut o = MqttOptions::new(client_id, host, parsed.port().unwrap_or(1883));
+    if !parsed.username().is_empty() {
+        o.set_credentials(parsed.username(), parsed.password().unwrap_or(""));
+    }
+    Ok(o)
+}
+
+impl Service {
+    pub async fn start(config: &CloudConfig) -> anyhow::Result<Self> {
+        let data_dir = Path::new(&config.service.data_dir);
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("service.data_dir: cannot create {}", data_dir.display()))?;
+        let http = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
+        let http_addr = http.local_addr()?;
+        let catalog: Arc<dyn CloudCatalog> = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
+        let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
+        let max_payload = (config.ingest.max_payload_kb * 1024) as usize;
+        let stats = Arc::new(IngestStats::default());
+        let ingest = Arc::new(Ingest {
+            catalog: catalog.clone(),
+            store: store.clone(),
+            prefix,
+            max_payload,
+            stats: stats.clone(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let instance = format!("gantry-sync-{}", std::process::id());
+        let (mqtt_addr, front, options, share) = match config.broker.mode {
+            BrokerMode::Embedded => {
+                let creds = RobotCredentials::load(&config.broker.credentials_path)?;
+                let listener = tokio::net::TcpListener::bind(&config.broker.listen)
+                    .await
+                    .with_context(|| format!("broker.listen: cannot listen on {}", config.broker.listen))?;
+                let addr = listener.local_addr()?;
+                let embedded = broker::start(max_payload)?;
+                let front_stats = Arc::new(FrontStats::default());
+                tasks.push(tokio::spawn(front::serve(
+                    listener,
+                    embedded.internal,
+                    embedded.front_secret.clone(),
+                    creds,
+                    max_payload + 64 * 1024,
+                    front_stats.clone(),
+                    stopped.clone(),
+                )));
+                let mut o = MqttOptions::new(instance, embedded.internal.ip().to_string(), embedded.internal.port());
+                o.set_credentials(broker::SERVICE_USER, embedded.service_secret);
+                (Some(addr), Some(front_stats), o, None)
+            }
+            BrokerMode::External => {
+                let o = client_options(&instance, &config.broker.url)?;
+                (None, None, o, Some(config.broker.shared_group.clone()))
+            }
+        };
+        tasks.push(tokio::spawn(ingest::run(ingest, options, share, stopped.clone())));
+        let state = Arc::new(http::AppState {
+            catalog: catalog.clone(),
+            store,
+            ingest: stats.clone(),
+            front: front.clone(),
+            offline_after_ns: config.ingest.offline_after_s * 1_000_000_000,
+            started: std::time::Instant::now(),
+        });
+        {
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(http, http::router(state)).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            }));
+        }
+        tracing::info!(http = %format!("http://{http_addr}/"), mqtt = ?mqtt_addr, broker = ?config.broker.mode, "gantry-sync running");
+        Ok(Self { stop, tasks, http_addr, mqtt_addr, catalog, ingest: stats, front })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
 
 /// Runs the service until SIGINT/SIGTERM or `duration`.
 pub async fn run(config: CloudConfig, duration: Option<Duration>) -> anyhow::Result<StopReason> {
@@ -15,12 +139,11 @@ pub async fn run(config: CloudConfig, duration: Option<Duration>) -> anyhow::Res
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.service.data_dir,
         broker = ?config.broker.mode,
-        http = %config.http.listen,
         "gantry-sync starting"
     );
-    std::fs::create_dir_all(&config.service.data_dir)?;
-    tracing::info!("gantry-sync running");
+    let service = Service::start(&config).await?;
     let reason = shutdown.wait(duration).await;
     tracing::info!(?reason, "gantry-sync shutting down");
+    service.stop().await;
     Ok(reason)
 }

@@ -84,7 +84,7 @@ impl Daemon {
             recorder.sender(),
             stopped.clone(),
         )));
-        tasks.push(tokio::spawn(broker_probe(view.clone(), config.uplink.broker_url.clone(), stopped)));
+        tasks.push(tokio::spawn(crate::uplink::run(config.clone(), view.clone(), stopped)));
         tracing::info!(
             model = %pipeline.model_version,
             backend = %pipeline.backend,
@@ -142,24 +142,6 @@ async fn health_task(
             last_report = Some(Instant::now());
             let _ = recorder.send(record::Command::Health(Box::new(snap)));
         }
-    }
-}
-
-/// Whether the broker answers on TCP, every 5 s. The MQTT uplink's session state
-/// replaces this once it runs.
-async fn broker_probe(view: Arc<View>, url: String, mut stopped: watch::Receiver<bool>) {
-    let Some(addr) = broker_addr(&url) else { return };
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await,
-            Ok(Ok(_))
-        );
-        view.sync.connected.store(ok, Relaxed);
     }
 }
 

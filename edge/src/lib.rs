@@ -18,6 +18,7 @@ pub mod realtime;
 pub mod record;
 pub mod status;
 pub mod status_http;
+pub mod uplink;
 pub mod zone;
 
 use std::time::Duration;

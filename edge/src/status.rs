@@ -20,9 +20,9 @@ use crate::record::RecorderStats;
 /// The link to the cloud, as far as the robot knows it.
 #[derive(Debug, Default)]
 pub struct SyncStatus {
-    /// The broker is reachable (a TCP probe until the MQTT uplink reports its session).
+    /// The uplink's MQTT session is up.
     pub connected: AtomicBool,
-    /// Log batches waiting to be acknowledged.
+    /// Log batches in the outbox, waiting for the broker's acknowledgement.
     pub backlog: AtomicU64,
 }
 
@@ -89,7 +89,10 @@ impl View {
             amber.push("recorder write errors".to_string());
         }
         for f in &self.policy_failures {
-            amber.push(format!("configured policy unavailable: {f}"));
+            let reason = format!("configured policy unavailable: {f}");
+            if !amber.contains(&reason) {
+                amber.push(reason);
+            }
         }
         if !red.is_empty() {
             red.extend(amber);

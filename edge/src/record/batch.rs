@@ -78,7 +78,8 @@ impl Batcher {
             }
         };
         open.sequence = open.sequence.wrapping_add(1);
-        let header = MessageHeader { channel_id: id, sequence: open.sequence, log_time: unix_ns, publish_time: unix_ns };
+        let header =
+            MessageHeader { channel_id: id, sequence: open.sequence, log_time: unix_ns, publish_time: unix_ns };
         open.writer.write_to_known_channel(&header, data)?;
         open.messages += 1;
         open.bytes += data.len() as u64;

@@ -1,0 +1,235 @@
+//! Cloud sync's HTTP side (contract: Cloud sync HTTP).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use object_store::ObjectStore;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::front::FrontStats;
+use crate::ingest::IngestStats;
+use crate::store::CloudCatalog;
+
+pub struct AppState {
+    pub catalog: Arc<dyn CloudCatalog>,
+    pub store: Arc<dyn ObjectStore>,
+    pub ingest: Arc<IngestStats>,
+    pub front: Option<Arc<FrontStats>>,
+    pub offline_after_ns: u64,
+    pub started: std::time::Instant,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/robots", get(robots))
+        .route("/api/segments", get(segments))
+        .route("/api/segments/{id}", get(segment))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "HTTP request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+}
+
+fn robot_list(s: &AppState) -> anyhow::Result<Vec<serde_json::Value>> {
+    let now = now_ns();
+    Ok(s.catalog
+        .robots()?
+        .into_iter()
+        .map(|r| {
+            let recent = now.saturating_sub(r.last_seen_unix_ns) < s.offline_after_ns;
+            json!({
+                "robot_id": r.robot_id,
+                "online": recent && r.state != "offline",
+                "last_seen": r.last_seen_unix_ns as f64 / 1e9,
+                "last_seen_unix_ns": r.last_seen_unix_ns,
+                "mode": r.mode,
+                "model_version": r.model_version,
+                "backlog": r.backlog,
+                "upload_window": null,
+            })
+        })
+        .collect())
+}
+
+async fn robots(State(s): State<Arc<AppState>>) -> Response {
+    match robot_list(&s) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn segments(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Response {
+    let cursor = match q.since.as_deref().map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(c)) => c,
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "since: expected a cursor (an integer from next_cursor)\n")
+                .into_response()
+        }
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match s.catalog.segments_since(cursor, limit) {
+        Ok(rows) => {
+            let next = rows.last().map_or(cursor, |r| r.cursor);
+            Json(json!({"segments": rows, "next_cursor": next.to_string()})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let row = match s.catalog.segment(&id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such segment\n").into_response(),
+        Err(e) => return internal(e),
+    };
+    match s.store.get(&object_store::path::Path::from(row.object_key.as_str())).await {
+        Ok(got) => match got.bytes().await {
+            Ok(bytes) => (
+                [
+                    (header::CONTENT_TYPE, "application/x-mcap".to_string()),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.mcap\"", row.id)),
+                    (header::ETAG, format!("\"{}\"", row.sha256)),
+                ],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => internal(e.into()),
+        },
+        Err(e) => internal(e.into()),
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let i = &s.ingest;
+    let mut out = String::new();
+    let put = |out: &mut String, name: &str, kind: &str, help: &str, v: f64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+    };
+    put(&mut out, "gantry_sync_up", "gauge", "1 while the service runs.", 1.0);
+    put(&mut out, "gantry_sync_uptime_seconds", "gauge", "Seconds since start.", s.started.elapsed().as_secs_f64());
+    put(
+        &mut out,
+        "gantry_sync_broker_connected",
+        "gauge",
+        "1 while ingestion is connected to the broker.",
+        f64::from(u8::from(i.connected.load(Relaxed))),
+    );
+    put(
+        &mut out,
+        "gantry_sync_messages_received_total",
+        "counter",
+        "Messages received.",
+        i.received.load(Relaxed) as f64,
+    );
+    put(&mut out, "gantry_sync_batches_stored_total", "counter", "Log batches stored.", i.stored.load(Relaxed) as f64);
+    put(&mut out, "gantry_sync_bytes_stored_total", "counter", "Bytes stored.", i.stored_bytes.load(Relaxed) as f64);
+    put(
+        &mut out,
+        "gantry_sync_duplicates_total",
+        "counter",
+        "Batches received again and not stored twice.",
+        i.duplicates.load(Relaxed) as f64,
+    );
+    out.push_str(
+        "# HELP gantry_sync_rejected_total Payloads rejected, by reason.\n# TYPE gantry_sync_rejected_total counter\n",
+    );
+    for (reason, v) in [
+        ("topic", &i.rejected_topic),
+        ("oversize", &i.rejected_oversize),
+        ("malformed", &i.rejected_malformed),
+        ("mismatch", &i.rejected_mismatch),
+    ] {
+        out.push_str(&format!("gantry_sync_rejected_total{{reason=\"{reason}\"}} {}\n", v.load(Relaxed)));
+    }
+    put(
+        &mut out,
+        "gantry_sync_store_errors_total",
+        "counter",
+        "Storage failures (batch left for redelivery).",
+        i.store_errors.load(Relaxed) as f64,
+    );
+    if let Some(f) = &s.front {
+        put(
+            &mut out,
+            "gantry_sync_broker_connections_total",
+            "counter",
+            "Robot connections accepted by the broker front.",
+            f.connections.load(Relaxed) as f64,
+        );
+        put(
+            &mut out,
+            "gantry_sync_broker_refused_total",
+            "counter",
+            "Connections refused (credentials).",
+            f.refused.load(Relaxed) as f64,
+        );
+        put(
+            &mut out,
+            "gantry_sync_broker_denied_publishes_total",
+            "counter",
+            "Publishes outside the robot's prefix.",
+            f.denied_publishes.load(Relaxed) as f64,
+        );
+    }
+    if let Ok(robots) = robot_list(&s) {
+        let online = robots.iter().filter(|r| r["online"] == true).count();
+        put(&mut out, "gantry_sync_robots", "gauge", "Known robots.", robots.len() as f64);
+        put(&mut out, "gantry_sync_robots_online", "gauge", "Robots online.", online as f64);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+async fn page(State(s): State<Arc<AppState>>) -> Response {
+    let robots = robot_list(&s).unwrap_or_default();
+    let mut rows = String::new();
+    for r in &robots {
+        let esc = |v: &serde_json::Value| {
+            v.as_str().unwrap_or("–").replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td class=n>{}</td></tr>",
+            esc(&r["robot_id"]),
+            if r["online"] == true { "on" } else { "off" },
+            if r["online"] == true { "online" } else { "offline" },
+            esc(&r["mode"]),
+            esc(&r["model_version"]),
+            r["backlog"].as_u64().map_or("–".to_string(), |b| b.to_string()),
+        ));
+    }
+    let i = &s.ingest;
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
+<title>Gantry fleet</title><style>body{{font:15px system-ui,sans-serif;margin:1.5rem;color:#202124}}\
+table{{border-collapse:collapse}}td,th{{padding:.3rem .8rem;border-bottom:1px solid #e0e0e0;text-align:left}}\
+.n{{text-align:right}}.on{{color:#1e8e3e;font-weight:600}}.off{{color:#d93025;font-weight:600}}</style></head><body>\
+<h1>Gantry fleet</h1><p>{} robots · {} batches stored · {} duplicates dropped · {} rejected</p>\
+<table><tr><th>robot</th><th>state</th><th>mode</th><th>model</th><th>backlog</th></tr>{rows}</table></body></html>",
+        robots.len(),
+        i.stored.load(Relaxed),
+        i.duplicates.load(Relaxed),
+        i.rejected(),
+    ))
+    .into_response()
+}

@@ -1,0 +1,275 @@
+//! Where ingested batches go: their bytes into an object store (`object_store`:
+//! local files by default, S3-compatible by URL), their facts into a catalog
+//! behind [`CloudCatalog`] (SQLite here; Postgres can implement the same trait).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// One stored segment: an ingested log batch (an MCAP file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredSegment {
+    /// Position in the catalog; `/api/segments?since=` pages on it.
+    pub cursor: u64,
+    /// `ROBOT-SEQ` (sequence zero-padded to 12 digits).
+    pub id: String,
+    pub robot_id: String,
+    pub seq: u64,
+    pub kind: String,
+    /// The robot's recording segment the batch was cut from.
+    pub edge_segment_id: String,
+    pub object_key: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub messages: u64,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub received_unix_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RobotRow {
+    pub robot_id: String,
+    pub last_seen_unix_ns: u64,
+    /// The robot's own last word: `online` or `offline` (its will or clean stop).
+    pub state: String,
+    pub mode: Option<String>,
+    pub model_version: Option<String>,
+    pub backlog: Option<u64>,
+}
+
+/// The cloud catalog's interface.
+pub trait CloudCatalog: Send + Sync {
+    /// Whether (robot, seq) is already stored.
+    fn has_segment(&self, robot: &str, seq: u64) -> anyhow::Result<bool>;
+    /// Stores the row; `false` when (robot, seq) was already there.
+    fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<bool>;
+    fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<StoredSegment>>;
+    fn segment(&self, id: &str) -> anyhow::Result<Option<StoredSegment>>;
+    fn robot_seqs(&self, robot: &str) -> anyhow::Result<Vec<u64>>;
+    fn touch_robot(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()>;
+    fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()>;
+    fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()>;
+    fn robots(&self) -> anyhow::Result<Vec<RobotRow>>;
+}
+
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS segments (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    robot_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    edge_segment_id TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    messages INTEGER NOT NULL,
+    start_unix_ns INTEGER NOT NULL,
+    end_unix_ns INTEGER NOT NULL,
+    received_unix_ns INTEGER NOT NULL,
+    UNIQUE (robot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS robots (
+    robot_id TEXT PRIMARY KEY,
+    last_seen_unix_ns INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'unknown',
+    mode TEXT,
+    model_version TEXT,
+    backlog INTEGER
+);
+";
+
+impl SqliteCatalog {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path).with_context(|| format!("opening the catalog {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const COLUMNS: &str = "cursor, id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, messages, \
+                       start_unix_ns, end_unix_ns, received_unix_ns";
+
+fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
+    Ok(StoredSegment {
+        cursor: r.get::<_, i64>(0)? as u64,
+        id: r.get(1)?,
+        robot_id: r.get(2)?,
+        seq: r.get::<_, i64>(3)? as u64,
+        kind: r.get(4)?,
+        edge_segment_id: r.get(5)?,
+        object_key: r.get(6)?,
+        bytes: r.get::<_, i64>(7)? as u64,
+        sha256: r.get(8)?,
+        messages: r.get::<_, i64>(9)? as u64,
+        start_unix_ns: r.get::<_, i64>(10)? as u64,
+        end_unix_ns: r.get::<_, i64>(11)? as u64,
+        received_unix_ns: r.get::<_, i64>(12)? as u64,
+    })
+}
+
+impl CloudCatalog for SqliteCatalog {
+    fn has_segment(&self, robot: &str, seq: u64) -> anyhow::Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM segments WHERE robot_id = ?1 AND seq = ?2",
+                params![robot, seq as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
+             messages, start_unix_ns, end_unix_ns, received_unix_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                s.id,
+                s.robot_id,
+                s.seq as i64,
+                s.kind,
+                s.edge_segment_id,
+                s.object_key,
+                s.bytes as i64,
+                s.sha256,
+                s.messages as i64,
+                s.start_unix_ns as i64,
+                s.end_unix_ns as i64,
+                s.received_unix_ns as i64
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<StoredSegment>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM segments WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"))?;
+        let rows = stmt.query_map(params![cursor as i64, limit as i64], segment_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn segment(&self, id: &str) -> anyhow::Result<Option<StoredSegment>> {
+        Ok(self
+            .conn()
+            .query_row(&format!("SELECT {COLUMNS} FROM segments WHERE id = ?1"), [id], segment_row)
+            .optional()?)
+    }
+
+    fn robot_seqs(&self, robot: &str) -> anyhow::Result<Vec<u64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT seq FROM segments WHERE robot_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([robot], |r| Ok(r.get::<_, i64>(0)? as u64))?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn touch_robot(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO robots (robot_id, last_seen_unix_ns) VALUES (?1, ?2) \
+             ON CONFLICT(robot_id) DO UPDATE SET last_seen_unix_ns = MAX(last_seen_unix_ns, ?2)",
+            params![robot, unix_ns as i64],
+        )?;
+        Ok(())
+    }
+
+    fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO robots (robot_id, state, model_version) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(robot_id) DO UPDATE SET state = ?2, model_version = COALESCE(?3, model_version)",
+            params![robot, state, model_version],
+        )?;
+        Ok(())
+    }
+
+    fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO robots (robot_id, mode, backlog) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(robot_id) DO UPDATE SET mode = ?2, backlog = ?3",
+            params![robot, mode, backlog as i64],
+        )?;
+        Ok(())
+    }
+
+    fn robots(&self) -> anyhow::Result<Vec<RobotRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT robot_id, last_seen_unix_ns, state, mode, model_version, backlog FROM robots ORDER BY robot_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RobotRow {
+                    robot_id: r.get(0)?,
+                    last_seen_unix_ns: r.get::<_, i64>(1)? as u64,
+                    state: r.get(2)?,
+                    mode: r.get(3)?,
+                    model_version: r.get(4)?,
+                    backlog: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// The object store named by `storage.object_store_url`: `file://PATH`
+/// (relative to the data directory) or any URL `object_store` understands
+/// (`s3://BUCKET/PREFIX`, with credentials from the usual `AWS_*` variables).
+pub fn open_object_store(url: &str, data_dir: &Path) -> anyhow::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let dir = if Path::new(path).is_absolute() { Path::new(path).to_path_buf() } else { data_dir.join(path) };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("storage.object_store_url: creating {}", dir.display()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+        return Ok((Arc::new(store), ObjectPath::default()));
+    }
+    let parsed = url::Url::parse(url).with_context(|| format!("storage.object_store_url: {url:?} is not a URL"))?;
+    let options: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect();
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+        .with_context(|| format!("storage.object_store_url: cannot open {url}"))?;
+    Ok((Arc::from(store), prefix))
+}
+
+/// `logs/robot=ID/date=YYYY-MM-DD/ID-SEQ.mcap`.
+pub fn object_key(prefix: &ObjectPath, robot: &str, start_unix_ns: u64, id: &str) -> ObjectPath {
+    let days = (start_unix_ns / 86_400_000_000_000) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let key = format!("logs/robot={robot}/date={y:04}-{m:02}-{d:02}/{id}.mcap");
+    if prefix.as_ref().is_empty() {
+        ObjectPath::from(key)
+    } else {
+        ObjectPath::from(format!("{prefix}/{key}"))
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}

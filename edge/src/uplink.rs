@@ -1,0 +1,238 @@
+//! The MQTT uplink: streams the outbox's log batches to the broker, highest
+//! priority (incidents) then oldest first, and deletes a batch only when the
+//! broker has acknowledged it (QoS 1). Offline, batches wait in the outbox;
+//! back online they go out at `uplink.catchup_rate_kbps`.
+//!
+//! Session: MQTT 3.1.1, persistent (clean session off), client id = robot id,
+//! last will `offline` retained on `gantry/{robot}/status`. After a connection
+//! error the client's own resend queue is dropped and every unacknowledged
+//! batch is sent again from the outbox; the cloud deduplicates by (robot, seq).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gantry_config::wire::{self, BatchKind};
+use gantry_config::EdgeConfig;
+use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::record::catalog::Catalog;
+use crate::status::View;
+
+/// Batches published and not yet acknowledged, at most.
+const WINDOW: usize = 16;
+
+/// The robot's MQTT credentials file (`uplink.credentials_path`, TOML).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts://).
+    pub ca_path: Option<String>,
+    /// PEM client certificate and key, for brokers that authenticate robots by certificate.
+    pub client_cert_path: Option<String>,
+    pub client_key_path: Option<String>,
+}
+
+impl Credentials {
+    pub fn load(path: &str) -> anyhow::Result<Self> {
+        if path.is_empty() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("uplink.credentials_path: reading {path}"))?;
+        toml::from_str(&text).with_context(|| format!("uplink.credentials_path: {path}"))
+    }
+}
+
+/// MQTT options for a robot.
+pub fn mqtt_options(robot_id: &str, url: &str, creds: &Credentials) -> anyhow::Result<MqttOptions> {
+    let addr = crate::daemon::broker_addr(url).with_context(|| format!("uplink.broker_url: cannot use {url:?}"))?;
+    let (host, port) = addr.rsplit_once(':').context("broker address")?;
+    let mut o = MqttOptions::new(robot_id, host, port.parse().context("broker port")?);
+    o.set_clean_session(false);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+    o.set_inflight(WINDOW as u16 + 4);
+    o.set_last_will(LastWill::new(wire::topic(robot_id, wire::STATUS), "offline", QoS::AtLeastOnce, true));
+    if let (Some(u), Some(p)) = (&creds.username, &creds.password) {
+        o.set_credentials(u, p);
+    }
+    if url.starts_with("mqtts://") || url.starts_with("ssl://") {
+        let ca = match &creds.ca_path {
+            Some(p) => std::fs::read(p).with_context(|| format!("reading the broker CA {p}"))?,
+            None => anyhow::bail!("uplink.broker_url is mqtts:// but the credentials file names no ca_path"),
+        };
+        let client_auth = match (&creds.client_cert_path, &creds.client_key_path) {
+            (Some(c), Some(k)) => Some((std::fs::read(c)?, std::fs::read(k)?)),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth }));
+    }
+    Ok(o)
+}
+
+/// Byte budget for publishing: `rate` bytes per second, up to one second's worth saved.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, n: usize) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + self.rate * now.duration_since(self.at).as_secs_f64()).min(self.rate);
+        self.at = now;
+        // A batch larger than a second's budget goes out when the bucket is full.
+        if self.tokens >= n as f64 || self.tokens >= self.rate {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs until `stopped`; then says `offline` and disconnects.
+pub async fn run(config: EdgeConfig, view: Arc<View>, mut stopped: watch::Receiver<bool>) {
+    let robot = config.robot.id.clone();
+    let creds = match Credentials::load(&config.uplink.credentials_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "uplink disabled");
+            return;
+        }
+    };
+    let options = match mqtt_options(&robot, &config.uplink.broker_url, &creds) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "uplink disabled");
+            return;
+        }
+    };
+    let catalog = match Catalog::open(&Path::new(&config.robot.data_dir).join("catalog.sqlite")) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "uplink disabled: cannot open the catalog");
+            return;
+        }
+    };
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let sync = view.sync.clone();
+    let mut bucket = Bucket { rate: config.uplink.catchup_rate_kbps as f64 * 1000.0, tokens: 0.0, at: Instant::now() };
+    let mut connected = false;
+    // Publishes in the order the client will assign them packet ids; `None` for
+    // status messages.
+    let mut unassigned: VecDeque<Option<u64>> = VecDeque::new();
+    let mut inflight: HashMap<u16, u64> = HashMap::new();
+    let mut sent: HashSet<u64> = HashSet::new();
+    let mut retry = Duration::from_millis(200);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last_logged_error: Option<Instant> = None;
+    let mut backoff: Option<Duration> = None;
+    loop {
+        if let Some(pause) = backoff.take() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            _ = tick.tick() => {
+                if let Ok((n, _)) = catalog.outbox_len() {
+                    sync.backlog.store(n, Relaxed);
+                }
+                if !connected || sent.len() >= WINDOW {
+                    continue;
+                }
+                let Ok(batches) = catalog.outbox_next(&sent, WINDOW - sent.len()) else { continue };
+                for (seq, kind, payload) in batches {
+                    if !bucket.take(payload.len()) {
+                        break;
+                    }
+                    let leaf = match kind {
+                        0 => BatchKind::Incidents,
+                        1 => BatchKind::Health,
+                        _ => BatchKind::Logs,
+                    }
+                    .topic_leaf();
+                    if client.try_publish(wire::topic(&robot, leaf), QoS::AtLeastOnce, false, payload).is_err() {
+                        break;
+                    }
+                    unassigned.push_back(Some(seq));
+                    sent.insert(seq);
+                }
+            }
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    connected = true;
+                    retry = Duration::from_millis(200);
+                    sync.connected.store(true, Relaxed);
+                    tracing::info!(broker = %config.uplink.broker_url, "uplink connected");
+                    let status = serde_json::json!({
+                        "state": "online",
+                        "robot_id": robot,
+                        "mode": view.pipeline.mode().as_str(),
+                        "model_version": view.model_version,
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "unix_ns": gantry_hal::clock::unix_ns(),
+                    });
+                    if client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok() {
+                        unassigned.push_back(None);
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if let Some(Some(seq)) = unassigned.pop_front() {
+                        inflight.insert(pkid, seq);
+                    }
+                }
+                Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                    if let Some(seq) = inflight.remove(&ack.pkid) {
+                        sent.remove(&seq);
+                        if let Err(e) = catalog.outbox_ack(seq) {
+                            tracing::error!(seq, error = %e, "could not remove an acknowledged batch; it will be sent again");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if connected || last_logged_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        last_logged_error = Some(Instant::now());
+                        tracing::warn!(error = %e, broker = %config.uplink.broker_url, "uplink offline; batches wait in the outbox");
+                    }
+                    connected = false;
+                    sync.connected.store(false, Relaxed);
+                    // Resend from the outbox, not from the client's memory, so
+                    // every packet id maps to a batch we know.
+                    events.pending.clear();
+                    unassigned.clear();
+                    inflight.clear();
+                    sent.clear();
+                    backoff = Some(retry);
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    if connected {
+        let _ = client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, "offline");
+        let _ = client.try_disconnect();
+        // Let the event loop write both out, briefly.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    sync.connected.store(false, Relaxed);
+}
