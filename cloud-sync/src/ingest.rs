@@ -33,6 +33,10 @@ pub struct IngestStats {
     pub rejected_mismatch: AtomicU64,
     pub store_errors: AtomicU64,
     pub connected: std::sync::atomic::AtomicBool,
+    /// The broker confirmed the subscriptions: batches published now reach us.
+    pub subscribed: std::sync::atomic::AtomicBool,
+    /// Notified when `subscribed` turns true.
+    pub ready: tokio::sync::Notify,
 }
 
 impl IngestStats {
@@ -232,12 +236,17 @@ pub async fn run(
                 }
                 tracing::info!(?filters, "ingestion subscribed");
             }
+            Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                ingest.stats.subscribed.store(true, Relaxed);
+                ingest.stats.ready.notify_waiters();
+            }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 process(&ingest, &client, p).await;
             }
             Ok(_) => {}
             Err(e) => {
                 ingest.stats.connected.store(false, Relaxed);
+                ingest.stats.subscribed.store(false, Relaxed);
                 if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     last_error = Some(Instant::now());
                     tracing::warn!(error = %e, "ingestion lost the broker; reconnecting");

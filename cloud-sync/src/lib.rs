@@ -82,17 +82,27 @@ impl Service {
                 let addr = listener.local_addr()?;
                 let embedded = broker::start(max_payload)?;
                 let front_stats = Arc::new(FrontStats::default());
-                tasks.push(tokio::spawn(front::serve(
-                    listener,
-                    embedded.internal,
-                    embedded.front_secret.clone(),
-                    creds,
-                    max_payload + 64 * 1024,
-                    front_stats.clone(),
-                    stopped.clone(),
-                )));
                 let mut o = MqttOptions::new(instance, embedded.internal.ip().to_string(), embedded.internal.port());
-                o.set_credentials(broker::SERVICE_USER, embedded.service_secret);
+                o.set_credentials(broker::SERVICE_USER, embedded.service_secret.clone());
+                // Robots are let in only once ingestion is subscribed: the broker
+                // acknowledges a batch nobody subscribes to, and the robot would
+                // then drop it from its outbox.
+                let ready = {
+                    let (ingest, stopped, front_stats) = (ingest.clone(), stopped.clone(), front_stats.clone());
+                    let (secret, internal) = (embedded.front_secret.clone(), embedded.internal);
+                    let max_packet = max_payload + 64 * 1024;
+                    async move {
+                        loop {
+                            let notified = ingest.stats.ready.notified();
+                            if ingest.stats.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            notified.await;
+                        }
+                        front::serve(listener, internal, secret, creds, max_packet, front_stats, stopped).await;
+                    }
+                };
+                tasks.push(tokio::spawn(ready));
                 (Some(addr), Some(front_stats), o, None)
             }
             BrokerMode::External => {
@@ -100,7 +110,7 @@ impl Service {
                 (None, None, o, Some(config.broker.shared_group.clone()))
             }
         };
-        tasks.push(tokio::spawn(ingest::run(ingest, options, share, stopped.clone())));
+        tasks.push(tokio::spawn(ingest::run(ingest.clone(), options, share, stopped.clone())));
         let state = Arc::new(http::AppState {
             catalog: catalog.clone(),
             store,

@@ -1,0 +1,99 @@
+//! Shared set-up for the end-to-end tests: a cloud sync service and robots on
+//! loopback, with every port chosen by the OS.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gantry_config::cloud::BrokerMode;
+use gantry_config::{CloudConfig, EdgeConfig};
+
+/// A robot on the simulator, talking to `broker_url`, with short batches.
+pub fn robot_config(id: &str, dir: &Path, broker_url: &str) -> EdgeConfig {
+    let mut c = EdgeConfig::default();
+    c.robot.id = id.into();
+    c.robot.data_dir = dir.display().to_string();
+    c.status_http.listen = "127.0.0.1:0".into();
+    c.policy.model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline").into();
+    c.policy.baseline_model_dir = c.policy.model_dir.clone();
+    c.realtime.lock_memory = false;
+    c.health.period_s = 1;
+    c.recorder.episode_s = 5;
+    c.uplink.broker_url = broker_url.into();
+    c.uplink.batch_period_s = 1;
+    c
+}
+
+/// Cloud sync with its embedded broker on `mqtt_listen`, HTTP on a free port.
+pub fn cloud_config(dir: &Path, mqtt_listen: &str) -> CloudConfig {
+    let mut c = CloudConfig::default();
+    c.service.data_dir = dir.display().to_string();
+    c.broker.mode = BrokerMode::Embedded;
+    c.broker.listen = mqtt_listen.into();
+    c.http.listen = "127.0.0.1:0".into();
+    c
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Mosquitto broker on `port`, stopped when dropped.
+pub struct Mosquitto {
+    child: std::process::Child,
+    _conf: tempfile::NamedTempFile,
+}
+
+impl Mosquitto {
+    /// Mosquitto on `port`, its state persisted in `dir` so sessions and queued
+    /// messages survive a graceful restart.
+    pub fn start_persistent(port: u16, dir: &Path) -> Self {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).unwrap();
+        let mut conf = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            conf,
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0",
+            dir.display()
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto not found: `apt-get install -y mosquitto` (.ci/run installs it)");
+        // Ready when it accepts connections.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, _conf: conf }
+    }
+
+    /// SIGTERM: Mosquitto saves its sessions and exits.
+    pub fn stop_gracefully(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
