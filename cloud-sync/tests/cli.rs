@@ -38,11 +38,19 @@ fn each_class_of_bad_config_exits_2_naming_the_key() {
     }
 }
 
+/// A configuration on free ports, so tests run side by side.
+fn run_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("sync.toml");
+    std::fs::write(&file, "[broker]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    file
+}
+
 #[test]
 fn run_stops_cleanly_after_duration() {
     let dir = tempfile::tempdir().unwrap();
     let out = sync()
-        .args(["run", "--duration", "0.2"])
+        .args(["run", "--duration", "0.2", "--config"])
+        .arg(run_config(dir.path()))
         .env("GANTRY_DATA_DIR", dir.path().join("cloud"))
         .env("RUST_LOG", "info")
         .output()
@@ -57,7 +65,8 @@ fn run_stops_cleanly_after_duration() {
 fn run_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = sync()
-        .arg("run")
+        .args(["run", "--config"])
+        .arg(run_config(dir.path()))
         .env("GANTRY_DATA_DIR", dir.path().join("cloud"))
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -157,7 +157,8 @@ impl CloudConfig {
         check_socket_addr(c, "http.listen", &self.http.listen);
         if self.broker.mode == BrokerMode::Embedded {
             c.rule(
-                self.http.listen != self.broker.listen,
+                // Port 0 asks the OS for a free port each time: no clash.
+                self.http.listen != self.broker.listen || self.http.listen.ends_with(":0"),
                 "http.listen",
                 format!("{} is also broker.listen", self.http.listen),
                 "an address other than the embedded broker's",
