@@ -88,7 +88,7 @@ impl Service {
                 // acknowledges a batch nobody subscribes to, and the robot would
                 // then drop it from its outbox.
                 let ready = {
-                    let (ingest, stopped, front_stats) = (ingest.clone(), stopped.clone(), front_stats.clone());
+                    let (ingest, mut stopped, front_stats) = (ingest.clone(), stopped.clone(), front_stats.clone());
                     let (secret, internal) = (embedded.front_secret.clone(), embedded.internal);
                     let max_packet = max_payload + 64 * 1024;
                     async move {
@@ -97,7 +97,10 @@ impl Service {
                             if ingest.stats.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
                                 break;
                             }
-                            notified.await;
+                            tokio::select! {
+                                _ = notified => {}
+                                _ = stopped.wait_for(|s| *s) => return,
+                            }
                         }
                         front::serve(listener, internal, secret, creds, max_packet, front_stats, stopped).await;
                     }

@@ -252,24 +252,11 @@ pub fn open_object_store(url: &str, data_dir: &Path) -> anyhow::Result<(Arc<dyn 
 /// `logs/robot=ID/date=YYYY-MM-DD/ID-SEQ.mcap`.
 pub fn object_key(prefix: &ObjectPath, robot: &str, start_unix_ns: u64, id: &str) -> ObjectPath {
     let days = (start_unix_ns / 86_400_000_000_000) as i64;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = gantry_config::wire::civil_from_days(days);
     let key = format!("logs/robot={robot}/date={y:04}-{m:02}-{d:02}/{id}.mcap");
     if prefix.as_ref().is_empty() {
         ObjectPath::from(key)
     } else {
         ObjectPath::from(format!("{prefix}/{key}"))
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
