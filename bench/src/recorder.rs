@@ -138,7 +138,7 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
             let h = HealthSnapshot {
                 unix_ns: 1_700_000_000_000_000_000 + i * 10_000_000,
                 robot_id: "robot-0".into(),
-                cpu_pct: 40.0,
+                system: gantry_edge::health::SystemSample { cpu_pct: 40.0, ..Default::default() },
                 motor_temp_c: vec![35.0; 6],
                 gripper_pressure_kpa: Some(280.0),
                 ..HealthSnapshot::default()

@@ -16,18 +16,9 @@ pub struct HealthSnapshot {
     pub robot_id: String,
     pub uptime_s: f64,
     pub mode: String,
-    /// Whole machine, all cores, over the last sample interval.
-    pub cpu_pct: f64,
-    /// This daemon, in percent of one core.
-    pub process_cpu_pct: f64,
-    pub mem_used_bytes: u64,
-    pub mem_total_bytes: u64,
-    pub process_rss_bytes: u64,
-    /// `null` without a GPU (or without the `nvml` feature).
-    pub gpu_pct: Option<f64>,
-    pub gpu_mem_used_bytes: Option<u64>,
-    pub disk_free_bytes: u64,
-    pub disk_total_bytes: u64,
+    /// The machine: CPU, memory, GPU, disk.
+    #[serde(flatten)]
+    pub system: SystemSample,
     /// The broker is reachable.
     pub net_connected: bool,
     pub link_alive: bool,
@@ -61,13 +52,16 @@ pub struct SystemSampler {
     gpu: Gpu,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemSample {
+    /// Whole machine, all cores, over the last sample interval.
     pub cpu_pct: f64,
+    /// This daemon, in percent of one core.
     pub process_cpu_pct: f64,
     pub mem_used_bytes: u64,
     pub mem_total_bytes: u64,
     pub process_rss_bytes: u64,
+    /// `null` without a GPU (or without the `nvml` feature).
     pub gpu_pct: Option<f64>,
     pub gpu_mem_used_bytes: Option<u64>,
     pub disk_free_bytes: u64,
@@ -212,15 +206,7 @@ pub fn snapshot(view: &View, sys: SystemSample) -> HealthSnapshot {
         robot_id: view.robot_id.clone(),
         uptime_s: view.started.elapsed().as_secs_f64(),
         mode: p.mode().as_str().to_string(),
-        cpu_pct: sys.cpu_pct,
-        process_cpu_pct: sys.process_cpu_pct,
-        mem_used_bytes: sys.mem_used_bytes,
-        mem_total_bytes: sys.mem_total_bytes,
-        process_rss_bytes: sys.process_rss_bytes,
-        gpu_pct: sys.gpu_pct,
-        gpu_mem_used_bytes: sys.gpu_mem_used_bytes,
-        disk_free_bytes: sys.disk_free_bytes,
-        disk_total_bytes: sys.disk_total_bytes,
+        system: sys,
         net_connected: view.sync.connected.load(Relaxed),
         link_alive: view.link.is_alive(),
         motor_temp_c: telemetry.map(|t| t.motor_temp_c[..view.joints].to_vec()).unwrap_or_default(),

@@ -180,13 +180,13 @@ impl View {
                 "estop": self.link.estop().map(|e| json!({"pressed": e.pressed, "latched": e.latched})),
             },
             "health": {
-                "cpu_pct": h.cpu_pct,
-                "process_cpu_pct": h.process_cpu_pct,
-                "mem_used_bytes": h.mem_used_bytes,
-                "mem_total_bytes": h.mem_total_bytes,
-                "gpu_pct": h.gpu_pct,
-                "disk_free_bytes": h.disk_free_bytes,
-                "disk_total_bytes": h.disk_total_bytes,
+                "cpu_pct": h.system.cpu_pct,
+                "process_cpu_pct": h.system.process_cpu_pct,
+                "mem_used_bytes": h.system.mem_used_bytes,
+                "mem_total_bytes": h.system.mem_total_bytes,
+                "gpu_pct": h.system.gpu_pct,
+                "disk_free_bytes": h.system.disk_free_bytes,
+                "disk_total_bytes": h.system.disk_total_bytes,
                 "net_connected": h.net_connected,
                 "motor_temp_c": h.motor_temp_c,
                 "gripper_pressure_kpa": h.gripper_pressure_kpa,
@@ -283,15 +283,15 @@ impl View {
         if let Some(kpa) = h.gripper_pressure_kpa {
             m.gauge("gantry_gripper_pressure_kpa", "Gripper pressure.", &[(&robot, f64::from(kpa))]);
         }
-        m.gauge("gantry_cpu_percent", "Machine CPU use, all cores.", &[(&robot, h.cpu_pct)]);
-        if let Some(gpu) = h.gpu_pct {
+        m.gauge("gantry_cpu_percent", "Machine CPU use, all cores.", &[(&robot, h.system.cpu_pct)]);
+        if let Some(gpu) = h.system.gpu_pct {
             m.gauge("gantry_gpu_percent", "GPU utilisation.", &[(&robot, gpu)]);
         }
-        m.gauge("gantry_memory_used_bytes", "Machine memory in use.", &[(&robot, h.mem_used_bytes as f64)]);
+        m.gauge("gantry_memory_used_bytes", "Machine memory in use.", &[(&robot, h.system.mem_used_bytes as f64)]);
         m.gauge(
             "gantry_disk_free_bytes",
             "Free space on the data directory's disk.",
-            &[(&robot, h.disk_free_bytes as f64)],
+            &[(&robot, h.system.disk_free_bytes as f64)],
         );
         m.counter(
             "gantry_recorder_bytes_written_total",
