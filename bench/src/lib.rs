@@ -1,9 +1,10 @@
-//! Gantry's benchmarks: shared set-up for the criterion benches and (later) the
+//! Gantry's benchmarks: shared set-up for the criterion benches, the
 //! `gantry-bench` report and the `gantry-fleet` simulator.
 //!
 //! Frames come from the synthetic sources, models from `models/`; the 50M-parameter
 //! policy must be generated first (`python3 models/make_models.py vision-50m models/vision-50m`).
 
+pub mod ingest;
 pub mod recorder;
 pub mod report;
 

@@ -5,7 +5,8 @@
 //! (metadata, and each one thumbnailed and JPEG-encoded for the incident
 //! pre-roll, every 30th written), a health snapshot every 30 s, an episode a
 //! minute, and one person entering the workspace for 5 s (100 incidents a
-//! second, with their pre-roll images).
+//! second, with their pre-roll images). Log batches for the uplink are cut
+//! every 20 simulated ms, as the recorder thread does.
 
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -133,6 +134,10 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
                 &mut in_rec,
             );
             frames += 1;
+        }
+        // The recorder thread drains its queues and cuts due log batches every 20 ms.
+        if i % 2 == 1 {
+            timed(&mut || rec.cut_batches(false), &mut in_rec);
         }
         if i % 3000 == 0 {
             let h = HealthSnapshot {

@@ -23,6 +23,17 @@ impl Report {
         self.figures.push(Figure { name: name.into(), value, unit: unit.into(), peer: None, peer_value: None });
     }
 
+    /// A figure beside the same figure measured on `peer`.
+    pub fn add_with_peer(&mut self, name: impl Into<String>, value: f64, unit: &str, peer: &str, peer_value: f64) {
+        self.figures.push(Figure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            peer: Some(peer.into()),
+            peer_value: Some(peer_value),
+        });
+    }
+
     pub fn markdown(&self) -> String {
         let mut out =
             String::from("| figure | value | unit | peer | peer value |\n| --- | ---: | --- | --- | ---: |\n");

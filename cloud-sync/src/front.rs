@@ -10,6 +10,9 @@
 //! - PUBLISH outside the prefix: dropped and counted; QoS 1 is acknowledged to
 //!   the robot (as Mosquitto does) so it does not resend forever; QoS 2 and any
 //!   SUBSCRIBE outside the prefix close the connection.
+//! - Observers (the file's `[observers]`: operators' tools, dashboards,
+//!   `mosquitto_sub`) log in the same way, may subscribe anywhere under
+//!   `gantry/` and may publish nothing.
 //! - Everything else is forwarded packet by packet, both ways.
 
 use std::collections::HashMap;
@@ -30,45 +33,83 @@ pub struct FrontStats {
     pub malformed: AtomicU64,
 }
 
-/// Robot passwords: plain, or `sha256:HEX`.
+/// Who logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Confined to `gantry/{id}/`.
+    Robot,
+    /// Subscribes anywhere under `gantry/`, publishes nothing.
+    Observer,
+}
+
+/// The credentials file: robots' and observers' passwords, plain or `sha256:HEX`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub robots: HashMap<String, String>,
+    #[serde(default)]
+    pub observers: HashMap<String, String>,
+}
+
+/// `None`: no credentials file, any valid robot id may log in as a robot.
 #[derive(Debug, Clone, Default)]
-pub struct RobotCredentials(pub Option<HashMap<String, String>>);
+pub struct RobotCredentials(pub Option<Credentials>);
 
 impl RobotCredentials {
-    /// A TOML file `[robots]` table: `robot-id = "password"` or `"sha256:HEX"`.
+    /// A TOML file with a `[robots]` table (`robot-id = "password"` or
+    /// `"sha256:HEX"`) and optionally an `[observers]` table of the same form.
     pub fn load(path: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         if path.is_empty() {
             return Ok(Self(None));
         }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            robots: HashMap<String, String>,
-        }
         let text = std::fs::read_to_string(path).with_context(|| format!("broker.credentials_path: reading {path}"))?;
-        let file: File = toml::from_str(&text).with_context(|| format!("broker.credentials_path: {path}"))?;
-        Ok(Self(Some(file.robots)))
+        let file: Credentials = toml::from_str(&text).with_context(|| format!("broker.credentials_path: {path}"))?;
+        for name in file.robots.keys().chain(file.observers.keys()) {
+            anyhow::ensure!(
+                gantry_config::wire::valid_robot_id(name),
+                "broker.credentials_path: {path}: {name:?} is not a valid id (expected letters, digits, '-', '_', '.')"
+            );
+        }
+        if let Some(both) = file.observers.keys().find(|n| file.robots.contains_key(*n)) {
+            anyhow::bail!("broker.credentials_path: {path}: {both:?} is both a robot and an observer");
+        }
+        Ok(Self(Some(file)))
     }
 
-    fn admits(&self, client_id: &str, user: Option<&str>, pass: Option<&[u8]>) -> bool {
+    fn admits(&self, client_id: &str, user: Option<&str>, pass: Option<&[u8]>) -> Option<Role> {
         if !gantry_config::wire::valid_robot_id(client_id) {
-            return false;
+            return None;
         }
-        let Some(table) = &self.0 else { return true };
-        let (Some(user), Some(pass)) = (user, pass) else { return false };
+        let Some(file) = &self.0 else { return Some(Role::Robot) };
+        let (Some(user), Some(pass)) = (user, pass) else { return None };
         if user != client_id {
-            return false;
+            return None;
         }
-        match table.get(user) {
-            Some(stored) => match stored.strip_prefix("sha256:") {
-                Some(hex) => {
-                    let digest: String = Sha256::digest(pass).iter().map(|b| format!("{b:02x}")).collect();
-                    digest.eq_ignore_ascii_case(hex)
-                }
-                None => stored.as_bytes() == pass,
-            },
-            None => false,
+        let (stored, role) = match (file.robots.get(user), file.observers.get(user)) {
+            (Some(s), _) => (s, Role::Robot),
+            (None, Some(s)) => (s, Role::Observer),
+            (None, None) => return None,
+        };
+        let ok = match stored.strip_prefix("sha256:") {
+            Some(hex) => {
+                let digest: String = Sha256::digest(pass).iter().map(|b| format!("{b:02x}")).collect();
+                digest.eq_ignore_ascii_case(hex)
+            }
+            None => stored.as_bytes() == pass,
+        };
+        ok.then_some(role)
+    }
+
+    /// May this client publish to `topic`?
+    fn may_publish(role: Role, prefix: &str, topic: &str) -> bool {
+        role == Role::Robot && topic.starts_with(prefix)
+    }
+
+    fn may_subscribe(role: Role, prefix: &str, filter: &str) -> bool {
+        match role {
+            Role::Robot => filter.starts_with(prefix),
+            Role::Observer => filter.starts_with("gantry/"),
         }
     }
 }
@@ -126,13 +167,14 @@ async fn connection(
         }
     };
     let prefix = format!("gantry/{}/", connect.client_id);
-    let will_ok = connect.will.as_ref().is_none_or(|w| w.topic.starts_with(&prefix));
-    if !will_ok || !creds.admits(&connect.client_id, connect.username.as_deref(), connect.password.as_deref()) {
+    let role = creds.admits(&connect.client_id, connect.username.as_deref(), connect.password.as_deref());
+    let will_ok = |role| connect.will.as_ref().is_none_or(|w| RobotCredentials::may_publish(role, &prefix, &w.topic));
+    let Some(role) = role.filter(|r| will_ok(*r)) else {
         stats.refused.fetch_add(1, Relaxed);
         tracing::warn!(client_id = %connect.client_id, "broker front: refused a connection (credentials or will topic)");
         client.write_all(&[0x20, 0x02, 0x00, 0x05]).await?;
         return Ok(());
-    }
+    };
     let mut upstream = TcpStream::connect(broker).await?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&encode_connect(&connect, &connect.client_id, secret.as_bytes())).await?;
@@ -169,7 +211,7 @@ async fn connection(
                         stats.malformed.fetch_add(1, Relaxed);
                         return Ok(());
                     };
-                    if !topic.starts_with(&prefix) {
+                    if !RobotCredentials::may_publish(role, &prefix, &topic) {
                         stats.denied_publishes.fetch_add(1, Relaxed);
                         tracing::warn!(client_id = %connect.client_id, %topic, "broker front: publish outside the robot's prefix dropped");
                         match qos {
@@ -187,7 +229,7 @@ async fn connection(
                         stats.malformed.fetch_add(1, Relaxed);
                         return Ok(());
                     };
-                    if !filters.iter().all(|f| f.starts_with(&prefix)) {
+                    if !filters.iter().all(|f| RobotCredentials::may_subscribe(role, &prefix, f)) {
                         stats.denied_subscribes.fetch_add(1, Relaxed);
                         tracing::warn!(client_id = %connect.client_id, ?filters, "broker front: subscription outside the robot's prefix; disconnecting");
                         return Ok(());
@@ -410,22 +452,62 @@ mod tests {
 
     #[test]
     fn credentials_bind_the_client_id() {
-        let creds = RobotCredentials(Some(HashMap::from([
+        let robots = HashMap::from([
             ("robot-1".to_string(), "secret".to_string()),
             (
                 "robot-2".to_string(),
                 // sha256("pw2")
                 format!("sha256:{}", Sha256::digest(b"pw2").iter().map(|b| format!("{b:02x}")).collect::<String>()),
             ),
-        ])));
-        assert!(creds.admits("robot-1", Some("robot-1"), Some(b"secret")));
-        assert!(creds.admits("robot-2", Some("robot-2"), Some(b"pw2")));
-        assert!(!creds.admits("robot-1", Some("robot-1"), Some(b"wrong")));
-        assert!(!creds.admits("robot-2", Some("robot-1"), Some(b"secret")), "client id must be the username");
-        assert!(!creds.admits("robot-3", Some("robot-3"), Some(b"x")));
-        assert!(!creds.admits("robot-1", None, None));
+        ]);
+        let observers = HashMap::from([("ops".to_string(), "watch".to_string())]);
+        let creds = RobotCredentials(Some(Credentials { robots, observers }));
+        assert_eq!(creds.admits("robot-1", Some("robot-1"), Some(b"secret")), Some(Role::Robot));
+        assert_eq!(creds.admits("robot-2", Some("robot-2"), Some(b"pw2")), Some(Role::Robot));
+        assert_eq!(creds.admits("ops", Some("ops"), Some(b"watch")), Some(Role::Observer));
+        assert_eq!(creds.admits("robot-1", Some("robot-1"), Some(b"wrong")), None);
+        assert_eq!(creds.admits("robot-2", Some("robot-1"), Some(b"secret")), None, "client id must be the username");
+        assert_eq!(creds.admits("ops", Some("ops"), Some(b"secret")), None);
+        assert_eq!(creds.admits("robot-3", Some("robot-3"), Some(b"x")), None);
+        assert_eq!(creds.admits("robot-1", None, None), None);
         let open = RobotCredentials(None);
-        assert!(open.admits("robot-9", None, None));
-        assert!(!open.admits("robot/9", None, None));
+        assert_eq!(open.admits("robot-9", None, None), Some(Role::Robot));
+        assert_eq!(open.admits("robot/9", None, None), None);
+    }
+
+    #[test]
+    fn robots_stay_under_their_prefix_and_observers_only_watch() {
+        let prefix = "gantry/robot-1/";
+        let publish = |role, t| RobotCredentials::may_publish(role, prefix, t);
+        let subscribe = |role, f| RobotCredentials::may_subscribe(role, prefix, f);
+        assert!(publish(Role::Robot, "gantry/robot-1/logs"));
+        assert!(!publish(Role::Robot, "gantry/robot-2/logs"));
+        assert!(!publish(Role::Robot, "gantry/robot-10/logs"));
+        assert!(!publish(Role::Observer, "gantry/ops/logs"));
+        assert!(!publish(Role::Observer, "gantry/robot-1/logs"));
+        assert!(subscribe(Role::Robot, "gantry/robot-1/model"));
+        assert!(!subscribe(Role::Robot, "gantry/+/logs"));
+        assert!(subscribe(Role::Observer, "gantry/+/status"));
+        assert!(subscribe(Role::Observer, "gantry/#"));
+        assert!(!subscribe(Role::Observer, "#"));
+        assert!(!subscribe(Role::Observer, "$SYS/#"));
+    }
+
+    #[test]
+    fn a_credentials_file_is_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            RobotCredentials::load(path.to_str().unwrap())
+        };
+        let ok = load("[robots]\nrobot-1 = \"a\"\n[observers]\nops = \"b\"\n").unwrap();
+        assert_eq!(ok.0.unwrap().observers.len(), 1);
+        let both = load("[robots]\nops = \"a\"\n[observers]\nops = \"b\"\n").unwrap_err();
+        assert!(format!("{both:#}").contains("both a robot and an observer"), "{both:#}");
+        let bad = load("[robots]\n\"robot/1\" = \"a\"\n").unwrap_err();
+        assert!(format!("{bad:#}").contains("not a valid id"), "{bad:#}");
+        let unknown = load("[robots]\n[admins]\nx = \"y\"\n").unwrap_err();
+        assert!(format!("{unknown:#}").contains("admins"), "{unknown:#}");
     }
 }

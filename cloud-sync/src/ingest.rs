@@ -8,6 +8,7 @@
 //! oversized or mismatched payloads are rejected, counted, logged with the
 //! robot id, and acknowledged so they are not redelivered forever.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -223,13 +224,27 @@ pub async fn run(
         })
         .collect();
     let mut last_error: Option<Instant> = None;
+    let started = Instant::now();
+    let mut ever_connected = false;
+    // Stored batches whose PUBACK has not been handed to the client yet, in
+    // arrival order (MQTT wants QoS 1 acks in order). This task also polls the
+    // event loop, which takes requests only between network reads: awaiting
+    // room in its request queue here would deadlock under load.
+    let mut to_ack: VecDeque<Publish> = VecDeque::new();
     loop {
+        while let Some(p) = to_ack.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            to_ack.pop_front();
+        }
         let event = tokio::select! {
             e = events.poll() => e,
             _ = stopped.wait_for(|s| *s) => break,
         };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                ever_connected = true;
                 ingest.stats.connected.store(true, Relaxed);
                 for f in &filters {
                     let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
@@ -241,13 +256,20 @@ pub async fn run(
                 ingest.stats.ready.notify_waiters();
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                process(&ingest, &client, p).await;
+                if process(&ingest, &p).await {
+                    to_ack.push_back(p);
+                }
             }
             Ok(_) => {}
             Err(e) => {
+                // Packet ids die with the connection; the broker redelivers what was not acked.
+                to_ack.clear();
                 ingest.stats.connected.store(false, Relaxed);
                 ingest.stats.subscribed.store(false, Relaxed);
-                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                // The embedded broker may still be binding its port at start-up.
+                if !ever_connected && started.elapsed() < Duration::from_secs(5) {
+                    tracing::debug!(error = %e, "ingestion: broker not reachable yet; retrying");
+                } else if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     last_error = Some(Instant::now());
                     tracing::warn!(error = %e, "ingestion lost the broker; reconnecting");
                 }
@@ -261,15 +283,14 @@ pub async fn run(
     let _ = client.try_disconnect();
 }
 
-async fn process(ingest: &Ingest, client: &AsyncClient, p: Publish) {
-    let topic = p.topic.clone();
-    match ingest.handle(&topic, &p.payload).await {
-        Ok(()) => {
-            let _ = client.ack(&p).await;
-        }
+/// Whether to acknowledge `p`: stored, a duplicate or rejected; not when
+/// storing failed (the broker delivers it again after a reconnect).
+async fn process(ingest: &Ingest, p: &Publish) -> bool {
+    match ingest.handle(&p.topic, &p.payload).await {
+        Ok(()) => true,
         Err(e) => {
-            // Not acknowledged: the broker delivers it again after a reconnect.
-            tracing::error!(%topic, error = %format!("{e:#}"), "could not store a batch");
+            tracing::error!(topic = %p.topic, error = %format!("{e:#}"), "could not store a batch");
+            false
         }
     }
 }

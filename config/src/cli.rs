@@ -104,8 +104,13 @@ impl Shutdown {
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
+    init_tracing_at("info");
+}
+
+/// Logging at `default` unless `RUST_LOG` says otherwise.
+pub fn init_tracing_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -84,7 +84,12 @@ impl Daemon {
             recorder.sender(),
             stopped.clone(),
         )));
-        tasks.push(tokio::spawn(crate::uplink::run(config.clone(), view.clone(), stopped)));
+        let uplink = crate::uplink::Context {
+            sync: view.sync.clone(),
+            pipeline: view.pipeline.clone(),
+            model_version: view.model_version.clone(),
+        };
+        tasks.push(tokio::spawn(crate::uplink::run(config.clone(), uplink, stopped)));
         tracing::info!(
             model = %pipeline.model_version,
             backend = %pipeline.backend,

@@ -21,8 +21,9 @@ use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::pipeline::PipelineStatus;
 use crate::record::catalog::Catalog;
-use crate::status::View;
+use crate::status::SyncStatus;
 
 /// Batches published and not yet acknowledged, at most.
 const WINDOW: usize = 16;
@@ -99,8 +100,70 @@ impl Bucket {
     }
 }
 
+/// What the uplink reads from the rest of the daemon and reports to it.
+pub struct Context {
+    pub sync: Arc<SyncStatus>,
+    /// For the mode in the `online` status message.
+    pub pipeline: Arc<PipelineStatus>,
+    pub model_version: String,
+}
+
+/// The batches between the outbox and the broker's acknowledgement.
+struct Window {
+    catalog: Catalog,
+    robot: String,
+    bucket: Bucket,
+    /// Publishes in the order the client will assign them packet ids; `None`
+    /// for status messages.
+    unassigned: VecDeque<Option<u64>>,
+    inflight: HashMap<u16, u64>,
+    sent: HashSet<u64>,
+}
+
+impl Window {
+    /// Hands the client the next batches, up to `WINDOW` unacknowledged and
+    /// within the byte budget.
+    fn fill(&mut self, client: &AsyncClient) {
+        if self.sent.len() >= WINDOW {
+            return;
+        }
+        let Ok(batches) = self.catalog.outbox_next(&self.sent, WINDOW - self.sent.len()) else { return };
+        for (seq, kind, payload) in batches {
+            if !self.bucket.take(payload.len()) {
+                break;
+            }
+            let leaf = match kind {
+                0 => BatchKind::Incidents,
+                1 => BatchKind::Health,
+                _ => BatchKind::Logs,
+            }
+            .topic_leaf();
+            if client.try_publish(wire::topic(&self.robot, leaf), QoS::AtLeastOnce, false, payload).is_err() {
+                break;
+            }
+            self.unassigned.push_back(Some(seq));
+            self.sent.insert(seq);
+        }
+    }
+
+    fn acknowledged(&mut self, pkid: u16) {
+        if let Some(seq) = self.inflight.remove(&pkid) {
+            self.sent.remove(&seq);
+            if let Err(e) = self.catalog.outbox_ack(seq) {
+                tracing::error!(seq, error = %e, "could not remove an acknowledged batch; it will be sent again");
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.unassigned.clear();
+        self.inflight.clear();
+        self.sent.clear();
+    }
+}
+
 /// Runs until `stopped`; then says `offline` and disconnects.
-pub async fn run(config: EdgeConfig, view: Arc<View>, mut stopped: watch::Receiver<bool>) {
+pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<bool>) {
     let robot = config.robot.id.clone();
     let creds = match Credentials::load(&config.uplink.credentials_path) {
         Ok(c) => c,
@@ -124,14 +187,16 @@ pub async fn run(config: EdgeConfig, view: Arc<View>, mut stopped: watch::Receiv
         }
     };
     let (client, mut events) = AsyncClient::new(options, 64);
-    let sync = view.sync.clone();
-    let mut bucket = Bucket { rate: config.uplink.catchup_rate_kbps as f64 * 1000.0, tokens: 0.0, at: Instant::now() };
+    let sync = cx.sync.clone();
+    let mut window = Window {
+        catalog,
+        robot: robot.clone(),
+        bucket: Bucket { rate: config.uplink.catchup_rate_kbps as f64 * 1000.0, tokens: 0.0, at: Instant::now() },
+        unassigned: VecDeque::new(),
+        inflight: HashMap::new(),
+        sent: HashSet::new(),
+    };
     let mut connected = false;
-    // Publishes in the order the client will assign them packet ids; `None` for
-    // status messages.
-    let mut unassigned: VecDeque<Option<u64>> = VecDeque::new();
-    let mut inflight: HashMap<u16, u64> = HashMap::new();
-    let mut sent: HashSet<u64> = HashSet::new();
     let mut retry = Duration::from_millis(200);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_logged_error: Option<Instant> = None;
@@ -146,28 +211,11 @@ pub async fn run(config: EdgeConfig, view: Arc<View>, mut stopped: watch::Receiv
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
             _ = tick.tick() => {
-                if let Ok((n, _)) = catalog.outbox_len() {
+                if let Ok((n, _)) = window.catalog.outbox_len() {
                     sync.backlog.store(n, Relaxed);
                 }
-                if !connected || sent.len() >= WINDOW {
-                    continue;
-                }
-                let Ok(batches) = catalog.outbox_next(&sent, WINDOW - sent.len()) else { continue };
-                for (seq, kind, payload) in batches {
-                    if !bucket.take(payload.len()) {
-                        break;
-                    }
-                    let leaf = match kind {
-                        0 => BatchKind::Incidents,
-                        1 => BatchKind::Health,
-                        _ => BatchKind::Logs,
-                    }
-                    .topic_leaf();
-                    if client.try_publish(wire::topic(&robot, leaf), QoS::AtLeastOnce, false, payload).is_err() {
-                        break;
-                    }
-                    unassigned.push_back(Some(seq));
-                    sent.insert(seq);
+                if connected {
+                    window.fill(&client);
                 }
             }
             event = events.poll() => match event {
@@ -179,27 +227,25 @@ pub async fn run(config: EdgeConfig, view: Arc<View>, mut stopped: watch::Receiv
                     let status = serde_json::json!({
                         "state": "online",
                         "robot_id": robot,
-                        "mode": view.pipeline.mode().as_str(),
-                        "model_version": view.model_version,
+                        "mode": cx.pipeline.mode().as_str(),
+                        "model_version": cx.model_version,
                         "version": env!("CARGO_PKG_VERSION"),
                         "unix_ns": gantry_hal::clock::unix_ns(),
                     });
                     if client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok() {
-                        unassigned.push_back(None);
+                        window.unassigned.push_back(None);
                     }
+                    window.fill(&client);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(Some(seq)) = unassigned.pop_front() {
-                        inflight.insert(pkid, seq);
+                    if let Some(Some(seq)) = window.unassigned.pop_front() {
+                        window.inflight.insert(pkid, seq);
                     }
                 }
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                    if let Some(seq) = inflight.remove(&ack.pkid) {
-                        sent.remove(&seq);
-                        if let Err(e) = catalog.outbox_ack(seq) {
-                            tracing::error!(seq, error = %e, "could not remove an acknowledged batch; it will be sent again");
-                        }
-                    }
+                    window.acknowledged(ack.pkid);
+                    // Refill at once: during a catch-up the link, not the tick, sets the pace.
+                    window.fill(&client);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -212,9 +258,7 @@ pub async fn run(config: EdgeConfig, view: Arc<View>, mut stopped: watch::Receiv
                     // Resend from the outbox, not from the client's memory, so
                     // every packet id maps to a batch we know.
                     events.pending.clear();
-                    unassigned.clear();
-                    inflight.clear();
-                    sent.clear();
+                    window.reset();
                     backoff = Some(retry);
                     retry = (retry * 2).min(Duration::from_secs(5));
                 }

@@ -1,5 +1,6 @@
-//! Shared set-up for the end-to-end tests: a cloud sync service and robots on
-//! loopback, with every port chosen by the OS.
+//! Shared set-up for the end-to-end tests and the ingest benchmark: a cloud
+//! sync service, robots and a Mosquitto broker on loopback, with every port
+//! chosen by the OS.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,31 +57,34 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Mosquitto on `port`, its state persisted in `dir` so sessions and queued
     /// messages survive a graceful restart.
-    pub fn start_persistent(port: u16, dir: &Path) -> Self {
+    pub fn start_persistent(port: u16, dir: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         use std::io::Write;
-        std::fs::create_dir_all(dir).unwrap();
-        let mut conf = tempfile::NamedTempFile::new().unwrap();
+        std::fs::create_dir_all(dir)?;
+        let mut conf = tempfile::NamedTempFile::new()?;
         writeln!(
             conf,
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
              max_queued_messages 0\nmax_inflight_messages 0",
             dir.display()
-        )
-        .unwrap();
-        let child = std::process::Command::new("mosquitto")
+        )?;
+        let mut child = std::process::Command::new("mosquitto")
             .arg("-c")
             .arg(conf.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("mosquitto not found: `apt-get install -y mosquitto` (.ci/run installs it)");
+            .context("mosquitto not found: `apt-get install -y mosquitto` (.ci/run installs it)")?;
         // Ready when it accepts connections.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start on port {port}");
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                anyhow::bail!("mosquitto did not start on port {port}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, _conf: conf }
+        Ok(Self { child, _conf: conf })
     }
 
     /// SIGTERM: Mosquitto saves its sessions and exits.

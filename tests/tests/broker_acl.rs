@@ -1,6 +1,6 @@
 //! The embedded broker's access control and ingestion's defences: wrong
 //! credentials are refused, a robot cannot publish or subscribe under another
-//! robot's prefix, malformed, truncated, wrong-version, mismatched and huge
+//! robot's prefix, an observer may watch every robot but publish nothing, malformed, truncated, wrong-version, mismatched and huge
 //! payloads are rejected and counted while ingestion carries on, and a batch
 //! sent twice is stored once.
 
@@ -55,7 +55,7 @@ async fn until_ack(events: &mut EventLoop) -> Result<(), ConnectionError> {
 async fn robots_stay_in_their_lane_and_bad_payloads_are_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let creds = tmp.path().join("robots.toml");
-    std::fs::write(&creds, "[robots]\nrobot-1 = \"pw1\"\nrobot-2 = \"pw2\"\n").unwrap();
+    std::fs::write(&creds, "[robots]\nrobot-1 = \"pw1\"\nrobot-2 = \"pw2\"\n[observers]\nops = \"pw-ops\"\n").unwrap();
     let mut config = cloud_config(&tmp.path().join("cloud"), "127.0.0.1:0");
     config.broker.credentials_path = creds.display().to_string();
     config.ingest.max_payload_kb = 64;
@@ -67,12 +67,16 @@ async fn robots_stay_in_their_lane_and_bad_payloads_are_counted() {
     assert!(connect(addr, "robot-1", "robot-1", "wrong").await.is_err(), "wrong password refused");
     assert!(connect(addr, "robot-2", "robot-1", "pw1").await.is_err(), "client id must be the username");
     assert!(connect(addr, "robot-9", "robot-9", "pw1").await.is_err(), "unknown robot refused");
-    assert_eq!(front.refused.load(Relaxed), 3);
+    assert!(connect(addr, "ops", "ops", "pw1").await.is_err(), "observer with a robot's password refused");
+    assert_eq!(front.refused.load(Relaxed), 4);
 
     let (r1, mut e1) = connect(addr, "robot-1", "robot-1", "pw1").await.unwrap();
     let (r2, mut e2) = connect(addr, "robot-2", "robot-2", "pw2").await.unwrap();
     r2.subscribe("gantry/robot-2/#", QoS::AtLeastOnce).await.unwrap();
     until_ack(&mut e2).await.unwrap();
+    let (ops, mut e_ops) = connect(addr, "ops", "ops", "pw-ops").await.unwrap();
+    ops.subscribe("gantry/+/status", QoS::AtLeastOnce).await.unwrap();
+    until_ack(&mut e_ops).await.unwrap();
 
     // robot-1 publishes under robot-2's prefix: acknowledged to it, delivered to nobody.
     r1.publish(wire::topic("robot-2", wire::LOGS), QoS::AtLeastOnce, false, batch("robot-2", 1)).await.unwrap();
@@ -86,6 +90,17 @@ async fn robots_stay_in_their_lane_and_bad_payloads_are_counted() {
         }
     };
     assert_eq!(first.topic, "gantry/robot-2/status", "robot-2 received {first:?}");
+    // The observer sees every robot's status.
+    let seen = loop {
+        if let Event::Incoming(Incoming::Publish(p)) = e_ops.poll().await.unwrap() {
+            break p;
+        }
+    };
+    assert_eq!(seen.topic, "gantry/robot-2/status", "the observer received {seen:?}");
+    // ... and may publish nothing: dropped, acknowledged, counted.
+    ops.publish(wire::topic("robot-1", wire::LOGS), QoS::AtLeastOnce, false, batch("robot-1", 99)).await.unwrap();
+    until_ack(&mut e_ops).await.unwrap();
+    assert_eq!(front.denied_publishes.load(Relaxed), 2);
 
     // Malformed payloads on robot-1's own topic, then a good batch, sent twice.
     let good = batch("robot-1", 7);
@@ -108,7 +123,7 @@ async fn robots_stay_in_their_lane_and_bad_payloads_are_counted() {
     }
     wait_for("the good batch and its duplicate", Duration::from_secs(20), || ingest.duplicates.load(Relaxed) == 1)
         .await;
-    assert_eq!(catalog.robot_seqs("robot-1").unwrap(), [7], "stored once");
+    assert_eq!(catalog.robot_seqs("robot-1").unwrap(), [7], "stored once; the observer's batch never arrived");
     assert!(catalog.robot_seqs("robot-2").unwrap().is_empty(), "nothing stored for robot-2");
     assert_eq!(ingest.rejected_malformed.load(Relaxed), 3, "random, truncated, wrong version");
     assert_eq!(ingest.rejected_mismatch.load(Relaxed), 1, "robot-2's header on robot-1's topic");

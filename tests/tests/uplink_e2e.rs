@@ -47,7 +47,7 @@ async fn outage(mut broker: Broker) {
     let port = free_port();
     let mosquitto_conf = tmp.path().join("mosquitto");
     if let Broker::Mosquitto(m) = &mut broker {
-        *m = Some(Mosquitto::start_persistent(port, &mosquitto_conf));
+        *m = Some(Mosquitto::start_persistent(port, &mosquitto_conf).unwrap());
     }
     let mut cloud = Some(start_cloud(&broker, &cloud_dir, port).await);
     let catalog = cloud.as_ref().unwrap().catalog.clone();
@@ -84,7 +84,7 @@ async fn outage(mut broker: Broker) {
     // Mosquitto, the same service reconnects by itself.
     match &mut broker {
         Broker::Embedded => cloud = Some(start_cloud(&broker, &cloud_dir, port).await),
-        Broker::Mosquitto(m) => *m = Some(Mosquitto::start_persistent(port, &mosquitto_conf)),
+        Broker::Mosquitto(m) => *m = Some(Mosquitto::start_persistent(port, &mosquitto_conf).unwrap()),
     }
     wait_for("the outbox drains", Duration::from_secs(60), || {
         let (_, pending) = edge_counters(&robot_dir);

@@ -4,7 +4,9 @@
 //! inference per model; and the whole pipeline (synthetic 1080p camera and depth,
 //! firmware simulator, baseline policy, 100 Hz control, recording on) for
 //! frame-to-command latency and control-loop jitter; and the recorder on a
-//! simulated run (throughput, compression, bytes per day).
+//! simulated run (throughput, compression, bytes per day); and cloud ingest
+//! from N robots through the embedded broker and Mosquitto, beside the same
+//! broker between `mosquitto_pub` and `mosquitto_sub`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -45,6 +47,7 @@ enum Section {
     Inference,
     Pipeline,
     Recorder,
+    Ingest,
 }
 
 fn governor_check_time(report: &mut Report, iterations: usize) {
@@ -162,7 +165,43 @@ fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ingest(report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    use gantry_bench::ingest::{measure, Broker, Samples};
+    let work = std::env::temp_dir().join(format!("gantry-bench-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let samples = Samples::from_simulated_run(&work.join("samples"), 1.0)?;
+    let size = samples.mean_bytes();
+    report.add("ingest: mean log batch on the wire (1-min simulated run)", size as f64 / 1e3, "kB");
+    for (kind, (n, mean)) in ["incidents", "health", "logs"].iter().zip(samples.composition()) {
+        report.add(
+            format!("ingest: {kind} batches in the sample, mean size"),
+            mean as f64 / 1e3,
+            &format!("kB ({n} batches)"),
+        );
+    }
+    let (robots, per_robot) = if quick { (10, 100) } else { (20, 500) };
+    for broker in [Broker::Embedded, Broker::Mosquitto] {
+        eprintln!("ingest: {} ({robots} robots × {per_robot} batches of {size} bytes)…", broker.name());
+        let (gantry, peer) = measure(&work.join("run"), broker, robots, per_robot, &samples)?;
+        let label = format!("ingest, {robots} robots × {per_robot} batches, {}", broker.name());
+        let peer_name =
+            format!("mosquitto_pub ×{robots} → mosquitto_sub, same broker, {:.1} kB messages", size as f64 / 1e3);
+        report.add_with_peer(
+            format!("{label}: messages/s"),
+            gantry.messages_per_s(),
+            "msg/s",
+            &peer_name,
+            peer.messages_per_s(),
+        );
+        report.add_with_peer(format!("{label}: MB/s"), gantry.mb_per_s(), "MB/s", &peer_name, peer.mb_per_s());
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    // The report goes to stdout; warnings of the systems under test to stderr.
+    gantry_config::cli::init_tracing_at("warn");
     let args = Args::parse();
     let mut report = Report::default();
     let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
@@ -177,6 +216,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run(Section::Recorder) {
         recorder(&mut report, if args.quick { 2.0 } else { 10.0 })?;
+    }
+    if run(Section::Ingest) {
+        ingest(&mut report, args.quick)?;
     }
     print!("{}", report.markdown());
     if let Some(path) = args.json {

@@ -1,0 +1,360 @@
+//! Cloud ingest throughput.
+//!
+//! Gantry: N robots' uplinks — the edge's own code: outbox in SQLite, rumqttc,
+//! QoS 1, 16 in flight — drain prefilled outboxes of real log batches (cut by
+//! the recorder on a simulated run) into cloud sync, through the embedded
+//! broker (front + rumqttd) or Mosquitto. The clock runs from the uplinks'
+//! start until the cloud has verified, stored (object store + catalog) and
+//! acknowledged every batch.
+//!
+//! Peer: the same broker moving the same number of messages of the same mean
+//! size from N `mosquitto_pub` (QoS 1, 16 in flight) to one `mosquitto_sub`
+//! (QoS 1) — the broker alone, with nothing stored.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gantry_config::cloud::BrokerMode;
+use gantry_config::wire::{self, BatchHeader};
+use gantry_config::{CloudConfig, EdgeConfig};
+use gantry_edge::record::catalog::Catalog;
+use gantry_edge::uplink;
+use gantry_sync::Service;
+use gantry_tests::{free_port, Mosquitto};
+use tokio::sync::watch;
+
+/// Which broker carries the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// Cloud sync's own: the authorizing front and rumqttd, with credentials.
+    Embedded,
+    /// Mosquitto, started here on a free loopback port; cloud sync subscribes
+    /// as an external-broker instance (shared subscription).
+    Mosquitto,
+}
+
+impl Broker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Broker::Embedded => "embedded broker",
+            Broker::Mosquitto => "Mosquitto",
+        }
+    }
+}
+
+/// Messages moved end to end, and how long it took.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl Throughput {
+    pub fn messages_per_s(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds
+    }
+}
+
+/// Log batches as a robot's recorder cuts them: the outbox of a simulated run.
+pub struct Samples(Vec<(BatchHeader, Vec<u8>)>);
+
+impl Samples {
+    pub fn from_simulated_run(dir: &Path, minutes: f64) -> anyhow::Result<Self> {
+        crate::recorder::simulated_run(dir, minutes)?;
+        let catalog = Catalog::open(&dir.join("catalog.sqlite"))?;
+        let mut batches = Vec::new();
+        for (_, _, payload) in catalog.outbox_next(&Default::default(), usize::MAX)? {
+            let (header, body) = wire::decode(&payload)?;
+            batches.push((header, body.to_vec()));
+        }
+        anyhow::ensure!(!batches.is_empty(), "the simulated run queued no log batches");
+        // In the order the recorder cut them (the outbox hands them out by priority).
+        batches.sort_by_key(|(h, _)| h.seq);
+        Ok(Self(batches))
+    }
+
+    /// Mean size of a batch on the wire.
+    pub fn mean_bytes(&self) -> usize {
+        let total: usize = self.0.iter().map(|(h, b)| wire::encode(h.clone(), b).len()).sum();
+        total / self.0.len()
+    }
+
+    /// Batches per kind (incidents, health, logs) and their mean size on the wire.
+    pub fn composition(&self) -> [(usize, usize); 3] {
+        let mut out = [(0, 0); 3];
+        for (h, b) in &self.0 {
+            let k = &mut out[h.kind as usize];
+            k.0 += 1;
+            k.1 += wire::encode(h.clone(), b).len();
+        }
+        out.map(|(n, bytes)| (n, bytes / n.max(1)))
+    }
+
+    /// Queues `n` batches in `robot`'s outbox under its own sequence numbers,
+    /// the recorded sequence from `offset` on, wrapping; returns their bytes.
+    fn fill_outbox(&self, robot: &str, catalog: &mut Catalog, offset: usize, n: usize) -> anyhow::Result<u64> {
+        let mut bytes = 0;
+        for (header, body) in self.0.iter().cycle().skip(offset % self.0.len()).take(n) {
+            let kind = header.kind as u8;
+            catalog.outbox_push(kind, header.start_unix_ns, |seq| {
+                let mut h = header.clone();
+                h.robot_id = robot.to_string();
+                h.seq = seq;
+                let payload = wire::encode(h, body);
+                bytes += payload.len() as u64;
+                payload
+            })?;
+        }
+        Ok(bytes)
+    }
+}
+
+fn robot_id(i: usize) -> String {
+    format!("robot-{i}")
+}
+
+const OBSERVER: (&str, &str) = ("bench", "bench-password");
+
+fn robot_password(i: usize) -> String {
+    format!("password-{i}")
+}
+
+/// A running broker and the cloud sync service on it.
+struct Cloud {
+    service: Service,
+    mqtt_port: u16,
+    _mosquitto: Option<Mosquitto>,
+}
+
+async fn start_cloud(work: &Path, broker: Broker, robots: usize) -> anyhow::Result<Cloud> {
+    let mut config = CloudConfig::default();
+    config.service.data_dir = work.join("cloud").display().to_string();
+    config.http.listen = "127.0.0.1:0".into();
+    match broker {
+        Broker::Embedded => {
+            let mut creds = String::from("[robots]\n");
+            for i in 0..robots {
+                creds.push_str(&format!("{} = \"{}\"\n", robot_id(i), robot_password(i)));
+            }
+            creds.push_str(&format!("[observers]\n{} = \"{}\"\n", OBSERVER.0, OBSERVER.1));
+            let path = work.join("broker-credentials.toml");
+            std::fs::write(&path, creds)?;
+            config.broker.mode = BrokerMode::Embedded;
+            config.broker.listen = "127.0.0.1:0".into();
+            config.broker.credentials_path = path.display().to_string();
+            let service = Service::start(&config).await?;
+            let mqtt_port = service.mqtt_addr.context("embedded broker address")?.port();
+            Ok(Cloud { service, mqtt_port, _mosquitto: None })
+        }
+        Broker::Mosquitto => {
+            let port = free_port();
+            let mosquitto = Mosquitto::start_persistent(port, &work.join("mosquitto"))?;
+            config.broker.mode = BrokerMode::External;
+            config.broker.url = format!("mqtt://127.0.0.1:{port}");
+            let service = Service::start(&config).await?;
+            Ok(Cloud { service, mqtt_port: port, _mosquitto: Some(mosquitto) })
+        }
+    }
+}
+
+/// Gantry's ingest: `robots` uplinks, `per_robot` batches each.
+pub async fn gantry(
+    work: &Path,
+    broker: Broker,
+    robots: usize,
+    per_robot: usize,
+    samples: &Samples,
+) -> anyhow::Result<Throughput> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let cloud = start_cloud(work, broker, robots).await?;
+    let mut configs = Vec::new();
+    let mut bytes = 0;
+    for i in 0..robots {
+        let mut c = EdgeConfig::default();
+        c.robot.id = robot_id(i);
+        c.robot.data_dir = work.join(&c.robot.id).display().to_string();
+        std::fs::create_dir_all(&c.robot.data_dir)?;
+        c.uplink.broker_url = format!("mqtt://127.0.0.1:{}", cloud.mqtt_port);
+        c.uplink.catchup_rate_kbps = 1_000_000;
+        if broker == Broker::Embedded {
+            let path = PathBuf::from(&c.robot.data_dir).join("mqtt-credentials.toml");
+            std::fs::write(&path, format!("username = \"{}\"\npassword = \"{}\"\n", c.robot.id, robot_password(i)))?;
+            c.uplink.credentials_path = path.display().to_string();
+        }
+        let mut catalog = Catalog::open(&PathBuf::from(&c.robot.data_dir).join("catalog.sqlite"))?;
+        // Robots at different points of the recording: a fleet's mix, not one robot's burst.
+        let offset = i * samples.0.len() / robots;
+        bytes += samples.fill_outbox(&c.robot.id, &mut catalog, offset, per_robot)?;
+        configs.push(c);
+    }
+    let total = (robots * per_robot) as u64;
+    let ingest = cloud.service.ingest.clone();
+    let (stop, stopped) = watch::channel(false);
+    let start = Instant::now();
+    let uplinks: Vec<_> = configs
+        .into_iter()
+        .map(|c| {
+            let cx = uplink::Context {
+                sync: Default::default(),
+                pipeline: Default::default(),
+                model_version: "bench".into(),
+            };
+            tokio::spawn(uplink::run(c, cx, stopped.clone()))
+        })
+        .collect();
+    let deadline = start + Duration::from_secs(600);
+    let mut progress = start;
+    while ingest.stored.load(Relaxed) < total {
+        if progress.elapsed() > Duration::from_secs(10) {
+            progress = Instant::now();
+            eprintln!("ingest: {} of {total} stored", ingest.stored.load(Relaxed));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{}: only {} of {total} batches stored after 10 minutes",
+            broker.name(),
+            ingest.stored.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    anyhow::ensure!(ingest.rejected() == 0, "{}: the cloud rejected {} batches", broker.name(), ingest.rejected());
+    let _ = stop.send(true);
+    for u in uplinks {
+        let _ = u.await;
+    }
+    cloud.service.stop().await;
+    let _ = std::fs::remove_dir_all(work);
+    Ok(Throughput { messages: total, bytes, seconds })
+}
+
+/// The peer: `mosquitto_pub` × `robots` → broker → one `mosquitto_sub`,
+/// `per_robot` messages of `size` bytes each.
+pub async fn raw(
+    work: &Path,
+    broker: Broker,
+    robots: usize,
+    per_robot: usize,
+    size: usize,
+) -> anyhow::Result<Throughput> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let cloud = start_cloud(work, broker, robots).await?;
+    let payload = work.join("payload.bin");
+    // Incompressible, like zstd-compressed batches.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(&payload, bytes)?;
+    let port = cloud.mqtt_port;
+    let total = robots * per_robot;
+    let seconds =
+        tokio::task::spawn_blocking(move || mosquitto_clients(port, broker, robots, per_robot, total, &payload))
+            .await??;
+    cloud.service.stop().await;
+    let _ = std::fs::remove_dir_all(work);
+    Ok(Throughput { messages: total as u64, bytes: (total * size) as u64, seconds })
+}
+
+fn mosquitto_clients(
+    port: u16,
+    broker: Broker,
+    robots: usize,
+    per_robot: usize,
+    total: usize,
+    payload: &Path,
+) -> anyhow::Result<f64> {
+    let port = port.to_string();
+    let login = |cmd: &mut Command, user: &str, password: &str| {
+        if broker == Broker::Embedded {
+            cmd.args(["-u", user, "-P", password]);
+        }
+    };
+    // stdbuf: mosquitto_sub's debug lines are block-buffered on a pipe, and
+    // the SUBACK line is the signal that publishing may start.
+    let mut sub = Command::new("stdbuf");
+    sub.args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port, "-i", OBSERVER.0, "-q", "1", "-d"]).args([
+        "-t",
+        "gantry/+/bench",
+        "-C",
+        &total.to_string(),
+        "-F",
+        "%l",
+    ]);
+    login(&mut sub, OBSERVER.0, OBSERVER.1);
+    let mut sub = sub
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("mosquitto_sub not found: `apt-get install -y mosquitto-clients`")?;
+    let mut lines = BufReader::new(sub.stdout.take().context("mosquitto_sub stdout")?).lines();
+    loop {
+        match lines.next() {
+            Some(line) => {
+                if line?.contains("SUBACK") {
+                    break;
+                }
+            }
+            None => anyhow::bail!("mosquitto_sub exited before subscribing: {:?}", sub.wait()?),
+        }
+    }
+    let start = Instant::now();
+    let mut pubs = Vec::new();
+    for i in 0..robots {
+        let id = robot_id(i);
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-i", &id, "-q", "1", "-M", "16"])
+            .args(["-t", &format!("gantry/{id}/bench")])
+            .arg("-f")
+            .arg(payload)
+            .args(["--repeat", &per_robot.to_string()]);
+        login(&mut cmd, &id, &robot_password(i));
+        pubs.push(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("mosquitto_pub not found")?);
+    }
+    // Drain the subscriber's output so it never blocks on a full pipe.
+    let received =
+        lines.filter_map(Result::ok).filter(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty()).count();
+    let status = sub.wait()?;
+    let seconds = start.elapsed().as_secs_f64();
+    for mut p in pubs {
+        let s = p.wait()?;
+        anyhow::ensure!(s.success(), "mosquitto_pub failed: {s}");
+    }
+    anyhow::ensure!(
+        status.success() && received == total,
+        "mosquitto_sub received {received} of {total} messages ({status})"
+    );
+    Ok(seconds)
+}
+
+/// Both measurements on one broker, as (Gantry, peer).
+pub fn measure(
+    work: &Path,
+    broker: Broker,
+    robots: usize,
+    per_robot: usize,
+    samples: &Samples,
+) -> anyhow::Result<(Throughput, Throughput)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let g = gantry(&work.join("gantry"), broker, robots, per_robot, samples).await?;
+        let r = raw(&work.join("raw"), broker, robots, per_robot, samples.mean_bytes()).await?;
+        Ok((g, r))
+    })
+}
