@@ -205,6 +205,7 @@ pub async fn gantry(
         .into_iter()
         .map(|c| {
             let cx = uplink::Context {
+                upload_window: watch::channel(None).0,
                 sync: Default::default(),
                 pipeline: Default::default(),
                 model_version: "bench".into(),
@@ -286,16 +287,16 @@ fn mosquitto_clients(
             cmd.args(["-u", user, "-P", password]);
         }
     };
-    // stdbuf: mosquitto_sub's debug lines are block-buffered on a pipe, and
-    // the SUBACK line is the signal that publishing may start.
+    let topic = |id: &str| format!("gantry/{id}/bench");
+    // One line per message (topic and length); stdbuf keeps the pipe line-buffered.
     let mut sub = Command::new("stdbuf");
-    sub.args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port, "-i", OBSERVER.0, "-q", "1", "-d"]).args([
+    sub.args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port, "-i", OBSERVER.0, "-q", "1"]).args([
         "-t",
         "gantry/+/bench",
-        "-C",
-        &total.to_string(),
+        "-t",
+        "gantry/+/probe",
         "-F",
-        "%l",
+        "%t %l",
     ]);
     login(&mut sub, OBSERVER.0, OBSERVER.1);
     let mut sub = sub
@@ -303,44 +304,58 @@ fn mosquitto_clients(
         .stderr(Stdio::null())
         .spawn()
         .context("mosquitto_sub not found: `apt-get install -y mosquitto-clients`")?;
-    let mut lines = BufReader::new(sub.stdout.take().context("mosquitto_sub stdout")?).lines();
-    loop {
-        match lines.next() {
-            Some(line) => {
-                if line?.contains("SUBACK") {
+    let lines = BufReader::new(sub.stdout.take().context("mosquitto_sub stdout")?).lines();
+    let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || -> (usize, Instant) {
+        let mut seen = 0;
+        for line in lines.map_while(Result::ok) {
+            if line.contains("/probe ") {
+                let _ = first_tx.send(());
+            } else if line.contains("/bench ") {
+                seen += 1;
+                if seen == total {
                     break;
                 }
             }
-            None => anyhow::bail!("mosquitto_sub exited before subscribing: {:?}", sub.wait()?),
         }
+        (seen, Instant::now())
+    });
+    let run = |cmd: &mut Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    // The subscription is live once a probe comes through.
+    let mut probes = 0;
+    loop {
+        let mut probe = Command::new("mosquitto_pub");
+        let probe_topic = format!("gantry/{}/probe", robot_id(0));
+        probe.args(["-h", "127.0.0.1", "-p", &port, "-i", &robot_id(0), "-q", "1", "-m", "probe", "-t", &probe_topic]);
+        login(&mut probe, &robot_id(0), &robot_password(0));
+        run(&mut probe).context("mosquitto_pub not found")?.wait()?;
+        probes += 1;
+        if first_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            break;
+        }
+        anyhow::ensure!(probes < 100, "mosquitto_sub never received a probe");
     }
     let start = Instant::now();
     let mut pubs = Vec::new();
     for i in 0..robots {
         let id = robot_id(i);
         let mut cmd = Command::new("mosquitto_pub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port, "-i", &id, "-q", "1", "-M", "16"])
-            .args(["-t", &format!("gantry/{id}/bench")])
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-i", &id, "-q", "1", "-M", "16", "-t", &topic(&id)])
             .arg("-f")
             .arg(payload)
             .args(["--repeat", &per_robot.to_string()]);
         login(&mut cmd, &id, &robot_password(i));
-        pubs.push(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("mosquitto_pub not found")?);
+        pubs.push(run(&mut cmd).context("mosquitto_pub not found")?);
     }
-    // Drain the subscriber's output so it never blocks on a full pipe.
-    let received =
-        lines.filter_map(Result::ok).filter(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty()).count();
-    let status = sub.wait()?;
-    let seconds = start.elapsed().as_secs_f64();
     for mut p in pubs {
         let s = p.wait()?;
         anyhow::ensure!(s.success(), "mosquitto_pub failed: {s}");
     }
-    anyhow::ensure!(
-        status.success() && received == total,
-        "mosquitto_sub received {received} of {total} messages ({status})"
-    );
-    Ok(seconds)
+    let (received, end) = reader.join().map_err(|_| anyhow::anyhow!("the subscriber's reader panicked"))?;
+    let _ = sub.kill();
+    let _ = sub.wait();
+    anyhow::ensure!(received == total, "mosquitto_sub received {received} of {total} messages");
+    Ok(end.duration_since(start).as_secs_f64())
 }
 
 /// Both measurements on one broker, as (Gantry, peer).

@@ -77,7 +77,7 @@ impl RobotCredentials {
         Ok(Self(Some(file)))
     }
 
-    fn admits(&self, client_id: &str, user: Option<&str>, pass: Option<&[u8]>) -> Option<Role> {
+    pub fn admits(&self, client_id: &str, user: Option<&str>, pass: Option<&[u8]>) -> Option<Role> {
         if !gantry_config::wire::valid_robot_id(client_id) {
             return None;
         }
@@ -178,8 +178,11 @@ async fn connection(
     let mut upstream = TcpStream::connect(broker).await?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&encode_connect(&connect, &connect.client_id, secret.as_bytes())).await?;
-    let (mut client_rd, mut client_wr) = client.into_split();
-    let (mut up_rd, mut up_wr) = upstream.into_split();
+    let (client_rd, mut client_wr) = client.into_split();
+    let (up_rd, mut up_wr) = upstream.into_split();
+    // Buffered: a packet is read in a few small pieces (header, length, body).
+    let mut client_rd = tokio::io::BufReader::with_capacity(64 * 1024, client_rd);
+    let mut up_rd = tokio::io::BufReader::with_capacity(64 * 1024, up_rd);
     let (to_client, mut to_client_rx) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(async move {
         while let Some(p) = to_client_rx.recv().await {

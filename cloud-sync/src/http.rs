@@ -3,24 +3,33 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use object_store::ObjectStore;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::front::FrontStats;
+use crate::front::{FrontStats, RobotCredentials, Role};
 use crate::ingest::IngestStats;
 use crate::store::CloudCatalog;
+use crate::uploads::{Completion, Progress, UploadError, Uploads, CHUNK_SHA256};
 
 pub struct AppState {
     pub catalog: Arc<dyn CloudCatalog>,
     pub store: Arc<dyn ObjectStore>,
     pub ingest: Arc<IngestStats>,
     pub front: Option<Arc<FrontStats>>,
+    pub uploads: Arc<Uploads>,
+    pub assignments: Arc<crate::assign::Assignments>,
+    /// How long an operator's "upload now" keeps a robot's window open.
+    pub upload_now_ns: u64,
+    /// With a credentials file, uploads need the robot's own HTTP Basic login.
+    pub creds: RobotCredentials,
     pub offline_after_ns: u64,
     pub started: std::time::Instant,
 }
@@ -31,13 +40,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/robots", get(robots))
         .route("/api/segments", get(segments))
         .route("/api/segments/{id}", get(segment))
+        .route("/api/robots/{robot}/upload-now", post(upload_now))
+        .route("/api/uploads/{robot}/{segment}", get(upload_progress).put(upload_chunk))
+        .route("/api/uploads/{robot}/{segment}/complete", post(upload_complete))
+        .layer(DefaultBodyLimit::max(UPLOAD_CHUNK_MAX))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn internal(e: anyhow::Error) -> Response {
@@ -46,7 +55,7 @@ fn internal(e: anyhow::Error) -> Response {
 }
 
 fn robot_list(s: &AppState) -> anyhow::Result<Vec<serde_json::Value>> {
-    let now = now_ns();
+    let now = crate::unix_now_ns();
     Ok(s.catalog
         .robots()?
         .into_iter()
@@ -60,7 +69,7 @@ fn robot_list(s: &AppState) -> anyhow::Result<Vec<serde_json::Value>> {
                 "mode": r.mode,
                 "model_version": r.model_version,
                 "backlog": r.backlog,
-                "upload_window": null,
+                "upload_window": s.assignments.window(&r.robot_id),
             })
         })
         .collect())
@@ -118,6 +127,113 @@ async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
             Err(e) => internal(e.into()),
         },
         Err(e) => internal(e.into()),
+    }
+}
+
+/// The largest upload chunk accepted.
+pub const UPLOAD_CHUNK_MAX: usize = 16 << 20;
+
+/// The robot in the path, logged in as itself (when robots have passwords).
+fn authorised(s: &AppState, headers: &HeaderMap, robot: &str) -> Result<(), Response> {
+    if s.creds.0.is_none() {
+        return Ok(());
+    }
+    let login = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let ok = login.as_deref().and_then(|l| l.split_once(':')).is_some_and(|(user, pass)| {
+        user == robot && s.creds.admits(user, Some(user), Some(pass.as_bytes())) == Some(Role::Robot)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"gantry\"")],
+            "robot login required\n",
+        )
+            .into_response())
+    }
+}
+
+fn upload_error(e: UploadError) -> Response {
+    let status = match &e {
+        UploadError::BadId | UploadError::ChunkChecksum => StatusCode::BAD_REQUEST,
+        UploadError::Offset(n) => {
+            return (StatusCode::CONFLICT, Json(Progress { offset: *n, complete: false })).into_response();
+        }
+        UploadError::Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        UploadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "upload failed");
+    }
+    (status, format!("{e}\n")).into_response()
+}
+
+/// Operator: open `robot`'s upload window now (it still keeps to its bandwidth).
+async fn upload_now(State(s): State<Arc<AppState>>, Path(robot): Path<String>) -> Response {
+    if !gantry_config::wire::valid_robot_id(&robot) {
+        return (StatusCode::BAD_REQUEST, "not a robot id\n").into_response();
+    }
+    let until = crate::unix_now_ns() + s.upload_now_ns;
+    s.assignments.upload_now(&robot, until);
+    Json(json!({ "robot_id": robot, "now_until_unix_ns": until })).into_response()
+}
+
+async fn upload_progress(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((robot, segment)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers, &robot) {
+        return r;
+    }
+    match s.uploads.progress(&robot, &segment).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => upload_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChunkAt {
+    offset: u64,
+}
+
+async fn upload_chunk(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((robot, segment)): Path<(String, String)>,
+    Query(at): Query<ChunkAt>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers, &robot) {
+        return r;
+    }
+    let Some(sha) = headers.get(CHUNK_SHA256).and_then(|v| v.to_str().ok()) else {
+        return (StatusCode::BAD_REQUEST, format!("missing {CHUNK_SHA256}\n")).into_response();
+    };
+    match s.uploads.append(&robot, &segment, at.offset, &body, sha).await {
+        Ok(offset) => Json(Progress { offset, complete: false }).into_response(),
+        Err(e) => upload_error(e),
+    }
+}
+
+async fn upload_complete(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((robot, segment)): Path<(String, String)>,
+    Json(c): Json<Completion>,
+) -> Response {
+    if let Err(r) = authorised(&s, &headers, &robot) {
+        return r;
+    }
+    match s.uploads.complete(&robot, &segment, &c).await {
+        Ok(row) => Json(row).into_response(),
+        Err(e) => upload_error(e),
     }
 }
 

@@ -105,7 +105,7 @@ impl Ingest {
 
     async fn accept(&self, topic: &str, payload: &[u8]) -> Result<(), Result<Reject, anyhow::Error>> {
         let (robot, leaf) = wire::parse_topic(topic).ok_or(Ok(Reject::Topic))?;
-        let now = unix_now_ns();
+        let now = crate::unix_now_ns();
         if leaf == wire::STATUS {
             return self.status(robot, payload).map_err(Err);
         }
@@ -134,7 +134,7 @@ impl Ingest {
             self.health(robot, body).map_err(Err)?;
         }
         let id = format!("{robot}-{:012}", header.seq);
-        let key = object_key(&self.prefix, robot, header.start_unix_ns, &id);
+        let key = object_key(&self.prefix, "logs", robot, header.start_unix_ns, &id);
         self.store.put(&key, Bytes::copy_from_slice(body).into()).await.map_err(|e| Err(e.into()))?;
         let row = StoredSegment {
             cursor: 0,
@@ -166,7 +166,7 @@ impl Ingest {
         }
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
         let state = v["state"].as_str().unwrap_or("online");
-        self.catalog.touch_robot(robot, unix_now_ns())?;
+        self.catalog.touch_robot(robot, crate::unix_now_ns())?;
         self.catalog.set_robot_state(robot, state, v["model_version"].as_str())
     }
 
@@ -197,10 +197,6 @@ fn count_messages(body: &[u8]) -> anyhow::Result<u64> {
         n += 1;
     }
     Ok(n)
-}
-
-fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Subscribes and ingests until `stopped`. `share_group`: subscribe through

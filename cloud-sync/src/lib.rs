@@ -4,11 +4,14 @@
 //! front, or an external broker); they are stored exactly once in an object
 //! store with a catalog, and served over HTTP.
 
+pub mod assign;
 pub mod broker;
 pub mod front;
 pub mod http;
 pub mod ingest;
+pub mod schedule;
 pub mod store;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,6 +29,14 @@ use crate::front::{FrontStats, RobotCredentials};
 use crate::ingest::{Ingest, IngestStats};
 use crate::store::{CloudCatalog, SqliteCatalog};
 
+/// MQTT options for one of the service's own clients, by client id.
+type ClientOptions = dyn Fn(&str) -> anyhow::Result<MqttOptions> + Send + Sync;
+
+/// Wall-clock time, nanoseconds since the Unix epoch.
+pub(crate) fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// The running service.
 pub struct Service {
     stop: watch::Sender<bool>,
@@ -36,6 +47,7 @@ pub struct Service {
     pub catalog: Arc<dyn CloudCatalog>,
     pub ingest: Arc<IngestStats>,
     pub front: Option<Arc<FrontStats>>,
+    pub uploads: Arc<uploads::Uploads>,
 }
 
 /// `mqtt://[user:pass@]host:port` to client options.
@@ -61,6 +73,9 @@ impl Service {
         let http_addr = http.local_addr()?;
         let catalog: Arc<dyn CloudCatalog> = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
+        // Robots' passwords also guard their HTTP uploads, whichever broker runs.
+        let creds = RobotCredentials::load(&config.broker.credentials_path)?;
+        let uploads = Arc::new(uploads::Uploads::new(data_dir, store.clone(), prefix.clone(), catalog.clone())?);
         let max_payload = (config.ingest.max_payload_kb * 1024) as usize;
         let stats = Arc::new(IngestStats::default());
         let ingest = Arc::new(Ingest {
@@ -75,15 +90,20 @@ impl Service {
         let instance = format!("gantry-sync-{}", std::process::id());
         let (mqtt_addr, front, options, share) = match config.broker.mode {
             BrokerMode::Embedded => {
-                let creds = RobotCredentials::load(&config.broker.credentials_path)?;
+                let creds = creds.clone();
                 let listener = tokio::net::TcpListener::bind(&config.broker.listen)
                     .await
                     .with_context(|| format!("broker.listen: cannot listen on {}", config.broker.listen))?;
                 let addr = listener.local_addr()?;
                 let embedded = broker::start(max_payload)?;
                 let front_stats = Arc::new(FrontStats::default());
-                let mut o = MqttOptions::new(instance, embedded.internal.ip().to_string(), embedded.internal.port());
-                o.set_credentials(broker::SERVICE_USER, embedded.service_secret.clone());
+                let internal = embedded.internal;
+                let secret = embedded.service_secret.clone();
+                let options = move |id: &str| {
+                    let mut o = MqttOptions::new(id, internal.ip().to_string(), internal.port());
+                    o.set_credentials(broker::SERVICE_USER, secret.clone());
+                    Ok(o)
+                };
                 // Robots are let in only once ingestion is subscribed: the broker
                 // acknowledges a batch nobody subscribes to, and the robot would
                 // then drop it from its outbox.
@@ -106,19 +126,32 @@ impl Service {
                     }
                 };
                 tasks.push(tokio::spawn(ready));
-                (Some(addr), Some(front_stats), o, None)
+                (Some(addr), Some(front_stats), Box::new(options) as Box<ClientOptions>, None)
             }
             BrokerMode::External => {
-                let o = client_options(&instance, &config.broker.url)?;
-                (None, None, o, Some(config.broker.shared_group.clone()))
+                let url = config.broker.url.clone();
+                let options = move |id: &str| client_options(id, &url);
+                (None, None, Box::new(options) as Box<ClientOptions>, Some(config.broker.shared_group.clone()))
             }
         };
-        tasks.push(tokio::spawn(ingest::run(ingest.clone(), options, share, stopped.clone())));
+        tasks.push(tokio::spawn(ingest::run(ingest.clone(), options(&instance)?, share, stopped.clone())));
+        let assignments = Arc::new(assign::Assignments::default());
+        tasks.push(tokio::spawn(assign::run(
+            assignments.clone(),
+            catalog.clone(),
+            config.uploads.clone(),
+            options(&format!("{instance}-assign"))?,
+            stopped.clone(),
+        )));
         let state = Arc::new(http::AppState {
             catalog: catalog.clone(),
             store,
             ingest: stats.clone(),
             front: front.clone(),
+            uploads: uploads.clone(),
+            assignments: assignments.clone(),
+            upload_now_ns: u64::from(config.uploads.window_hours) * 3_600_000_000_000,
+            creds,
             offline_after_ns: config.ingest.offline_after_s * 1_000_000_000,
             started: std::time::Instant::now(),
         });
@@ -134,7 +167,7 @@ impl Service {
             }));
         }
         tracing::info!(http = %format!("http://{http_addr}/"), mqtt = ?mqtt_addr, broker = ?config.broker.mode, "gantry-sync running");
-        Ok(Self { stop, tasks, http_addr, mqtt_addr, catalog, ingest: stats, front })
+        Ok(Self { stop, tasks, http_addr, mqtt_addr, catalog, ingest: stats, front, uploads })
     }
 
     pub async fn stop(self) {

@@ -32,6 +32,20 @@ pub struct StoredSegment {
     pub received_unix_ns: u64,
 }
 
+/// A bulk-uploaded segment, as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadedSegment {
+    pub robot_id: String,
+    pub segment_id: String,
+    pub object_key: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub messages: u64,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub received_unix_ns: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RobotRow {
     pub robot_id: String,
@@ -56,6 +70,11 @@ pub trait CloudCatalog: Send + Sync {
     fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()>;
     fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()>;
     fn robots(&self) -> anyhow::Result<Vec<RobotRow>>;
+    /// A verified bulk upload of `segment`, if there is one.
+    fn upload(&self, robot: &str, segment: &str) -> anyhow::Result<Option<UploadedSegment>>;
+    /// Records a verified upload; `false` when it was already there.
+    fn insert_upload(&self, u: &UploadedSegment) -> anyhow::Result<bool>;
+    fn uploads(&self, robot: &str) -> anyhow::Result<Vec<UploadedSegment>>;
 }
 
 pub struct SqliteCatalog {
@@ -78,6 +97,18 @@ CREATE TABLE IF NOT EXISTS segments (
     end_unix_ns INTEGER NOT NULL,
     received_unix_ns INTEGER NOT NULL,
     UNIQUE (robot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    robot_id TEXT NOT NULL,
+    segment_id TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    messages INTEGER NOT NULL,
+    start_unix_ns INTEGER NOT NULL,
+    end_unix_ns INTEGER NOT NULL,
+    received_unix_ns INTEGER NOT NULL,
+    PRIMARY KEY (robot_id, segment_id)
 );
 CREATE TABLE IF NOT EXISTS robots (
     robot_id TEXT PRIMARY KEY,
@@ -229,6 +260,61 @@ impl CloudCatalog for SqliteCatalog {
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
+
+    fn upload(&self, robot: &str, segment: &str) -> anyhow::Result<Option<UploadedSegment>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE robot_id = ?1 AND segment_id = ?2"),
+                [robot, segment],
+                upload_row,
+            )
+            .optional()?)
+    }
+
+    fn insert_upload(&self, u: &UploadedSegment) -> anyhow::Result<bool> {
+        let n = self.conn().execute(
+            &format!("INSERT OR IGNORE INTO uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                u.robot_id,
+                u.segment_id,
+                u.object_key,
+                u.bytes as i64,
+                u.sha256,
+                u.messages as i64,
+                u.start_unix_ns as i64,
+                u.end_unix_ns as i64,
+                u.received_unix_ns as i64
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn uploads(&self, robot: &str) -> anyhow::Result<Vec<UploadedSegment>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE robot_id = ?1 ORDER BY start_unix_ns, segment_id"
+        ))?;
+        let rows = stmt.query_map([robot], upload_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+const UPLOAD_COLUMNS: &str =
+    "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns";
+
+fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadedSegment> {
+    Ok(UploadedSegment {
+        robot_id: r.get(0)?,
+        segment_id: r.get(1)?,
+        object_key: r.get(2)?,
+        bytes: r.get::<_, i64>(3)? as u64,
+        sha256: r.get(4)?,
+        messages: r.get::<_, i64>(5)? as u64,
+        start_unix_ns: r.get::<_, i64>(6)? as u64,
+        end_unix_ns: r.get::<_, i64>(7)? as u64,
+        received_unix_ns: r.get::<_, i64>(8)? as u64,
+    })
 }
 
 /// The object store named by `storage.object_store_url`: `file://PATH`
@@ -249,11 +335,12 @@ pub fn open_object_store(url: &str, data_dir: &Path) -> anyhow::Result<(Arc<dyn 
     Ok((Arc::from(store), prefix))
 }
 
-/// `logs/robot=ID/date=YYYY-MM-DD/ID-SEQ.mcap`.
-pub fn object_key(prefix: &ObjectPath, robot: &str, start_unix_ns: u64, id: &str) -> ObjectPath {
+/// `TABLE/robot=ID/date=YYYY-MM-DD/ID.mcap`: `logs` for streamed batches
+/// (`ID` = `ROBOT-SEQ`), `segments` for bulk-uploaded recording segments.
+pub fn object_key(prefix: &ObjectPath, table: &str, robot: &str, start_unix_ns: u64, id: &str) -> ObjectPath {
     let days = (start_unix_ns / 86_400_000_000_000) as i64;
     let (y, m, d) = gantry_config::wire::civil_from_days(days);
-    let key = format!("logs/robot={robot}/date={y:04}-{m:02}-{d:02}/{id}.mcap");
+    let key = format!("{table}/robot={robot}/date={y:04}-{m:02}-{d:02}/{id}.mcap");
     if prefix.as_ref().is_empty() {
         ObjectPath::from(key)
     } else {

@@ -429,6 +429,11 @@ pub struct Uplink {
     /// Batches waiting for the broker; beyond this the oldest bulk logs are dropped
     /// (counted; incidents and health are kept, and everything stays in the segments).
     pub outbox_max_mb: u64,
+    /// Cloud sync's HTTP address: bulk uploads of segments, model downloads.
+    pub http_url: String,
+    /// Bulk uploads never use more than this (kB/s), whatever the window allows.
+    pub upload_rate_kbps: u64,
+    pub upload_chunk_kb: u64,
 }
 
 impl Default for Uplink {
@@ -440,6 +445,9 @@ impl Default for Uplink {
             batch_period_s: 5,
             catchup_rate_kbps: 2048,
             outbox_max_mb: 1024,
+            http_url: "http://127.0.0.1:8090".into(),
+            upload_rate_kbps: 12_500,
+            upload_chunk_kb: 1024,
         }
     }
 }
@@ -608,6 +616,15 @@ impl EdgeConfig {
         c.range("uplink.catchup_rate_kbps", self.uplink.catchup_rate_kbps, 1..=1_000_000);
         c.range("uplink.batch_period_s", self.uplink.batch_period_s, 1..=3600);
         c.range("uplink.outbox_max_mb", self.uplink.outbox_max_mb, 1..=1_000_000);
+        let http = &self.uplink.http_url;
+        c.rule(
+            http.starts_with("http://") || http.starts_with("https://"),
+            "uplink.http_url",
+            format!("{http:?} is not an HTTP URL"),
+            "http://HOST:PORT or https://HOST:PORT",
+        );
+        c.range("uplink.upload_rate_kbps", self.uplink.upload_rate_kbps, 1..=10_000_000);
+        c.range("uplink.upload_chunk_kb", self.uplink.upload_chunk_kb, 4..=16_384);
     }
 
     fn check_governor(&self, c: &mut Checker) {

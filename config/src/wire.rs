@@ -32,6 +32,75 @@ pub const LOGS: &str = "logs";
 pub const MODEL: &str = "model";
 pub const UPLOAD_WINDOW: &str = "upload-window";
 
+pub const DAY_NS: u64 = 86_400_000_000_000;
+pub const WEEK_NS: u64 = 7 * DAY_NS;
+
+/// What `gantry/{robot}/upload-window` carries (retained; `docs/PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadWindow {
+    /// The next (or current) weekly slot.
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    /// The same slot every day, for catch-up: seconds after 00:00 UTC, and length.
+    pub daily_start_s: u64,
+    pub daily_length_s: u64,
+    /// Bandwidth the robot may use in its slot, kB/s.
+    pub rate_kbps: u64,
+    /// An operator opened the window until then (0: not).
+    pub now_until_unix_ns: u64,
+}
+
+impl UploadWindow {
+    /// Whether a robot may upload at `now`; `behind`: it has segments recorded
+    /// before its last weekly slot still unsynced.
+    pub fn open(&self, now: u64, behind: bool) -> bool {
+        if now < self.now_until_unix_ns {
+            return true;
+        }
+        // The weekly slot, this week's or (for a stale message) a later one.
+        if now >= self.start_unix_ns && (now - self.start_unix_ns) % WEEK_NS < self.end_unix_ns - self.start_unix_ns {
+            return true;
+        }
+        let into_day = (now % DAY_NS) / 1_000_000_000;
+        let daily = (into_day + 86_400 - self.daily_start_s) % 86_400 < self.daily_length_s;
+        behind && daily
+    }
+
+    /// The start of the weekly slot before `now` (`now` itself inside a slot).
+    pub fn last_weekly_start(&self, now: u64) -> u64 {
+        if now >= self.start_unix_ns {
+            self.start_unix_ns + (now - self.start_unix_ns) / WEEK_NS * WEEK_NS
+        } else {
+            self.start_unix_ns.saturating_sub(WEEK_NS)
+        }
+    }
+}
+
+// Bulk uploads over HTTP (`docs/PROTOCOL.md`, "Bulk uploads").
+
+/// Header carrying a chunk's SHA-256 (lower-case hex).
+pub const CHUNK_SHA256: &str = "x-gantry-chunk-sha256";
+
+/// Where a segment's upload stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Bytes received and durable; the next chunk starts here.
+    pub offset: u64,
+    /// Verified and stored: nothing more to send.
+    pub complete: bool,
+}
+
+/// `POST …/complete` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    pub bytes: u64,
+    pub sha256: String,
+    /// The segment's first message (UTC), for its date partition.
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub messages: u64,
+}
+
 /// Splits `gantry/{robot}/{leaf}`.
 pub fn parse_topic(topic: &str) -> Option<(&str, &str)> {
     let rest = topic.strip_prefix("gantry/")?;

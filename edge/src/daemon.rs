@@ -19,6 +19,7 @@ pub struct Daemon {
     view: Arc<View>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    uploader: Option<std::thread::JoinHandle<()>>,
     /// Where the status page listens (the configured port may be 0 in tests).
     pub status_addr: std::net::SocketAddr,
 }
@@ -60,6 +61,7 @@ impl Daemon {
             recorder: recorder.stats(),
             taps: pipeline.taps(),
             sync: Arc::new(SyncStatus::default()),
+            uploads: Default::default(),
             recent_incidents: pipeline.recent_incidents.clone(),
             health: Mutex::new(Default::default()),
         });
@@ -84,7 +86,10 @@ impl Daemon {
             recorder.sender(),
             stopped.clone(),
         )));
+        let (upload_window, window_rx) = watch::channel(None);
+        let uploader = crate::upload::spawn(config, window_rx, view.uploads.clone(), stopped.clone())?;
         let uplink = crate::uplink::Context {
+            upload_window,
             sync: view.sync.clone(),
             pipeline: view.pipeline.clone(),
             model_version: view.model_version.clone(),
@@ -97,7 +102,7 @@ impl Daemon {
             realtime = if view.pipeline.rt_degraded.load(Relaxed) { "degraded" } else { "ok" },
             "gantry-edge running"
         );
-        Ok(Self { pipeline, recorder, view, stop, tasks, status_addr })
+        Ok(Self { pipeline, recorder, view, stop, tasks, uploader: Some(uploader), status_addr })
     }
 
     pub fn view(&self) -> Arc<View> {
@@ -114,6 +119,9 @@ impl Daemon {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(u) = self.uploader {
+            let _ = tokio::task::spawn_blocking(move || u.join()).await;
         }
         self.pipeline.stop();
         let closed = tokio::task::spawn_blocking(move || self.recorder.stop()).await.ok().flatten();

@@ -19,6 +19,7 @@ pub mod record;
 pub mod status;
 pub mod status_http;
 pub mod uplink;
+pub mod upload;
 pub mod zone;
 
 use std::time::Duration;

@@ -43,6 +43,14 @@ pub fn place_current_thread(core: Option<usize>, priority: u8) -> ThreadPlacemen
     ThreadPlacement { pinned, fifo }
 }
 
+/// Puts the calling thread at the bottom of the scheduler: `SCHED_IDLE`
+/// (runs only when nothing else wants the CPU). Returns whether it took.
+pub fn lowest_priority() -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pthread_self is always valid; param lives across the call.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_IDLE, &param) == 0 }
+}
+
 /// Sleeps until `deadline_ns` on `CLOCK_MONOTONIC` (absolute, so lateness does
 /// not accumulate from tick to tick).
 pub fn sleep_until(deadline_ns: u64) {

@@ -41,6 +41,7 @@ pub struct View {
     pub recorder: Arc<RecorderStats>,
     pub taps: Arc<Taps>,
     pub sync: Arc<SyncStatus>,
+    pub uploads: Arc<crate::upload::UploadStats>,
     pub recent_incidents: RecentIncidents,
     /// The newest one-second health sample.
     pub health: Mutex<HealthSnapshot>,

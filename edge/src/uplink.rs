@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gantry_config::wire::{self, BatchKind};
+use gantry_config::wire::{self, BatchKind, UploadWindow};
 use gantry_config::EdgeConfig;
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
@@ -103,6 +103,8 @@ impl Bucket {
 /// What the uplink reads from the rest of the daemon and reports to it.
 pub struct Context {
     pub sync: Arc<SyncStatus>,
+    /// The cloud's upload window for this robot, as last received.
+    pub upload_window: watch::Sender<Option<UploadWindow>>,
     /// For the mode in the `online` status message.
     pub pipeline: Arc<PipelineStatus>,
     pub model_version: String,
@@ -235,11 +237,23 @@ pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<b
                     if client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok() {
                         window.unassigned.push_back(None);
                     }
+                    let _ = client.try_subscribe(wire::topic(&robot, wire::UPLOAD_WINDOW), QoS::AtLeastOnce);
                     window.fill(&client);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(Some(seq)) = window.unassigned.pop_front() {
                         window.inflight.insert(pkid, seq);
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    if p.topic == wire::topic(&robot, wire::UPLOAD_WINDOW) {
+                        match serde_json::from_slice::<UploadWindow>(&p.payload) {
+                            Ok(w) => {
+                                tracing::info!(start_unix_ns = w.start_unix_ns, end_unix_ns = w.end_unix_ns, "upload window assigned");
+                                cx.upload_window.send_replace(Some(w));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "ignored a malformed upload window"),
+                        }
                     }
                 }
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => {

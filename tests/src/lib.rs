@@ -101,3 +101,81 @@ impl Drop for Mosquitto {
         let _ = self.child.wait();
     }
 }
+
+/// What the proxy does to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Closes both sides after this many bytes from the client.
+    Cut(u64),
+    /// Flips the bits of the client's byte at this offset.
+    Flip(u64),
+}
+
+/// A TCP proxy on loopback that damages connections, one fault per new
+/// connection in order; connections after the last fault pass untouched.
+pub struct FaultProxy {
+    pub addr: std::net::SocketAddr,
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(target: std::net::SocketAddr, faults: Vec<Fault>) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            let mut faults = std::collections::VecDeque::from(faults);
+            while let Ok((client, _)) = listener.accept().await {
+                counter.fetch_add(1, Relaxed);
+                let fault = faults.pop_front();
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else { continue };
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    });
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut seen = 0u64;
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let mut n = n;
+                        match fault {
+                            Some(Fault::Cut(at)) if seen + n as u64 >= at => {
+                                n = (at - seen) as usize;
+                                let _ = sw.write_all(&buf[..n]).await;
+                                down.abort();
+                                return;
+                            }
+                            Some(Fault::Flip(at)) if (seen..seen + n as u64).contains(&at) => {
+                                buf[(at - seen) as usize] ^= 0xFF;
+                            }
+                            _ => {}
+                        }
+                        seen += n as u64;
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                    let _ = down.await;
+                });
+            }
+        });
+        Ok(Self { addr, connections, task })
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

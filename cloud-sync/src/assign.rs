@@ -1,0 +1,117 @@
+//! What the cloud tells each robot, retained on its own topics: its bulk-upload
+//! window (`gantry/{robot}/upload-window`). Recomputed every few seconds for
+//! every robot the catalog knows and published when it changes (and again after
+//! every reconnect, so a restarted broker has them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gantry_config::cloud::Uploads;
+use gantry_config::wire;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tokio::sync::{watch, Notify};
+
+use crate::schedule::{self, UploadWindow};
+use crate::store::CloudCatalog;
+
+/// The current assignments, for the HTTP API and the operator's controls.
+#[derive(Default)]
+pub struct Assignments {
+    windows: Mutex<HashMap<String, UploadWindow>>,
+    /// Operator: upload now, until then.
+    forced: Mutex<HashMap<String, u64>>,
+    changed: Notify,
+}
+
+impl Assignments {
+    pub fn window(&self, robot: &str) -> Option<UploadWindow> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).get(robot).cloned()
+    }
+
+    /// Opens `robot`'s window from now until `until_unix_ns`.
+    pub fn upload_now(&self, robot: &str, until_unix_ns: u64) {
+        self.forced.lock().unwrap_or_else(|e| e.into_inner()).insert(robot.to_string(), until_unix_ns);
+        self.changed.notify_one();
+    }
+
+    /// Recomputes every robot's window; returns those that changed.
+    fn recompute(&self, u: &Uploads, robots: &[String], now: u64) -> Vec<(String, UploadWindow)> {
+        let forced = self.forced.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
+        for (robot, mut w) in robots.iter().cloned().zip(schedule::windows(u, robots, now)) {
+            w.now_until_unix_ns = forced.get(&robot).copied().filter(|t| *t > now).unwrap_or(0);
+            if windows.get(&robot) != Some(&w) {
+                windows.insert(robot.clone(), w.clone());
+                changed.push((robot, w));
+            }
+        }
+        changed
+    }
+
+    fn forget_published(&self) {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Publishes assignments until `stopped`.
+pub async fn run(
+    assignments: Arc<Assignments>,
+    catalog: Arc<dyn CloudCatalog>,
+    uploads: Uploads,
+    options: MqttOptions,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (client, mut events) = AsyncClient::new(options, 256);
+    let mut connected = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let mut lost = false;
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            _ = tick.tick() => {}
+            _ = assignments.changed.notified() => {}
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    connected = true;
+                    assignments.forget_published();
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    if connected {
+                        tracing::warn!(error = %e, "assignments: lost the broker; reconnecting");
+                    }
+                    connected = false;
+                    lost = true;
+                }
+            }
+        }
+        if lost {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        if !connected {
+            continue;
+        }
+        let robots: Vec<String> = match catalog.robots() {
+            Ok(r) => r.into_iter().map(|r| r.robot_id).collect(),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "assignments: cannot list robots");
+                continue;
+            }
+        };
+        for (robot, w) in assignments.recompute(&uploads, &robots, crate::unix_now_ns()) {
+            let payload = serde_json::to_vec(&w).expect("windows serialise");
+            if client.try_publish(wire::topic(&robot, wire::UPLOAD_WINDOW), QoS::AtLeastOnce, true, payload).is_err() {
+                // Queue full: publish again on the next round.
+                assignments.forget_published();
+                break;
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+}
