@@ -8,7 +8,7 @@
 //! acknowledged every batch.
 //!
 //! Peer: the same broker moving the same number of messages of the same mean
-//! size from N `mosquitto_pub` (QoS 1, 16 in flight) to one `mosquitto_sub`
+//! size from N `mosquitto_pub -l` (QoS 1, 16 in flight) to one `mosquitto_sub`
 //! (QoS 1) — the broker alone, with nothing stored.
 
 use std::io::{BufRead, BufReader};
@@ -251,36 +251,32 @@ pub async fn raw(
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work)?;
     let cloud = start_cloud(work, broker, robots).await?;
-    let payload = work.join("payload.bin");
-    // Incompressible, like zstd-compressed batches.
+    // `mosquitto_pub -l` sends each line of its input as a message, with up to
+    // `-M` in flight (`--repeat` would wait for each PUBACK): `per_robot` lines
+    // of `size` random printable bytes.
+    let payload = work.join("messages.txt");
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let bytes: Vec<u8> = (0..size)
-        .map(|_| {
+    let mut text = Vec::with_capacity((size + 1) * per_robot);
+    for _ in 0..per_robot {
+        text.extend((0..size).map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    std::fs::write(&payload, bytes)?;
+            b'!' + (state % 94) as u8
+        }));
+        text.push(b'\n');
+    }
+    std::fs::write(&payload, text)?;
     let port = cloud.mqtt_port;
     let total = robots * per_robot;
     let seconds =
-        tokio::task::spawn_blocking(move || mosquitto_clients(port, broker, robots, per_robot, total, &payload))
-            .await??;
+        tokio::task::spawn_blocking(move || mosquitto_clients(port, broker, robots, total, &payload)).await??;
     cloud.service.stop().await;
     let _ = std::fs::remove_dir_all(work);
     Ok(Throughput { messages: total as u64, bytes: (total * size) as u64, seconds })
 }
 
-fn mosquitto_clients(
-    port: u16,
-    broker: Broker,
-    robots: usize,
-    per_robot: usize,
-    total: usize,
-    payload: &Path,
-) -> anyhow::Result<f64> {
+fn mosquitto_clients(port: u16, broker: Broker, robots: usize, total: usize, payload: &Path) -> anyhow::Result<f64> {
     let port = port.to_string();
     let login = |cmd: &mut Command, user: &str, password: &str| {
         if broker == Broker::Embedded {
@@ -340,11 +336,9 @@ fn mosquitto_clients(
     for i in 0..robots {
         let id = robot_id(i);
         let mut cmd = Command::new("mosquitto_pub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port, "-i", &id, "-q", "1", "-M", "16", "-t", &topic(&id)])
-            .arg("-f")
-            .arg(payload)
-            .args(["--repeat", &per_robot.to_string()]);
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-i", &id, "-q", "1", "-M", "16", "-t", &topic(&id), "-l"]);
         login(&mut cmd, &id, &robot_password(i));
+        cmd.stdin(std::fs::File::open(payload)?);
         pubs.push(run(&mut cmd).context("mosquitto_pub not found")?);
     }
     for mut p in pubs {

@@ -120,7 +120,7 @@ impl Uploader {
     }
 
     async fn send_from(&self, seg: &SegmentRow, url: &str, mut offset: u64, rate: f64) -> anyhow::Result<()> {
-        let path = self.data_dir.join(&seg.file);
+        let path = seg.path(&self.data_dir);
         let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let mut buf = vec![0u8; self.chunk];
         let started = Instant::now();

@@ -51,7 +51,7 @@ impl SegmentState {
 pub struct SegmentRow {
     /// The file's stem; unique per robot.
     pub id: String,
-    /// Path relative to the data directory.
+    /// File name under the data directory's `segments/` (see [`SegmentRow::path`]).
     pub file: String,
     pub state: SegmentState,
     pub start_unix_ns: u64,
@@ -62,6 +62,13 @@ pub struct SegmentRow {
     pub messages: u64,
     pub synced: bool,
     pub created_unix_ns: u64,
+}
+
+impl SegmentRow {
+    /// The segment file's path.
+    pub fn path(&self, data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join("segments").join(&self.file)
+    }
 }
 
 pub struct Catalog {

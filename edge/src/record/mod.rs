@@ -472,7 +472,7 @@ impl Recorder {
         for id in &plan.evict {
             let Some(row) = segments.iter().find(|s| &s.id == id) else { continue };
             self.catalog.mark_evicted(id, unix_ns())?;
-            let path = self.s.data_dir.join(segment_path(&row.file));
+            let path = row.path(&self.s.data_dir);
             if let Err(e) = fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::error!(file = %path.display(), error = %e, "could not delete an evicted segment");
@@ -598,11 +598,6 @@ impl Recorder {
     }
 }
 
-/// `segments/` paths in the catalog are relative to the segments directory's parent.
-fn segment_path(file: &str) -> PathBuf {
-    Path::new("segments").join(file)
-}
-
 fn segment_id(robot: &str, unix_ns: u64, index: u64) -> String {
     let secs = unix_ns / 1_000_000_000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -683,7 +678,7 @@ fn reconcile(data_dir: &Path, dir: &Path, catalog: &Catalog, enc: Encoding) -> a
         if row.state == SegmentState::Evicted {
             continue;
         }
-        if !data_dir.join(segment_path(&row.file)).exists() {
+        if !row.path(data_dir).exists() {
             tracing::error!(segment = %row.id, file = %row.file, "catalogued segment missing on disk");
             catalog.set_state(&row.id, SegmentState::Evicted)?;
             report.missing.push(row.id);
