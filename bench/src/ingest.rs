@@ -208,7 +208,8 @@ pub async fn gantry(
                 upload_window: watch::channel(None).0,
                 sync: Default::default(),
                 pipeline: Default::default(),
-                model_version: "bench".into(),
+                model: watch::channel(Default::default()).1,
+                assignment: watch::channel(None).0,
             };
             tokio::spawn(uplink::run(c, cx, stopped.clone()))
         })

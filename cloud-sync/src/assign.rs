@@ -1,17 +1,19 @@
 //! What the cloud tells each robot, retained on its own topics: its bulk-upload
-//! window (`gantry/{robot}/upload-window`). Recomputed every few seconds for
-//! every robot the catalog knows and published when it changes (and again after
-//! every reconnect, so a restarted broker has them).
+//! window (`gantry/{robot}/upload-window`) and the model it should run
+//! (`gantry/{robot}/model`). Recomputed every few seconds for every robot the
+//! catalog knows and published when it changes (and again after every
+//! reconnect, so a restarted broker has them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_config::cloud::Uploads;
-use gantry_config::wire;
+use gantry_config::wire::{self, ModelAssignment};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::{watch, Notify};
 
+use crate::models::Registry;
 use crate::schedule::{self, UploadWindow};
 use crate::store::CloudCatalog;
 
@@ -19,6 +21,7 @@ use crate::store::CloudCatalog;
 #[derive(Default)]
 pub struct Assignments {
     windows: Mutex<HashMap<String, UploadWindow>>,
+    models: Mutex<HashMap<String, ModelAssignment>>,
     /// Operator: upload now, until then.
     forced: Mutex<HashMap<String, u64>>,
     changed: Notify,
@@ -27,6 +30,15 @@ pub struct Assignments {
 impl Assignments {
     pub fn window(&self, robot: &str) -> Option<UploadWindow> {
         self.windows.lock().unwrap_or_else(|e| e.into_inner()).get(robot).cloned()
+    }
+
+    pub fn model(&self, robot: &str) -> Option<ModelAssignment> {
+        self.models.lock().unwrap_or_else(|e| e.into_inner()).get(robot).cloned()
+    }
+
+    /// Recomputes now rather than at the next tick (the registry changed).
+    pub fn poke(&self) {
+        self.changed.notify_one();
     }
 
     /// Opens `robot`'s window from now until `until_unix_ns`.
@@ -50,8 +62,22 @@ impl Assignments {
         changed
     }
 
+    /// Model assignments that changed.
+    fn recompute_models(&self, plan: Vec<(String, ModelAssignment)>) -> Vec<(String, ModelAssignment)> {
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
+        for (robot, a) in plan {
+            if models.get(&robot) != Some(&a) {
+                models.insert(robot.clone(), a.clone());
+                changed.push((robot, a));
+            }
+        }
+        changed
+    }
+
     fn forget_published(&self) {
         self.windows.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.models.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -59,6 +85,7 @@ impl Assignments {
 pub async fn run(
     assignments: Arc<Assignments>,
     catalog: Arc<dyn CloudCatalog>,
+    registry: Arc<Registry>,
     uploads: Uploads,
     options: MqttOptions,
     mut stopped: watch::Receiver<bool>,
@@ -104,10 +131,22 @@ pub async fn run(
                 continue;
             }
         };
-        for (robot, w) in assignments.recompute(&uploads, &robots, crate::unix_now_ns()) {
-            let payload = serde_json::to_vec(&w).expect("windows serialise");
-            if client.try_publish(wire::topic(&robot, wire::UPLOAD_WINDOW), QoS::AtLeastOnce, true, payload).is_err() {
-                // Queue full: publish again on the next round.
+        let windows = assignments.recompute(&uploads, &robots, crate::unix_now_ns());
+        let models = match registry.assignments(&robots) {
+            Ok(plan) => assignments.recompute_models(plan),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "assignments: cannot read the model registry");
+                Vec::new()
+            }
+        };
+        let messages = windows
+            .into_iter()
+            .map(|(robot, w)| (wire::topic(&robot, wire::UPLOAD_WINDOW), serde_json::to_vec(&w)))
+            .chain(models.into_iter().map(|(robot, a)| (wire::topic(&robot, wire::MODEL), serde_json::to_vec(&a))));
+        for (topic, payload) in messages {
+            let payload = payload.expect("assignments serialise");
+            if client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {
+                // Queue full: publish everything again on the next round.
                 assignments.forget_published();
                 break;
             }

@@ -26,6 +26,7 @@ pub struct AppState {
     pub front: Option<Arc<FrontStats>>,
     pub uploads: Arc<Uploads>,
     pub assignments: Arc<crate::assign::Assignments>,
+    pub registry: Arc<crate::models::Registry>,
     /// How long an operator's "upload now" keeps a robot's window open.
     pub upload_now_ns: u64,
     /// With a credentials file, uploads need the robot's own HTTP Basic login.
@@ -41,6 +42,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments", get(segments))
         .route("/api/segments/{id}", get(segment))
         .route("/api/robots/{robot}/upload-now", post(upload_now))
+        .route("/api/models", get(models))
+        .route("/api/models/{version}/package", get(model_package))
         .route("/api/uploads/{robot}/{segment}", get(upload_progress).put(upload_chunk))
         .route("/api/uploads/{robot}/{segment}/complete", post(upload_complete))
         .layer(DefaultBodyLimit::max(UPLOAD_CHUNK_MAX))
@@ -70,6 +73,8 @@ fn robot_list(s: &AppState) -> anyhow::Result<Vec<serde_json::Value>> {
                 "model_version": r.model_version,
                 "backlog": r.backlog,
                 "upload_window": s.assignments.window(&r.robot_id),
+                "assigned_model": s.assignments.model(&r.robot_id).map(|a| json!({"version": a.version, "status": a.status})),
+                "model_rollout": r.model_report,
             })
         })
         .collect())
@@ -172,6 +177,67 @@ fn upload_error(e: UploadError) -> Response {
         tracing::error!(error = %e, "upload failed");
     }
     (status, format!("{e}\n")).into_response()
+}
+
+/// The registry, the rollout plan and who is assigned what.
+async fn models(State(s): State<Arc<AppState>>) -> Response {
+    let listed = s.registry.models().and_then(|m| Ok((m, s.registry.plan()?, s.catalog.robots()?)));
+    match listed {
+        Ok((models, plan, robots)) => {
+            let assigned: serde_json::Map<String, serde_json::Value> = robots
+                .iter()
+                .filter_map(|r| s.assignments.model(&r.robot_id).map(|a| (r.robot_id.clone(), json!(a.version))))
+                .collect();
+            Json(json!({"plan": plan, "models": models, "assignments": assigned})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// A model package archive; `Range: bytes=N-` resumes a download.
+async fn model_package(State(s): State<Arc<AppState>>, headers: HeaderMap, Path(version): Path<String>) -> Response {
+    let row = match s.registry.model(&version) {
+        Ok(Some(r)) => r,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such model\n").into_response(),
+        Err(e) => return internal(e),
+    };
+    let from = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if from >= row.bytes && row.bytes > 0 {
+        return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{}", row.bytes))])
+            .into_response();
+    }
+    let options = object_store::GetOptions {
+        range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+        ..Default::default()
+    };
+    let key = object_store::path::Path::from(row.object_key.as_str());
+    let bytes = match s.store.get_opts(&key, options).await {
+        Ok(got) => match got.bytes().await {
+            Ok(b) => b,
+            Err(e) => return internal(e.into()),
+        },
+        Err(e) => return internal(e.into()),
+    };
+    let status = if from > 0 { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/x-tar".to_string()), (header::ETAG, format!("\"{}\"", row.sha256))],
+        bytes,
+    )
+        .into_response();
+    if from > 0 {
+        let range = format!("bytes {from}-{}/{}", row.bytes - 1, row.bytes);
+        if let Ok(v) = header::HeaderValue::from_str(&range) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    response
 }
 
 /// Operator: open `robot`'s upload window now (it still keeps to its bandwidth).

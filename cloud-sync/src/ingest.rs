@@ -167,6 +167,9 @@ impl Ingest {
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
         let state = v["state"].as_str().unwrap_or("online");
         self.catalog.touch_robot(robot, crate::unix_now_ns())?;
+        if v["model"].is_object() {
+            self.catalog.set_robot_model_report(robot, &v["model"])?;
+        }
         self.catalog.set_robot_state(robot, state, v["model_version"].as_str())
     }
 

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod front;
 pub mod http;
 pub mod ingest;
+pub mod models;
 pub mod schedule;
 pub mod store;
 pub mod uploads;
@@ -48,6 +49,8 @@ pub struct Service {
     pub ingest: Arc<IngestStats>,
     pub front: Option<Arc<FrontStats>>,
     pub uploads: Arc<uploads::Uploads>,
+    pub assignments: Arc<assign::Assignments>,
+    pub registry: Arc<models::Registry>,
 }
 
 /// `mqtt://[user:pass@]host:port` to client options.
@@ -136,9 +139,11 @@ impl Service {
         };
         tasks.push(tokio::spawn(ingest::run(ingest.clone(), options(&instance)?, share, stopped.clone())));
         let assignments = Arc::new(assign::Assignments::default());
+        let registry = Arc::new(models::Registry::open(data_dir)?);
         tasks.push(tokio::spawn(assign::run(
             assignments.clone(),
             catalog.clone(),
+            registry.clone(),
             config.uploads.clone(),
             options(&format!("{instance}-assign"))?,
             stopped.clone(),
@@ -150,6 +155,7 @@ impl Service {
             front: front.clone(),
             uploads: uploads.clone(),
             assignments: assignments.clone(),
+            registry: registry.clone(),
             upload_now_ns: u64::from(config.uploads.window_hours) * 3_600_000_000_000,
             creds,
             offline_after_ns: config.ingest.offline_after_s * 1_000_000_000,
@@ -167,7 +173,7 @@ impl Service {
             }));
         }
         tracing::info!(http = %format!("http://{http_addr}/"), mqtt = ?mqtt_addr, broker = ?config.broker.mode, "gantry-sync running");
-        Ok(Self { stop, tasks, http_addr, mqtt_addr, catalog, ingest: stats, front, uploads })
+        Ok(Self { stop, tasks, http_addr, mqtt_addr, catalog, ingest: stats, front, uploads, assignments, registry })
     }
 
     pub async fn stop(self) {

@@ -55,6 +55,8 @@ pub struct RobotRow {
     pub mode: Option<String>,
     pub model_version: Option<String>,
     pub backlog: Option<u64>,
+    /// The robot's account of its model rollout (`wire::ModelReport`), as JSON.
+    pub model_report: Option<serde_json::Value>,
 }
 
 /// The cloud catalog's interface.
@@ -69,6 +71,7 @@ pub trait CloudCatalog: Send + Sync {
     fn touch_robot(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()>;
     fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()>;
     fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()>;
+    fn set_robot_model_report(&self, robot: &str, report: &serde_json::Value) -> anyhow::Result<()>;
     fn robots(&self) -> anyhow::Result<Vec<RobotRow>>;
     /// A verified bulk upload of `segment`, if there is one.
     fn upload(&self, robot: &str, segment: &str) -> anyhow::Result<Option<UploadedSegment>>;
@@ -127,6 +130,12 @@ impl SqliteCatalog {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Added after the first release: older catalogs gain the column.
+        let has_report: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('robots') WHERE name = 'model_report'")?.exists([])?;
+        if !has_report {
+            conn.execute_batch("ALTER TABLE robots ADD COLUMN model_report TEXT")?;
+        }
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -241,10 +250,20 @@ impl CloudCatalog for SqliteCatalog {
         Ok(())
     }
 
+    fn set_robot_model_report(&self, robot: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO robots (robot_id, model_report) VALUES (?1, ?2) \
+             ON CONFLICT(robot_id) DO UPDATE SET model_report = ?2",
+            params![robot, report.to_string()],
+        )?;
+        Ok(())
+    }
+
     fn robots(&self) -> anyhow::Result<Vec<RobotRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT robot_id, last_seen_unix_ns, state, mode, model_version, backlog FROM robots ORDER BY robot_id",
+            "SELECT robot_id, last_seen_unix_ns, state, mode, model_version, backlog, model_report \
+             FROM robots ORDER BY robot_id",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -255,6 +274,7 @@ impl CloudCatalog for SqliteCatalog {
                     mode: r.get(3)?,
                     model_version: r.get(4)?,
                     backlog: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    model_report: r.get::<_, Option<String>>(6)?.and_then(|t| serde_json::from_str(&t).ok()),
                 })
             })?
             .collect::<Result<_, _>>()?;

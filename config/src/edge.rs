@@ -26,6 +26,36 @@ pub struct EdgeConfig {
     pub health: Health,
     pub status_http: StatusHttp,
     pub uplink: Uplink,
+    pub models: Models,
+}
+
+/// Model updates from the fleet's registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Models {
+    /// The fleet's ed25519 public key (64 hex digits, or a file holding them);
+    /// every package must be signed by it. Empty: model updates are refused.
+    pub fleet_public_key: String,
+    /// After a swap, the new model is watched this long…
+    pub probation_s: u64,
+    /// …and rolled back if more of its frames than this miss the inference deadline…
+    pub max_deadline_miss_rate: f64,
+    /// …or the governor rejects more of its commands than this.
+    pub max_reject_rate: f64,
+    /// Inferences run on a new model before the swap, off the real-time threads.
+    pub warmup_runs: u32,
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Self {
+            fleet_public_key: String::new(),
+            probation_s: 60,
+            max_deadline_miss_rate: 0.05,
+            max_reject_rate: 0.25,
+            warmup_runs: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -625,6 +655,11 @@ impl EdgeConfig {
         );
         c.range("uplink.upload_rate_kbps", self.uplink.upload_rate_kbps, 1..=10_000_000);
         c.range("uplink.upload_chunk_kb", self.uplink.upload_chunk_kb, 4..=16_384);
+        let m = &self.models;
+        c.range("models.probation_s", m.probation_s, 1..=86_400);
+        c.range_f64("models.max_deadline_miss_rate", m.max_deadline_miss_rate, 0.0..=1.0);
+        c.range_f64("models.max_reject_rate", m.max_reject_rate, 0.0..=1.0);
+        c.range("models.warmup_runs", m.warmup_runs, 1..=1000);
     }
 
     fn check_governor(&self, c: &mut Checker) {

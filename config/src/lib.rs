@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloud;
 pub mod edge;
 mod load;
+pub mod package;
 mod problem;
 pub mod wire;
 

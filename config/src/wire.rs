@@ -101,6 +101,34 @@ pub struct Completion {
     pub messages: u64,
 }
 
+// Model rollout (`docs/PROTOCOL.md`, "Model distribution").
+
+/// What `gantry/{robot}/model` carries (retained): the model this robot should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAssignment {
+    pub version: String,
+    /// `production` or `candidate`.
+    pub status: String,
+    /// Of the package archive.
+    pub sha256: String,
+    pub bytes: u64,
+    /// Path under cloud sync's HTTP address (`uplink.http_url`).
+    pub path: String,
+}
+
+/// The robot's account of its model, inside its `status` messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelReport {
+    /// The model running now.
+    pub version: String,
+    /// `running`, `probation`, `refused` (an assignment failed its checks) or
+    /// `rolled_back` (a new model misbehaved and the previous one is back).
+    pub state: String,
+    /// The assignment this is about, when it is not the running model.
+    pub assigned: Option<String>,
+    pub reason: Option<String>,
+}
+
 /// Splits `gantry/{robot}/{leaf}`.
 pub fn parse_topic(topic: &str) -> Option<(&str, &str)> {
     let rest = topic.strip_prefix("gantry/")?;

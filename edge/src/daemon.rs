@@ -19,7 +19,8 @@ pub struct Daemon {
     view: Arc<View>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    uploader: Option<std::thread::JoinHandle<()>>,
+    /// The uploader's and the model rollout's threads.
+    helpers: Vec<std::thread::JoinHandle<()>>,
     /// Where the status page listens (the configured port may be 0 in tests).
     pub status_addr: std::net::SocketAddr,
 }
@@ -31,6 +32,13 @@ impl Daemon {
             .with_context(|| format!("robot.data_dir: cannot create {}", config.robot.data_dir))?;
         let listener = crate::status_http::bind(&config.status_http.listen).await?;
         let status_addr = listener.local_addr()?;
+        // A model installed by a rollout replaces the configured one.
+        let mut config = config.clone();
+        if let Some(dir) = crate::rollout::active_model_dir(std::path::Path::new(&config.robot.data_dir)) {
+            tracing::info!(dir = %dir.display(), "running the model installed by the last rollout");
+            config.policy.model_dir = dir.display().to_string();
+        }
+        let config = &config;
         let parts = Parts::from_config(config, pacing)?;
         for failure in &parts.policy_failures {
             tracing::warn!(%failure, "configured policy unavailable; running the baseline");
@@ -45,12 +53,13 @@ impl Daemon {
             "recorder ready"
         );
         let pipeline = Pipeline::start(config, parts, options)?;
+        let model_state = Arc::new(crate::rollout::ModelState::new(&pipeline.model_version));
         let recorder = RecorderThread::spawn(recorder, pipeline.taps())?;
         let view = Arc::new(View {
             robot_id: config.robot.id.clone(),
             started: Instant::now(),
             joints: config.firmware.joints.min(gantry_config::edge::MAX_JOINTS),
-            model_version: pipeline.model_version.clone(),
+            model: model_state.clone(),
             backend: pipeline.backend.clone(),
             policy_failures: pipeline.policy_failures.clone(),
             pipeline: pipeline.status(),
@@ -88,11 +97,23 @@ impl Daemon {
         )));
         let (upload_window, window_rx) = watch::channel(None);
         let uploader = crate::upload::spawn(config, window_rx, view.uploads.clone(), stopped.clone())?;
+        let (reports, model_reports) = watch::channel(model_state.report());
+        let (assignment, assignments) = watch::channel(None);
+        let rollout = crate::rollout::Rollout {
+            config: config.clone(),
+            slot: pipeline.policy_slot(),
+            pipeline: pipeline.status(),
+            governor: pipeline.governor.clone(),
+            state: model_state.clone(),
+            reports,
+        };
+        let models = crate::rollout::spawn(rollout, assignments, stopped.clone())?;
         let uplink = crate::uplink::Context {
             upload_window,
             sync: view.sync.clone(),
             pipeline: view.pipeline.clone(),
-            model_version: view.model_version.clone(),
+            model: model_reports,
+            assignment,
         };
         tasks.push(tokio::spawn(crate::uplink::run(config.clone(), uplink, stopped)));
         tracing::info!(
@@ -102,7 +123,7 @@ impl Daemon {
             realtime = if view.pipeline.rt_degraded.load(Relaxed) { "degraded" } else { "ok" },
             "gantry-edge running"
         );
-        Ok(Self { pipeline, recorder, view, stop, tasks, uploader: Some(uploader), status_addr })
+        Ok(Self { pipeline, recorder, view, stop, tasks, helpers: vec![uploader, models], status_addr })
     }
 
     pub fn view(&self) -> Arc<View> {
@@ -120,8 +141,8 @@ impl Daemon {
         for t in self.tasks {
             let _ = t.await;
         }
-        if let Some(u) = self.uploader {
-            let _ = tokio::task::spawn_blocking(move || u.join()).await;
+        for h in self.helpers {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
         self.pipeline.stop();
         let closed = tokio::task::spawn_blocking(move || self.recorder.stop()).await.ok().flatten();

@@ -16,6 +16,7 @@ pub mod preprocess;
 pub mod preprocess_cuda;
 pub mod realtime;
 pub mod record;
+pub mod rollout;
 pub mod status;
 pub mod status_http;
 pub mod uplink;

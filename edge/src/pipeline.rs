@@ -120,9 +120,66 @@ impl PipelineStatus {
     }
 }
 
+/// A policy loaded and warmed up off the real-time threads, waiting to take over.
+pub struct StagedPolicy {
+    backend: Box<dyn PolicyBackend>,
+    pre: Preprocessor,
+}
+
+/// The hand-over point for model swaps. The inference thread takes a staged
+/// policy between two inferences — a pointer swap: no lock, no allocation — and
+/// hands back the one it replaced, which the caller keeps as the hot backup or
+/// drops off the real-time threads.
+pub struct PolicySlot {
+    incoming: ArrayQueue<Box<StagedPolicy>>,
+    retired: ArrayQueue<Box<StagedPolicy>>,
+    /// Swaps done by the inference thread.
+    pub swaps: AtomicU64,
+    rgb: (u32, u32),
+    depth: (u32, u32),
+    joints: usize,
+}
+
+impl PolicySlot {
+    /// Queues `backend` to replace the primary policy at the next frame.
+    /// Refused while an earlier swap is pending or its replaced policy has not
+    /// been taken back, and when the policy does not fit this robot.
+    pub fn stage(&self, backend: Box<dyn PolicyBackend>) -> anyhow::Result<()> {
+        anyhow::ensure!(self.incoming.is_empty() && self.retired.is_empty(), "a model swap is already under way");
+        let io = backend.io();
+        anyhow::ensure!(
+            io.joints >= self.joints && io.action > self.joints,
+            "the policy takes {} joint values and gives {} outputs; this robot has {} joints",
+            io.joints,
+            io.action,
+            self.joints
+        );
+        let pkg = crate::model::ModelPackage {
+            dir: Default::default(),
+            manifest: backend.manifest().clone(),
+            onnx: Vec::new(),
+        };
+        let pre = Preprocessor::new(&pkg, self.rgb, self.depth)?;
+        self.incoming
+            .push(Box::new(StagedPolicy { backend, pre }))
+            .map_err(|_| anyhow::anyhow!("a model swap is already under way"))
+    }
+
+    /// The policy a swap replaced, once the swap has happened.
+    pub fn take_retired(&self) -> Option<Box<dyn PolicyBackend>> {
+        self.retired.pop().map(|s| s.backend)
+    }
+
+    /// Whether a staged policy still waits for the inference thread.
+    pub fn pending(&self) -> bool {
+        !self.incoming.is_empty()
+    }
+}
+
 /// Shared between the threads.
 struct Shared {
     stop: AtomicBool,
+    slot: Arc<PolicySlot>,
     zone: AtomicCell<ZoneReading>,
     policy: AtomicCell<PolicyOutput>,
     status: Arc<PipelineStatus>,
@@ -188,8 +245,18 @@ impl Pipeline {
         let control = ControlLoop::new(config);
         let status = Arc::new(PipelineStatus::default());
         status.rt_degraded.store(!rt_ok, Ordering::Relaxed);
+        let depth_dims = parts.depth.as_ref().map_or((1, 1), |d| (d.info().width, d.info().height));
+        let slot = Arc::new(PolicySlot {
+            incoming: ArrayQueue::new(1),
+            retired: ArrayQueue::new(1),
+            swaps: AtomicU64::new(0),
+            rgb: (parts.camera.info().width, parts.camera.info().height),
+            depth: depth_dims,
+            joints: config.firmware.joints.min(MAX_JOINTS),
+        });
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            slot,
             zone: AtomicCell::new(ZoneReading::default()),
             policy: AtomicCell::new(PolicyOutput::default()),
             status,
@@ -338,6 +405,11 @@ impl Pipeline {
         self.shared.status.clone()
     }
 
+    /// Where a new policy is handed to the inference thread.
+    pub fn policy_slot(&self) -> Arc<PolicySlot> {
+        self.shared.slot.clone()
+    }
+
     /// What the real-time threads hand to the recorder.
     pub fn taps(&self) -> Arc<Taps> {
         self.shared.taps.clone()
@@ -441,6 +513,17 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
             continue;
         };
         warmup(shared, RtThread::Inference, &mut n);
+        if let Some(mut staged) = shared.slot.incoming.pop() {
+            std::mem::swap(&mut inf.primary, &mut staged.backend);
+            std::mem::swap(&mut inf.primary_pre, &mut staged.pre);
+            // The new policy gets its chance even if the old one had stepped down.
+            active = Active::Primary;
+            misses = 0;
+            on_time_since = 0;
+            shared.slot.swaps.fetch_add(1, Ordering::Relaxed);
+            // Room is guaranteed by `stage`; the old policy is dropped by its taker.
+            let _ = shared.slot.retired.push(staged);
+        }
         if let Some((d, _)) = inf.depth_queue.as_ref().and_then(|q| q.latest()) {
             depth = Some(d);
         }

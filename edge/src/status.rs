@@ -30,7 +30,7 @@ pub struct View {
     pub robot_id: String,
     pub started: Instant,
     pub joints: usize,
-    pub model_version: String,
+    pub model: Arc<crate::rollout::ModelState>,
     pub backend: String,
     pub policy_failures: Vec<String>,
     pub pipeline: Arc<PipelineStatus>,
@@ -139,6 +139,7 @@ impl View {
             .map(|c| (c.name().to_string(), json!(self.governor.per_check[*c as usize].load(Relaxed))))
             .collect();
         let r = &self.recorder;
+        let model = self.model.report();
         json!({
             "robot_id": self.robot_id,
             "version": env!("CARGO_PKG_VERSION"),
@@ -147,7 +148,8 @@ impl View {
             "state": state,
             "reasons": reasons,
             "model": {
-                "version": self.model_version,
+                "version": model.version,
+                "rollout": {"state": model.state, "assigned": model.assigned, "reason": model.reason},
                 "backend": self.backend,
                 "on_baseline": p.on_baseline.load(Relaxed),
                 "failures": self.policy_failures,

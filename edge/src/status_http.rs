@@ -46,7 +46,7 @@ async fn page(State(view): State<Arc<View>>) -> impl IntoResponse {
         .replace("{{robot_id}}", &escape_html(&view.robot_id))
         .replace("{{mode}}", &field(&status["mode"]))
         .replace("{{state}}", &field(&status["state"]))
-        .replace("{{model_version}}", &escape_html(&view.model_version))
+        .replace("{{model_version}}", &escape_html(&view.model.report().version))
         .replace("{{backend}}", &escape_html(&view.backend));
     ([(header::CACHE_CONTROL, "no-store")], Html(html))
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use gantry_config::wire::{self, BatchKind, UploadWindow};
+use gantry_config::wire::{self, BatchKind, ModelAssignment, ModelReport, UploadWindow};
 use gantry_config::EdgeConfig;
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
@@ -107,7 +107,10 @@ pub struct Context {
     pub upload_window: watch::Sender<Option<UploadWindow>>,
     /// For the mode in the `online` status message.
     pub pipeline: Arc<PipelineStatus>,
-    pub model_version: String,
+    /// The model running and its rollout; a change is published at once.
+    pub model: watch::Receiver<ModelReport>,
+    /// The cloud's model assignment for this robot, as last received.
+    pub assignment: watch::Sender<Option<ModelAssignment>>,
 }
 
 /// The batches between the outbox and the broker's acknowledgement.
@@ -164,8 +167,23 @@ impl Window {
     }
 }
 
+/// The retained `online` status: mode, model and its rollout. Whether it was queued.
+fn publish_status(client: &AsyncClient, robot: &str, cx: &Context) -> bool {
+    let model = cx.model.borrow().clone();
+    let status = serde_json::json!({
+        "state": "online",
+        "robot_id": robot,
+        "mode": cx.pipeline.mode().as_str(),
+        "model_version": model.version,
+        "model": model,
+        "version": env!("CARGO_PKG_VERSION"),
+        "unix_ns": gantry_hal::clock::unix_ns(),
+    });
+    client.try_publish(wire::topic(robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok()
+}
+
 /// Runs until `stopped`; then says `offline` and disconnects.
-pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<bool>) {
+pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiver<bool>) {
     let robot = config.robot.id.clone();
     let creds = match Credentials::load(&config.uplink.credentials_path) {
         Ok(c) => c,
@@ -203,6 +221,7 @@ pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<b
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_logged_error: Option<Instant> = None;
     let mut backoff: Option<Duration> = None;
+    let mut model_gone = false;
     loop {
         if let Some(pause) = backoff.take() {
             tokio::select! {
@@ -212,6 +231,12 @@ pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<b
         }
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
+            changed = cx.model.changed(), if !model_gone => {
+                model_gone = changed.is_err();
+                if !model_gone && connected && publish_status(&client, &robot, &cx) {
+                    window.unassigned.push_back(None);
+                }
+            }
             _ = tick.tick() => {
                 if let Ok((n, _)) = window.catalog.outbox_len() {
                     sync.backlog.store(n, Relaxed);
@@ -226,18 +251,12 @@ pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<b
                     retry = Duration::from_millis(200);
                     sync.connected.store(true, Relaxed);
                     tracing::info!(broker = %config.uplink.broker_url, "uplink connected");
-                    let status = serde_json::json!({
-                        "state": "online",
-                        "robot_id": robot,
-                        "mode": cx.pipeline.mode().as_str(),
-                        "model_version": cx.model_version,
-                        "version": env!("CARGO_PKG_VERSION"),
-                        "unix_ns": gantry_hal::clock::unix_ns(),
-                    });
-                    if client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok() {
+                    if publish_status(&client, &robot, &cx) {
                         window.unassigned.push_back(None);
                     }
-                    let _ = client.try_subscribe(wire::topic(&robot, wire::UPLOAD_WINDOW), QoS::AtLeastOnce);
+                    for leaf in [wire::UPLOAD_WINDOW, wire::MODEL] {
+                        let _ = client.try_subscribe(wire::topic(&robot, leaf), QoS::AtLeastOnce);
+                    }
                     window.fill(&client);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -246,7 +265,15 @@ pub async fn run(config: EdgeConfig, cx: Context, mut stopped: watch::Receiver<b
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    if p.topic == wire::topic(&robot, wire::UPLOAD_WINDOW) {
+                    if p.topic == wire::topic(&robot, wire::MODEL) {
+                        match serde_json::from_slice::<ModelAssignment>(&p.payload) {
+                            Ok(a) => {
+                                tracing::info!(version = %a.version, status = %a.status, "model assigned");
+                                cx.assignment.send_replace(Some(a));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "ignored a malformed model assignment"),
+                        }
+                    } else if p.topic == wire::topic(&robot, wire::UPLOAD_WINDOW) {
                         match serde_json::from_slice::<UploadWindow>(&p.payload) {
                             Ok(w) => {
                                 tracing::info!(start_unix_ns = w.start_unix_ns, end_unix_ns = w.end_unix_ns, "upload window assigned");

@@ -82,26 +82,10 @@ pub struct LoadedPolicy {
 /// Loads `policy.model_dir` on `policy.backend`; when that fails, falls back to the
 /// baseline package on tract and says why. Fails only if the baseline fails too.
 pub fn load_policy(policy: &gantry_config::edge::Policy) -> Result<LoadedPolicy, InferError> {
-    use gantry_config::edge::Backend;
     let mut failures = Vec::new();
-    let primary: Result<Box<dyn PolicyBackend>, InferError> = crate::model::ModelPackage::load(&policy.model_dir)
+    let primary = crate::model::ModelPackage::load(&policy.model_dir)
         .map_err(InferError::from)
-        .and_then(|model| match policy.backend {
-            Backend::Tract => {
-                Ok(Box::new(tract::TractBackend::load(&model, policy.threads)?) as Box<dyn PolicyBackend>)
-            }
-            #[cfg(feature = "ort")]
-            Backend::Ort => {
-                let (backend, tried) = ort::OrtBackend::load(&model, policy)?;
-                failures.extend(tried.into_iter().map(|f| format!("ort {}: {}", f.provider, f.reason)));
-                Ok(Box::new(backend) as Box<dyn PolicyBackend>)
-            }
-            #[cfg(not(feature = "ort"))]
-            Backend::Ort => Err(InferError::Backend {
-                backend: "ort",
-                reason: "not built in: rebuild gantry-edge with `--features ort`".into(),
-            }),
-        });
+        .and_then(|model| load_backend_noting(&model, policy, &mut failures));
     match primary {
         Ok(backend) => Ok(LoadedPolicy { backend, failures }),
         Err(e) => {
@@ -109,6 +93,40 @@ pub fn load_policy(policy: &gantry_config::edge::Policy) -> Result<LoadedPolicy,
             let baseline = load_baseline(&policy.baseline_model_dir, &mut failures)?;
             let backend = Box::new(tract::TractBackend::load(&baseline, policy.threads)?);
             Ok(LoadedPolicy { backend, failures })
+        }
+    }
+}
+
+/// `model` on `policy.backend` (no fallback).
+pub fn load_backend(
+    model: &crate::model::ModelPackage,
+    policy: &gantry_config::edge::Policy,
+) -> Result<Box<dyn PolicyBackend>, InferError> {
+    load_backend_noting(model, policy, &mut Vec::new())
+}
+
+/// As [`load_backend`]; execution providers that failed on the way are noted in `failures`.
+fn load_backend_noting(
+    model: &crate::model::ModelPackage,
+    policy: &gantry_config::edge::Policy,
+    failures: &mut Vec<String>,
+) -> Result<Box<dyn PolicyBackend>, InferError> {
+    use gantry_config::edge::Backend;
+    match policy.backend {
+        Backend::Tract => Ok(Box::new(tract::TractBackend::load(model, policy.threads)?)),
+        #[cfg(feature = "ort")]
+        Backend::Ort => {
+            let (backend, tried) = ort::OrtBackend::load(model, policy)?;
+            failures.extend(tried.into_iter().map(|f| format!("ort {}: {}", f.provider, f.reason)));
+            Ok(Box::new(backend))
+        }
+        #[cfg(not(feature = "ort"))]
+        Backend::Ort => {
+            let _ = failures;
+            Err(InferError::Backend {
+                backend: "ort",
+                reason: "not built in: rebuild gantry-edge with `--features ort`".into(),
+            })
         }
     }
 }

@@ -1,0 +1,367 @@
+//! The model registry and its rollout.
+//!
+//! `gantry-sync model publish` signs a model package directory with the
+//! fleet's key and stores the archive (`models/VERSION.tar` in the object
+//! store) with its version, metrics and notes. The rollout names the
+//! `production` model (for every robot), optionally a `candidate` for a chosen
+//! set or a percentage of robots (A/B), and remembers the previous production
+//! for `rollback`. Statuses: `candidate` (published, or under test),
+//! `production`, `archived` (replaced or rolled back). The service turns the
+//! rollout into each robot's retained `gantry/{robot}/model` assignment.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use gantry_config::wire::ModelAssignment;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelRow {
+    pub version: String,
+    pub name: String,
+    pub status: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub object_key: String,
+    /// JSON given at publication (evaluation results).
+    pub metrics: serde_json::Value,
+    pub notes: String,
+    pub published_unix_ns: u64,
+}
+
+/// Who runs what.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RolloutPlan {
+    pub production: Option<String>,
+    /// The production model before the current one: where `rollback` goes.
+    pub previous: Option<String>,
+    pub candidate: Option<String>,
+    /// Share of the fleet on the candidate, 0–100 (when no robots are named).
+    pub candidate_percent: f64,
+    /// Robots named for the candidate.
+    pub candidate_robots: Vec<String>,
+}
+
+impl RolloutPlan {
+    /// The robots (of `fleet`) that get the candidate: those named, or the
+    /// `ceil(percent × N)` with the smallest hash of (candidate, robot) — a
+    /// stable choice that a growing fleet changes little.
+    pub fn candidate_set(&self, fleet: &[String]) -> Vec<String> {
+        let Some(candidate) = &self.candidate else { return Vec::new() };
+        if !self.candidate_robots.is_empty() {
+            return fleet.iter().filter(|r| self.candidate_robots.contains(r)).cloned().collect();
+        }
+        let n = (self.candidate_percent / 100.0 * fleet.len() as f64).ceil() as usize;
+        let mut ranked: Vec<(Vec<u8>, &String)> =
+            fleet.iter().map(|r| (Sha256::digest(format!("{candidate}/{r}").as_bytes()).to_vec(), r)).collect();
+        ranked.sort();
+        let mut chosen: Vec<String> = ranked.into_iter().take(n).map(|(_, r)| r.clone()).collect();
+        chosen.sort();
+        chosen
+    }
+}
+
+pub struct Registry {
+    conn: Mutex<Connection>,
+}
+
+/// What the registry reads from a manifest.
+#[derive(serde::Deserialize)]
+struct Head {
+    name: String,
+    version: String,
+    sha256: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    object_key TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    published_unix_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollout (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    production TEXT,
+    previous TEXT,
+    candidate TEXT,
+    candidate_percent REAL NOT NULL DEFAULT 0,
+    candidate_robots TEXT NOT NULL DEFAULT '[]'
+);
+INSERT OR IGNORE INTO rollout (id) VALUES (1);
+";
+
+fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRow> {
+    let metrics: String = r.get(6)?;
+    Ok(ModelRow {
+        version: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        sha256: r.get(3)?,
+        bytes: r.get::<_, i64>(4)? as u64,
+        object_key: r.get(5)?,
+        metrics: serde_json::from_str(&metrics).unwrap_or(serde_json::Value::Null),
+        notes: r.get(7)?,
+        published_unix_ns: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+const MODEL_COLUMNS: &str = "version, name, status, sha256, bytes, object_key, metrics, notes, published_unix_ns";
+
+impl Registry {
+    /// `registry.sqlite` in the data directory (shared by the service and the CLI).
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("registry.sqlite");
+        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn models(&self) -> anyhow::Result<Vec<ModelRow>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY published_unix_ns"))?;
+        let rows = stmt.query_map([], model_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn model(&self, version: &str) -> anyhow::Result<Option<ModelRow>> {
+        Ok(self
+            .conn()
+            .query_row(&format!("SELECT {MODEL_COLUMNS} FROM models WHERE version = ?1"), [version], model_row)
+            .optional()?)
+    }
+
+    pub fn plan(&self) -> anyhow::Result<RolloutPlan> {
+        Ok(self.conn().query_row(
+            "SELECT production, previous, candidate, candidate_percent, candidate_robots FROM rollout WHERE id = 1",
+            [],
+            |r| {
+                let robots: String = r.get(4)?;
+                Ok(RolloutPlan {
+                    production: r.get(0)?,
+                    previous: r.get(1)?,
+                    candidate: r.get(2)?,
+                    candidate_percent: r.get(3)?,
+                    candidate_robots: serde_json::from_str(&robots).unwrap_or_default(),
+                })
+            },
+        )?)
+    }
+
+    /// Signs and stores the package in `dir`; it starts as a `candidate` nobody runs yet.
+    pub async fn publish(
+        &self,
+        store: &dyn ObjectStore,
+        prefix: &ObjectPath,
+        dir: &Path,
+        key: &ed25519_dalek::SigningKey,
+        fleet_public_key: Option<&ed25519_dalek::VerifyingKey>,
+        metrics: serde_json::Value,
+        notes: &str,
+    ) -> anyhow::Result<ModelRow> {
+        let onnx =
+            std::fs::read(dir.join("model.onnx")).with_context(|| format!("{}: no model.onnx", dir.display()))?;
+        let manifest = std::fs::read_to_string(dir.join("manifest.toml"))
+            .with_context(|| format!("{}: no manifest.toml", dir.display()))?;
+        let head: Head = toml::from_str(&manifest).with_context(|| format!("{}/manifest.toml", dir.display()))?;
+        anyhow::ensure!(
+            gantry_config::wire::sha256_hex(&onnx).eq_ignore_ascii_case(head.sha256.trim()),
+            "{}: model.onnx does not match the manifest's sha256",
+            dir.display()
+        );
+        let archive = gantry_config::package::pack(dir, key)?;
+        self.publish_archive(store, prefix, archive, fleet_public_key, metrics, notes).await
+    }
+
+    /// Stores a package archive signed elsewhere (a key kept offline). With
+    /// `fleet_public_key`, a package it does not verify is refused here already.
+    pub async fn publish_archive(
+        &self,
+        store: &dyn ObjectStore,
+        prefix: &ObjectPath,
+        archive: Vec<u8>,
+        fleet_public_key: Option<&ed25519_dalek::VerifyingKey>,
+        metrics: serde_json::Value,
+        notes: &str,
+    ) -> anyhow::Result<ModelRow> {
+        let manifest = match fleet_public_key {
+            Some(key) => {
+                gantry_config::package::unpack(&archive, key)
+                    .context("the package does not verify against models.fleet_public_key; robots would refuse it")?
+                    .manifest
+            }
+            None => gantry_config::package::manifest_of(&archive)?,
+        };
+        let head: Head = toml::from_str(std::str::from_utf8(&manifest)?).context("the package's manifest.toml")?;
+        anyhow::ensure!(
+            gantry_config::wire::valid_robot_id(&head.version),
+            "version {:?}: use letters, digits, '-', '_', '.'",
+            head.version
+        );
+        anyhow::ensure!(self.model(&head.version)?.is_none(), "version {} is already published", head.version);
+        let key_path = if prefix.as_ref().is_empty() {
+            ObjectPath::from(format!("models/{}.tar", head.version))
+        } else {
+            ObjectPath::from(format!("{prefix}/models/{}.tar", head.version))
+        };
+        let row = ModelRow {
+            version: head.version,
+            name: head.name,
+            status: "candidate".into(),
+            sha256: gantry_config::wire::sha256_hex(&archive),
+            bytes: archive.len() as u64,
+            object_key: key_path.to_string(),
+            metrics,
+            notes: notes.into(),
+            published_unix_ns: crate::unix_now_ns(),
+        };
+        store.put(&key_path, archive.into()).await.context("storing the package")?;
+        self.conn().execute(
+            &format!("INSERT INTO models ({MODEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                row.version,
+                row.name,
+                row.status,
+                row.sha256,
+                row.bytes as i64,
+                row.object_key,
+                row.metrics.to_string(),
+                row.notes,
+                row.published_unix_ns as i64
+            ],
+        )?;
+        Ok(row)
+    }
+
+    fn require(&self, version: &str) -> anyhow::Result<ModelRow> {
+        self.model(version)?.with_context(|| format!("no published model {version:?} (see `gantry-sync model list`)"))
+    }
+
+    /// Makes `version` production for every robot not on a candidate.
+    pub fn promote(&self, version: &str) -> anyhow::Result<()> {
+        self.require(version)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let production: Option<String> =
+            tx.query_row("SELECT production FROM rollout WHERE id = 1", [], |r| r.get(0))?;
+        if production.as_deref() == Some(version) {
+            return Ok(());
+        }
+        tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", [])?;
+        tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", [version])?;
+        tx.execute(
+            "UPDATE rollout SET previous = production, production = ?1, \
+             candidate = CASE WHEN candidate = ?1 THEN NULL ELSE candidate END WHERE id = 1",
+            [version],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Puts `version` on a share of the fleet (`percent`) or on named `robots`.
+    pub fn set_candidate(&self, version: &str, percent: f64, robots: &[String]) -> anyhow::Result<()> {
+        self.require(version)?;
+        anyhow::ensure!((0.0..=100.0).contains(&percent), "--percent: {percent} is not between 0 and 100");
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE models SET status = 'archived' WHERE status = 'candidate' AND version IN (SELECT candidate FROM rollout)", [])?;
+        tx.execute("UPDATE models SET status = 'candidate' WHERE version = ?1 AND status != 'production'", [version])?;
+        tx.execute(
+            "UPDATE rollout SET candidate = ?1, candidate_percent = ?2, candidate_robots = ?3 WHERE id = 1",
+            params![version, percent, serde_json::to_string(robots)?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends the candidate test: its robots return to production.
+    pub fn clear_candidate(&self) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE rollout SET candidate = NULL, candidate_percent = 0, candidate_robots = '[]' WHERE id = 1",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Production goes back to the previous production model.
+    pub fn rollback(&self) -> anyhow::Result<String> {
+        let plan = self.plan()?;
+        let previous = plan.previous.context("no previous production model to roll back to")?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", [])?;
+        tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", [&previous])?;
+        tx.execute("UPDATE rollout SET production = previous, previous = NULL WHERE id = 1", [])?;
+        tx.commit()?;
+        Ok(previous)
+    }
+
+    /// Each robot's assignment under the current plan (robots with none are left out).
+    pub fn assignments(&self, fleet: &[String]) -> anyhow::Result<Vec<(String, ModelAssignment)>> {
+        let plan = self.plan()?;
+        let chosen = plan.candidate_set(fleet);
+        let assignment = |version: &str, status: &str| -> anyhow::Result<ModelAssignment> {
+            let m = self.require(version)?;
+            Ok(ModelAssignment {
+                version: m.version.clone(),
+                status: status.into(),
+                sha256: m.sha256,
+                bytes: m.bytes,
+                path: format!("/api/models/{}/package", m.version),
+            })
+        };
+        let production = plan.production.as_deref().map(|v| assignment(v, "production")).transpose()?;
+        let candidate = plan.candidate.as_deref().map(|v| assignment(v, "candidate")).transpose()?;
+        Ok(fleet
+            .iter()
+            .filter_map(|r| {
+                let a = if chosen.contains(r) { candidate.clone() } else { production.clone() };
+                a.map(|a| (r.clone(), a))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("robot-{i}")).collect()
+    }
+
+    #[test]
+    fn a_percentage_picks_that_many_robots_stably() {
+        let plan = RolloutPlan { candidate: Some("m-2".into()), candidate_percent: 20.0, ..Default::default() };
+        let chosen = plan.candidate_set(&fleet(10));
+        assert_eq!(chosen.len(), 2);
+        assert_eq!(plan.candidate_set(&fleet(10)), chosen, "the same every time");
+        // Growing the fleet keeps most of the choice.
+        let bigger = plan.candidate_set(&fleet(11));
+        assert_eq!(bigger.len(), 3);
+        assert!(chosen.iter().filter(|r| bigger.contains(r)).count() >= 1);
+        let named = RolloutPlan { candidate_robots: vec!["robot-3".into(), "robot-99".into()], ..plan.clone() };
+        assert_eq!(named.candidate_set(&fleet(10)), ["robot-3"]);
+        let none = RolloutPlan { candidate: None, ..plan };
+        assert!(none.candidate_set(&fleet(10)).is_empty());
+    }
+}
