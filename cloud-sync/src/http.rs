@@ -138,11 +138,11 @@ async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
 /// The largest upload chunk accepted.
 pub const UPLOAD_CHUNK_MAX: usize = 16 << 20;
 
-/// The robot in the path, logged in as itself (when robots have passwords).
-fn authorised(s: &AppState, headers: &HeaderMap, robot: &str) -> Result<(), Response> {
-    if s.creds.0.is_none() {
-        return Ok(());
-    }
+/// The refusal, unless the robot in the path is logged in as itself (when
+/// robots have passwords).
+fn refused(s: &AppState, headers: &HeaderMap, robot: &str) -> Option<Response> {
+    // No credentials file: robots are not asked to log in.
+    s.creds.0.as_ref()?;
     let login = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -152,16 +152,10 @@ fn authorised(s: &AppState, headers: &HeaderMap, robot: &str) -> Result<(), Resp
     let ok = login.as_deref().and_then(|l| l.split_once(':')).is_some_and(|(user, pass)| {
         user == robot && s.creds.admits(user, Some(user), Some(pass.as_bytes())) == Some(Role::Robot)
     });
-    if ok {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"gantry\"")],
-            "robot login required\n",
-        )
-            .into_response())
-    }
+    (!ok).then(|| {
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"gantry\"")], "robot login required\n")
+            .into_response()
+    })
 }
 
 fn upload_error(e: UploadError) -> Response {
@@ -255,7 +249,7 @@ async fn upload_progress(
     headers: HeaderMap,
     Path((robot, segment)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = authorised(&s, &headers, &robot) {
+    if let Some(r) = refused(&s, &headers, &robot) {
         return r;
     }
     match s.uploads.progress(&robot, &segment).await {
@@ -276,7 +270,7 @@ async fn upload_chunk(
     Query(at): Query<ChunkAt>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorised(&s, &headers, &robot) {
+    if let Some(r) = refused(&s, &headers, &robot) {
         return r;
     }
     let Some(sha) = headers.get(CHUNK_SHA256).and_then(|v| v.to_str().ok()) else {
@@ -294,7 +288,7 @@ async fn upload_complete(
     Path((robot, segment)): Path<(String, String)>,
     Json(c): Json<Completion>,
 ) -> Response {
-    if let Err(r) = authorised(&s, &headers, &robot) {
+    if let Some(r) = refused(&s, &headers, &robot) {
         return r;
     }
     match s.uploads.complete(&robot, &segment, &c).await {

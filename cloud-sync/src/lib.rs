@@ -84,7 +84,7 @@ impl Service {
         let ingest = Arc::new(Ingest {
             catalog: catalog.clone(),
             store: store.clone(),
-            prefix,
+            prefix: prefix.clone(),
             max_payload,
             stats: stats.clone(),
         });
@@ -139,7 +139,7 @@ impl Service {
         };
         tasks.push(tokio::spawn(ingest::run(ingest.clone(), options(&instance)?, share, stopped.clone())));
         let assignments = Arc::new(assign::Assignments::default());
-        let registry = Arc::new(models::Registry::open(data_dir)?);
+        let registry = Arc::new(models::Registry::open(data_dir, store.clone(), prefix.clone())?);
         tasks.push(tokio::spawn(assign::run(
             assignments.clone(),
             catalog.clone(),

@@ -103,7 +103,11 @@ fn load(config: Option<PathBuf>) -> anyhow::Result<CloudConfig> {
 fn model(command: ModelCommand) -> anyhow::Result<()> {
     use gantry_config::package;
     use gantry_sync::models::Registry;
-    let registry = |c: &CloudConfig| Registry::open(std::path::Path::new(&c.service.data_dir));
+    let registry = |c: &CloudConfig| {
+        let data_dir = std::path::Path::new(&c.service.data_dir);
+        let (store, prefix) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
+        Registry::open(data_dir, store, prefix)
+    };
     match command {
         ModelCommand::Keygen { out } => {
             let key = package::generate_signing_key()?;
@@ -124,18 +128,8 @@ fn model(command: ModelCommand) -> anyhow::Result<()> {
                 Some(p) => serde_json::from_slice(&std::fs::read(&p)?)?,
                 None => serde_json::Value::Null,
             };
-            let data_dir = std::path::Path::new(&c.service.data_dir);
-            let (store, prefix) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let row = runtime.block_on(registry(&c)?.publish(
-                &*store,
-                &prefix,
-                &dir,
-                &key,
-                fleet.as_ref(),
-                metrics,
-                &notes,
-            ))?;
+            let row = runtime.block_on(registry(&c)?.publish(&dir, &key, fleet.as_ref(), metrics, &notes))?;
             println!("published {} ({} bytes, sha256 {}) as a candidate", row.version, row.bytes, row.sha256);
         }
         ModelCommand::List { config } => {

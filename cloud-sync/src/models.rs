@@ -68,6 +68,8 @@ impl RolloutPlan {
 
 pub struct Registry {
     conn: Mutex<Connection>,
+    store: std::sync::Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
 }
 
 /// What the registry reads from a manifest.
@@ -119,8 +121,9 @@ fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRow> {
 const MODEL_COLUMNS: &str = "version, name, status, sha256, bytes, object_key, metrics, notes, published_unix_ns";
 
 impl Registry {
-    /// `registry.sqlite` in the data directory (shared by the service and the CLI).
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// `registry.sqlite` in the data directory (shared by the service and the
+    /// CLI); packages go to `store` under `prefix`.
+    pub fn open(data_dir: &Path, store: std::sync::Arc<dyn ObjectStore>, prefix: ObjectPath) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("registry.sqlite");
         let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -128,7 +131,7 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), store, prefix })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -170,8 +173,6 @@ impl Registry {
     /// Signs and stores the package in `dir`; it starts as a `candidate` nobody runs yet.
     pub async fn publish(
         &self,
-        store: &dyn ObjectStore,
-        prefix: &ObjectPath,
         dir: &Path,
         key: &ed25519_dalek::SigningKey,
         fleet_public_key: Option<&ed25519_dalek::VerifyingKey>,
@@ -189,15 +190,13 @@ impl Registry {
             dir.display()
         );
         let archive = gantry_config::package::pack(dir, key)?;
-        self.publish_archive(store, prefix, archive, fleet_public_key, metrics, notes).await
+        self.publish_archive(archive, fleet_public_key, metrics, notes).await
     }
 
     /// Stores a package archive signed elsewhere (a key kept offline). With
     /// `fleet_public_key`, a package it does not verify is refused here already.
     pub async fn publish_archive(
         &self,
-        store: &dyn ObjectStore,
-        prefix: &ObjectPath,
         archive: Vec<u8>,
         fleet_public_key: Option<&ed25519_dalek::VerifyingKey>,
         metrics: serde_json::Value,
@@ -218,10 +217,10 @@ impl Registry {
             head.version
         );
         anyhow::ensure!(self.model(&head.version)?.is_none(), "version {} is already published", head.version);
-        let key_path = if prefix.as_ref().is_empty() {
+        let key_path = if self.prefix.as_ref().is_empty() {
             ObjectPath::from(format!("models/{}.tar", head.version))
         } else {
-            ObjectPath::from(format!("{prefix}/models/{}.tar", head.version))
+            ObjectPath::from(format!("{}/models/{}.tar", self.prefix, head.version))
         };
         let row = ModelRow {
             version: head.version,
@@ -234,7 +233,7 @@ impl Registry {
             notes: notes.into(),
             published_unix_ns: crate::unix_now_ns(),
         };
-        store.put(&key_path, archive.into()).await.context("storing the package")?;
+        self.store.put(&key_path, archive.into()).await.context("storing the package")?;
         self.conn().execute(
             &format!("INSERT INTO models ({MODEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             params![

@@ -54,13 +54,15 @@ pub struct UploadStats {
     pub verification_failures: AtomicU64,
 }
 
+type KeyLock = Arc<tokio::sync::Mutex<()>>;
+
 pub struct Uploads {
     dir: PathBuf,
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     catalog: Arc<dyn CloudCatalog>,
     /// One request at a time per (robot, segment).
-    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<(String, String), KeyLock>>,
     pub stats: UploadStats,
 }
 
@@ -93,7 +95,7 @@ impl Uploads {
         self.dir.join(robot).join(format!("{segment}.part"))
     }
 
-    fn lock(&self, robot: &str, segment: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock(&self, robot: &str, segment: &str) -> KeyLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry((robot.to_string(), segment.to_string())).or_default().clone()
     }

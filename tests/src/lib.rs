@@ -24,6 +24,61 @@ pub fn robot_config(id: &str, dir: &Path, broker_url: &str) -> EdgeConfig {
     c
 }
 
+/// One cloud sync (embedded broker) and N simulated robots in this process:
+/// `gantry-fleet`, and the fleet tests.
+pub struct Fleet {
+    pub service: gantry_sync::Service,
+    pub robots: Vec<gantry_edge::daemon::Daemon>,
+}
+
+/// How to build a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub robots: u32,
+    pub data_dir: std::path::PathBuf,
+    /// The fleet's model-signing public key (hex or file), given to every robot.
+    pub fleet_public_key: String,
+    /// Lighter robots (320×240 camera, 424×240 depth) for many on one machine.
+    pub light: bool,
+    pub probation_s: u64,
+}
+
+impl Fleet {
+    pub async fn start(o: &FleetOptions) -> anyhow::Result<Self> {
+        let mut cloud = CloudConfig::default();
+        cloud.service.data_dir = o.data_dir.join("cloud").display().to_string();
+        cloud.broker.listen = "127.0.0.1:0".into();
+        cloud.http.listen = "127.0.0.1:0".into();
+        let service = gantry_sync::Service::start(&cloud).await?;
+        let mqtt = service.mqtt_addr.ok_or_else(|| anyhow::anyhow!("no embedded broker"))?;
+        let mut robots = Vec::new();
+        for i in 0..o.robots {
+            let id = format!("robot-{i}");
+            let mut c = robot_config(&id, &o.data_dir.join(&id), &format!("mqtt://{mqtt}"));
+            c.uplink.http_url = format!("http://{}", service.http_addr);
+            c.health.period_s = EdgeConfig::default().health.period_s;
+            c.recorder.episode_s = EdgeConfig::default().recorder.episode_s;
+            c.uplink.batch_period_s = EdgeConfig::default().uplink.batch_period_s;
+            c.models.fleet_public_key = o.fleet_public_key.clone();
+            c.models.probation_s = o.probation_s;
+            if o.light {
+                (c.camera.width, c.camera.height) = (320, 240);
+                (c.depth.width, c.depth.height) = (424, 240);
+            }
+            robots
+                .push(gantry_edge::daemon::Daemon::start(&c, gantry_hal::Pacing::RealTime, Default::default()).await?);
+        }
+        Ok(Self { service, robots })
+    }
+
+    pub async fn stop(self) {
+        for r in self.robots {
+            r.stop().await;
+        }
+        self.service.stop().await;
+    }
+}
+
 /// Cloud sync with its embedded broker on `mqtt_listen`, HTTP on a free port.
 pub fn cloud_config(dir: &Path, mqtt_listen: &str) -> CloudConfig {
     let mut c = CloudConfig::default();

@@ -45,11 +45,8 @@ fn archive_of(dir: &Path, signature: Option<&str>) -> Vec<u8> {
     package::archive(&entries).unwrap()
 }
 
-async fn publish(service: &Service, tmp: &Path, archive: Vec<u8>) -> String {
-    let (store, prefix) = gantry_sync::store::open_object_store("file://objects", &tmp.join("cloud")).unwrap();
-    let row =
-        service.registry.publish_archive(&*store, &prefix, archive, None, serde_json::Value::Null, "").await.unwrap();
-    row.version
+async fn publish(service: &Service, archive: Vec<u8>) -> String {
+    service.registry.publish_archive(archive, None, serde_json::Value::Null, "").await.unwrap().version
 }
 
 /// Points the robot at `version` and waits for its report to settle on `state`.
@@ -86,14 +83,14 @@ async fn bad_packages_are_refused_and_a_good_one_swaps_in_without_a_miss() {
     let packages = tmp.path().join("packages");
 
     // Unsigned.
-    let v = publish(&service, tmp.path(), archive_of(&package_as(&packages, "unsigned-1"), None)).await;
+    let v = publish(&service, archive_of(&package_as(&packages, "unsigned-1"), None)).await;
     let r = assign(&service, &robot, &v, "refused").await;
     assert!(r.reason.as_deref().unwrap().contains("not signed"), "{r:?}");
     assert_eq!(r.version, "baseline-2", "still running the old model");
 
     // Signed by another key.
     let dir = package_as(&packages, "other-key-1");
-    let v = publish(&service, tmp.path(), package::pack(&dir, &other).unwrap()).await;
+    let v = publish(&service, package::pack(&dir, &other).unwrap()).await;
     let r = assign(&service, &robot, &v, "refused").await;
     assert!(r.reason.as_deref().unwrap().contains("does not verify"), "{r:?}");
 
@@ -103,7 +100,7 @@ async fn bad_packages_are_refused_and_a_good_one_swaps_in_without_a_miss() {
     let signature = package::hex(&ed25519_sign(&fleet, &manifest));
     let text = String::from_utf8(manifest).unwrap().replace("latency_budget_ms = 10.0", "latency_budget_ms = 99.0");
     std::fs::write(dir.join("manifest.toml"), text).unwrap();
-    let v = publish(&service, tmp.path(), archive_of(&dir, Some(&signature))).await;
+    let v = publish(&service, archive_of(&dir, Some(&signature))).await;
     let r = assign(&service, &robot, &v, "refused").await;
     assert!(r.reason.as_deref().unwrap().contains("does not verify"), "{r:?}");
 
@@ -121,7 +118,7 @@ async fn bad_packages_are_refused_and_a_good_one_swaps_in_without_a_miss() {
     let slot = robot.pipeline().policy_slot();
     let misses_before = status.deadline_misses.load(Relaxed);
     let dir = package_as(&packages, "good-1");
-    let v = publish(&service, tmp.path(), package::pack(&dir, &fleet).unwrap()).await;
+    let v = publish(&service, package::pack(&dir, &fleet).unwrap()).await;
     assign(&service, &robot, &v, "probation").await;
     assert_eq!(slot.swaps.load(Relaxed), 1);
     let r = assign(&service, &robot, &v, "running").await;

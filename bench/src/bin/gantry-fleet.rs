@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gantry_config::cli::Shutdown;
-use gantry_config::{CloudConfig, EdgeConfig};
-use gantry_edge::daemon::Daemon;
-use gantry_edge::pipeline::Options;
-use gantry_sync::Service;
+use gantry_config::EdgeConfig;
+use gantry_tests::{Fleet, FleetOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "gantry-fleet", version, about = "A simulated fleet: cloud sync and N robots on one machine")]
@@ -27,6 +25,13 @@ struct Args {
     /// Where the cloud and each robot keep their data.
     #[arg(long, default_value = "./gantry-data/fleet")]
     data_dir: PathBuf,
+    /// The fleet's model-signing public key (hex, or a file holding it), so the
+    /// robots accept models published with `gantry-sync model publish`.
+    #[arg(long, default_value = "")]
+    fleet_public_key: String,
+    /// Full-size robots (1080p camera): fewer fit on one machine.
+    #[arg(long)]
+    full_size: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,30 +43,23 @@ fn main() -> anyhow::Result<()> {
 
 async fn fleet(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::install()?;
-    let mut cloud = CloudConfig::default();
-    cloud.service.data_dir = args.data_dir.join("cloud").display().to_string();
-    cloud.broker.listen = "127.0.0.1:0".into();
-    cloud.http.listen = "127.0.0.1:0".into();
-    let service = Service::start(&cloud).await?;
-    let mqtt = service.mqtt_addr.expect("embedded broker");
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/baseline");
-    let mut robots = Vec::new();
-    for i in 0..args.robots {
-        let mut c = EdgeConfig::default();
-        c.robot.id = format!("robot-{i}");
-        c.robot.data_dir = args.data_dir.join(&c.robot.id).display().to_string();
-        c.status_http.listen = "127.0.0.1:0".into();
-        c.uplink.broker_url = format!("mqtt://{mqtt}");
-        c.policy.model_dir = models.display().to_string();
-        c.policy.baseline_model_dir = c.policy.model_dir.clone();
-        // Many robots in one process: locking all memory is for one robot per machine.
-        c.realtime.lock_memory = false;
-        robots.push(Daemon::start(&c, gantry_hal::Pacing::RealTime, Options::default()).await?);
-    }
+    let fleet = Fleet::start(&FleetOptions {
+        robots: args.robots,
+        data_dir: args.data_dir.clone(),
+        fleet_public_key: args.fleet_public_key.clone(),
+        light: !args.full_size,
+        probation_s: EdgeConfig::default().models.probation_s,
+    })
+    .await?;
+    let (service, robots) = (&fleet.service, &fleet.robots);
     println!("cloud: http://{}/", service.http_addr);
     for (i, r) in robots.iter().enumerate() {
         println!("robot-{i}: http://{}/", r.status_addr);
     }
+    println!(
+        "models: gantry-sync model … --config with [service] data_dir = {:?}",
+        args.data_dir.join("cloud").display().to_string()
+    );
     let start = Instant::now();
     let progress = async {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -85,9 +83,6 @@ async fn fleet(args: Args) -> anyhow::Result<()> {
         _ = shutdown.wait(args.duration.map(Duration::from_secs_f64)) => {}
         _ = progress => {}
     }
-    for r in robots {
-        r.stop().await;
-    }
-    service.stop().await;
+    fleet.stop().await;
     Ok(())
 }
