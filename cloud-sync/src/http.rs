@@ -384,14 +384,30 @@ async fn page(State(s): State<Arc<AppState>>) -> Response {
         let esc = |v: &serde_json::Value| {
             v.as_str().unwrap_or("–").replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
         };
+        let rollout = &r["model_rollout"];
+        let rollout = match rollout["state"].as_str() {
+            Some("refused" | "rolled_back") => {
+                format!("{} {}: {}", esc(&rollout["state"]), esc(&rollout["assigned"]), esc(&rollout["reason"]))
+            }
+            Some(state) => esc(&serde_json::Value::from(state)),
+            None => "–".into(),
+        };
+        let window = r["upload_window"]["start_unix_ns"].as_u64().map_or("–".to_string(), |ns| {
+            let (y, m, d) = gantry_config::wire::civil_from_days((ns / gantry_config::wire::DAY_NS) as i64);
+            let secs = (ns % gantry_config::wire::DAY_NS) / 1_000_000_000;
+            format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, secs / 60 % 60)
+        });
         rows.push_str(&format!(
-            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td class=n>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td></tr>",
             esc(&r["robot_id"]),
             if r["online"] == true { "on" } else { "off" },
             if r["online"] == true { "online" } else { "offline" },
             esc(&r["mode"]),
             esc(&r["model_version"]),
+            esc(&r["assigned_model"]["version"]),
+            rollout,
             r["backlog"].as_u64().map_or("–".to_string(), |b| b.to_string()),
+            window,
         ));
     }
     let i = &s.ingest;
@@ -401,7 +417,8 @@ async fn page(State(s): State<Arc<AppState>>) -> Response {
 table{{border-collapse:collapse}}td,th{{padding:.3rem .8rem;border-bottom:1px solid #e0e0e0;text-align:left}}\
 .n{{text-align:right}}.on{{color:#1e8e3e;font-weight:600}}.off{{color:#d93025;font-weight:600}}</style></head><body>\
 <h1>Gantry fleet</h1><p>{} robots · {} batches stored · {} duplicates dropped · {} rejected</p>\
-<table><tr><th>robot</th><th>state</th><th>mode</th><th>model</th><th>backlog</th></tr>{rows}</table></body></html>",
+<table><tr><th>robot</th><th>state</th><th>mode</th><th>model</th><th>assigned</th><th>rollout</th><th>backlog</th>\
+<th>upload window</th></tr>{rows}</table></body></html>",
         robots.len(),
         i.stored.load(Relaxed),
         i.duplicates.load(Relaxed),

@@ -89,6 +89,15 @@ impl View {
         if self.recorder.write_errors.load(Relaxed) > 0 {
             amber.push("recorder write errors".to_string());
         }
+        let model = self.model.report();
+        if matches!(model.state.as_str(), "refused" | "rolled_back") {
+            amber.push(format!(
+                "model {} {}: {}",
+                model.assigned.as_deref().unwrap_or("?"),
+                if model.state == "refused" { "refused" } else { "rolled back" },
+                model.reason.as_deref().unwrap_or("")
+            ));
+        }
         for f in &self.policy_failures {
             let reason = format!("configured policy unavailable: {f}");
             if !amber.contains(&reason) {
@@ -211,6 +220,12 @@ impl View {
             "sync": {
                 "connected": self.sync.connected.load(Relaxed),
                 "backlog": self.sync.backlog.load(Relaxed),
+                "uploads": {
+                    "window_open": self.uploads.window_open.load(Relaxed),
+                    "segments": self.uploads.segments.load(Relaxed),
+                    "bytes": self.uploads.bytes.load(Relaxed),
+                    "failures": self.uploads.failures.load(Relaxed),
+                },
             },
         })
     }
@@ -336,6 +351,18 @@ impl View {
             "gantry_sync_backlog",
             "Log batches waiting for the cloud.",
             &[(&robot, self.sync.backlog.load(Relaxed) as f64)],
+        );
+        let u = &self.uploads;
+        m.counter(
+            "gantry_upload_segments_total",
+            "Segments uploaded and verified by the cloud.",
+            &[(&robot, u.segments.load(Relaxed) as f64)],
+        );
+        m.counter("gantry_upload_bytes_total", "Bulk upload bytes sent.", &[(&robot, u.bytes.load(Relaxed) as f64)]);
+        m.counter(
+            "gantry_upload_failures_total",
+            "Bulk upload requests that failed (each resumed).",
+            &[(&robot, u.failures.load(Relaxed) as f64)],
         );
         m.0
     }

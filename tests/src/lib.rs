@@ -160,10 +160,14 @@ impl Drop for Mosquitto {
 /// What the proxy does to one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
+    /// Passes the connection untouched.
+    Clean,
     /// Closes both sides after this many bytes from the client.
     Cut(u64),
     /// Flips the bits of the client's byte at this offset.
     Flip(u64),
+    /// Closes both sides after this many bytes from the server.
+    CutReply(u64),
 }
 
 /// A TCP proxy on loopback that damages connections, one fault per new
@@ -191,8 +195,20 @@ impl FaultProxy {
                 tokio::spawn(async move {
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
+                    let reply_limit = match fault {
+                        Some(Fault::CutReply(at)) => at,
+                        _ => u64::MAX,
+                    };
                     let down = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let mut sent = 0u64;
+                        while let Ok(n) = sr.read(&mut buf).await {
+                            let n = (n as u64).min(reply_limit - sent) as usize;
+                            if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            sent += n as u64;
+                        }
                         let _ = cw.shutdown().await;
                     });
                     let mut buf = vec![0u8; 16 * 1024];

@@ -15,7 +15,7 @@ use gantry_edge::model::{IoShape, Manifest, ModelPackage};
 use gantry_edge::pipeline::Options;
 use gantry_edge::rollout::Rollout;
 use gantry_sync::Service;
-use gantry_tests::{cloud_config, robot_config, wait_for};
+use gantry_tests::{cloud_config, robot_config, wait_for, Fault, FaultProxy};
 
 const ROBOT: &str = "robot-1";
 
@@ -72,7 +72,11 @@ async fn bad_packages_are_refused_and_a_good_one_swaps_in_without_a_miss() {
     let other = package::generate_signing_key().unwrap();
     let service = Service::start(&cloud_config(&tmp.path().join("cloud"), "127.0.0.1:0")).await.unwrap();
     let mut config = robot_config(ROBOT, &tmp.path().join("robot"), &format!("mqtt://{}", service.mqtt_addr.unwrap()));
-    config.uplink.http_url = format!("http://{}", service.http_addr);
+    // One download per assignment below; the last one (good-1) is cut half-way
+    // and must resume where it stopped.
+    let faults = vec![Fault::Clean, Fault::Clean, Fault::Clean, Fault::CutReply(150_000)];
+    let proxy = FaultProxy::start(service.http_addr, faults).await.unwrap();
+    config.uplink.http_url = format!("http://{}", proxy.addr);
     config.models.fleet_public_key = package::hex(fleet.verifying_key().as_bytes());
     config.models.probation_s = 2;
     let robot = Daemon::start(&config, gantry_hal::Pacing::RealTime, Options::default()).await.unwrap();
@@ -124,7 +128,12 @@ async fn bad_packages_are_refused_and_a_good_one_swaps_in_without_a_miss() {
     let r = assign(&service, &robot, &v, "running").await;
     assert_eq!(r.version, "good-1");
     assert_eq!(status.deadline_misses.load(Relaxed), misses_before, "no deadline missed during the swap");
-    assert!(tmp.path().join("robot/models/good-1/model.onnx").is_file(), "installed");
+    assert_eq!(
+        std::fs::read(tmp.path().join("robot/models/good-1/model.onnx")).unwrap(),
+        std::fs::read(baseline_dir().join("model.onnx")).unwrap(),
+        "installed intact"
+    );
+    assert!(proxy.connections.load(Relaxed) >= 5, "the cut download resumed on a new connection");
     assert_eq!(std::fs::read_to_string(tmp.path().join("robot/models/active")).unwrap(), "good-1");
     wait_for("the cloud shows the new version", Duration::from_secs(30), || {
         service
