@@ -10,7 +10,7 @@
 //! Partial uploads live under `DATA_DIR/uploads/ROBOT/SEGMENT.part`.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
-use sha2::{Digest, Sha256};
 
 pub use gantry_config::wire::{Completion, Progress, CHUNK_SHA256};
 
@@ -163,23 +162,9 @@ impl Uploads {
         }
         let path = self.part(robot, segment);
         let p = path.clone();
-        let (bytes, sha) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-            let mut file = std::fs::File::open(&p)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                total += n as u64;
-            }
-            Ok((total, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
-        })
-        .await
-        .map_err(|e| UploadError::Internal(e.into()))??;
+        let (bytes, sha) = tokio::task::spawn_blocking(move || gantry_config::wire::hash_file(&p))
+            .await
+            .map_err(|e| UploadError::Internal(e.into()))??;
         if bytes != c.bytes || !sha.eq_ignore_ascii_case(&c.sha256) {
             self.stats.verification_failures.fetch_add(1, Relaxed);
             let _ = std::fs::remove_file(&path);

@@ -215,6 +215,24 @@ pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Size and lower-case hex SHA-256 of a file, read in 1 MiB pieces.
+pub fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, String)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+}
+
 /// Encodes a batch around `body`, filling in the body's length and checksum.
 pub fn encode(mut header: BatchHeader, body: &[u8]) -> Vec<u8> {
     header.body_len = body.len() as u64;
