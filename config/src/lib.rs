@@ -12,6 +12,7 @@ pub mod edge;
 mod load;
 pub mod package;
 mod problem;
+pub mod records;
 pub mod wire;
 
 pub use cloud::CloudConfig;

@@ -6,7 +6,9 @@
 //! the Unix epoch; `mono_ns` fields are the robot's `CLOCK_MONOTONIC`, which is
 //! what latencies are measured on.
 
-use serde::{Deserialize, Serialize};
+pub use gantry_config::records::{
+    CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg, Time,
+};
 
 use crate::control::Mode;
 use crate::governor::{Check, Incident};
@@ -67,157 +69,71 @@ pub const IMAGES: ChannelDef = ChannelDef {
 /// Every channel a segment may hold, in a fixed order.
 pub const ALL: [ChannelDef; 7] = [CONTROL, JOINT_STATES, FRAMES, INCIDENTS, EPISODES, HEALTH, IMAGES];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ControlMsg {
-    pub unix_ns: u64,
-    pub mono_ns: u64,
-    pub seq: u32,
-    pub mode: String,
-    pub approved: bool,
-    pub rejected_by: Vec<String>,
-    pub from_baseline: bool,
-    pub frame_seq: u64,
-    pub goal_rad: Vec<f32>,
-    pub goal_gripper: f32,
-    pub command_rad: Vec<f32>,
-    pub command_gripper: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JointStateMsg {
-    pub unix_ns: u64,
-    pub mono_ns: u64,
-    pub age_ns: u64,
-    pub positions_rad: Vec<f32>,
-    pub velocities_rad_s: Vec<f32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FrameMsg {
-    pub unix_ns: u64,
-    pub frame_seq: u64,
-    pub capture_mono_ns: u64,
-    pub done_mono_ns: u64,
-    pub latency_ms: f64,
-    pub late: bool,
-    pub unsafe_action: bool,
-    pub from_baseline: bool,
-    pub ok: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentMsg {
-    pub unix_ns: u64,
-    pub mono_ns: u64,
-    pub check: String,
-    pub failed: Vec<String>,
-    pub value: f64,
-    pub limit: f64,
-    pub joint: Option<u8>,
-    pub frame_seq: u64,
-    pub rejected_rad: Vec<f32>,
-    pub rejected_gripper: f32,
-    pub substituted_rad: Vec<f32>,
-    pub substituted_gripper: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpisodeMsg {
-    pub task_id: String,
-    pub robot_id: String,
-    pub model_version: String,
-    pub start_unix_ns: u64,
-    pub end_unix_ns: u64,
-    pub success: bool,
-    pub failure_reason: Option<String>,
-    pub ticks: u64,
-    pub rejects: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Time {
-    pub sec: u32,
-    pub nsec: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompressedImageMsg {
-    pub timestamp: Time,
-    pub frame_id: String,
-    /// Base64 of the JPEG bytes.
-    pub data: String,
-    pub format: String,
-}
-
 /// Names of the checks whose bits are set in `failed`.
 pub fn failed_checks(failed: u16) -> Vec<String> {
     Check::ALL.iter().filter(|c| failed & (1 << (**c as u16)) != 0).map(|c| c.name().to_string()).collect()
 }
 
-impl ControlMsg {
-    pub fn new(r: &ControlRecord, unix_ns: u64) -> Self {
-        let n = usize::from(r.joints);
-        Self {
-            unix_ns,
-            mono_ns: r.t_ns,
-            seq: r.seq,
-            mode: Mode::from_u8(r.mode).as_str().to_string(),
-            approved: r.approved,
-            rejected_by: failed_checks(r.failed),
-            from_baseline: r.from_baseline,
-            frame_seq: r.frame_seq,
-            goal_rad: r.goal_rad[..n].to_vec(),
-            goal_gripper: r.goal_gripper,
-            command_rad: r.command_rad[..n].to_vec(),
-            command_gripper: r.command_gripper,
-        }
+/// The `/control` message of a control tick.
+pub fn control_msg(r: &ControlRecord, unix_ns: u64) -> ControlMsg {
+    let n = usize::from(r.joints);
+    ControlMsg {
+        unix_ns,
+        mono_ns: r.t_ns,
+        seq: r.seq,
+        mode: Mode::from_u8(r.mode).as_str().to_string(),
+        approved: r.approved,
+        rejected_by: failed_checks(r.failed),
+        from_baseline: r.from_baseline,
+        frame_seq: r.frame_seq,
+        goal_rad: r.goal_rad[..n].to_vec(),
+        goal_gripper: r.goal_gripper,
+        command_rad: r.command_rad[..n].to_vec(),
+        command_gripper: r.command_gripper,
     }
 }
 
-impl JointStateMsg {
-    pub fn new(r: &ControlRecord, unix_ns: u64) -> Option<Self> {
-        let n = usize::from(r.joints);
-        (r.joint_state_ns != 0).then(|| Self {
-            unix_ns,
-            mono_ns: r.t_ns,
-            age_ns: r.t_ns.saturating_sub(r.joint_state_ns),
-            positions_rad: r.positions_rad[..n].to_vec(),
-            velocities_rad_s: r.velocities_rad_s[..n].to_vec(),
-        })
+/// The `/joint_states` message of a control tick, when it had a joint state.
+pub fn joint_state_msg(r: &ControlRecord, unix_ns: u64) -> Option<JointStateMsg> {
+    let n = usize::from(r.joints);
+    (r.joint_state_ns != 0).then(|| JointStateMsg {
+        unix_ns,
+        mono_ns: r.t_ns,
+        age_ns: r.t_ns.saturating_sub(r.joint_state_ns),
+        positions_rad: r.positions_rad[..n].to_vec(),
+        velocities_rad_s: r.velocities_rad_s[..n].to_vec(),
+    })
+}
+
+/// The `/frames` message of an inference.
+pub fn frame_msg(r: &FrameRecord, unix_ns: u64) -> FrameMsg {
+    FrameMsg {
+        unix_ns,
+        frame_seq: r.frame_seq,
+        capture_mono_ns: r.capture_ns,
+        done_mono_ns: r.done_ns,
+        latency_ms: r.done_ns.saturating_sub(r.capture_ns) as f64 / 1e6,
+        late: r.late,
+        unsafe_action: r.unsafe_action,
+        from_baseline: r.from_baseline,
+        ok: r.ok,
     }
 }
 
-impl FrameMsg {
-    pub fn new(r: &FrameRecord, unix_ns: u64) -> Self {
-        Self {
-            unix_ns,
-            frame_seq: r.frame_seq,
-            capture_mono_ns: r.capture_ns,
-            done_mono_ns: r.done_ns,
-            latency_ms: r.done_ns.saturating_sub(r.capture_ns) as f64 / 1e6,
-            late: r.late,
-            unsafe_action: r.unsafe_action,
-            from_baseline: r.from_baseline,
-            ok: r.ok,
-        }
-    }
-}
-
-impl IncidentMsg {
-    pub fn new(i: &Incident, joints: usize, unix_ns: u64) -> Self {
-        Self {
-            unix_ns,
-            mono_ns: i.time_ns,
-            check: i.check.name().to_string(),
-            failed: failed_checks(i.failed),
-            value: i.value,
-            limit: i.limit,
-            joint: i.joint,
-            frame_seq: i.frame_seq,
-            rejected_rad: i.rejected.targets_rad[..joints].to_vec(),
-            rejected_gripper: i.rejected.gripper,
-            substituted_rad: i.substituted.targets_rad[..joints].to_vec(),
-            substituted_gripper: i.substituted.gripper,
-        }
+/// The `/incidents` message of a governor incident.
+pub fn incident_msg(i: &Incident, joints: usize, unix_ns: u64) -> IncidentMsg {
+    IncidentMsg {
+        unix_ns,
+        mono_ns: i.time_ns,
+        check: i.check.name().to_string(),
+        failed: failed_checks(i.failed),
+        value: i.value,
+        limit: i.limit,
+        joint: i.joint,
+        frame_seq: i.frame_seq,
+        rejected_rad: i.rejected.targets_rad[..joints].to_vec(),
+        rejected_gripper: i.rejected.gripper,
+        substituted_rad: i.substituted.targets_rad[..joints].to_vec(),
+        substituted_gripper: i.substituted.gripper,
     }
 }

@@ -33,7 +33,7 @@ use crate::health::HealthSnapshot;
 use catalog::{Catalog, SegmentRow, SegmentState};
 use episodes::Episodes;
 use gantry_config::wire::BatchKind;
-use messages::{CompressedImageMsg, ControlMsg, FrameMsg, IncidentMsg, JointStateMsg, Time};
+use messages::{CompressedImageMsg, Time};
 use quota::ImageLevel;
 use segment::{Encoding, Recovered, SegmentWriter};
 use taps::{ControlRecord, FrameRecord, Taps, Thumb};
@@ -236,8 +236,8 @@ impl Recorder {
 
     pub fn record_control(&mut self, r: &ControlRecord) {
         let unix = self.unix(r.t_ns);
-        self.write_json(CH_CONTROL, unix, &ControlMsg::new(r, unix));
-        if let Some(js) = JointStateMsg::new(r, unix) {
+        self.write_json(CH_CONTROL, unix, &messages::control_msg(r, unix));
+        if let Some(js) = messages::joint_state_msg(r, unix) {
             self.write_json(CH_JOINTS, unix, &js);
         }
         if let Some(ep) = self.episodes.on_control(r, unix) {
@@ -247,14 +247,14 @@ impl Recorder {
 
     pub fn record_frame(&mut self, r: &FrameRecord) {
         let unix = self.unix(r.done_ns);
-        self.write_json(CH_FRAMES, unix, &FrameMsg::new(r, unix));
+        self.write_json(CH_FRAMES, unix, &messages::frame_msg(r, unix));
     }
 
     /// Records the incident and the pre-roll of images before it; images keep
     /// coming at full rate for as long again after it.
     pub fn record_incident(&mut self, i: &Incident) {
         let unix = self.unix(i.time_ns);
-        self.write_json(CH_INCIDENTS, unix, &IncidentMsg::new(i, self.s.joints, unix));
+        self.write_json(CH_INCIDENTS, unix, &messages::incident_msg(i, self.s.joints, unix));
         // One full-rate window per burst: a robot held by the governor for
         // minutes would otherwise record video the whole time.
         let cooled = i.time_ns > self.post_roll_until_ns + INCIDENT_COOLDOWN.as_nanos() as u64;
