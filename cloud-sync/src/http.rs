@@ -27,6 +27,8 @@ pub struct AppState {
     pub uploads: Arc<Uploads>,
     pub assignments: Arc<crate::assign::Assignments>,
     pub registry: Arc<crate::models::Registry>,
+    pub lake: Arc<crate::lake::LakeState>,
+    pub lake_root: object_store::path::Path,
     /// How long an operator's "upload now" keeps a robot's window open.
     pub upload_now_ns: u64,
     /// With a credentials file, uploads need the robot's own HTTP Basic login.
@@ -42,6 +44,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments", get(segments))
         .route("/api/segments/{id}", get(segment))
         .route("/api/robots/{robot}/upload-now", post(upload_now))
+        .route("/api/lake/files", get(lake_files))
+        .route("/api/lake/files/{id}", get(lake_file))
         .route("/api/models", get(models))
         .route("/api/models/{version}/package", get(model_package))
         .route("/api/uploads/{robot}/{segment}", get(upload_progress).put(upload_chunk))
@@ -171,6 +175,38 @@ fn upload_error(e: UploadError) -> Response {
         tracing::error!(error = %e, "upload failed");
     }
     (status, format!("{e}\n")).into_response()
+}
+
+/// Parquet files exported after a cursor, oldest first, for incremental copies.
+async fn lake_files(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Response {
+    let cursor = q.since.as_deref().map_or(Ok(0), str::parse::<u64>);
+    let Ok(cursor) = cursor else {
+        return (StatusCode::BAD_REQUEST, "since: expected a cursor from next_cursor\n").into_response();
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    match s.lake.files_since(cursor, limit) {
+        Ok(files) => {
+            let next = files.last().map_or(cursor, |f| f.id);
+            Json(json!({"files": files, "next_cursor": next.to_string()})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn lake_file(State(s): State<Arc<AppState>>, Path(id): Path<u64>) -> Response {
+    let file = match s.lake.file(id) {
+        Ok(Some(f)) => f,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+        Err(e) => return internal(e),
+    };
+    let key = object_store::path::Path::from(format!("{}/{}", s.lake_root, file.path));
+    match s.store.get(&key).await {
+        Ok(got) => match got.bytes().await {
+            Ok(bytes) => ([(header::CONTENT_TYPE, "application/vnd.apache.parquet")], bytes).into_response(),
+            Err(e) => internal(e.into()),
+        },
+        Err(e) => internal(e.into()),
+    }
 }
 
 /// The registry, the rollout plan and who is assigned what.

@@ -54,6 +54,7 @@ pub struct Ingest {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: ObjectPath,
     pub max_payload: usize,
+    pub quality: crate::quality::Limits,
     pub stats: Arc<IngestStats>,
 }
 
@@ -130,6 +131,11 @@ impl Ingest {
         if messages != header.messages {
             return Err(Ok(Reject::Malformed(format!("{messages} messages, header says {}", header.messages))));
         }
+        let parsed = crate::quality::parse(body).map_err(|e| Ok(Reject::Malformed(format!("body: {e:#}"))))?;
+        let flags = crate::quality::batch_flags(&parsed, &self.quality);
+        if !flags.is_empty() {
+            tracing::info!(robot, seq = header.seq, ?flags, "stored a batch with quality flags");
+        }
         if kind == BatchKind::Health {
             self.health(robot, body).map_err(Err)?;
         }
@@ -150,6 +156,7 @@ impl Ingest {
             start_unix_ns: header.start_unix_ns,
             end_unix_ns: header.end_unix_ns,
             received_unix_ns: now,
+            flags,
         };
         if self.catalog.insert_segment(&row).map_err(Err)? {
             self.stats.stored.fetch_add(1, Relaxed);

@@ -9,7 +9,9 @@ pub mod broker;
 pub mod front;
 pub mod http;
 pub mod ingest;
+pub mod lake;
 pub mod models;
+pub mod quality;
 pub mod schedule;
 pub mod store;
 pub mod uploads;
@@ -51,6 +53,7 @@ pub struct Service {
     pub uploads: Arc<uploads::Uploads>,
     pub assignments: Arc<assign::Assignments>,
     pub registry: Arc<models::Registry>,
+    pub lake: Arc<lake::LakeState>,
 }
 
 /// `mqtt://[user:pass@]host:port` to client options.
@@ -86,6 +89,7 @@ impl Service {
             store: store.clone(),
             prefix: prefix.clone(),
             max_payload,
+            quality: (&config.quality).into(),
             stats: stats.clone(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -138,6 +142,37 @@ impl Service {
             }
         };
         tasks.push(tokio::spawn(ingest::run(ingest.clone(), options(&instance)?, share, stopped.clone())));
+        let lake = Arc::new(lake::LakeState::open(Some(data_dir))?);
+        {
+            let (catalog, store, lake, mut stopped) = (catalog.clone(), store.clone(), lake.clone(), stopped.clone());
+            let root = lake::lake_root(&prefix);
+            let limits: quality::Limits = (&config.quality).into();
+            let period = Duration::from_secs(config.lake.export_period_s);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    let exporter = lake::Exporter {
+                        catalog: &*catalog,
+                        source: &*store,
+                        dest: &*store,
+                        root: root.clone(),
+                        state: &lake,
+                        limits,
+                    };
+                    match exporter.run().await {
+                        Ok(files) if !files.is_empty() => tracing::info!(files = files.len(), "lake export"),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "lake export failed; retrying next period")
+                        }
+                    }
+                }
+            }));
+        }
         let assignments = Arc::new(assign::Assignments::default());
         let registry = Arc::new(models::Registry::open(data_dir, store.clone(), prefix.clone())?);
         tasks.push(tokio::spawn(assign::run(
@@ -156,6 +191,8 @@ impl Service {
             uploads: uploads.clone(),
             assignments: assignments.clone(),
             registry: registry.clone(),
+            lake: lake.clone(),
+            lake_root: lake::lake_root(&prefix),
             upload_now_ns: u64::from(config.uploads.window_hours) * 3_600_000_000_000,
             creds,
             offline_after_ns: config.ingest.offline_after_s * 1_000_000_000,
@@ -173,7 +210,19 @@ impl Service {
             }));
         }
         tracing::info!(http = %format!("http://{http_addr}/"), mqtt = ?mqtt_addr, broker = ?config.broker.mode, "gantry-sync running");
-        Ok(Self { stop, tasks, http_addr, mqtt_addr, catalog, ingest: stats, front, uploads, assignments, registry })
+        Ok(Self {
+            stop,
+            tasks,
+            http_addr,
+            mqtt_addr,
+            catalog,
+            ingest: stats,
+            front,
+            uploads,
+            assignments,
+            registry,
+            lake,
+        })
     }
 
     pub async fn stop(self) {

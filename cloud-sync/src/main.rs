@@ -22,6 +22,20 @@ enum SyncCommand {
     /// The model registry and its rollout.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The data lake export.
+    #[command(subcommand)]
+    Lake(LakeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LakeCommand {
+    /// Export every stored batch as Parquet tables (TABLE/date=…/robot=…/*.parquet) into DIR.
+    Export {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,12 +106,43 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        SyncCommand::Lake(LakeCommand::Export { out, config }) => match lake_export(&out, config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gantry-sync lake export: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
 fn load(config: Option<PathBuf>) -> anyhow::Result<CloudConfig> {
     let args = cli::RunArgs { config, duration: None };
     args.load::<CloudConfig>().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn lake_export(out: &std::path::Path, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use gantry_sync::store::{CloudCatalog, SqliteCatalog};
+    let c = load(config)?;
+    let data_dir = std::path::Path::new(&c.service.data_dir);
+    let catalog: Box<dyn CloudCatalog> = Box::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
+    let (store, _) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
+    std::fs::create_dir_all(out)?;
+    let dest = object_store::local::LocalFileSystem::new_with_prefix(out)?;
+    let state = gantry_sync::lake::LakeState::open(None)?;
+    let exporter = gantry_sync::lake::Exporter {
+        catalog: &*catalog,
+        source: &*store,
+        dest: &dest,
+        root: object_store::path::Path::default(),
+        state: &state,
+        limits: (&c.quality).into(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let files = runtime.block_on(exporter.run())?;
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    println!("{} files, {rows} rows in {}", files.len(), out.display());
+    Ok(())
 }
 
 fn model(command: ModelCommand) -> anyhow::Result<()> {

@@ -30,6 +30,8 @@ pub struct StoredSegment {
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
     pub received_unix_ns: u64,
+    /// Data quality flags (`quality.rs`); empty when clean.
+    pub flags: Vec<String>,
 }
 
 /// A bulk-uploaded segment, as the catalog keeps it.
@@ -99,6 +101,7 @@ CREATE TABLE IF NOT EXISTS segments (
     start_unix_ns INTEGER NOT NULL,
     end_unix_ns INTEGER NOT NULL,
     received_unix_ns INTEGER NOT NULL,
+    flags TEXT NOT NULL DEFAULT '[]',
     UNIQUE (robot_id, seq)
 );
 CREATE TABLE IF NOT EXISTS uploads (
@@ -136,6 +139,11 @@ impl SqliteCatalog {
         if !has_report {
             conn.execute_batch("ALTER TABLE robots ADD COLUMN model_report TEXT")?;
         }
+        let has_flags: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'flags'")?.exists([])?;
+        if !has_flags {
+            conn.execute_batch("ALTER TABLE segments ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'")?;
+        }
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -145,7 +153,7 @@ impl SqliteCatalog {
 }
 
 const COLUMNS: &str = "cursor, id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, messages, \
-                       start_unix_ns, end_unix_ns, received_unix_ns";
+                       start_unix_ns, end_unix_ns, received_unix_ns, flags";
 
 fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
     Ok(StoredSegment {
@@ -162,6 +170,7 @@ fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
         start_unix_ns: r.get::<_, i64>(10)? as u64,
         end_unix_ns: r.get::<_, i64>(11)? as u64,
         received_unix_ns: r.get::<_, i64>(12)? as u64,
+        flags: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
     })
 }
 
@@ -181,8 +190,8 @@ impl CloudCatalog for SqliteCatalog {
     fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<bool> {
         let n = self.conn().execute(
             "INSERT OR IGNORE INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
-             messages, start_unix_ns, end_unix_ns, received_unix_ns) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 s.id,
                 s.robot_id,
@@ -195,7 +204,8 @@ impl CloudCatalog for SqliteCatalog {
                 s.messages as i64,
                 s.start_unix_ns as i64,
                 s.end_unix_ns as i64,
-                s.received_unix_ns as i64
+                s.received_unix_ns as i64,
+                serde_json::to_string(&s.flags)?
             ],
         )?;
         Ok(n == 1)

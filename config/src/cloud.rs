@@ -14,6 +14,38 @@ pub struct CloudConfig {
     pub storage: Storage,
     pub uploads: Uploads,
     pub models: Models,
+    pub quality: Quality,
+    pub lake: Lake,
+}
+
+/// The Parquet export for data lakes (`lake/` in the object store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Lake {
+    /// Newly stored batches are exported this often.
+    pub export_period_s: u64,
+}
+
+impl Default for Lake {
+    fn default() -> Self {
+        Self { export_period_s: 60 }
+    }
+}
+
+/// Limits of the data quality checks run at ingestion (flags, never drops).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quality {
+    /// A commanded joint position beyond ± this is out of the workspace.
+    pub max_abs_joint_rad: f32,
+    /// A motor hotter than this makes the robot unhealthy.
+    pub max_motor_temp_c: f32,
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Self { max_abs_joint_rad: std::f32::consts::PI, max_motor_temp_c: 80.0 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,5 +217,8 @@ impl CloudConfig {
             "a per-robot cap no larger than the fleet cap",
         );
         c.range("uploads.chunk_kb", u.chunk_kb, 4..=65_536);
+        c.range_f64("quality.max_abs_joint_rad", f64::from(self.quality.max_abs_joint_rad), 0.01..=100.0);
+        c.range("lake.export_period_s", self.lake.export_period_s, 1..=86_400);
+        c.range_f64("quality.max_motor_temp_c", f64::from(self.quality.max_motor_temp_c), 0.0..=300.0);
     }
 }

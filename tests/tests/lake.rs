@@ -1,0 +1,315 @@
+//! The data lake: a week of three robots' logs (compressed in time) with bad
+//! data injected — out-of-order timestamps, an action outside the workspace, a
+//! success label that contradicts its episode's events, an unhealthy robot, a
+//! corrupt camera image — is flagged exactly where the bad data is, and clean
+//! data is not. The Parquet export is read back with the `parquet` crate's own
+//! reader, partition by partition; re-running it adds nothing, and a new batch
+//! adds only its own rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_config::records::{CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, Time};
+use gantry_config::wire::{BatchKind, DAY_NS};
+use gantry_edge::record::batch::Batcher;
+use gantry_edge::record::{CH_CONTROL, CH_EPISODES, CH_FRAMES, CH_HEALTH, CH_IMAGES, CH_INCIDENTS};
+use gantry_sync::ingest::{Ingest, IngestStats};
+use gantry_sync::lake::{Exporter, LakeState};
+use gantry_sync::quality;
+use gantry_sync::store::{CloudCatalog, SqliteCatalog};
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// 2026-11-16 00:00 UTC, a Monday.
+const WEEK_START: u64 = 1_794_787_200_000_000_000;
+const ROBOTS: usize = 3;
+const DAYS: u64 = 7;
+const TICKS: u64 = 40;
+const FRAMES: u64 = 12;
+
+/// What to spoil in one day's batch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    None,
+    OutOfOrder,
+    OutOfBounds,
+    LabelContradicts,
+    Unhealthy,
+    CorruptImage,
+}
+
+fn jpeg(n: usize) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8];
+    b.extend((0..n).map(|i| (i * 7) as u8));
+    b.extend([0xFF, 0xD9]);
+    b
+}
+
+/// One day's work of a robot in one batch: control ticks, frames, an
+/// episode, a health snapshot and a camera image.
+fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
+    let t0 = WEEK_START + day * DAY_NS + 8 * 3_600_000_000_000;
+    let mut b = Batcher::new(BatchKind::Logs, 10_000_000, Duration::from_secs(3600));
+    for i in 0..TICKS {
+        let mut t = t0 + i * 10_000_000;
+        if fault == Fault::OutOfOrder && i == TICKS / 2 {
+            t -= 50_000_000;
+        }
+        let q = if fault == Fault::OutOfBounds && i == 7 { 4.5 } else { 0.3 };
+        let c = ControlMsg {
+            unix_ns: t,
+            mono_ns: i,
+            seq: i as u32,
+            mode: "running".into(),
+            approved: true,
+            rejected_by: vec![],
+            from_baseline: false,
+            frame_seq: i / 3,
+            goal_rad: vec![q; 6],
+            goal_gripper: 0.5,
+            command_rad: vec![q; 6],
+            command_gripper: 0.5,
+        };
+        b.add(CH_CONTROL, t, &json(&c)).unwrap();
+    }
+    for f in 0..FRAMES {
+        let t = t0 + f * 33_000_000 + 1;
+        let m = FrameMsg {
+            unix_ns: t,
+            frame_seq: f,
+            capture_mono_ns: f,
+            done_mono_ns: f + 9_000_000,
+            latency_ms: 9.0,
+            late: false,
+            unsafe_action: false,
+            from_baseline: false,
+            ok: true,
+        };
+        b.add(CH_FRAMES, t, &json(&m)).unwrap();
+    }
+    let end = t0 + TICKS * 10_000_000;
+    if fault == Fault::LabelContradicts {
+        let i = IncidentMsg {
+            unix_ns: t0 + 100_000_000,
+            mono_ns: 0,
+            check: "joint_limits".into(),
+            failed: vec!["joint_limits".into()],
+            value: 3.0,
+            limit: 2.9,
+            joint: Some(1),
+            frame_seq: 3,
+            rejected_rad: vec![0.0; 6],
+            rejected_gripper: 0.0,
+            substituted_rad: vec![0.0; 6],
+            substituted_gripper: 0.0,
+        };
+        b.add(CH_INCIDENTS, i.unix_ns, &json(&i)).unwrap();
+    }
+    let e = EpisodeMsg {
+        task_id: format!("{robot}-task-{day}"),
+        robot_id: robot.into(),
+        model_version: "baseline-2".into(),
+        start_unix_ns: t0,
+        end_unix_ns: end,
+        success: true,
+        failure_reason: None,
+        ticks: TICKS,
+        rejects: if fault == Fault::LabelContradicts { 1 } else { 0 },
+    };
+    b.add(CH_EPISODES, end, &json(&e)).unwrap();
+    let temp = if fault == Fault::Unhealthy { 96.0 } else { 41.0 };
+    let h = serde_json::json!({
+        "unix_ns": end + 1, "robot_id": robot, "mode": "running", "cpu_pct": 30.0, "link_alive": true,
+        "motor_temp_c": [40.0, temp, 39.0, 38.0, 37.0, 36.0], "latency_p99_ms": 12.0,
+    });
+    b.add(CH_HEALTH, end + 1, h.to_string().as_bytes()).unwrap();
+    let mut image = jpeg(300);
+    if fault == Fault::CorruptImage {
+        image.truncate(150);
+    }
+    use base64::Engine as _;
+    let img = CompressedImageMsg {
+        timestamp: Time { sec: ((end + 2) / 1_000_000_000) as u32, nsec: 2 },
+        frame_id: "camera".into(),
+        data: base64::engine::general_purpose::STANDARD.encode(&image),
+        format: "jpeg".into(),
+    };
+    b.add(CH_IMAGES, end + 2, &json(&img)).unwrap();
+    b.cut().unwrap().unwrap().encode(robot, &format!("{robot}-seg-{day}"), seq)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+fn injected(robot: usize, day: u64) -> Fault {
+    match (robot, day) {
+        (1, 2) => Fault::OutOfOrder,
+        (2, 4) => Fault::OutOfBounds,
+        (0, 5) => Fault::LabelContradicts,
+        (1, 6) => Fault::Unhealthy,
+        (2, 1) => Fault::CorruptImage,
+        _ => Fault::None,
+    }
+}
+
+fn expected_flag(f: Fault) -> Option<&'static str> {
+    match f {
+        Fault::None => None,
+        Fault::OutOfOrder => Some(quality::TIMESTAMPS),
+        Fault::OutOfBounds => Some(quality::BOUNDS),
+        Fault::LabelContradicts => Some(quality::LABEL),
+        Fault::Unhealthy => Some(quality::UNHEALTHY),
+        Fault::CorruptImage => Some(quality::VIDEO),
+    }
+}
+
+/// Rows per (table, partition) in the exported directory, read with the parquet crate.
+fn rows_on_disk(dir: &std::path::Path) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for table in gantry_sync::lake::TABLES {
+        let Ok(dates) = std::fs::read_dir(dir.join(table)) else { continue };
+        for date in dates {
+            let date = date.unwrap().path();
+            for robot in std::fs::read_dir(&date).unwrap() {
+                let robot = robot.unwrap().path();
+                for file in std::fs::read_dir(&robot).unwrap() {
+                    let file = std::fs::File::open(file.unwrap().path()).unwrap();
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+                    let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+                    let partition = format!(
+                        "{}/{}",
+                        date.file_name().unwrap().to_string_lossy(),
+                        robot.file_name().unwrap().to_string_lossy()
+                    );
+                    *out.entry((table.to_string(), partition)).or_default() += n;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_is_flagged_exported_and_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn CloudCatalog> = Arc::new(SqliteCatalog::open(&tmp.path().join("catalog.sqlite")).unwrap());
+    std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path().join("objects")).unwrap());
+    let limits: quality::Limits = (&gantry_config::cloud::Quality::default()).into();
+    let ingest = Ingest {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        prefix: ObjectPath::default(),
+        max_payload: 16 << 20,
+        quality: limits,
+        stats: Arc::new(IngestStats::default()),
+    };
+    let mut expected = BTreeMap::new();
+    for r in 0..ROBOTS {
+        let robot = format!("robot-{r}");
+        for day in 0..DAYS {
+            let fault = injected(r, day);
+            let seq = day + 1;
+            ingest.handle(&format!("gantry/{robot}/logs"), &day_batch(&robot, day, seq, fault)).await.unwrap();
+            expected.insert((robot.clone(), seq), expected_flag(fault));
+        }
+    }
+    assert_eq!(ingest.stats.stored.load(std::sync::atomic::Ordering::Relaxed), (ROBOTS as u64) * DAYS);
+
+    // Each batch carries exactly the flag of what was spoiled in it, and clean ones none.
+    let stored = catalog.segments_since(0, 1000).unwrap();
+    for s in &stored {
+        let want: Vec<String> = expected[&(s.robot_id.clone(), s.seq)].into_iter().map(String::from).collect();
+        assert_eq!(s.flags, want, "{} day {}", s.robot_id, s.seq - 1);
+    }
+
+    let out = tmp.path().join("lake");
+    std::fs::create_dir_all(&out).unwrap();
+    let dest = object_store::local::LocalFileSystem::new_with_prefix(&out).unwrap();
+    let state = LakeState::open(None).unwrap();
+    let exporter = Exporter {
+        catalog: &*catalog,
+        source: &*store,
+        dest: &dest,
+        root: ObjectPath::default(),
+        state: &state,
+        limits,
+    };
+    let files = exporter.run().await.unwrap();
+    assert!(!files.is_empty());
+    let rows = rows_on_disk(&out);
+    for r in 0..ROBOTS {
+        for day in 0..DAYS {
+            let date = format!("date=2026-11-{:02}/robot=robot-{r}", 16 + day);
+            let count = |t: &str| rows.get(&(t.to_string(), date.clone())).copied().unwrap_or(0);
+            assert_eq!(count("actions"), TICKS as usize, "{date}");
+            assert_eq!(count("frames"), FRAMES as usize, "{date}");
+            assert_eq!(count("episodes"), 1, "{date}");
+            assert_eq!(count("health"), 1, "{date}");
+            let incidents = usize::from(injected(r, day) == Fault::LabelContradicts);
+            assert_eq!(count("incidents"), incidents, "{date}");
+        }
+    }
+    // The flags travel with the rows: each spoiled day's episode carries its
+    // flag (collected while unhealthy, out of order, …), the clean ones none.
+    let mut flagged = read_flags(&out, "episodes");
+    flagged.sort();
+    let mut want: Vec<(String, Vec<String>)> = (0..ROBOTS)
+        .flat_map(|r| (0..DAYS).map(move |d| (r, d)))
+        .filter_map(|(r, d)| expected_flag(injected(r, d)).map(|f| (format!("robot-{r}"), vec![f.to_string()])))
+        .collect();
+    want.sort();
+    assert_eq!(flagged, want);
+    // Actions: only the out-of-bounds day's rows say so, all of its rows (the batch's flag).
+    let actions_oob =
+        read_flags(&out, "actions").into_iter().filter(|(_, f)| f.iter().any(|x| x == quality::BOUNDS)).count();
+    assert_eq!(actions_oob, TICKS as usize);
+
+    // Re-running adds nothing; a new batch adds only its rows.
+    assert!(exporter.run().await.unwrap().is_empty(), "idempotent");
+    let before: usize = rows_on_disk(&out).values().sum();
+    ingest.handle("gantry/robot-0/logs", &day_batch("robot-0", 6, 100, Fault::None)).await.unwrap();
+    let new = exporter.run().await.unwrap();
+    let added: u64 = new.iter().map(|f| f.rows).sum();
+    assert_eq!(added, TICKS + FRAMES + 1 + 1);
+    assert_eq!(rows_on_disk(&out).values().sum::<usize>(), before + added as usize);
+}
+
+/// (robot, flags) of every row of `table` whose flags are not empty.
+fn read_flags(dir: &std::path::Path, table: &str) -> Vec<(String, Vec<String>)> {
+    use arrow_array::cast::AsArray;
+    let mut out = Vec::new();
+    for entry in walk(&dir.join(table)) {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(entry).unwrap()).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let robots = batch.column_by_name("robot_id").unwrap().as_string::<i32>().clone();
+            let flags = batch.column_by_name("flags").unwrap().as_list::<i32>().clone();
+            for i in 0..batch.num_rows() {
+                let f = flags.value(i);
+                let f: Vec<String> = f.as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
+                if !f.is_empty() {
+                    out.push((robots.value(i).to_string(), f));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
