@@ -44,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments", get(segments))
         .route("/api/segments/{id}", get(segment))
         .route("/api/robots/{robot}/upload-now", post(upload_now))
+        .route("/api/analytics", get(analytics))
         .route("/api/lake/files", get(lake_files))
         .route("/api/lake/files/{id}", get(lake_file))
         .route("/api/models", get(models))
@@ -175,6 +176,13 @@ fn upload_error(e: UploadError) -> Response {
         tracing::error!(error = %e, "upload failed");
     }
     (status, format!("{e}\n")).into_response()
+}
+
+async fn analytics(State(s): State<Arc<AppState>>) -> Response {
+    match s.lake.analytics() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 /// Parquet files exported after a cursor, oldest first, for incremental copies.
@@ -447,6 +455,27 @@ async fn page(State(s): State<Arc<AppState>>) -> Response {
         ));
     }
     let i = &s.ingest;
+    let a = s.lake.analytics().unwrap_or_default();
+    let esc = |v: &str| v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let list = |key: &str, name: &str, value: &dyn Fn(&serde_json::Value) -> String| -> String {
+        a[key].as_array().map_or(String::new(), |rows| {
+            rows.iter()
+                .map(|r| {
+                    format!("<tr><td>{}</td><td class=n>{}</td></tr>", esc(r[name].as_str().unwrap_or("–")), value(r))
+                })
+                .collect()
+        })
+    };
+    let by_robot = list("success_rate_by_robot", "key", &|r| {
+        format!("{:.0} % of {}", 100.0 * r["success_rate"].as_f64().unwrap_or(0.0), r["episodes"])
+    });
+    let reasons = list("top_failure_reasons", "reason", &|r| r["episodes"].to_string());
+    let checks = list("incidents_by_check", "check", &|r| r["incidents"].to_string());
+    let analytics = format!(
+        "<h2>Episodes and incidents (exported data)</h2><table><tr><th>robot</th><th>success</th></tr>{by_robot}</table>\
+         <table><tr><th>top failure reasons</th><th>episodes</th></tr>{reasons}</table>\
+         <table><tr><th>incidents by check</th><th>count</th></tr>{checks}</table>"
+    );
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
 <title>Gantry fleet</title><style>body{{font:15px system-ui,sans-serif;margin:1.5rem;color:#202124}}\
@@ -454,7 +483,7 @@ table{{border-collapse:collapse}}td,th{{padding:.3rem .8rem;border-bottom:1px so
 .n{{text-align:right}}.on{{color:#1e8e3e;font-weight:600}}.off{{color:#d93025;font-weight:600}}</style></head><body>\
 <h1>Gantry fleet</h1><p>{} robots · {} batches stored · {} duplicates dropped · {} rejected</p>\
 <table><tr><th>robot</th><th>state</th><th>mode</th><th>model</th><th>assigned</th><th>rollout</th><th>backlog</th>\
-<th>upload window</th></tr>{rows}</table></body></html>",
+<th>upload window</th></tr>{rows}</table>{analytics}</body></html>",
         robots.len(),
         i.stored.load(Relaxed),
         i.duplicates.load(Relaxed),

@@ -63,6 +63,15 @@ impl LakeState {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS exported (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
              INSERT OR IGNORE INTO exported VALUES (1, 0);
+             CREATE TABLE IF NOT EXISTS episode_stats (
+                 robot_id TEXT NOT NULL, task TEXT NOT NULL, success INTEGER NOT NULL, failure_reason TEXT NOT NULL,
+                 episodes INTEGER NOT NULL, PRIMARY KEY (robot_id, task, success, failure_reason));
+             CREATE TABLE IF NOT EXISTS incident_stats (
+                 robot_id TEXT NOT NULL, check_name TEXT NOT NULL, incidents INTEGER NOT NULL,
+                 PRIMARY KEY (robot_id, check_name));
+             CREATE TABLE IF NOT EXISTS latency_stats (
+                 hour_unix_s INTEGER NOT NULL, robot_id TEXT NOT NULL, sum_ms REAL NOT NULL, frames INTEGER NOT NULL,
+                 PRIMARY KEY (hour_unix_s, robot_id));
              CREATE TABLE IF NOT EXISTS files (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  table_name TEXT NOT NULL,
@@ -83,9 +92,28 @@ impl LakeState {
         Ok(self.conn().query_row("SELECT cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    fn commit(&self, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
+    fn commit(&self, files: &[LakeFile], stats: &Aggregates, cursor: u64) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        for ((robot, task, success, reason), n) in &stats.episodes {
+            tx.execute(
+                "INSERT INTO episode_stats VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET episodes = episodes + ?5",
+                params![robot, task, success, reason, *n as i64],
+            )?;
+        }
+        for ((robot, check), n) in &stats.incidents {
+            tx.execute(
+                "INSERT INTO incident_stats VALUES (?1, ?2, ?3) ON CONFLICT DO UPDATE SET incidents = incidents + ?3",
+                params![robot, check, *n as i64],
+            )?;
+        }
+        for ((hour, robot), (sum, n)) in &stats.latency {
+            tx.execute(
+                "INSERT INTO latency_stats VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO UPDATE SET sum_ms = sum_ms + ?3, frames = frames + ?4",
+                params![*hour as i64, robot, sum, *n as i64],
+            )?;
+        }
         for f in files {
             tx.execute(
                 "INSERT OR REPLACE INTO files (table_name, partition, path, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -116,6 +144,57 @@ impl LakeState {
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// What the operator wants at a glance: success rate by task and by robot,
+    /// the top failure reasons, incidents per check, and the hourly latency trend.
+    pub fn analytics(&self) -> anyhow::Result<serde_json::Value> {
+        use serde_json::json;
+        let conn = self.conn();
+        let rate = |group: &str| -> rusqlite::Result<Vec<serde_json::Value>> {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {group}, SUM(episodes), SUM(CASE WHEN success THEN episodes ELSE 0 END) \
+                 FROM episode_stats GROUP BY {group} ORDER BY {group}"
+            ))?;
+            let rows = stmt.query_map([], |r| {
+                let (n, ok): (i64, i64) = (r.get(1)?, r.get(2)?);
+                Ok(json!({"key": r.get::<_, String>(0)?, "episodes": n, "successes": ok,
+                          "success_rate": if n > 0 { ok as f64 / n as f64 } else { 0.0 }}))
+            })?;
+            rows.collect()
+        };
+        let by_task = rate("task")?;
+        let by_robot = rate("robot_id")?;
+        let mut stmt = conn.prepare(
+            "SELECT failure_reason, SUM(episodes) AS n FROM episode_stats WHERE NOT success \
+             GROUP BY failure_reason ORDER BY n DESC, failure_reason LIMIT 10",
+        )?;
+        let failures: Vec<serde_json::Value> = stmt
+            .query_map([], |r| Ok(json!({"reason": r.get::<_, String>(0)?, "episodes": r.get::<_, i64>(1)?})))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT check_name, SUM(incidents) AS n FROM incident_stats GROUP BY check_name ORDER BY n DESC, check_name",
+        )?;
+        let incidents: Vec<serde_json::Value> = stmt
+            .query_map([], |r| Ok(json!({"check": r.get::<_, String>(0)?, "incidents": r.get::<_, i64>(1)?})))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT hour_unix_s, SUM(sum_ms) / SUM(frames), SUM(frames) FROM latency_stats \
+             GROUP BY hour_unix_s ORDER BY hour_unix_s DESC LIMIT 168",
+        )?;
+        let mut latency: Vec<serde_json::Value> = stmt
+            .query_map([], |r| {
+                Ok(json!({"hour_unix_s": r.get::<_, i64>(0)?, "mean_ms": r.get::<_, f64>(1)?, "frames": r.get::<_, i64>(2)?}))
+            })?
+            .collect::<Result<_, _>>()?;
+        latency.reverse();
+        Ok(json!({
+            "success_rate_by_task": by_task,
+            "success_rate_by_robot": by_robot,
+            "top_failure_reasons": failures,
+            "incidents_by_check": incidents,
+            "latency_trend": latency,
+        }))
     }
 
     pub fn file(&self, id: u64) -> anyhow::Result<Option<LakeFile>> {
@@ -235,6 +314,42 @@ impl Columns {
 /// Rows of every table, by (table, date, robot).
 type Partitions = BTreeMap<(&'static str, String, String), Columns>;
 
+/// Running totals for the analytics, added in the same transaction as the files.
+#[derive(Default)]
+struct Aggregates {
+    /// (robot, task, success, failure reason) → episodes.
+    episodes: BTreeMap<(String, String, bool, String), u64>,
+    /// (robot, check) → incidents.
+    incidents: BTreeMap<(String, String), u64>,
+    /// (hour, robot) → (sum of frame-to-action latency, frames).
+    latency: BTreeMap<(u64, String), (f64, u64)>,
+}
+
+/// The kind of task an episode was: its id without a trailing episode number.
+pub fn task_of(task_id: &str) -> &str {
+    match task_id.rsplit_once('-') {
+        Some((head, tail)) if !head.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => task_id,
+    }
+}
+
+impl Aggregates {
+    fn add(&mut self, robot: &str, p: &Parsed) {
+        for e in &p.episodes {
+            let reason = e.failure_reason.clone().unwrap_or_default();
+            *self.episodes.entry((robot.into(), task_of(&e.task_id).into(), e.success, reason)).or_default() += 1;
+        }
+        for i in &p.incidents {
+            *self.incidents.entry((robot.into(), i.check.clone())).or_default() += 1;
+        }
+        for f in &p.frames {
+            let slot = self.latency.entry((f.unix_ns / 3_600_000_000_000 * 3600, robot.into())).or_default();
+            slot.0 += f.latency_ms;
+            slot.1 += 1;
+        }
+    }
+}
+
 fn columns<'a>(parts: &'a mut Partitions, table: &'static str, unix_ns: u64, robot: &str) -> &'a mut Columns {
     parts.entry((table, date_of(unix_ns), robot.to_string())).or_default()
 }
@@ -351,11 +466,13 @@ impl Exporter<'_> {
             let batches = self.catalog.segments_since(since, 500)?;
             let Some(last) = batches.last().map(|b| b.cursor) else { break };
             let mut parts = Partitions::new();
+            let mut stats = Aggregates::default();
             for b in &batches {
                 let key = ObjectPath::from(b.object_key.as_str());
                 let body = self.source.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
                 let parsed = quality::parse(&body).with_context(|| format!("parsing {key}"))?;
                 add_batch(&mut parts, b, &parsed, &b.flags, &self.limits);
+                stats.add(&b.robot_id, &parsed);
             }
             let mut files = Vec::new();
             for ((table, date, robot), cols) in parts {
@@ -375,7 +492,7 @@ impl Exporter<'_> {
             }
             // The cursor moves only once every file is written: a crash before
             // this point rewrites the same files next time.
-            self.state.commit(&files, last)?;
+            self.state.commit(&files, &stats, last)?;
             written.extend(files);
         }
         Ok(written)

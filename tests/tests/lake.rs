@@ -268,6 +268,16 @@ async fn a_week_is_flagged_exported_and_read_back() {
         read_flags(&out, "actions").into_iter().filter(|(_, f)| f.iter().any(|x| x == quality::BOUNDS)).count();
     assert_eq!(actions_oob, TICKS as usize);
 
+    // The operator's figures.
+    let a = state.analytics().unwrap();
+    let robots = a["success_rate_by_robot"].as_array().unwrap();
+    assert_eq!(robots.len(), ROBOTS);
+    assert!(robots.iter().all(|r| r["episodes"] == DAYS && r["success_rate"] == 1.0), "{a:#}");
+    assert_eq!(a["success_rate_by_task"].as_array().unwrap().len(), ROBOTS, "task = id without its number: {a:#}");
+    assert_eq!(a["incidents_by_check"], serde_json::json!([{"check": "joint_limits", "incidents": 1}]));
+    let frames: u64 = a["latency_trend"].as_array().unwrap().iter().map(|h| h["frames"].as_u64().unwrap()).sum();
+    assert_eq!(frames, ROBOTS as u64 * DAYS * FRAMES);
+
     // Re-running adds nothing; a new batch adds only its rows.
     assert!(exporter.run().await.unwrap().is_empty(), "idempotent");
     let before: usize = rows_on_disk(&out).values().sum();
