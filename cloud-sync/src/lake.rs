@@ -52,10 +52,13 @@ pub struct LakeState {
 }
 
 impl LakeState {
-    /// `lake.sqlite` in the data directory; `None`: in memory (a one-off export).
-    pub fn open(data_dir: Option<&Path>) -> anyhow::Result<Self> {
-        let conn = match data_dir {
-            Some(d) => Connection::open(d.join("lake.sqlite"))?,
+    /// The state kept in the SQLite file `path` (`lake.sqlite` in the data
+    /// directory for the service; `_gantry_lake.sqlite` in the target of a
+    /// one-off export, so exporting into the same directory again only adds);
+    /// `None`: in memory.
+    pub fn open(path: Option<&Path>) -> anyhow::Result<Self> {
+        let conn = match path {
+            Some(p) => Connection::open(p).with_context(|| format!("opening {}", p.display()))?,
             None => Connection::open_in_memory()?,
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

@@ -142,7 +142,7 @@ impl Service {
             }
         };
         tasks.push(tokio::spawn(ingest::run(ingest.clone(), options(&instance)?, share, stopped.clone())));
-        let lake = Arc::new(lake::LakeState::open(Some(data_dir))?);
+        let lake = Arc::new(lake::LakeState::open(Some(&data_dir.join("lake.sqlite")))?);
         {
             let (catalog, store, lake, mut stopped) = (catalog.clone(), store.clone(), lake.clone(), stopped.clone());
             let root = lake::lake_root(&prefix);

@@ -29,7 +29,8 @@ enum SyncCommand {
 
 #[derive(Debug, Subcommand)]
 enum LakeCommand {
-    /// Export every stored batch as Parquet tables (TABLE/date=…/robot=…/*.parquet) into DIR.
+    /// Export the stored batches as Parquet tables (TABLE/date=…/robot=…/*.parquet) into DIR;
+    /// again into the same DIR, only what is new.
     Export {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -129,7 +130,8 @@ fn lake_export(out: &std::path::Path, config: Option<PathBuf>) -> anyhow::Result
     let (store, _) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
     std::fs::create_dir_all(out)?;
     let dest = object_store::local::LocalFileSystem::new_with_prefix(out)?;
-    let state = gantry_sync::lake::LakeState::open(None)?;
+    // Kept with the export: a second export into the same directory only adds.
+    let state = gantry_sync::lake::LakeState::open(Some(&out.join("_gantry_lake.sqlite")))?;
     let exporter = gantry_sync::lake::Exporter {
         catalog: &*catalog,
         source: &*store,
