@@ -10,6 +10,7 @@
 //! | `label_contradicts_events` | an episode marked successful with governor rejections or incidents inside it, or a failure without a reason |
 //! | `robot_unhealthy` | a health snapshot with the robot not running normally, a dead firmware link or a motor over `quality.max_motor_temp_c` |
 //! | `video_corrupted` | a camera image that is not a complete JPEG |
+//! | `malformed_messages` | messages that do not match their channel's schema (kept in the stored batch, left out of the tables) |
 
 use std::collections::HashMap;
 
@@ -27,9 +28,13 @@ pub struct Parsed {
     pub images: Vec<(u64, Vec<u8>)>,
     /// Channels whose `log_time` did not strictly increase.
     pub out_of_order: Vec<String>,
+    /// Messages that do not match their channel's schema (kept in the stored
+    /// batch, left out of the tables).
+    pub unparsed: u64,
 }
 
-/// Parses an MCAP body; any damage is an error (the batch is then rejected).
+/// Parses an MCAP body. Damage to the MCAP itself is an error (the batch is
+/// then rejected); a message that does not match its schema is counted.
 pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
     let mut p = Parsed::default();
     let mut last: HashMap<String, u64> = HashMap::new();
@@ -41,22 +46,28 @@ pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
                 p.out_of_order.push(topic.to_string());
             }
         }
-        match topic {
-            "/control" => p.control.push(serde_json::from_slice(&m.data)?),
-            "/frames" => p.frames.push(serde_json::from_slice(&m.data)?),
-            "/incidents" => p.incidents.push(serde_json::from_slice(&m.data)?),
-            "/episodes" => p.episodes.push(serde_json::from_slice(&m.data)?),
-            "/health" => p.health.push(serde_json::from_slice(&m.data)?),
-            "/camera/image" => {
-                let img: gantry_config::records::CompressedImageMsg = serde_json::from_slice(&m.data)?;
+        let ok = match topic {
+            "/control" => json(&m.data).map(|v| p.control.push(v)),
+            "/frames" => json(&m.data).map(|v| p.frames.push(v)),
+            "/incidents" => json(&m.data).map(|v| p.incidents.push(v)),
+            "/episodes" => json(&m.data).map(|v| p.episodes.push(v)),
+            "/health" => json(&m.data).map(|v| p.health.push(v)),
+            "/camera/image" => json::<gantry_config::records::CompressedImageMsg>(&m.data).map(|img| {
                 use base64::Engine as _;
                 let jpeg = base64::engine::general_purpose::STANDARD.decode(img.data.as_bytes()).unwrap_or_default();
                 p.images.push((m.log_time, jpeg));
-            }
-            _ => {}
+            }),
+            _ => Some(()),
+        };
+        if ok.is_none() {
+            p.unparsed += 1;
         }
     }
     Ok(p)
+}
+
+fn json<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
+    serde_json::from_slice(data).ok()
 }
 
 /// Limits the checks use.
@@ -77,6 +88,7 @@ pub const BOUNDS: &str = "action_out_of_bounds";
 pub const LABEL: &str = "label_contradicts_events";
 pub const UNHEALTHY: &str = "robot_unhealthy";
 pub const VIDEO: &str = "video_corrupted";
+pub const MALFORMED: &str = "malformed_messages";
 
 pub fn action_in_bounds(c: &ControlMsg, l: &Limits) -> bool {
     c.command_rad.iter().chain(&c.goal_rad).all(|q| q.is_finite() && q.abs() <= l.max_abs_joint_rad)
@@ -125,6 +137,9 @@ pub fn batch_flags(p: &Parsed, l: &Limits) -> Vec<String> {
     }
     if !p.images.iter().all(|(_, b)| jpeg_ok(b)) {
         flags.push(VIDEO);
+    }
+    if p.unparsed > 0 {
+        flags.push(MALFORMED);
     }
     flags.sort_unstable();
     flags.into_iter().map(String::from).collect()

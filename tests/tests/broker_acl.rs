@@ -124,6 +124,9 @@ async fn robots_stay_in_their_lane_and_bad_payloads_are_counted() {
     wait_for("the good batch and its duplicate", Duration::from_secs(20), || ingest.duplicates.load(Relaxed) == 1)
         .await;
     assert_eq!(catalog.robot_seqs("robot-1").unwrap(), [7], "stored once; the observer's batch never arrived");
+    // Its messages are not real control messages: stored all the same, and flagged.
+    let stored = catalog.segments_since(0, 10).unwrap();
+    assert_eq!(stored[0].flags, ["malformed_messages"]);
     assert!(catalog.robot_seqs("robot-2").unwrap().is_empty(), "nothing stored for robot-2");
     assert_eq!(ingest.rejected_malformed.load(Relaxed), 3, "random, truncated, wrong version");
     assert_eq!(ingest.rejected_mismatch.load(Relaxed), 1, "robot-2's header on robot-1's topic");
