@@ -134,18 +134,7 @@ impl LakeState {
         let mut stmt = conn.prepare_cached(
             "SELECT id, table_name, partition, path, rows, bytes FROM files WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        let rows = stmt
-            .query_map(params![since as i64, limit as i64], |r| {
-                Ok(LakeFile {
-                    id: r.get::<_, i64>(0)? as u64,
-                    table: r.get(1)?,
-                    partition: r.get(2)?,
-                    path: r.get(3)?,
-                    rows: r.get::<_, i64>(4)? as u64,
-                    bytes: r.get::<_, i64>(5)? as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let rows = stmt.query_map(params![since as i64, limit as i64], file_row)?.collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
@@ -206,19 +195,21 @@ impl LakeState {
             .query_row(
                 "SELECT id, table_name, partition, path, rows, bytes FROM files WHERE id = ?1",
                 [id as i64],
-                |r| {
-                    Ok(LakeFile {
-                        id: r.get::<_, i64>(0)? as u64,
-                        table: r.get(1)?,
-                        partition: r.get(2)?,
-                        path: r.get(3)?,
-                        rows: r.get::<_, i64>(4)? as u64,
-                        bytes: r.get::<_, i64>(5)? as u64,
-                    })
-                },
+                file_row,
             )
             .optional()?)
     }
+}
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LakeFile> {
+    Ok(LakeFile {
+        id: r.get::<_, i64>(0)? as u64,
+        table: r.get(1)?,
+        partition: r.get(2)?,
+        path: r.get(3)?,
+        rows: r.get::<_, i64>(4)? as u64,
+        bytes: r.get::<_, i64>(5)? as u64,
+    })
 }
 
 fn date_of(unix_ns: u64) -> String {
