@@ -81,7 +81,13 @@ impl Service {
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
         // Robots' passwords also guard their HTTP uploads, whichever broker runs.
         let creds = RobotCredentials::load(&config.broker.credentials_path)?;
-        let uploads = Arc::new(uploads::Uploads::new(data_dir, store.clone(), prefix.clone(), catalog.clone())?);
+        let uploads = Arc::new(uploads::Uploads::new(
+            data_dir,
+            store.clone(),
+            prefix.clone(),
+            catalog.clone(),
+            (&config.quality).into(),
+        )?);
         let max_payload = (config.ingest.max_payload_kb * 1024) as usize;
         let stats = Arc::new(IngestStats::default());
         let ingest = Arc::new(Ingest {

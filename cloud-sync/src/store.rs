@@ -46,6 +46,8 @@ pub struct UploadedSegment {
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
     pub received_unix_ns: u64,
+    /// Data quality flags of the whole segment, images included (`quality.rs`).
+    pub flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -114,6 +116,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     start_unix_ns INTEGER NOT NULL,
     end_unix_ns INTEGER NOT NULL,
     received_unix_ns INTEGER NOT NULL,
+    flags TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (robot_id, segment_id)
 );
 CREATE TABLE IF NOT EXISTS robots (
@@ -143,6 +146,11 @@ impl SqliteCatalog {
             conn.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'flags'")?.exists([])?;
         if !has_flags {
             conn.execute_batch("ALTER TABLE segments ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'")?;
+        }
+        let uploads_flags: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('uploads') WHERE name = 'flags'")?.exists([])?;
+        if !uploads_flags {
+            conn.execute_batch("ALTER TABLE uploads ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'")?;
         }
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -304,7 +312,9 @@ impl CloudCatalog for SqliteCatalog {
 
     fn insert_upload(&self, u: &UploadedSegment) -> anyhow::Result<bool> {
         let n = self.conn().execute(
-            &format!("INSERT OR IGNORE INTO uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            &format!(
+                "INSERT OR IGNORE INTO uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             params![
                 u.robot_id,
                 u.segment_id,
@@ -314,7 +324,8 @@ impl CloudCatalog for SqliteCatalog {
                 u.messages as i64,
                 u.start_unix_ns as i64,
                 u.end_unix_ns as i64,
-                u.received_unix_ns as i64
+                u.received_unix_ns as i64,
+                serde_json::to_string(&u.flags)?
             ],
         )?;
         Ok(n == 1)
@@ -331,7 +342,7 @@ impl CloudCatalog for SqliteCatalog {
 }
 
 const UPLOAD_COLUMNS: &str =
-    "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns";
+    "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
 
 fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadedSegment> {
     Ok(UploadedSegment {
@@ -344,6 +355,7 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadedSegment> {
         start_unix_ns: r.get::<_, i64>(6)? as u64,
         end_unix_ns: r.get::<_, i64>(7)? as u64,
         received_unix_ns: r.get::<_, i64>(8)? as u64,
+        flags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
     })
 }
 

@@ -60,6 +60,7 @@ pub struct Uploads {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     catalog: Arc<dyn CloudCatalog>,
+    limits: crate::quality::Limits,
     /// One request at a time per (robot, segment).
     locks: Mutex<HashMap<(String, String), KeyLock>>,
     pub stats: UploadStats,
@@ -84,10 +85,19 @@ impl Uploads {
         store: Arc<dyn ObjectStore>,
         prefix: ObjectPath,
         catalog: Arc<dyn CloudCatalog>,
+        limits: crate::quality::Limits,
     ) -> anyhow::Result<Self> {
         let dir = data_dir.join("uploads");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { dir, store, prefix, catalog, locks: Mutex::new(HashMap::new()), stats: UploadStats::default() })
+        Ok(Self {
+            dir,
+            store,
+            prefix,
+            catalog,
+            limits,
+            locks: Mutex::new(HashMap::new()),
+            stats: UploadStats::default(),
+        })
     }
 
     fn part(&self, robot: &str, segment: &str) -> PathBuf {
@@ -171,6 +181,13 @@ impl Uploads {
             tracing::warn!(robot, segment, bytes, want = c.bytes, "uploaded segment failed verification; discarded");
             return Err(UploadError::Mismatch { got: bytes, got_sha: sha, want: c.bytes, want_sha: c.sha256.clone() });
         }
+        // The quality checks, images included (only bulk segments carry them).
+        let data = tokio::fs::read(&path).await?;
+        let flags = match crate::quality::parse(&data) {
+            Ok(parsed) => crate::quality::batch_flags(&parsed, &self.limits),
+            Err(_) => vec![crate::quality::MALFORMED.to_string()],
+        };
+        drop(data);
         let key = object_key(&self.prefix, "segments", robot, c.start_unix_ns, segment);
         // Streamed (multipart on S3): segments are hundreds of megabytes.
         let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), key.clone());
@@ -187,6 +204,7 @@ impl Uploads {
             start_unix_ns: c.start_unix_ns,
             end_unix_ns: c.end_unix_ns,
             received_unix_ns: crate::unix_now_ns(),
+            flags,
         };
         self.catalog.insert_upload(&row).map_err(UploadError::Internal)?;
         let _ = std::fs::remove_file(&path);

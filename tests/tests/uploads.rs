@@ -138,6 +138,9 @@ async fn interrupted_and_corrupted_uploads_complete_with_identical_bytes() {
         assert!(catalog.get(&seg.id).unwrap().unwrap().synced, "synced after verification");
         let local = std::fs::read(seg.path(&robot_dir)).unwrap();
         assert_eq!(stored_bytes(tmp.path(), &service, &seg.id), local, "{}: identical bytes", seg.id);
+        // Its "images" are noise, not JPEGs: stored, and flagged.
+        let row = service.catalog.upload(ROBOT, &seg.id).unwrap().unwrap();
+        assert!(row.flags.iter().any(|f| f == "video_corrupted"), "{:?}", row.flags);
     }
     // A cut between two requests may be retried by the HTTP client on its own
     // (the request was never sent), so some faults cost no failure; none costs two.
@@ -242,6 +245,7 @@ async fn upload_now_reaches_the_robot_and_its_segments_arrive() {
     for seg in Catalog::open(&robot_dir.join("catalog.sqlite")).unwrap().all().unwrap().iter().filter(|s| s.synced) {
         let row = service.catalog.upload(ROBOT, &seg.id).unwrap().expect("in the cloud catalog");
         assert_eq!(row.sha256, seg.sha256);
+        assert!(!row.flags.iter().any(|f| f == "video_corrupted"), "real thumbnails are whole JPEGs: {:?}", row.flags);
         assert_eq!(row.bytes, seg.bytes);
     }
     assert!(view.uploads.segments.load(Relaxed) >= 2);
