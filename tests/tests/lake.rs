@@ -229,7 +229,9 @@ async fn a_week_is_flagged_exported_and_read_back() {
     let out = tmp.path().join("lake");
     std::fs::create_dir_all(&out).unwrap();
     let dest = object_store::local::LocalFileSystem::new_with_prefix(&out).unwrap();
-    let state = LakeState::open(None).unwrap();
+    // Kept beside the export, as `gantry-sync lake export --out DIR` does.
+    let state_file = out.join("_gantry_lake.sqlite");
+    let state = LakeState::open(Some(&state_file)).unwrap();
     let exporter = Exporter {
         catalog: &*catalog,
         source: &*store,
@@ -278,8 +280,13 @@ async fn a_week_is_flagged_exported_and_read_back() {
     let frames: u64 = a["latency_trend"].as_array().unwrap().iter().map(|h| h["frames"].as_u64().unwrap()).sum();
     assert_eq!(frames, ROBOTS as u64 * DAYS * FRAMES);
 
-    // Re-running adds nothing; a new batch adds only its rows.
+    // Re-running adds nothing, also from a fresh process (the state reopened);
+    // a new batch adds only its rows.
     assert!(exporter.run().await.unwrap().is_empty(), "idempotent");
+    let reopened = LakeState::open(Some(&state_file)).unwrap();
+    let again = Exporter { state: &reopened, ..exporter };
+    assert!(again.run().await.unwrap().is_empty(), "idempotent across runs");
+    let exporter = again;
     let before: usize = rows_on_disk(&out).values().sum();
     ingest.handle("gantry/robot-0/logs", &day_batch("robot-0", 6, 100, Fault::None)).await.unwrap();
     let new = exporter.run().await.unwrap();
