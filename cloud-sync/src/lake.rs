@@ -4,9 +4,13 @@
 //! since the last one (by catalog cursor) and adds files for them only. A run
 //! cut short rewrites the same file names, so re-running never duplicates rows.
 //!
-//! Tables: `episodes`, `actions`, `incidents`, `health`, `frames` (metadata, and
-//! `edge_segment_id`: the robot's recording segment that holds the frame's
-//! image, uploaded in bulk as `segments/robot=ID/date=…/SEGMENT.mcap`). Every
+//! Tables: `episodes`, `actions`, `incidents`, `health`, `frames`. A frame row
+//! is the inference's metadata plus where its image is: `edge_segment_id`
+//! names the robot's recording segment, uploaded in bulk as
+//! `segments/robot=ID/date=…/SEGMENT.mcap`, and `image_log_time_ns` the log
+//! time of its `/camera/image` message there (when the recorder kept that
+//! frame's image). The bulk segments themselves are not turned into rows: the
+//! log batches already carry every message they hold except the images. Every
 //! row carries its batch's quality `flags`; episodes add their own.
 
 use std::collections::BTreeMap;
@@ -409,6 +413,7 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
             .b("link_alive", h["link_alive"].as_bool().unwrap_or(false));
     }
     for fr in &p.frames {
+        let capture = fr.unix_ns.saturating_sub(fr.done_mono_ns.saturating_sub(fr.capture_mono_ns));
         columns(parts, "frames", fr.unix_ns, robot)
             .row(b, fr.unix_ns, flags)
             .u("frame_seq", Some(fr.frame_seq))
@@ -417,7 +422,8 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
             .b("unsafe_action", fr.unsafe_action)
             .b("from_baseline", fr.from_baseline)
             .b("ok", fr.ok)
-            .s("edge_segment_id", Some(&b.edge_segment_id));
+            .s("edge_segment_id", Some(&b.edge_segment_id))
+            .u("image_log_time_ns", Some(capture));
     }
 }
 

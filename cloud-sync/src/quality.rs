@@ -9,8 +9,8 @@
 //! | `action_out_of_bounds` | a commanded joint position outside `[-quality.max_abs_joint_rad, +…]` |
 //! | `label_contradicts_events` | an episode marked successful with governor rejections or incidents inside it, or a failure without a reason |
 //! | `robot_unhealthy` | a health snapshot with the robot not running normally, a dead firmware link or a motor over `quality.max_motor_temp_c` |
-//! | `video_corrupted` | a camera image that is not a complete JPEG |
-//! | `malformed_messages` | messages that do not match their channel's schema (kept in the stored batch, left out of the tables) |
+//! | `video_corrupted` | a camera image that does not decode as a whole JPEG, images of different sizes in one segment, or fewer images than the segment's statistics count |
+//! | `malformed_messages` | messages that do not match their channel's schema, or chunks that do not read back (kept in the stored batch, left out of the tables) |
 
 use std::collections::HashMap;
 
@@ -26,6 +26,10 @@ pub struct Parsed {
     pub health: Vec<serde_json::Value>,
     /// (log time, JPEG bytes) of camera images.
     pub images: Vec<(u64, Vec<u8>)>,
+    /// Camera images the MCAP's statistics record counts, where it has one.
+    pub images_expected: Option<u64>,
+    /// Chunks that could not be read back (bad CRC, bad compression, cut short).
+    pub damaged_chunks: u64,
     /// Channels whose `log_time` did not strictly increase.
     pub out_of_order: Vec<String>,
     /// Messages that do not match their channel's schema (kept in the stored
@@ -33,37 +37,73 @@ pub struct Parsed {
     pub unparsed: u64,
 }
 
-/// Parses an MCAP body. Damage to the MCAP itself is an error (the batch is
-/// then rejected); a message that does not match its schema is counted.
+/// Parses an MCAP body, chunk by chunk where it has a summary, so that one
+/// damaged chunk costs only its own messages (counted in `damaged_chunks`).
+/// Without a summary it is read as a stream, and damage is an error. A
+/// message that does not match its schema is counted.
 pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
     let mut p = Parsed::default();
     let mut last: HashMap<String, u64> = HashMap::new();
-    for m in mcap::MessageStream::new(body)? {
-        let m = m?;
+    let summary = mcap::Summary::read(body).ok().flatten().filter(|s| !s.chunk_indexes.is_empty());
+    let Some(summary) = summary else {
+        for m in mcap::MessageStream::new(body)? {
+            p.add(&m?, &mut last);
+        }
+        return Ok(p);
+    };
+    p.images_expected = summary.stats.as_ref().map(|st| {
+        summary
+            .channels
+            .iter()
+            .filter(|(_, c)| c.topic == "/camera/image")
+            .map(|(id, _)| st.channel_message_counts.get(id).copied().unwrap_or(0))
+            .sum()
+    });
+    let mut chunks = summary.chunk_indexes.clone();
+    chunks.sort_by_key(|c| c.chunk_start_offset);
+    for index in &chunks {
+        let Ok(messages) = summary.stream_chunk(body, index) else {
+            p.damaged_chunks += 1;
+            continue;
+        };
+        for m in messages {
+            match m {
+                Ok(m) => p.add(&m, &mut last),
+                Err(_) => {
+                    p.damaged_chunks += 1;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(p)
+}
+
+impl Parsed {
+    fn add(&mut self, m: &mcap::Message<'_>, last: &mut HashMap<String, u64>) {
         let topic = m.channel.topic.as_str();
         if let Some(prev) = last.insert(topic.to_string(), m.log_time) {
-            if m.log_time <= prev && !p.out_of_order.iter().any(|t| t == topic) {
-                p.out_of_order.push(topic.to_string());
+            if m.log_time <= prev && !self.out_of_order.iter().any(|t| t == topic) {
+                self.out_of_order.push(topic.to_string());
             }
         }
         let ok = match topic {
-            "/control" => json(&m.data).map(|v| p.control.push(v)),
-            "/frames" => json(&m.data).map(|v| p.frames.push(v)),
-            "/incidents" => json(&m.data).map(|v| p.incidents.push(v)),
-            "/episodes" => json(&m.data).map(|v| p.episodes.push(v)),
-            "/health" => json(&m.data).map(|v| p.health.push(v)),
+            "/control" => json(&m.data).map(|v| self.control.push(v)),
+            "/frames" => json(&m.data).map(|v| self.frames.push(v)),
+            "/incidents" => json(&m.data).map(|v| self.incidents.push(v)),
+            "/episodes" => json(&m.data).map(|v| self.episodes.push(v)),
+            "/health" => json(&m.data).map(|v| self.health.push(v)),
             "/camera/image" => json::<gantry_config::records::CompressedImageMsg>(&m.data).map(|img| {
                 use base64::Engine as _;
                 let jpeg = base64::engine::general_purpose::STANDARD.decode(img.data.as_bytes()).unwrap_or_default();
-                p.images.push((m.log_time, jpeg));
+                self.images.push((m.log_time, jpeg));
             }),
             _ => Some(()),
         };
         if ok.is_none() {
-            p.unparsed += 1;
+            self.unparsed += 1;
         }
     }
-    Ok(p)
 }
 
 fn json<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
@@ -115,9 +155,25 @@ pub fn health_ok(h: &serde_json::Value, l: &Limits) -> bool {
     running && link && !hot
 }
 
-/// A complete JPEG: starts with SOI, ends with EOI, and has something between.
-pub fn jpeg_ok(b: &[u8]) -> bool {
-    b.len() > 4 && b.starts_with(&[0xFF, 0xD8]) && b.ends_with(&[0xFF, 0xD9])
+/// A whole JPEG: SOI to EOI, and it decodes without error (strict mode);
+/// returns its width and height.
+pub fn jpeg_size(b: &[u8]) -> Option<(usize, usize)> {
+    if !(b.len() > 4 && b.starts_with(&[0xFF, 0xD8]) && b.ends_with(&[0xFF, 0xD9])) {
+        return None;
+    }
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default().set_strict_mode(true);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(b, options);
+    decoder.decode().ok()?;
+    let info = decoder.info()?;
+    Some((usize::from(info.width), usize::from(info.height)))
+}
+
+/// The video check: every image decodes, all have one size, and none of
+/// those the statistics count is missing.
+pub fn video_ok(p: &Parsed) -> bool {
+    let mut size = None;
+    let whole = p.images.iter().all(|(_, b)| jpeg_size(b).is_some_and(|s| *size.get_or_insert(s) == s));
+    whole && p.images_expected.is_none_or(|n| n == p.images.len() as u64)
 }
 
 /// The batch's flags, sorted.
@@ -135,10 +191,10 @@ pub fn batch_flags(p: &Parsed, l: &Limits) -> Vec<String> {
     if !p.health.iter().all(|h| health_ok(h, l)) {
         flags.push(UNHEALTHY);
     }
-    if !p.images.iter().all(|(_, b)| jpeg_ok(b)) {
+    if !video_ok(p) {
         flags.push(VIDEO);
     }
-    if p.unparsed > 0 {
+    if p.unparsed > 0 || p.damaged_chunks > 0 {
         flags.push(MALFORMED);
     }
     flags.sort_unstable();
@@ -171,10 +227,92 @@ mod tests {
         assert_eq!(episode_flags(&episode(false, 0, None), &[]), [LABEL]);
     }
 
+    fn jpeg(w: u16, h: u16) -> Vec<u8> {
+        let rgb: Vec<u8> = (0..usize::from(w) * usize::from(h) * 3).map(|i| (i * 31 % 251) as u8).collect();
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 80).encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb).unwrap();
+        out
+    }
+
+    fn parsed(images: Vec<Vec<u8>>, expected: Option<u64>) -> Parsed {
+        Parsed {
+            images: images.into_iter().enumerate().map(|(i, b)| (i as u64, b)).collect(),
+            images_expected: expected,
+            ..Parsed::default()
+        }
+    }
+
     #[test]
-    fn jpegs_must_be_whole() {
-        assert!(jpeg_ok(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9]));
-        assert!(!jpeg_ok(&[0xFF, 0xD8, 1, 2, 3]));
-        assert!(!jpeg_ok(&[]));
+    fn jpegs_must_decode_whole() {
+        let good = jpeg(32, 16);
+        assert_eq!(jpeg_size(&good), Some((32, 16)));
+        assert_eq!(jpeg_size(&good[..good.len() / 2]), None, "cut short");
+        let mut headless = good.clone();
+        headless.drain(2..200);
+        assert_eq!(jpeg_size(&headless), None, "tables missing");
+        assert_eq!(jpeg_size(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9]), None, "markers only");
+        assert_eq!(jpeg_size(&[]), None);
+    }
+
+    #[test]
+    fn video_needs_one_size_and_every_counted_frame() {
+        assert!(video_ok(&parsed(vec![jpeg(32, 16), jpeg(32, 16)], Some(2))));
+        assert!(video_ok(&parsed(vec![], None)));
+        assert!(!video_ok(&parsed(vec![jpeg(32, 16), jpeg(16, 16)], Some(2))), "sizes differ");
+        assert!(!video_ok(&parsed(vec![jpeg(32, 16)], Some(2))), "a counted frame is missing");
+    }
+
+    /// A segment of `n` camera images, one per chunk, and where those chunks lie.
+    fn segment(n: u32) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+        use base64::Engine as _;
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = mcap::WriteOptions::new()
+            .compression(Some(mcap::Compression::Zstd))
+            .chunk_size(Some(1))
+            .create(&mut out)
+            .unwrap();
+        let schema = w.add_schema("foxglove.CompressedImage", "jsonschema", b"{}").unwrap();
+        let ch = w.add_channel(schema, "/camera/image", "json", &Default::default()).unwrap();
+        for i in 0..n {
+            let msg = gantry_config::records::CompressedImageMsg {
+                timestamp: gantry_config::records::Time { sec: i, nsec: 0 },
+                frame_id: "camera".into(),
+                data: base64::engine::general_purpose::STANDARD.encode(jpeg(32, 16)),
+                format: "jpeg".into(),
+            };
+            let header = mcap::records::MessageHeader {
+                channel_id: ch,
+                sequence: i,
+                log_time: u64::from(i) + 1,
+                publish_time: u64::from(i) + 1,
+            };
+            w.write_to_known_channel(&header, &serde_json::to_vec(&msg).unwrap()).unwrap();
+        }
+        let summary = w.finish().unwrap();
+        drop(w);
+        let chunks = summary
+            .chunk_indexes
+            .iter()
+            .filter(|c| !c.message_index_offsets.is_empty())
+            .map(|c| c.chunk_start_offset as usize..(c.chunk_start_offset + c.chunk_length) as usize)
+            .collect();
+        (out.into_inner(), chunks)
+    }
+
+    #[test]
+    fn a_damaged_chunk_costs_its_frames_only_and_is_flagged() {
+        let limits = Limits { max_abs_joint_rad: 3.2, max_motor_temp_c: 80.0 };
+        let (whole, chunks) = segment(3);
+        assert_eq!(chunks.len(), 3);
+        let p = parse(&whole).unwrap();
+        assert_eq!((p.images.len(), p.images_expected, p.damaged_chunks), (3, Some(3), 0));
+        assert!(batch_flags(&p, &limits).is_empty());
+
+        let mut damaged = whole.clone();
+        let middle = &chunks[1];
+        damaged[middle.end - 8] ^= 0x5A;
+        let p = parse(&damaged).unwrap();
+        assert_eq!((p.images.len(), p.images_expected, p.damaged_chunks), (2, Some(3), 1));
+        assert_eq!(batch_flags(&p, &limits), [MALFORMED, VIDEO]);
     }
 }

@@ -39,11 +39,12 @@ enum Fault {
     CorruptImage,
 }
 
-fn jpeg(n: usize) -> Vec<u8> {
-    let mut b = vec![0xFF, 0xD8];
-    b.extend((0..n).map(|i| (i * 7) as u8));
-    b.extend([0xFF, 0xD9]);
-    b
+/// A real 64×36 JPEG, the same every time.
+fn jpeg() -> Vec<u8> {
+    let rgb: Vec<u8> = (0..64 * 36 * 3).map(|i| (i * 13 % 241) as u8).collect();
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 75).encode(&rgb, 64, 36, jpeg_encoder::ColorType::Rgb).unwrap();
+    out
 }
 
 /// One day's work of a robot in one batch: control ticks, frames, an
@@ -124,9 +125,10 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
         "motor_temp_c": [40.0, temp, 39.0, 38.0, 37.0, 36.0], "latency_p99_ms": 12.0,
     });
     b.add(CH_HEALTH, end + 1, h.to_string().as_bytes()).unwrap();
-    let mut image = jpeg(300);
+    let mut image = jpeg();
     if fault == Fault::CorruptImage {
-        image.truncate(150);
+        // Half a frame, as a camera that drops out mid-transfer delivers it.
+        image.truncate(image.len() / 2);
     }
     use base64::Engine as _;
     let img = CompressedImageMsg {
@@ -269,6 +271,25 @@ async fn a_week_is_flagged_exported_and_read_back() {
     let actions_oob =
         read_flags(&out, "actions").into_iter().filter(|(_, f)| f.iter().any(|x| x == quality::BOUNDS)).count();
     assert_eq!(actions_oob, TICKS as usize);
+    // Frames point at their image: the recording segment and the image's log time there.
+    for file in walk(&out.join("frames")) {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{TimestampNanosecondType, UInt64Type};
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let robot = batch.column_by_name("robot_id").unwrap().as_string::<i32>().clone();
+            let time = batch.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>().clone();
+            let image = batch.column_by_name("image_log_time_ns").unwrap().as_primitive::<UInt64Type>().clone();
+            let segment = batch.column_by_name("edge_segment_id").unwrap().as_string::<i32>().clone();
+            for i in 0..batch.num_rows() {
+                assert_eq!(image.value(i), time.value(i) as u64 - 9_000_000, "capture = done - latency");
+                let day = (time.value(i) as u64 - WEEK_START) / DAY_NS;
+                assert_eq!(segment.value(i), format!("{}-seg-{day}", robot.value(i)));
+            }
+        }
+    }
 
     // The operator's figures.
     let a = state.analytics().unwrap();
