@@ -40,7 +40,9 @@ pub struct Models {
     pub probation_s: u64,
     /// …and rolled back if more of its frames than this miss the inference deadline…
     pub max_deadline_miss_rate: f64,
-    /// …or the governor rejects more of its commands than this.
+    /// …or the governor rejects more of its commands than this for what they
+    /// propose (joint, workspace-box and safety-model checks; not a person in
+    /// the workspace, the e-stop or a stale link).
     pub max_reject_rate: f64,
     /// Inferences run on a new model before the swap, off the real-time threads.
     pub warmup_runs: u32,

@@ -92,6 +92,22 @@ impl Check {
     fn bit(self) -> u16 {
         1 << self as u8
     }
+
+    /// Whether a failure of this check is the policy's doing: its proposal
+    /// broke a limit. The others fail on the robot's surroundings (a person,
+    /// the e-stop, a stale link, a hot motor, a starved CPU) whatever the
+    /// policy proposes, so a model on probation is not judged by them.
+    pub fn blames_policy(self) -> bool {
+        matches!(
+            self,
+            Check::JointPosition
+                | Check::JointVelocity
+                | Check::JointAcceleration
+                | Check::ToolAboveTable
+                | Check::ToolInBox
+                | Check::SafetyModel
+        )
+    }
 }
 
 /// Everything the governor looks at besides the command, sampled once per tick.
@@ -169,6 +185,8 @@ struct Limits {
 pub struct GovernorStats {
     pub checks: AtomicU64,
     pub rejects: AtomicU64,
+    /// Rejections with at least one failed check that blames the policy.
+    pub policy_rejects: AtomicU64,
     pub per_check: [AtomicU64; Check::ALL.len()],
     /// Incidents dropped because nobody drained the queue (never expected).
     pub incidents_dropped: AtomicU64,
@@ -386,10 +404,15 @@ impl SafetyGovernor {
             Some((check, value, limit, joint)) => {
                 let substituted = self.safe_command(state);
                 self.stats.rejects.fetch_add(1, Ordering::Relaxed);
+                let mut blames_policy = false;
                 for c in Check::ALL {
                     if failed & c.bit() != 0 {
                         self.stats.per_check[c as usize].fetch_add(1, Ordering::Relaxed);
+                        blames_policy |= c.blames_policy();
                     }
+                }
+                if blames_policy {
+                    self.stats.policy_rejects.fetch_add(1, Ordering::Relaxed);
                 }
                 let incident = Incident {
                     time_ns: state.now_ns,

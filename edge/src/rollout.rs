@@ -105,7 +105,7 @@ fn probation_verdict(m: &Models, s: &Since) -> Option<String> {
     }
     if checks >= 100 && rejects as f64 > m.max_reject_rate * checks as f64 {
         return Some(format!(
-            "the governor rejected {rejects} of {checks} commands (limit {:.0} %)",
+            "the governor rejected {rejects} of its {checks} commands for breaking a limit (limit {:.0} %)",
             m.max_reject_rate * 100.0
         ));
     }
@@ -199,7 +199,7 @@ impl Rollout {
             misses: p.deadline_misses.load(Relaxed),
             fallbacks: p.fallbacks.load(Relaxed),
             checks: g.checks.load(Relaxed),
-            rejects: g.rejects.load(Relaxed),
+            rejects: g.policy_rejects.load(Relaxed),
         };
         let start = now();
         let until = Instant::now() + Duration::from_secs(m.probation_s);

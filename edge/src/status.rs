@@ -285,6 +285,11 @@ impl View {
             .collect();
         m.counter_owned("gantry_governor_rejects_total", "Commands rejected, by failed check.", &per);
         m.counter(
+            "gantry_governor_policy_rejects_total",
+            "Commands rejected for what the policy proposed (what a model on probation is judged by).",
+            &[(&robot, self.governor.policy_rejects.load(Relaxed) as f64)],
+        );
+        m.counter(
             "gantry_frames_captured_total",
             "Camera frames captured.",
             &[(&robot, self.rgb.captured.load(Relaxed) as f64)],

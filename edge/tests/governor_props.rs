@@ -221,10 +221,15 @@ proptest! {
         prop_assert!(approvals > STEPS as u64 / 4, "only {} approvals; failed checks {:?}", approvals, per_check);
         prop_assert!(rejects > 0);
         let mut recorded = 0u64;
-        while incidents.pop().is_some() {
+        let mut policy = 0u64;
+        while let Some(i) = incidents.pop() {
             recorded += 1;
+            let failed = |c: &gantry_edge::governor::Check| i.failed & (1 << (*c as u16)) != 0;
+            policy += u64::from(gantry_edge::governor::Check::ALL.iter().any(|c| failed(c) && c.blames_policy()));
         }
         prop_assert_eq!(recorded, rejects, "one incident per rejection");
+        prop_assert_eq!(stats.policy_rejects.load(std::sync::atomic::Ordering::Relaxed), policy);
+        prop_assert!(0 < policy && policy < rejects, "some rejections blame the policy, some the surroundings: {} of {}", policy, rejects);
         prop_assert_eq!(stats.rejects.load(std::sync::atomic::Ordering::Relaxed), rejects);
         prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64);
     }
