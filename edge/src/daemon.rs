@@ -28,18 +28,24 @@ pub struct Daemon {
 impl Daemon {
     /// Starts everything; must run inside a Tokio runtime.
     pub async fn start(config: &EdgeConfig, pacing: gantry_hal::Pacing, options: Options) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.robot.data_dir)
-            .with_context(|| format!("robot.data_dir: cannot create {}", config.robot.data_dir))?;
-        let listener = crate::status_http::bind(&config.status_http.listen).await?;
-        let status_addr = listener.local_addr()?;
         // A model installed by a rollout replaces the configured one.
         let mut config = config.clone();
         if let Some(dir) = crate::rollout::active_model_dir(std::path::Path::new(&config.robot.data_dir)) {
             tracing::info!(dir = %dir.display(), "running the model installed by the last rollout");
             config.policy.model_dir = dir.display().to_string();
         }
-        let config = &config;
-        let parts = Parts::from_config(config, pacing)?;
+        let parts = Parts::from_config(&config, pacing)?;
+        Self::start_with_parts(&config, parts, options).await
+    }
+
+    /// Starts on sources and policies already opened: what `start` does after
+    /// opening them from the configuration. Tests put fault-injecting
+    /// wrappers around the parts here.
+    pub async fn start_with_parts(config: &EdgeConfig, parts: Parts, options: Options) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.robot.data_dir)
+            .with_context(|| format!("robot.data_dir: cannot create {}", config.robot.data_dir))?;
+        let listener = crate::status_http::bind(&config.status_http.listen).await?;
+        let status_addr = listener.local_addr()?;
         for failure in &parts.policy_failures {
             tracing::warn!(%failure, "configured policy unavailable; running the baseline");
         }

@@ -95,6 +95,8 @@ pub struct PipelineStatus {
     /// Control ticks that started more than one period late.
     pub overruns: AtomicU64,
     pub inferences: AtomicU64,
+    /// When the newest policy output was produced (monotonic ns; 0: none yet).
+    pub last_output_ns: AtomicU64,
     pub deadline_misses: AtomicU64,
     pub fallbacks: AtomicU64,
     pub safe_stops: AtomicU64,
@@ -569,6 +571,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
             }
             let gripper = action[action.len() - 1];
             record.unsafe_action = unsafe_action;
+            status.last_output_ns.store(done, Ordering::Relaxed);
             shared.policy.store(PolicyOutput {
                 frame_ns: meta.capture_ns,
                 frame_seq: meta.seq,

@@ -47,6 +47,9 @@ pub struct View {
     pub health: Mutex<HealthSnapshot>,
 }
 
+/// A camera or the policy silent this long is reported on the status page.
+const STALL_S: f64 = 1.0;
+
 impl View {
     pub fn taps_dropped(&self) -> u64 {
         self.taps.dropped.load(Relaxed) + self.taps.thumbs.dropped.load(Relaxed)
@@ -68,6 +71,22 @@ impl View {
         }
         if !self.link.is_alive() {
             red.push("firmware link down".to_string());
+        }
+        // Silences: measured from start-up until the first frame or output.
+        let now = gantry_hal::clock::monotonic_ns();
+        let silent_s = |last_ns: u64| {
+            let since =
+                if last_ns == 0 { now.saturating_sub(self.started.elapsed().as_nanos() as u64) } else { last_ns };
+            Some(now.saturating_sub(since) as f64 / 1e9).filter(|s| *s >= STALL_S)
+        };
+        if let Some(s) = silent_s(self.rgb.last_capture_ns.load(Relaxed)) {
+            red.push(format!("camera delivering no frames for {s:.1} s"));
+        }
+        if let Some(s) = self.depth.as_ref().and_then(|d| silent_s(d.last_capture_ns.load(Relaxed))) {
+            red.push(format!("depth camera delivering no frames for {s:.1} s"));
+        }
+        if let Some(s) = silent_s(self.pipeline.last_output_ns.load(Relaxed)) {
+            red.push(format!("no policy output for {s:.1} s: inference failing or hung"));
         }
         if self.recorder.disk_alert.load(Relaxed) {
             red.push("disk nearly full of unsynced data".to_string());
@@ -149,6 +168,7 @@ impl View {
             .collect();
         let r = &self.recorder;
         let model = self.model.report();
+        let link = self.link.status();
         json!({
             "robot_id": self.robot_id,
             "version": env!("CARGO_PKG_VERSION"),
@@ -189,6 +209,10 @@ impl View {
             },
             "firmware": {
                 "link_alive": self.link.is_alive(),
+                "link_losses": link.losses,
+                "frames_ok": link.decode.frames_ok,
+                "frames_rejected": link.decode.rejected(),
+                "io_errors": link.io_errors,
                 "estop": self.link.estop().map(|e| json!({"pressed": e.pressed, "latched": e.latched})),
             },
             "health": {

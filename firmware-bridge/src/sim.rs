@@ -86,6 +86,8 @@ struct Control {
     extra_heat_c_s: AtomicCell<f32>,
     /// Garbage bytes to write before the next frame, to test the decoder.
     garbage_due: AtomicU64,
+    /// The cable is cut: nothing gets through either way.
+    cut: AtomicBool,
     state: AtomicCell<SimState>,
 }
 
@@ -104,6 +106,7 @@ impl SimHandle {
             button: AtomicBool::new(false),
             extra_heat_c_s: AtomicCell::new(0.0),
             garbage_due: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
             state: AtomicCell::new(SimState::default()),
         });
         let thread = {
@@ -132,6 +135,13 @@ impl SimHandle {
     /// Writes `n` bytes of garbage onto the link before the next frame.
     pub fn inject_garbage(&self, n: u64) {
         self.control.garbage_due.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Cuts the cable (`true`) or mends it: while cut, nothing the host sends
+    /// arrives (the firmware holds the arm after its host timeout) and the
+    /// firmware sends nothing. The port stays open, as with a broken wire.
+    pub fn cut_link(&self, cut: bool) {
+        self.control.cut.store(cut, Ordering::Release);
     }
 
     /// Stops the simulator and closes its end of the link, like pulling the cable.
@@ -187,6 +197,7 @@ impl Sim {
             loop {
                 match port.read(&mut rx) {
                     Ok(0) => break,
+                    Ok(_) if self.control.cut.load(Ordering::Acquire) => {}
                     Ok(n) => {
                         let mut inbox = heapless::Vec::<Message, 16>::new();
                         decoder.push(&rx[..n], |m| {
@@ -206,31 +217,8 @@ impl Sim {
             self.integrate(dt);
             step += 1;
 
-            let garbage = self.control.garbage_due.swap(0, Ordering::AcqRel);
-            for _ in 0..garbage {
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                port.write_all(&[(self.rng & 0xff) as u8])?;
-            }
-            if step.is_multiple_of(u64::from(self.p.state_every.max(1))) {
-                let msg = self.joint_state();
-                send(&mut port, &mut tx, &msg)?;
-            }
-            if step.is_multiple_of(u64::from(self.p.telemetry_every.max(1))) {
-                let msg = self.telemetry();
-                send(&mut port, &mut tx, &msg)?;
-            }
-            if self.s.estop != last_estop || step.is_multiple_of(50) {
-                send(&mut port, &mut tx, &Message::EStop(self.s.estop))?;
-                last_estop = self.s.estop;
-            }
-            let now = Instant::now();
-            if now >= next_heartbeat {
-                let hb = Heartbeat { seq: self.heartbeat_seq, uptime_ms: self.boot.elapsed().as_millis() as u32 };
-                self.heartbeat_seq = self.heartbeat_seq.wrapping_add(1);
-                send(&mut port, &mut tx, &Message::Heartbeat(hb))?;
-                next_heartbeat = now + self.p.heartbeat_period;
+            if !self.control.cut.load(Ordering::Acquire) {
+                self.transmit(&mut port, &mut tx, step, &mut last_estop, &mut next_heartbeat)?;
             }
             self.control.state.store(self.s);
 
@@ -241,6 +229,45 @@ impl Sim {
             } else {
                 next = now;
             }
+        }
+        Ok(())
+    }
+
+    /// What the firmware sends in one step: injected garbage, joint state,
+    /// telemetry, the e-stop and the heartbeat when due.
+    fn transmit(
+        &mut self,
+        port: &mut Box<dyn SerialPort>,
+        tx: &mut [u8; MAX_WIRE_FRAME],
+        step: u64,
+        last_estop: &mut EStopState,
+        next_heartbeat: &mut Instant,
+    ) -> io::Result<()> {
+        let garbage = self.control.garbage_due.swap(0, Ordering::AcqRel);
+        for _ in 0..garbage {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            port.write_all(&[(self.rng & 0xff) as u8])?;
+        }
+        if step.is_multiple_of(u64::from(self.p.state_every.max(1))) {
+            let msg = self.joint_state();
+            send(port, tx, &msg)?;
+        }
+        if step.is_multiple_of(u64::from(self.p.telemetry_every.max(1))) {
+            let msg = self.telemetry();
+            send(port, tx, &msg)?;
+        }
+        if self.s.estop != *last_estop || step.is_multiple_of(50) {
+            send(port, tx, &Message::EStop(self.s.estop))?;
+            *last_estop = self.s.estop;
+        }
+        let now = Instant::now();
+        if now >= *next_heartbeat {
+            let hb = Heartbeat { seq: self.heartbeat_seq, uptime_ms: self.boot.elapsed().as_millis() as u32 };
+            self.heartbeat_seq = self.heartbeat_seq.wrapping_add(1);
+            send(port, tx, &Message::Heartbeat(hb))?;
+            *next_heartbeat = now + self.p.heartbeat_period;
         }
         Ok(())
     }

@@ -2,6 +2,8 @@
 //! sync service, robots and a Mosquitto broker on loopback, with every port
 //! chosen by the OS.
 
+pub mod faults;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

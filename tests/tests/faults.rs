@@ -1,0 +1,195 @@
+//! The fault suite, robot side: one robot on the simulator with its cloud, and
+//! one fault at a time — a camera that stops delivering frames, a policy that
+//! fails, a policy that hangs, a firmware link that is cut, a firmware link
+//! that sends garbage, the broker down. For each: the daemon stays up, the
+//! governor holds the arm still where the fault leaves it without a safe
+//! command, the status page (`/api/status`, over HTTP) says what is wrong,
+//! and everything is back to normal once the fault clears.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_edge::daemon::Daemon;
+use gantry_edge::pipeline::{Options, Parts};
+use gantry_firmware_bridge::sim::SimHandle;
+use gantry_sync::Service;
+use gantry_tests::faults::{FaultyPolicy, PolicyFaults, StallingSource};
+use gantry_tests::{cloud_config, free_port, robot_config};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Robot {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Robot {
+    async fn status(&self) -> Value {
+        let r = self.http.get(&self.url).send().await.expect("the status page answers");
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls the status page until `cond` holds; fails with the last status.
+    async fn until(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let s = self.status().await;
+            if cond(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Normal again: running the configured policy, link up, cloud connected,
+    /// and none of the faults' reasons left.
+    async fn healthy(&self, after: &str) -> Value {
+        self.until(&format!("recovery after {after}"), |s| {
+            let reasons = s["reasons"].as_array().unwrap();
+            s["mode"] == "running"
+                && s["firmware"]["link_alive"] == true
+                && s["sync"]["connected"] == true
+                && !reasons.iter().any(|r| {
+                    let r = r.as_str().unwrap();
+                    ["camera", "policy output", "firmware link", "cloud unreachable", "degraded"]
+                        .iter()
+                        .any(|k| r.contains(k))
+                })
+        })
+        .await
+    }
+}
+
+fn says(s: &Value, text: &str) -> bool {
+    s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(text))
+}
+
+fn rejects(s: &Value, check: &str) -> u64 {
+    s["governor"]["rejects_by_check"][check].as_u64().unwrap()
+}
+
+/// The arm stands still: every joint's speed in the simulator near zero.
+async fn arm_still(sim: &SimHandle, what: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while sim.state().velocities_rad_s.iter().any(|v| v.abs() > 1e-3) {
+        assert!(Instant::now() < deadline, "{what}: the arm keeps moving: {:?}", sim.state().velocities_rad_s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // …and stays still: no command moves it while the fault lasts.
+    let before = sim.state().positions_rad;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = sim.state().positions_rad;
+    assert!(before.iter().zip(&after).all(|(a, b)| (a - b).abs() < 1e-3), "{what}: moved from {before:?} to {after:?}");
+}
+
+async fn start_cloud(dir: &std::path::Path, port: u16) -> Service {
+    let service = Service::start(&cloud_config(dir, &format!("127.0.0.1:{port}"))).await.unwrap();
+    let stats = service.ingest.clone();
+    gantry_tests::wait_for("ingestion subscribed", LIMIT, || stats.subscribed.load(Relaxed)).await;
+    service
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_holds_the_robot_safe_is_reported_and_clears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cloud = Some(start_cloud(&tmp.path().join("cloud"), port).await);
+    let mut config = robot_config("robot-faults", &tmp.path().join("robot"), &format!("mqtt://127.0.0.1:{port}"));
+    config.control.recover_after_s = 1.0;
+
+    let mut parts = Parts::from_config(&config, gantry_hal::Pacing::RealTime).unwrap();
+    let stalled = Arc::new(AtomicBool::new(false));
+    let faults = Arc::new(PolicyFaults::default());
+    parts.camera = Box::new(StallingSource { inner: parts.camera, stalled: stalled.clone() });
+    parts.primary = Box::new(FaultyPolicy { inner: parts.primary, faults: faults.clone() });
+    let daemon = Daemon::start_with_parts(&config, parts, Options::default()).await.unwrap();
+    let sim = daemon.pipeline().simulator().expect("the simulated firmware");
+    let robot = Robot { http: reqwest::Client::new(), url: format!("http://{}/api/status", daemon.status_addr) };
+    robot.healthy("start-up").await;
+
+    // The camera stops: no new policy output, so the governor rejects the
+    // stale one and holds the arm.
+    let s = robot.status().await;
+    stalled.store(true, Relaxed);
+    robot
+        .until("the camera stall reported, the governor holding", |x| {
+            says(x, "camera delivering no frames")
+                && rejects(x, "policy_output_fresh") > rejects(&s, "policy_output_fresh")
+        })
+        .await;
+    arm_still(sim, "camera stalled").await;
+    stalled.store(false, Relaxed);
+    robot.healthy("the camera stall").await;
+
+    // The policy fails: the pipeline steps down to the baseline, which keeps
+    // the robot working; back on the policy once it runs again.
+    faults.fail.store(true, Relaxed);
+    let during = robot.until("the step down to the baseline", |s| s["mode"] == "degraded").await;
+    assert!(says(&during, "running the baseline policy"), "{during:#}");
+    assert_eq!(during["model"]["on_baseline"], true);
+    faults.fail.store(false, Relaxed);
+    let after = robot.healthy("the failing policy").await;
+    assert!(after["loop"]["fallbacks"].as_u64().unwrap() >= 1);
+
+    // The policy hangs inside a run: nothing comes out, the governor holds.
+    let s = robot.status().await;
+    faults.hang.store(true, Relaxed);
+    robot
+        .until("the hung policy reported, the governor holding", |x| {
+            says(x, "no policy output") && rejects(x, "policy_output_fresh") > rejects(&s, "policy_output_fresh")
+        })
+        .await;
+    arm_still(sim, "policy hung").await;
+    faults.hang.store(false, Relaxed);
+    robot.healthy("the hung policy").await;
+
+    // The firmware link is cut: the governor sees the link dead; the firmware
+    // holds the arm on its own host timeout.
+    let s = robot.status().await;
+    sim.cut_link(true);
+    let during = robot
+        .until("the cut link reported, the governor holding", |x| {
+            says(x, "firmware link down") && rejects(x, "firmware_link") > rejects(&s, "firmware_link")
+        })
+        .await;
+    assert_eq!(during["firmware"]["link_alive"], false);
+    gantry_tests::wait_for("the firmware holding without its host", LIMIT, || sim.state().holding_for_timeout).await;
+    arm_still(sim, "link cut").await;
+    sim.cut_link(false);
+    let after = robot.healthy("the cut link").await;
+    assert!(after["firmware"]["link_losses"].as_u64().unwrap() > s["firmware"]["link_losses"].as_u64().unwrap());
+
+    // The firmware sends garbage: rejected and counted, the link survives.
+    let s = robot.status().await;
+    sim.inject_garbage(50_000);
+    let during = robot
+        .until("the garbage counted", |x| {
+            x["firmware"]["frames_rejected"].as_u64().unwrap() > s["firmware"]["frames_rejected"].as_u64().unwrap()
+        })
+        .await;
+    let after = robot.healthy("garbage on the link").await;
+    assert!(
+        after["firmware"]["frames_ok"].as_u64().unwrap() > during["firmware"]["frames_ok"].as_u64().unwrap(),
+        "valid frames keep arriving after the garbage"
+    );
+
+    // The broker goes down with the cloud: the robot buffers and says so.
+    cloud.take().unwrap().stop().await;
+    let during = robot.until("the outage reported", |s| says(s, "cloud unreachable")).await;
+    assert_eq!(during["sync"]["connected"], false);
+    robot.until("batches buffered", |s| s["sync"]["backlog"].as_u64().unwrap() > 0).await;
+    cloud = Some(start_cloud(&tmp.path().join("cloud"), port).await);
+    robot.healthy("the outage").await;
+    robot.until("the backlog sent", |s| s["sync"]["backlog"] == 0).await;
+
+    // Through it all: one daemon, never restarted, the control loop ticking.
+    let last = robot.status().await;
+    assert!(last["uptime_s"].as_f64().unwrap() > 1.0);
+    assert!(last["loop"]["ticks"].as_u64().unwrap() > 0);
+    daemon.stop().await;
+    cloud.unwrap().stop().await;
+}
