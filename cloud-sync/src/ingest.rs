@@ -137,7 +137,7 @@ impl Ingest {
             tracing::info!(robot, seq = header.seq, ?flags, "stored a batch with quality flags");
         }
         if kind == BatchKind::Health {
-            self.health(robot, body).map_err(Err)?;
+            self.health(robot, &parsed.health).map_err(Err)?;
         }
         let id = format!("{robot}-{:012}", header.seq);
         let key = object_key(&self.prefix, "logs", robot, header.start_unix_ns, &id);
@@ -181,14 +181,8 @@ impl Ingest {
     }
 
     /// The newest health snapshot in a health batch updates the robot's row.
-    fn health(&self, robot: &str, body: &[u8]) -> anyhow::Result<()> {
-        let mut last = None;
-        for m in mcap::MessageStream::new(body)?.flatten() {
-            if m.channel.topic == "/health" {
-                last = serde_json::from_slice::<serde_json::Value>(&m.data).ok();
-            }
-        }
-        if let Some(h) = last {
+    fn health(&self, robot: &str, snapshots: &[serde_json::Value]) -> anyhow::Result<()> {
+        if let Some(h) = snapshots.last() {
             self.catalog.set_robot_health(
                 robot,
                 h["mode"].as_str().unwrap_or("unknown"),
@@ -201,6 +195,9 @@ impl Ingest {
 
 /// Messages in an MCAP body; any damage is an error.
 fn count_messages(body: &[u8]) -> anyhow::Result<u64> {
+    if let Some(at) = gantry_config::records::unreadable_chunk(body) {
+        anyhow::bail!("the chunk at byte {at} does not read back within its declared sizes");
+    }
     let mut n = 0;
     for m in mcap::MessageStream::new(body)? {
         m?;

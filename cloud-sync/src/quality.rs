@@ -46,6 +46,9 @@ pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
     let mut last: HashMap<String, u64> = HashMap::new();
     let summary = mcap::Summary::read(body).ok().flatten().filter(|s| !s.chunk_indexes.is_empty());
     let Some(summary) = summary else {
+        if let Some(at) = gantry_config::records::unreadable_chunk(body) {
+            anyhow::bail!("the chunk at byte {at} does not read back within its declared sizes");
+        }
         for m in mcap::MessageStream::new(body)? {
             p.add(&m?, &mut last);
         }
@@ -62,7 +65,9 @@ pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
     let mut chunks = summary.chunk_indexes.clone();
     chunks.sort_by_key(|c| c.chunk_start_offset);
     for index in &chunks {
-        let Ok(messages) = summary.stream_chunk(body, index) else {
+        let readable =
+            usize::try_from(index.chunk_start_offset).is_ok_and(|at| gantry_config::records::chunk_readable(body, at));
+        let Some(Ok(messages)) = readable.then(|| summary.stream_chunk(body, index)) else {
             p.damaged_chunks += 1;
             continue;
         };
@@ -314,5 +319,43 @@ mod tests {
         let p = parse(&damaged).unwrap();
         assert_eq!((p.images.len(), p.images_expected, p.damaged_chunks), (2, Some(3), 1));
         assert_eq!(batch_flags(&p, &limits), [MALFORMED, VIDEO]);
+    }
+
+    #[test]
+    fn a_chunk_declaring_a_huge_size_is_damaged_not_fatal() {
+        let (whole, chunks) = segment(3);
+        assert_eq!(gantry_config::records::unreadable_chunk(&whole), None);
+        // The chunk's uncompressed size sits 25 bytes into its record.
+        let mut forged = whole.clone();
+        let at = chunks[1].start + 25;
+        forged[at..at + 8].copy_from_slice(&(u64::MAX / 3).to_le_bytes());
+        assert_eq!(gantry_config::records::unreadable_chunk(&forged), Some(chunks[1].start));
+        let p = parse(&forged).unwrap();
+        assert_eq!((p.images.len(), p.damaged_chunks), (2, 1));
+        // Without a summary to go by, the body is refused as a whole.
+        assert!(parse(&forged[..chunks[2].end]).is_err());
+    }
+
+    #[test]
+    fn a_record_inside_a_chunk_declaring_a_huge_length_is_damaged_not_fatal() {
+        use std::io::Write as _;
+        // An uncompressed chunk (so the inner record is plain to forge):
+        // one message record whose length claims a petabyte.
+        let mut records = vec![0x05];
+        records.extend_from_slice(&(1u64 << 50).to_le_bytes());
+        records.extend_from_slice(&[0; 22]);
+        let mut chunk = Vec::new();
+        chunk.extend_from_slice(&[0u8; 16]);
+        chunk.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        chunk.extend_from_slice(&0u32.to_le_bytes());
+        chunk.extend_from_slice(&0u32.to_le_bytes());
+        chunk.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        chunk.extend_from_slice(&records);
+        let mut file = b"\x89MCAP0\r\n".to_vec();
+        file.write_all(&[0x06]).unwrap();
+        file.write_all(&(chunk.len() as u64).to_le_bytes()).unwrap();
+        file.write_all(&chunk).unwrap();
+        assert_eq!(gantry_config::records::unreadable_chunk(&file), Some(8));
+        assert!(parse(&file).is_err());
     }
 }

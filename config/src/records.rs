@@ -87,3 +87,78 @@ pub struct CompressedImageMsg {
     pub data: String,
     pub format: String,
 }
+
+/// The most one MCAP chunk may declare that it inflates to. Gantry writes
+/// chunks of 1 MB.
+pub const MAX_CHUNK_BYTES: u64 = 64 << 20;
+
+const OP_FOOTER: u8 = 0x02;
+const OP_CHUNK: u8 = 0x06;
+const MAGIC_LEN: usize = 8;
+/// Opcode and record length.
+const RECORD_HEAD: usize = 9;
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+/// Whether the mcap crate can read the chunk record at `offset` without being
+/// trusted with sizes it would allocate for. It reserves a chunk's declared
+/// uncompressed size, and then each inner record's declared length, before
+/// it inflates them, so a forged or bit-flipped size aborts the reading
+/// process (found by `tests/tests/fuzz.rs`). Here the chunk is inflated into
+/// a buffer of at most [`MAX_CHUNK_BYTES`] and every inner record must fit it.
+pub fn chunk_readable(mcap: &[u8], offset: usize) -> bool {
+    chunk_records(mcap, offset).is_some()
+}
+
+/// The chunk's inner records, inflated, when every size in it holds.
+fn chunk_records(mcap: &[u8], offset: usize) -> Option<()> {
+    // Chunk: opcode, length, start and end time, uncompressed size and CRC,
+    // compression name (u32 length + bytes), records length, records.
+    (*mcap.get(offset)? == OP_CHUNK).then_some(())?;
+    let size = u64_at(mcap, offset + 25)?;
+    (size <= MAX_CHUNK_BYTES).then_some(())?;
+    let name_len = u32_at(mcap, offset + 37)? as usize;
+    let name = mcap.get(offset + 41..(offset + 41).checked_add(name_len)?)?;
+    let records_at = offset + 41 + name_len;
+    let records_len = usize::try_from(u64_at(mcap, records_at)?).ok()?;
+    let records = mcap.get(records_at + 8..(records_at + 8).checked_add(records_len)?)?;
+    let inflated;
+    let records = match name {
+        b"" => records,
+        b"zstd" => {
+            inflated = zstd::bulk::decompress(records, size as usize).ok()?;
+            &inflated[..]
+        }
+        _ => return None,
+    };
+    (records.len() as u64 == size).then_some(())?;
+    let mut at = 0usize;
+    while at < records.len() {
+        let len = usize::try_from(u64_at(records, at + 1)?).ok()?;
+        at = at.checked_add(RECORD_HEAD)?.checked_add(len)?;
+        (at <= records.len()).then_some(())?;
+    }
+    Some(())
+}
+
+/// Walks an MCAP file's top-level records and returns the offset of the
+/// first chunk that is not [`chunk_readable`], if any. Stops at the footer or
+/// at a record that runs past the end (the reader reports those itself).
+pub fn unreadable_chunk(mcap: &[u8]) -> Option<usize> {
+    let mut at = MAGIC_LEN;
+    while let Some(len) = u64_at(mcap, at + 1) {
+        match mcap[at] {
+            OP_FOOTER => return None,
+            OP_CHUNK if !chunk_readable(mcap, at) => return Some(at),
+            _ => {}
+        }
+        at = usize::try_from(len).ok().and_then(|len| (at + RECORD_HEAD).checked_add(len))?;
+    }
+    None
+}
