@@ -105,8 +105,13 @@ impl View {
         if !h.net_connected {
             amber.push("cloud unreachable: buffering locally".to_string());
         }
-        if self.recorder.write_errors.load(Relaxed) > 0 {
-            amber.push("recorder write errors".to_string());
+        if self.recorder.failing.load(Relaxed) {
+            let lost = self.recorder.dropped.load(Relaxed);
+            if self.recorder.disk_full.load(Relaxed) {
+                red.push(format!("disk full: recording stopped, {lost} records lost so far"));
+            } else {
+                red.push(format!("recorder cannot write to disk: recording stopped, {lost} records lost so far"));
+            }
         }
         let model = self.model.report();
         if matches!(model.state.as_str(), "refused" | "rolled_back") {
@@ -228,6 +233,7 @@ impl View {
                 "gripper_pressure_kpa": h.gripper_pressure_kpa,
             },
             "recorder": {
+                "messages": r.messages.load(Relaxed),
                 "bytes_today": r.bytes_today.load(Relaxed),
                 "unsynced_bytes": r.unsynced_bytes.load(Relaxed),
                 "disk_used_bytes": r.disk_used_bytes.load(Relaxed),
@@ -237,6 +243,8 @@ impl View {
                 "disk_alert": r.disk_alert.load(Relaxed),
                 "dropped": r.dropped.load(Relaxed) + self.taps_dropped(),
                 "write_errors": r.write_errors.load(Relaxed),
+                "failing": r.failing.load(Relaxed),
+                "disk_full": r.disk_full.load(Relaxed),
                 "recovered": r.recovered.load(Relaxed),
                 "quarantined": r.quarantined.load(Relaxed),
                 "lost_unsynced_bytes": r.lost_unsynced_bytes.load(Relaxed),

@@ -127,6 +127,10 @@ pub struct RecorderStats {
     /// Messages lost to write errors (disk full, I/O errors).
     pub dropped: AtomicU64,
     pub write_errors: AtomicU64,
+    /// The last write failed and none has reached the disk since.
+    pub failing: AtomicBool,
+    /// ... because the disk is full (ENOSPC).
+    pub disk_full: AtomicBool,
     pub recovered: AtomicU64,
     pub quarantined: AtomicU64,
     pub lost_unsynced_segments: AtomicU64,
@@ -167,6 +171,8 @@ pub struct Recorder {
     next_index: u64,
     retry_at: Option<Instant>,
     last_log: Option<Instant>,
+    /// Segments a write failure left as `.partial`, to rebuild once the disk allows.
+    unrecovered: Vec<String>,
     batchers: [batch::Batcher; 3],
     last_segment_id: String,
 }
@@ -206,6 +212,7 @@ impl Recorder {
             next_index: 0,
             retry_at: None,
             last_log: None,
+            unrecovered: Vec::new(),
             batchers,
             last_segment_id: String::new(),
             s,
@@ -393,6 +400,11 @@ impl Recorder {
     /// and retry on a fresh segment after a pause.
     fn fail(&mut self, e: anyhow::Error) {
         self.stats.write_errors.fetch_add(1, Relaxed);
+        let full = e
+            .chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC)));
+        self.stats.disk_full.store(full, Relaxed);
+        self.stats.failing.store(true, Relaxed);
         self.stats.dropped.fetch_add(1, Relaxed);
         if self.last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             self.last_log = Some(Instant::now());
@@ -401,12 +413,32 @@ impl Recorder {
         if let Some(open) = self.seg.take() {
             let id = open.w.id().to_string();
             drop(open);
-            if let Ok(r) = segment::recover(&self.dir, &id, self.s.encoding, unix_ns()) {
-                self.register_recovery(r);
-            }
+            self.unrecovered.push(id);
+            self.recover_pending();
         }
         self.retry_at = Some(Instant::now() + Duration::from_secs(5));
         let _ = self.enforce_quota();
+    }
+
+    /// A chunk reached the disk: a past write failure is over. (A write into
+    /// the open chunk proves nothing: it stays in memory until the chunk is
+    /// flushed.)
+    fn writing_again(&mut self) {
+        self.stats.failing.store(false, Relaxed);
+        self.stats.disk_full.store(false, Relaxed);
+        self.recover_pending();
+    }
+
+    /// Rebuilds the segments a write failure left unfinished; one that cannot
+    /// be rebuilt yet (the disk still full) waits for the next chance.
+    fn recover_pending(&mut self) {
+        let ids = std::mem::take(&mut self.unrecovered);
+        for id in ids {
+            match segment::recover(&self.dir, &id, self.s.encoding, unix_ns()) {
+                Ok(r) => self.register_recovery(r),
+                Err(_) => self.unrecovered.push(id),
+            }
+        }
     }
 
     fn register_recovery(&mut self, r: Recovered) {
@@ -429,6 +461,7 @@ impl Recorder {
         match open.w.finish(open.created_unix_ns) {
             Ok(row) => match self.catalog.insert(&row) {
                 Ok(()) => {
+                    self.writing_again();
                     let _ = self.enforce_quota();
                     Some(row)
                 }
@@ -450,8 +483,9 @@ impl Recorder {
         if let Some(open) = self.seg.as_mut() {
             if open.last_flush.elapsed() >= self.s.flush_every {
                 open.last_flush = Instant::now();
-                if let Err(e) = open.w.flush_chunk() {
-                    self.fail(e);
+                match open.w.flush_chunk() {
+                    Ok(()) => self.writing_again(),
+                    Err(e) => self.fail(e),
                 }
             }
         }

@@ -209,8 +209,21 @@ pub enum Recovered {
 
 /// Rebuilds `DIR/ID.mcap.partial` from the messages of its complete chunks.
 pub fn recover(dir: &Path, id: &str, enc: Encoding, now_unix_ns: u64) -> anyhow::Result<Recovered> {
+    let result = rebuild(dir, id, enc, now_unix_ns);
+    if result.is_err() {
+        // A full disk fails the rebuild; the partial stays for another try.
+        let _ = fs::remove_file(dir.join(format!("{id}{RECOVERING}")));
+    }
+    result
+}
+
+fn rebuild(dir: &Path, id: &str, enc: Encoding, now_unix_ns: u64) -> anyhow::Result<Recovered> {
     let partial = dir.join(format!("{id}{PARTIAL}"));
-    let data = fs::read(&partial).with_context(|| format!("reading {}", partial.display()))?;
+    let mut data = fs::read(&partial).with_context(|| format!("reading {}", partial.display()))?;
+    // A chunk damaged so that it would not read back ends what is kept.
+    if let Some(at) = gantry_config::records::unreadable_chunk(&data) {
+        data.truncate(at);
+    }
     let scratch = dir.join(format!("{id}{RECOVERING}"));
     let mut kept = 0u64;
     let mut bounds: Option<(u64, u64)> = None;
