@@ -78,3 +78,56 @@ impl PolicyBackend for FaultyPolicy {
         self.inner.run()
     }
 }
+
+/// How long a fault test waits for anything it expects.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// A robot's status page as a field technician's tools read it: over HTTP.
+pub struct StatusPage {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl StatusPage {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self { http: reqwest::Client::new(), url: format!("http://{addr}/api/status") }
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let r = self.http.get(&self.url).send().await.expect("the status page answers");
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls the status page until `cond` holds; fails with the last status.
+    pub async fn until(&self, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let s = self.status().await;
+            if cond(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {s:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Normal again: running the configured policy, link up, cloud connected,
+    /// and none of the faults' reasons left.
+    pub async fn healthy(&self, after: &str) -> serde_json::Value {
+        self.until(&format!("recovery after {after}"), |s| {
+            s["mode"] == "running"
+                && s["firmware"]["link_alive"] == true
+                && s["sync"]["connected"] == true
+                && !["camera", "policy output", "firmware link", "cloud unreachable", "degraded", "disk"]
+                    .iter()
+                    .any(|k| says(s, k))
+        })
+        .await
+    }
+}
+
+/// Whether one of the status page's reasons contains `text`.
+pub fn says(s: &serde_json::Value, text: &str) -> bool {
+    s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(text))
+}

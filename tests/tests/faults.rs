@@ -14,59 +14,11 @@ use gantry_edge::daemon::Daemon;
 use gantry_edge::pipeline::{Options, Parts};
 use gantry_firmware_bridge::sim::SimHandle;
 use gantry_sync::Service;
-use gantry_tests::faults::{FaultyPolicy, PolicyFaults, StallingSource};
+use gantry_tests::faults::{says, FaultyPolicy, PolicyFaults, StallingSource, StatusPage};
 use gantry_tests::{cloud_config, free_port, robot_config};
 use serde_json::Value;
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-struct Robot {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Robot {
-    async fn status(&self) -> Value {
-        let r = self.http.get(&self.url).send().await.expect("the status page answers");
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
-    }
-
-    /// Polls the status page until `cond` holds; fails with the last status.
-    async fn until(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let s = self.status().await;
-            if cond(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Normal again: running the configured policy, link up, cloud connected,
-    /// and none of the faults' reasons left.
-    async fn healthy(&self, after: &str) -> Value {
-        self.until(&format!("recovery after {after}"), |s| {
-            let reasons = s["reasons"].as_array().unwrap();
-            s["mode"] == "running"
-                && s["firmware"]["link_alive"] == true
-                && s["sync"]["connected"] == true
-                && !reasons.iter().any(|r| {
-                    let r = r.as_str().unwrap();
-                    ["camera", "policy output", "firmware link", "cloud unreachable", "degraded"]
-                        .iter()
-                        .any(|k| r.contains(k))
-                })
-        })
-        .await
-    }
-}
-
-fn says(s: &Value, text: &str) -> bool {
-    s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(text))
-}
+const LIMIT: Duration = gantry_tests::faults::LIMIT;
 
 fn rejects(s: &Value, check: &str) -> u64 {
     s["governor"]["rejects_by_check"][check].as_u64().unwrap()
@@ -108,7 +60,7 @@ async fn each_fault_holds_the_robot_safe_is_reported_and_clears() {
     parts.primary = Box::new(FaultyPolicy { inner: parts.primary, faults: faults.clone() });
     let daemon = Daemon::start_with_parts(&config, parts, Options::default()).await.unwrap();
     let sim = daemon.pipeline().simulator().expect("the simulated firmware");
-    let robot = Robot { http: reqwest::Client::new(), url: format!("http://{}/api/status", daemon.status_addr) };
+    let robot = StatusPage::new(daemon.status_addr);
     robot.healthy("start-up").await;
 
     // The camera stops: no new policy output, so the governor rejects the
