@@ -167,3 +167,44 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
         segments: rows.len() as u64,
     })
 }
+
+/// The `zstd` command line on the same data: every message the run recorded,
+/// read back from its segments and concatenated, compressed at the
+/// recorder's level on one thread. Returns (input MB/s, ratio), or `None`
+/// where `zstd` is not installed.
+pub fn zstd_cli(data_dir: &Path, level: i32) -> anyhow::Result<Option<(f64, f64)>> {
+    let mut all = Vec::new();
+    let mut segments: Vec<_> = std::fs::read_dir(data_dir.join("segments"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "mcap"))
+        .collect();
+    segments.sort();
+    for path in segments {
+        let bytes = std::fs::read(&path)?;
+        for m in mcap::MessageStream::new(&bytes)? {
+            all.extend_from_slice(&m?.data);
+        }
+    }
+    let input = data_dir.join("messages.bin");
+    let output = data_dir.join("messages.bin.zst");
+    std::fs::write(&input, &all)?;
+    let t = Instant::now();
+    let status = std::process::Command::new("zstd")
+        .args(["-q", "-f", "-T1", &format!("-{}", level.max(1))])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .status();
+    let took = t.elapsed().as_secs_f64();
+    match status {
+        Ok(s) if s.success() => {
+            let out = std::fs::metadata(&output)?.len();
+            Ok(Some((all.len() as f64 / 1e6 / took, all.len() as f64 / out as f64)))
+        }
+        Ok(s) => anyhow::bail!("zstd exited with {s}"),
+        Err(e) => {
+            eprintln!("zstd: {e} (apt-get install zstd); its figures are left out");
+            Ok(None)
+        }
+    }
+}

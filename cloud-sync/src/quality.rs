@@ -160,17 +160,30 @@ pub fn health_ok(h: &serde_json::Value, l: &Limits) -> bool {
     running && link && !hot
 }
 
+/// The largest image side the video check decodes.
+const MAX_IMAGE_SIDE: usize = 4096;
+
 /// A whole JPEG: SOI to EOI, and it decodes without error (strict mode);
 /// returns its width and height.
 pub fn jpeg_size(b: &[u8]) -> Option<(usize, usize)> {
     if !(b.len() > 4 && b.starts_with(&[0xFF, 0xD8]) && b.ends_with(&[0xFF, 0xD9])) {
         return None;
     }
-    let options = zune_jpeg::zune_core::options::DecoderOptions::default().set_strict_mode(true);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(b, options);
-    decoder.decode().ok()?;
-    let info = decoder.info()?;
-    Some((usize::from(info.width), usize::from(info.height)))
+    // A forged header could ask for a 16k × 16k decode; robots send at most 1080p.
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(MAX_IMAGE_SIDE)
+        .set_max_height(MAX_IMAGE_SIDE);
+    // zune-jpeg can panic on crafted data (an IDCT overflow, found by
+    // tests/tests/fuzz.rs): that is a corrupt image, not a reason to stop ingesting.
+    std::panic::catch_unwind(|| {
+        let mut decoder = zune_jpeg::JpegDecoder::new_with_options(b, options);
+        decoder.decode().ok()?;
+        let info = decoder.info()?;
+        Some((usize::from(info.width), usize::from(info.height)))
+    })
+    .ok()
+    .flatten()
 }
 
 /// The video check: every image decodes, all have one size, and none of

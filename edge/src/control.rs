@@ -16,6 +16,9 @@ pub struct PolicyOutput {
     pub frame_seq: u64,
     /// When inference finished.
     pub done_ns: u64,
+    /// How long the model itself ran (`PolicyBackend::run`), for the overhead
+    /// figure: frame-to-command latency less this.
+    pub model_ns: u64,
     /// Missed its inference deadline.
     pub late: bool,
     /// The safety model refused this action.

@@ -103,8 +103,15 @@ pub struct PipelineStatus {
     pub on_baseline: AtomicBool,
     pub latency_p50_ns: AtomicU64,
     pub latency_p99_ns: AtomicU64,
+    pub latency_p999_ns: AtomicU64,
     pub latency_max_ns: AtomicU64,
+    /// Frame-to-command latency less the model's own run time: what Gantry adds.
+    pub overhead_p50_ns: AtomicU64,
+    pub overhead_p99_ns: AtomicU64,
+    pub overhead_p999_ns: AtomicU64,
+    pub jitter_p50_ns: AtomicU64,
     pub jitter_p99_ns: AtomicU64,
+    pub jitter_p999_ns: AtomicU64,
     pub jitter_max_ns: AtomicU64,
     pub rate_mhz: AtomicU64,
     pub incidents: AtomicU64,
@@ -546,6 +553,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
             && pre.joints(&js.positions_rad, &js.velocities_rad_s, inputs.joints).is_ok();
         let meta = frame.meta();
         drop(frame);
+        let run_start = monotonic_ns();
         let action = if ok { backend.run().ok() } else { None };
         let done = monotonic_ns();
         status.inferences.fetch_add(1, Ordering::Relaxed);
@@ -576,6 +584,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
                 frame_ns: meta.capture_ns,
                 frame_seq: meta.seq,
                 done_ns: done,
+                model_ns: done - run_start,
                 late: late || active == Active::SafeStop,
                 unsafe_action,
                 goal_rad: goal,
@@ -644,6 +653,7 @@ fn control_loop(
     // Allocated once; `record` never grows them (values are clamped to the bounds).
     let mut latency = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
     let mut jitter = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
+    let mut overhead = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
     let mut last_frame_seq = u64::MAX;
     let mut seq = 0u32;
     let mut n = 0u32;
@@ -705,6 +715,7 @@ fn control_loop(
             last_frame_seq = policy.frame_seq;
             let ns = sent.saturating_sub(policy.frame_ns).max(1_000);
             latency.saturating_record(ns);
+            overhead.saturating_record(ns.saturating_sub(policy.model_ns).max(1_000));
             let ms = ns as f64 / 1e6;
             let bucket = LATENCY_BUCKETS_MS.iter().position(|le| ms <= *le).unwrap_or(LATENCY_BUCKETS_MS.len());
             status.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -745,8 +756,14 @@ fn control_loop(
         if ticks.is_multiple_of(100) {
             status.latency_p50_ns.store(latency.value_at_quantile(0.5), Ordering::Relaxed);
             status.latency_p99_ns.store(latency.value_at_quantile(0.99), Ordering::Relaxed);
+            status.latency_p999_ns.store(latency.value_at_quantile(0.999), Ordering::Relaxed);
             status.latency_max_ns.store(latency.max(), Ordering::Relaxed);
+            status.overhead_p50_ns.store(overhead.value_at_quantile(0.5), Ordering::Relaxed);
+            status.overhead_p99_ns.store(overhead.value_at_quantile(0.99), Ordering::Relaxed);
+            status.overhead_p999_ns.store(overhead.value_at_quantile(0.999), Ordering::Relaxed);
+            status.jitter_p50_ns.store(jitter.value_at_quantile(0.5), Ordering::Relaxed);
             status.jitter_p99_ns.store(jitter.value_at_quantile(0.99), Ordering::Relaxed);
+            status.jitter_p999_ns.store(jitter.value_at_quantile(0.999), Ordering::Relaxed);
             status.jitter_max_ns.store(jitter.max(), Ordering::Relaxed);
             let elapsed = now.saturating_sub(start).max(1);
             status.rate_mhz.store(ticks * 1_000_000_000_000 / elapsed, Ordering::Relaxed);

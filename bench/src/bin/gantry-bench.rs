@@ -1,16 +1,17 @@
 //! `gantry-bench`: the benchmark report (see `shared/CONTRACT.md`).
 //!
 //! Measures, on this machine: the governor's check time; preprocessing and
-//! inference per model; and the whole pipeline (synthetic 1080p camera and depth,
-//! firmware simulator, baseline policy, 100 Hz control, recording on) for
-//! frame-to-command latency and control-loop jitter; and the recorder on a
-//! simulated run (throughput, compression, bytes per day); and cloud ingest
-//! from N robots through the embedded broker and Mosquitto, beside the same
-//! broker between `mosquitto_pub` and `mosquitto_sub`.
+//! inference per model; the whole pipeline (synthetic 1080p camera and depth,
+//! firmware simulator, each model, 100 Hz control, recording on) for
+//! frame-to-command latency, Gantry's overhead, control-loop jitter,
+//! allocations and model swap, beside a Python/OpenCV/onnxruntime loop on the
+//! same model and frames and beside `cyclictest`; the recorder on a simulated
+//! run (throughput, compression, bytes per day) beside the `zstd` command line
+//! on the same messages; and cloud ingest from N robots through the embedded
+//! broker and Mosquitto, beside the same broker between `mosquitto_pub` and
+//! `mosquitto_sub`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gantry_bench::report::Report;
@@ -21,11 +22,13 @@ use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
 use gantry_edge::infer::tract::TractBackend;
 use gantry_edge::infer::PolicyBackend;
 use gantry_edge::model::ModelPackage;
-use gantry_edge::pipeline::{Options, Parts, Pipeline};
 use gantry_edge::preprocess::Preprocessor;
-use gantry_edge::record::{Recorder, RecorderThread, Settings};
 use gantry_edge::zone::ZoneReading;
-use gantry_hal::Pacing;
+use gantry_hal::alloc_count::CountingAllocator;
+
+/// Counts allocations per thread role, for the allocations-per-frame figures.
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
 
 #[derive(Debug, Parser)]
 #[command(name = "gantry-bench", version, about = "Gantry's benchmark report")]
@@ -111,39 +114,72 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pipeline on each model beside the Python peer on the same model and
+/// frames, and the control thread's jitter beside `cyclictest`.
 fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
-    let data = std::env::temp_dir().join(format!("gantry-bench-{}", std::process::id()));
-    let mut config = EdgeConfig::default();
-    config.robot.data_dir = data.display().to_string();
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/baseline");
-    config.policy.model_dir = models.display().to_string();
-    config.policy.baseline_model_dir = config.policy.model_dir.clone();
-    let parts = Parts::from_config(&config, Pacing::RealTime)?;
-    let (recorder, _) = Recorder::open(Settings::from_config(&config, &parts.primary.manifest().version))?;
-    let pipeline = Pipeline::start(&config, parts, Options::default())?;
-    // Recording on, as on a robot: its thumbnails cost the capture thread.
-    let recorder = RecorderThread::spawn(recorder, pipeline.taps())?;
-    let status = pipeline.status();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let elapsed = start.elapsed().as_secs_f64();
-    let ms = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
-    report.add("pipeline (baseline, 100 Hz): frame→command latency p50", ms(&status.latency_p50_ns), "ms");
-    report.add("pipeline (baseline, 100 Hz): frame→command latency p99", ms(&status.latency_p99_ns), "ms");
-    report.add("pipeline (baseline, 100 Hz): frame→command latency max", ms(&status.latency_max_ns), "ms");
-    report.add("pipeline: control wake-up jitter p99", ms(&status.jitter_p99_ns) * 1e3, "µs");
-    report.add("pipeline: control wake-up jitter max", ms(&status.jitter_max_ns) * 1e3, "µs");
-    report.add("pipeline: control rate", status.ticks.load(Ordering::Relaxed) as f64 / elapsed, "Hz");
-    report.add("pipeline: control overruns", status.overruns.load(Ordering::Relaxed) as f64, "ticks");
-    report.add("pipeline: inference deadline misses", status.deadline_misses.load(Ordering::Relaxed) as f64, "frames");
-    report.add(
-        "pipeline: real-time scheduling",
-        if status.rt_degraded.load(Ordering::Relaxed) { 0.0 } else { 1.0 },
-        "1 = SCHED_FIFO granted",
-    );
-    pipeline.stop();
-    recorder.stop();
-    let _ = std::fs::remove_dir_all(data);
+    use gantry_bench::pipeline::{python_peer, run};
+    for name in ["baseline", "vision-50m"] {
+        let Some(model) = model_dir(name) else {
+            eprintln!("{name}: not generated (python3 models/make_models.py {name} models/{name}); skipped");
+            continue;
+        };
+        eprintln!("pipeline: {name}, {seconds} s…");
+        let g = run(&model, seconds)?;
+        eprintln!("pipeline: {name}, Python peer, {seconds} s…");
+        let peer = python_peer(&model, seconds)?;
+        let label = format!("pipeline ({name}, tract, 100 Hz, 1080p)");
+        let mut fig = |what: &str, value: f64, unit: &str, peer_value: Option<f64>| match (&peer, peer_value) {
+            (Some(p), Some(v)) => report.add_with_peer(format!("{label}: {what}"), value, unit, &p.versions, v),
+            _ => report.add(format!("{label}: {what}"), value, unit),
+        };
+        let p = peer.clone().unwrap_or_default();
+        fig("frame→command latency p50", g.latency_ms.p50, "ms", Some(p.latency_ms.p50));
+        fig("frame→command latency p99", g.latency_ms.p99, "ms", Some(p.latency_ms.p99));
+        fig("frame→command latency p99.9", g.latency_ms.p999, "ms", Some(p.latency_ms.p999));
+        fig("frame→command latency max", g.latency_ms.max, "ms", Some(p.latency_ms.max));
+        fig("overhead (latency less the model's run) p50", g.overhead_ms.p50, "ms", Some(p.overhead_ms.p50));
+        fig("overhead (latency less the model's run) p99", g.overhead_ms.p99, "ms", Some(p.overhead_ms.p99));
+        fig("overhead (latency less the model's run) p99.9", g.overhead_ms.p999, "ms", Some(p.overhead_ms.p999));
+        fig("control wake-up jitter p50", g.jitter_us.p50, "µs", Some(p.jitter_us.p50));
+        fig("control wake-up jitter p99", g.jitter_us.p99, "µs", Some(p.jitter_us.p99));
+        fig("control wake-up jitter p99.9", g.jitter_us.p999, "µs", Some(p.jitter_us.p999));
+        fig("control wake-up jitter max", g.jitter_us.max, "µs", Some(p.jitter_us.max));
+        fig("control rate", g.rate_hz, "Hz", Some(p.rate_hz));
+        if let Some(c) = g.cyclictest_us {
+            let peer = "cyclictest (rt-tests), SCHED_FIFO at the control priority, 10 ms interval, same seconds";
+            let label = format!("{label}: control wake-up jitter beside cyclictest");
+            report.add_with_peer(format!("{label} p50"), g.jitter_us.p50, "µs", peer, c.p50);
+            report.add_with_peer(format!("{label} p99"), g.jitter_us.p99, "µs", peer, c.p99);
+            report.add_with_peer(format!("{label} p99.9"), g.jitter_us.p999, "µs", peer, c.p999);
+            report.add_with_peer(format!("{label} max"), g.jitter_us.max, "µs", peer, c.max);
+        }
+        report.add(format!("{label}: control overruns"), g.overruns as f64, "ticks");
+        report.add(format!("{label}: inference deadline misses"), g.deadline_misses as f64, "frames");
+        report.add(format!("{label}: inferences"), g.inferences as f64, "frames");
+        report.add(format!("{label}: steps down to the baseline"), g.fallbacks as f64, "times");
+        report.add(
+            format!("{label}: allocations per control tick, capture + control threads"),
+            g.rt_allocs_per_tick,
+            "allocs",
+        );
+        report.add(format!("{label}: allocations per inference, inference thread"), g.infer_allocs_per_frame, "allocs");
+        report.add(
+            format!("{label}: real-time scheduling"),
+            if g.rt_granted { 1.0 } else { 0.0 },
+            "1 = SCHED_FIFO granted",
+        );
+        if let Some(load) = g.swap_load {
+            report.add(
+                format!("{label}: model swap, load + warm-up off the real-time threads"),
+                load.as_secs_f64() * 1e3,
+                "ms",
+            );
+        }
+        if let Some((swap, misses)) = g.swap {
+            report.add(format!("{label}: model swap, staged → serving"), swap.as_secs_f64() * 1e3, "ms");
+            report.add(format!("{label}: model swap, deadline misses around it"), misses as f64, "frames");
+        }
+    }
     Ok(())
 }
 
@@ -151,11 +187,24 @@ fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
     let data = std::env::temp_dir().join(format!("gantry-bench-recorder-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let run = gantry_bench::recorder::simulated_run(&data, minutes)?;
+    let level = EdgeConfig::default().recorder.zstd_level;
+    let cli = gantry_bench::recorder::zstd_cli(&data, level)?;
     let _ = std::fs::remove_dir_all(&data);
     let label = format!("recorder ({minutes:.0}-min simulated run, default policy)");
-    report.add(format!("{label}: throughput, messages in"), run.payload_bytes as f64 / 1e6 / run.recorder_s, "MB/s");
+    let mb_in = run.payload_bytes as f64 / 1e6 / run.recorder_s;
+    let ratio = run.payload_bytes as f64 / run.file_bytes as f64;
+    match cli {
+        Some((cli_mb, cli_ratio)) => {
+            let peer = format!("zstd -{level} -T1 (command line) on the same messages, concatenated");
+            report.add_with_peer(format!("{label}: throughput, messages in"), mb_in, "MB/s", &peer, cli_mb);
+            report.add_with_peer(format!("{label}: compression ratio"), ratio, "×", &peer, cli_ratio);
+        }
+        None => {
+            report.add(format!("{label}: throughput, messages in"), mb_in, "MB/s");
+            report.add(format!("{label}: compression ratio"), ratio, "×");
+        }
+    }
     report.add(format!("{label}: throughput, MCAP out"), run.file_bytes as f64 / 1e6 / run.recorder_s, "MB/s");
-    report.add(format!("{label}: compression ratio"), run.payload_bytes as f64 / run.file_bytes as f64, "×");
     report.add(format!("{label}: bytes per day, extrapolated"), run.bytes_per_day() / 1e9, "GB/day");
     report.add(format!("{label}: recorder CPU at real time"), 100.0 * run.recorder_s / run.simulated_s, "% of a core");
     report.add(format!("{label}: messages per simulated second"), run.messages as f64 / run.simulated_s, "msg/s");
@@ -212,7 +261,7 @@ fn main() -> anyhow::Result<()> {
         inference(&mut report, args.quick)?;
     }
     if run(Section::Pipeline) {
-        pipeline(&mut report, if args.quick { 20 } else { 120 })?;
+        pipeline(&mut report, if args.quick { 10 } else { 60 })?;
     }
     if run(Section::Recorder) {
         recorder(&mut report, if args.quick { 2.0 } else { 10.0 })?;
