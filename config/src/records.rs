@@ -116,7 +116,7 @@ pub fn chunk_readable(mcap: &[u8], offset: usize) -> bool {
     chunk_records(mcap, offset).is_some()
 }
 
-/// The chunk's inner records, inflated, when every size in it holds.
+/// `Some` when every size in the chunk holds (the body of [`chunk_readable`], written with `?`).
 fn chunk_records(mcap: &[u8], offset: usize) -> Option<()> {
     // Chunk: opcode, length, start and end time, uncompressed size and CRC,
     // compression name (u32 length + bytes), records length, records.

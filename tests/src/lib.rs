@@ -252,3 +252,44 @@ impl Drop for FaultProxy {
         self.task.abort();
     }
 }
+
+/// Children of a test: the test binary re-executed with one `child_*` test
+/// selected, which starts a daemon and prints `ready` (and what the parent
+/// needs to reach it) on stdout.
+pub mod child {
+    use std::io::{BufRead, BufReader};
+    use std::process::Child;
+    use std::time::Duration;
+
+    /// Called first in a child test: it dies with its parent, so a failed or
+    /// killed test run leaves no daemon behind.
+    pub fn die_with_parent() {
+        // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    }
+
+    /// Waits up to 60 s for `child`'s `ready` line and returns what follows
+    /// it. A thread keeps reading the child's output until it dies, so the
+    /// child never writes into a closed pipe. A child that does not get
+    /// ready is killed and the test fails.
+    pub fn wait_ready(child: &mut Child, what: &str) -> String {
+        let stdout = child.stdout.take().expect("the child's stdout is piped");
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // libtest has already written "test child_… ... " on this line.
+                if let Some((_, rest)) = line.split_once("ready") {
+                    let _ = ready_tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        match ready.recv_timeout(Duration::from_secs(60)) {
+            Ok(rest) => rest,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not start within 60 s");
+            }
+        }
+    }
+}

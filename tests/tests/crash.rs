@@ -10,7 +10,6 @@
 //! the kill times is printed; `GANTRY_CRASH_SEED` replays a run.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,8 +36,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn child_args(var: &str) -> Option<(String, u16)> {
     let v = std::env::var(var).ok()?;
     let (dir, port) = v.rsplit_once(' ')?;
-    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    gantry_tests::child::die_with_parent();
     Some((dir.to_string(), port.parse().ok()?))
 }
 
@@ -72,9 +70,7 @@ fn child_cloud() {
     });
 }
 
-/// Starts `child` with `VAR="DIR PORT"` and waits for its `ready`. A thread
-/// keeps reading the child's output until it dies, so the child never
-/// writes into a closed pipe.
+/// Starts `child` with `VAR="DIR PORT"` and waits for its `ready`.
 fn spawn(child: &str, var: &str, dir: &Path, port: u16) -> Child {
     let mut c = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", child, "--nocapture", "--test-threads", "1"])
@@ -84,20 +80,7 @@ fn spawn(child: &str, var: &str, dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = c.stdout.take().unwrap();
-    let (ready_tx, ready) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // libtest has already written "test child_… ... " on this line.
-            if line.ends_with("ready") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    if ready.recv_timeout(Duration::from_secs(60)).is_err() {
-        sigkill(c);
-        panic!("{child} did not start within 60 s");
-    }
+    gantry_tests::child::wait_ready(&mut c, child);
     c
 }
 

@@ -9,11 +9,10 @@
 //! daemon's own (a child process: this test binary re-executed), so nothing
 //! outside the test sees it. That takes CAP_SYS_ADMIN, as root in CI has.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use gantry_edge::daemon::Daemon;
 use gantry_edge::pipeline::Options;
@@ -27,8 +26,7 @@ const CHILD_ENV: &str = "GANTRY_DISK_FULL_DIR";
 #[test]
 fn child_robot() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    gantry_tests::child::die_with_parent();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // No cloud: the uplink keeps its batches in the outbox, on the same disk.
@@ -77,17 +75,7 @@ fn spawn_on_small_disk(dir: &Path) -> (Child, std::net::SocketAddr) {
             "the disk-full test mounts a tmpfs in a mount namespace of its own, which needs CAP_SYS_ADMIN (root): {e}"
         )
     });
-    let stdout = child.stdout.take().unwrap();
-    let (addr_tx, addr) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // libtest has already written "test child_robot ... " on this line.
-            if let Some((_, a)) = line.split_once("ready ") {
-                let _ = addr_tx.send(a.parse().unwrap());
-            }
-        }
-    });
-    let addr = addr.recv_timeout(Duration::from_secs(60)).expect("the robot starts within 60 s");
+    let addr = gantry_tests::child::wait_ready(&mut child, "the robot on the small disk").parse().unwrap();
     (child, addr)
 }
 
