@@ -159,7 +159,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon(config, duration)) {
+    let outcome = runtime.block_on(daemon(config, duration));
+    // Dropping a runtime waits for its blocking tasks; one stuck after the
+    // daemon's bounded stop must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match outcome {
         Ok(reason) => {
             tracing::info!(?reason, "{name} stopped cleanly");
             ExitCode::SUCCESS

@@ -188,6 +188,10 @@ pub struct Firmware {
     pub joints: usize,
     pub heartbeat_period_ms: u64,
     pub link_timeout_ms: u64,
+    /// The firmware's command watchdog: no fresh motor command for this long
+    /// and it brings the arm to a controlled stop (the simulator takes it from
+    /// here; a real controller must be set to the same value).
+    pub command_timeout_ms: u64,
 }
 
 impl Default for Firmware {
@@ -199,6 +203,7 @@ impl Default for Firmware {
             joints: DEFAULT_JOINTS,
             heartbeat_period_ms: 10,
             link_timeout_ms: 50,
+            command_timeout_ms: 100,
         }
     }
 }
@@ -297,6 +302,14 @@ pub struct Realtime {
     pub capture_priority: u8,
     pub inference_priority: u8,
     pub control_priority: u8,
+    /// The control thread counts as stalled after this long without a tick.
+    pub control_stall_ms: u64,
+    /// Capture, inference and the firmware link's reader count as stalled
+    /// after this long without going round their loop.
+    pub stall_ms: u64,
+    /// A thread stalled (or dead) this long makes the daemon exit non-zero, so
+    /// the service manager restarts it.
+    pub stall_exit_s: f64,
 }
 
 impl Default for Realtime {
@@ -309,6 +322,9 @@ impl Default for Realtime {
             capture_priority: 60,
             inference_priority: 50,
             control_priority: 80,
+            control_stall_ms: 50,
+            stall_ms: 2000,
+            stall_exit_s: 10.0,
         }
     }
 }
@@ -542,6 +558,14 @@ impl EdgeConfig {
             format!("{} ms is less than two heartbeat periods ({} ms)", fw.link_timeout_ms, 2 * fw.heartbeat_period_ms),
             "at least 2 × firmware.heartbeat_period_ms",
         );
+        let period_ms = self.control.period_ms();
+        c.range("firmware.command_timeout_ms", fw.command_timeout_ms, 2..=10_000);
+        c.rule(
+            fw.command_timeout_ms as f64 >= 2.0 * period_ms,
+            "firmware.command_timeout_ms",
+            format!("{} ms is less than two control periods ({:.1} ms)", fw.command_timeout_ms, 2.0 * period_ms),
+            "at least 2 × the control period (1000 / control.rate_hz ms)",
+        );
         if fw.link == FirmwareLink::Serial {
             c.non_empty("firmware.port", &fw.port, "a serial device path such as /dev/ttyACM0");
         }
@@ -598,6 +622,15 @@ impl EdgeConfig {
         ] {
             c.range(key, prio, 1..=99);
         }
+        c.range("realtime.control_stall_ms", rt.control_stall_ms, 1..=60_000);
+        c.rule(
+            rt.control_stall_ms as f64 >= 2.0 * self.control.period_ms(),
+            "realtime.control_stall_ms",
+            format!("{} ms is less than two control periods", rt.control_stall_ms),
+            "at least 2 × the control period (1000 / control.rate_hz ms)",
+        );
+        c.range("realtime.stall_ms", rt.stall_ms, 10..=600_000);
+        c.range_f64("realtime.stall_exit_s", rt.stall_exit_s, 0.1..=3600.0);
         for (key, core) in [
             ("realtime.capture_core", rt.capture_core),
             ("realtime.inference_core", rt.inference_core),

@@ -23,6 +23,9 @@ pub struct PolicyOutput {
     pub late: bool,
     /// The safety model refused this action.
     pub unsafe_action: bool,
+    /// The policy's action held a value that is not a finite number; the goal
+    /// is then the joint state it was computed from and must not be followed.
+    pub non_finite: bool,
     /// Where the policy wants the joints: positions at inference time + its deltas.
     pub goal_rad: [f32; MAX_JOINTS],
     pub gripper: f32,
@@ -71,19 +74,26 @@ impl Shaper {
         gripper: f32,
     ) -> Command {
         let dt = self.period_s;
-        let mut next = Command { targets_rad: last.targets_rad, gripper: gripper.clamp(0.0, 1.0) };
+        let mut next = Command { targets_rad: last.targets_rad, gripper: limit(gripper, 0.0, 1.0) };
         for j in 0..self.joints {
             let distance = goal[j] - last.targets_rad[j];
             // The speed from which we can still stop at the goal.
             let stoppable = (2.0 * self.acc_max[j] * distance.abs()).sqrt();
-            let wanted = (distance / dt).clamp(-stoppable, stoppable).clamp(-self.vel_max[j], self.vel_max[j]);
+            let wanted = limit(limit(distance / dt, -stoppable, stoppable), -self.vel_max[j], self.vel_max[j]);
             let dv = self.acc_max[j] * dt;
-            let v = wanted.clamp(velocity[j] - dv, velocity[j] + dv);
+            let v = limit(wanted, velocity[j] - dv, velocity[j] + dv);
             velocity[j] = v;
             next.targets_rad[j] = last.targets_rad[j] + v * dt;
         }
         next
     }
+}
+
+/// `x` within `lo..=hi` without `f32::clamp`'s panics (NaN or crossed bounds):
+/// a NaN `x` gives `lo`, crossed bounds give `hi`. Callers keep non-finite
+/// values away; this only makes sure none of them can stop the thread.
+fn limit(x: f32, lo: f32, hi: f32) -> f32 {
+    x.max(lo).min(hi)
 }
 
 /// The operating mode the status page shows.
@@ -152,15 +162,21 @@ impl ControlLoop {
         if !self.started {
             // Start from where the arm is, not from zero.
             self.last = self.governor.safe_command(state);
-            self.started = state.joint_state_ns != 0;
+            self.started =
+                state.joint_state_ns != 0 && state.positions_rad.iter().take(state.joints).all(|p| p.is_finite());
         }
-        let (goal, gripper) = if policy.frame_ns == 0 {
-            (self.last.targets_rad, self.last.gripper)
-        } else {
+        // Without a usable goal the shaper aims where it already is; the
+        // governor rejects the tick for the non-finite output.
+        let finite = !policy.non_finite && policy.gripper.is_finite() && policy.goal_rad.iter().all(|g| g.is_finite());
+        let mut state = *state;
+        state.policy_non_finite |= policy.frame_ns != 0 && !finite;
+        let (goal, gripper) = if policy.frame_ns != 0 && finite {
             (policy.goal_rad, policy.gripper)
+        } else {
+            (self.last.targets_rad, self.last.gripper)
         };
         let proposed = self.shaper.step(&self.last, &mut self.velocity, &goal, gripper);
-        let verdict = self.governor.check(&proposed, state);
+        let verdict = self.governor.check(&proposed, &state);
         if !verdict.approved {
             // The substituted hold is a stop: plan the next move from rest.
             self.velocity = [0.0; MAX_JOINTS];

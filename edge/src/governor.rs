@@ -6,14 +6,20 @@
 //! The checks, in the order they are evaluated (all are evaluated; the first
 //! failure names the incident, the rest are in its `failed` set):
 //! 1. e-stop: pressed or latched → safe action until an explicit local reset;
-//! 2. firmware link alive, joint state fresh;
-//! 3. inference deadline met and policy output fresh;
+//!    every real-time thread making progress (the supervisor's word);
+//! 2. firmware link alive, joint state fresh, finite and from working encoders;
+//! 3. inference deadline met, policy output fresh and finite;
 //! 4. workspace clear (a stale depth reading counts as not clear);
 //! 5. joint position, velocity and acceleration limits (with the margin);
 //! 6. tool above the table and inside the tool box (forward kinematics);
-//! 7. motor temperatures and gripper pressure within limits;
+//! 7. telemetry finite, motor temperatures and gripper pressure within limits;
 //! 8. the optional safety model approved the policy's action (it runs on the
-//!    inference thread; its verdict comes with the output).
+//!    inference thread; its verdict comes with the output, and an output that
+//!    is not a number is a refusal).
+//!
+//! A value that is not a finite number never passes a check and never reaches
+//! the substitute: the hold is built from the measured position only when that
+//! is finite and fresh, else from the last command sent, which always was.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,34 +43,46 @@ pub struct Command {
 #[repr(u8)]
 pub enum Check {
     EStop = 0,
+    RealtimeThreads,
     FirmwareLink,
     JointStateFresh,
+    JointPositionsFinite,
+    JointVelocitiesFinite,
+    EncodersOk,
     InferenceDeadline,
     PolicyOutputFresh,
+    PolicyOutputFinite,
     WorkspaceClear,
     JointPosition,
     JointVelocity,
     JointAcceleration,
     ToolAboveTable,
     ToolInBox,
+    TelemetryFinite,
     MotorTemperature,
     GripperPressure,
     SafetyModel,
 }
 
 impl Check {
-    pub const ALL: [Check; 14] = [
+    pub const ALL: [Check; 20] = [
         Check::EStop,
+        Check::RealtimeThreads,
         Check::FirmwareLink,
         Check::JointStateFresh,
+        Check::JointPositionsFinite,
+        Check::JointVelocitiesFinite,
+        Check::EncodersOk,
         Check::InferenceDeadline,
         Check::PolicyOutputFresh,
+        Check::PolicyOutputFinite,
         Check::WorkspaceClear,
         Check::JointPosition,
         Check::JointVelocity,
         Check::JointAcceleration,
         Check::ToolAboveTable,
         Check::ToolInBox,
+        Check::TelemetryFinite,
         Check::MotorTemperature,
         Check::GripperPressure,
         Check::SafetyModel,
@@ -73,23 +91,70 @@ impl Check {
     pub fn name(self) -> &'static str {
         match self {
             Check::EStop => "estop",
+            Check::RealtimeThreads => "realtime_threads",
             Check::FirmwareLink => "firmware_link",
             Check::JointStateFresh => "joint_state_fresh",
+            Check::JointPositionsFinite => "joint_positions_finite",
+            Check::JointVelocitiesFinite => "joint_velocities_finite",
+            Check::EncodersOk => "encoders_ok",
             Check::InferenceDeadline => "inference_deadline",
             Check::PolicyOutputFresh => "policy_output_fresh",
+            Check::PolicyOutputFinite => "policy_output_finite",
             Check::WorkspaceClear => "workspace_clear",
             Check::JointPosition => "joint_position",
             Check::JointVelocity => "joint_velocity",
             Check::JointAcceleration => "joint_acceleration",
             Check::ToolAboveTable => "tool_above_table",
             Check::ToolInBox => "tool_in_box",
+            Check::TelemetryFinite => "telemetry_finite",
             Check::MotorTemperature => "motor_temperature",
             Check::GripperPressure => "gripper_pressure",
             Check::SafetyModel => "safety_model",
         }
     }
 
-    fn bit(self) -> u16 {
+    /// What a failure of this check means, in a technician's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Check::EStop => "the e-stop is pressed or latched",
+            Check::RealtimeThreads => "a real-time thread has stalled or died",
+            Check::FirmwareLink => "the firmware link is down",
+            Check::JointStateFresh => "no fresh joint state from the firmware",
+            Check::JointPositionsFinite => "the firmware reports joint positions that are not numbers (NaN or infinite)",
+            Check::JointVelocitiesFinite => "the firmware reports joint velocities that are not numbers (NaN or infinite)",
+            Check::EncodersOk => "the firmware reports a failed joint encoder",
+            Check::InferenceDeadline => "the policy missed its inference deadline",
+            Check::PolicyOutputFresh => "no fresh policy output",
+            Check::PolicyOutputFinite => "the policy produced an action that is not a number (NaN or infinite)",
+            Check::WorkspaceClear => "the workspace is not clear (or no fresh depth frame)",
+            Check::JointPosition => "a joint would leave its position limits",
+            Check::JointVelocity => "a joint would move faster than its limit",
+            Check::JointAcceleration => "a joint would accelerate harder than its limit",
+            Check::ToolAboveTable => "the tool would go below the table",
+            Check::ToolInBox => "the tool would leave its allowed box",
+            Check::TelemetryFinite => "the firmware reports temperatures or pressure that are not numbers (NaN or infinite)",
+            Check::MotorTemperature => "a motor is too hot",
+            Check::GripperPressure => "the gripper pressure is out of range",
+            Check::SafetyModel => "the safety model refused the action",
+        }
+    }
+
+    /// Whether a failure means broken evidence (a stalled thread, a sensor or
+    /// model giving no numbers, a failed encoder) rather than a situation the
+    /// robot is right to wait out: the page shows these red.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Check::RealtimeThreads
+                | Check::JointPositionsFinite
+                | Check::JointVelocitiesFinite
+                | Check::EncodersOk
+                | Check::PolicyOutputFinite
+                | Check::TelemetryFinite
+        )
+    }
+
+    pub fn bit(self) -> u32 {
         1 << self as u8
     }
 
@@ -116,6 +181,9 @@ pub struct RobotState {
     pub now_ns: u64,
     pub joints: usize,
     pub positions_rad: [f32; MAX_JOINTS],
+    pub velocities_rad_s: [f32; MAX_JOINTS],
+    /// Bit `j` set: joint `j`'s encoder reads correctly.
+    pub encoder_ok: u8,
     /// When the joint state was received; 0 = never.
     pub joint_state_ns: u64,
     pub motor_temp_c: [f32; MAX_JOINTS],
@@ -133,6 +201,10 @@ pub struct RobotState {
     pub policy_late: bool,
     /// The safety model refused the policy's action.
     pub policy_unsafe: bool,
+    /// The policy's action was not finite.
+    pub policy_non_finite: bool,
+    /// Real-time threads the supervisor reports stalled or dead, one bit each.
+    pub threads_stalled: u8,
 }
 
 /// A rejected command, and why.
@@ -142,7 +214,7 @@ pub struct Incident {
     /// The first failed check.
     pub check: Check,
     /// Every failed check, one bit per [`Check`].
-    pub failed: u16,
+    pub failed: u32,
     /// The measured value and the limit of the first failed check.
     pub value: f64,
     pub limit: f64,
@@ -157,7 +229,7 @@ pub struct Incident {
 pub struct Verdict {
     pub command: Command,
     pub approved: bool,
-    pub failed: u16,
+    pub failed: u32,
 }
 
 /// Limits, in the units the checks compare in, copied out of the configuration.
@@ -286,10 +358,28 @@ impl SafetyGovernor {
         self.estop_latched = false;
     }
 
-    /// The safe action for this state: hold the measured position, keep the gripper.
+    /// The safe action for this state: hold the measured position, keep the
+    /// gripper. A measured position that is stale or not finite is no place to
+    /// hold at: then the last command sent is held, which was finite.
     pub fn safe_command(&self, state: &RobotState) -> Command {
-        let mut c = Command { targets_rad: state.positions_rad, gripper: self.last.gripper };
-        c.targets_rad[state.joints.min(MAX_JOINTS)..].fill(0.0);
+        let n = state.joints.min(MAX_JOINTS);
+        let measured = state.positions_rad.get(..n).unwrap_or(&[]);
+        let usable = state.joint_state_ns != 0
+            && state.now_ns.saturating_sub(state.joint_state_ns) <= self.limits.joint_state_max_age_ns
+            && measured.iter().all(|p| p.is_finite());
+        let mut c = if usable || !self.has_last {
+            Command { targets_rad: state.positions_rad, gripper: self.last.gripper }
+        } else {
+            self.last
+        };
+        for (j, t) in c.targets_rad.iter_mut().enumerate() {
+            if j >= n || !t.is_finite() {
+                *t = 0.0;
+            }
+        }
+        if !c.gripper.is_finite() {
+            c.gripper = 0.0;
+        }
         c
     }
 
@@ -299,7 +389,7 @@ impl SafetyGovernor {
     pub fn check(&mut self, proposed: &Command, state: &RobotState) -> Verdict {
         let l = &self.limits;
         let n = l.joints;
-        let mut failed = 0u16;
+        let mut failed = 0u32;
         let mut first: Option<(Check, f64, f64, Option<u8>)> = None;
         let mut fail = |check: Check, value: f64, limit: f64, joint: Option<u8>| {
             failed |= check.bit();
@@ -316,6 +406,9 @@ impl SafetyGovernor {
         if self.estop_latched {
             fail(Check::EStop, f64::from(u8::from(state.estop_pressed)), 0.0, None);
         }
+        if state.threads_stalled != 0 {
+            fail(Check::RealtimeThreads, f64::from(state.threads_stalled), 0.0, None);
+        }
         // 2. Firmware link and joint state.
         if !state.link_alive {
             fail(Check::FirmwareLink, 0.0, 1.0, None);
@@ -328,7 +421,20 @@ impl SafetyGovernor {
                 None,
             );
         }
+        let nan_at = |v: &[f32; MAX_JOINTS]| v.iter().take(n).position(|x| !x.is_finite());
+        if let Some(j) = nan_at(&state.positions_rad) {
+            fail(Check::JointPositionsFinite, f64::from(state.positions_rad[j]), 0.0, Some(j as u8));
+        }
+        if let Some(j) = nan_at(&state.velocities_rad_s) {
+            fail(Check::JointVelocitiesFinite, f64::from(state.velocities_rad_s[j]), 0.0, Some(j as u8));
+        }
+        if let Some(j) = (0..n).find(|&j| (state.encoder_ok >> j) & 1 == 0) {
+            fail(Check::EncodersOk, f64::from(state.encoder_ok), f64::from(((1u16 << n) - 1) as u8), Some(j as u8));
+        }
         // 3. The policy output.
+        if state.policy_non_finite {
+            fail(Check::PolicyOutputFinite, f64::NAN, 0.0, None);
+        }
         if state.policy_late {
             fail(Check::InferenceDeadline, 1.0, 0.0, None);
         }
@@ -379,15 +485,22 @@ impl SafetyGovernor {
                 Some(a as u8),
             );
         }
-        // 7. Robot health.
+        // 7. Robot health: limits are judged on finite readings only.
         if state.telemetry_valid {
-            if let Some(j) = (0..n).find(|&j| !within(state.motor_temp_c[j], f32::MIN, l.max_temp_c)) {
-                fail(Check::MotorTemperature, f64::from(state.motor_temp_c[j]), f64::from(l.max_temp_c), Some(j as u8));
-            }
+            let temps = state.motor_temp_c.get(..n).unwrap_or(&[]);
             let p = state.gripper_pressure_kpa;
-            if !within(p, l.pressure_min_kpa, l.pressure_max_kpa) {
-                let limit = if p < l.pressure_min_kpa { l.pressure_min_kpa } else { l.pressure_max_kpa };
-                fail(Check::GripperPressure, f64::from(p), f64::from(limit), None);
+            if let Some(j) = temps.iter().position(|t| !t.is_finite()) {
+                fail(Check::TelemetryFinite, f64::from(temps[j]), 0.0, Some(j as u8));
+            } else if !p.is_finite() {
+                fail(Check::TelemetryFinite, f64::from(p), 0.0, None);
+            } else {
+                if let Some(j) = temps.iter().position(|t| *t > l.max_temp_c) {
+                    fail(Check::MotorTemperature, f64::from(temps[j]), f64::from(l.max_temp_c), Some(j as u8));
+                }
+                if !within(p, l.pressure_min_kpa, l.pressure_max_kpa) {
+                    let limit = if p < l.pressure_min_kpa { l.pressure_min_kpa } else { l.pressure_max_kpa };
+                    fail(Check::GripperPressure, f64::from(p), f64::from(limit), None);
+                }
             }
         }
         if !within(proposed.gripper, 0.0, 1.0) {

@@ -3,6 +3,10 @@
 //! Camera and depth frames and the firmware's joint state enter; governed motor
 //! commands leave to the firmware, and everything is recorded and synced.
 
+// Nothing here may stop a real-time thread: no unwrap, expect or panic
+// outside tests (`clippy.toml` also disallows `f32::clamp`).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod control;
 pub mod daemon;
 pub mod governor;
@@ -17,18 +21,29 @@ pub mod preprocess_cuda;
 pub mod realtime;
 pub mod record;
 pub mod rollout;
+pub mod sd_notify;
 pub mod status;
 pub mod status_http;
 pub mod uplink;
 pub mod upload;
 pub mod zone;
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_config::cli::{Shutdown, StopReason};
 use gantry_config::EdgeConfig;
 
-/// Runs the daemon until SIGINT/SIGTERM or `duration`.
+use crate::pipeline::PipelineStatus;
+use crate::sd_notify::SdNotify;
+
+/// How long a stop may take before the daemon exits without waiting for the
+/// rest (whatever it committed is safe on disk either way).
+const STOP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Runs the daemon until SIGINT/SIGTERM or `duration`; an error (exit 1) when
+/// a real-time thread stalled past `realtime.stall_exit_s`.
 pub async fn run(config: EdgeConfig, duration: Option<Duration>) -> anyhow::Result<StopReason> {
     let shutdown = Shutdown::install()?;
     tracing::info!(
@@ -37,9 +52,57 @@ pub async fn run(config: EdgeConfig, duration: Option<Duration>) -> anyhow::Resu
         data_dir = %config.robot.data_dir,
         "gantry-edge starting"
     );
+    let notify = SdNotify::from_env().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "NOTIFY_SOCKET set but unusable; not notifying systemd");
+        None
+    });
     let daemon = daemon::Daemon::start(&config, gantry_hal::Pacing::RealTime, pipeline::Options::default()).await?;
-    let reason = shutdown.wait(duration).await;
-    tracing::info!(?reason, "gantry-edge shutting down");
-    daemon.stop().await;
-    Ok(reason)
+    let status = daemon.pipeline().status();
+    let notify = notify.map(Arc::new);
+    if let Some(n) = &notify {
+        let _ = n.send("READY=1\nSTATUS=running");
+        if let Some(every) = sd_notify::watchdog_interval() {
+            tokio::spawn(feed_watchdog(n.clone(), status.clone(), every));
+        }
+    }
+    let outcome = tokio::select! {
+        reason = shutdown.wait(duration) => Ok(reason),
+        thread = stalled_for_good(&status) => Err(anyhow::anyhow!(
+            "real-time thread {thread} stalled for more than realtime.stall_exit_s = {} s",
+            config.realtime.stall_exit_s
+        )),
+    };
+    tracing::info!(outcome = ?outcome.as_ref().map_err(|e| e.to_string()), "gantry-edge shutting down");
+    if let Some(n) = &notify {
+        let _ = n.send("STOPPING=1");
+    }
+    if tokio::time::timeout(STOP_TIMEOUT, daemon.stop()).await.is_err() {
+        tracing::error!(timeout_s = STOP_TIMEOUT.as_secs(), "shutdown did not finish in time; exiting anyway");
+    }
+    outcome
+}
+
+/// Resolves with the thread's name once the supervisor gives up on it.
+async fn stalled_for_good(status: &PipelineStatus) -> &'static str {
+    loop {
+        if status.fatal.load(Relaxed) {
+            return status.stalled_threads().next().map_or("?", |(t, _, _)| t.name());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `WATCHDOG=1` each interval in which the control loop ticked and no
+/// real-time thread is stalled; silence lets systemd restart the daemon.
+async fn feed_watchdog(notify: Arc<SdNotify>, status: Arc<PipelineStatus>, every: Duration) {
+    let mut last = status.ticks.load(Relaxed);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let ticks = status.ticks.load(Relaxed);
+        if ticks > last && status.stalled.load(Relaxed) == 0 {
+            let _ = notify.send("WATCHDOG=1");
+        }
+        last = ticks;
+    }
 }

@@ -2,17 +2,24 @@
 //! link, plus a supervisor that drains their events.
 //!
 //! ```text
-//! cap-rgb ──FrameQueue──► infer ──AtomicCell<PolicyOutput>──► control ──► FirmwareLink
-//! cap-depth ─FrameQueue─┘   ▲                                   ▲   │
-//!    └── ZoneReading (AtomicCell) ──────────────────────────────┘   └─ incidents (ArrayQueue) ─► supervisor
+//! cap-rgb ──FrameQueue──► infer ──Snapshot<PolicyOutput>──► control ──CommandPort──► firmware
+//! cap-depth ─FrameQueue─┘   ▲                                 ▲   │
+//!    └── Snapshot<ZoneReading> ───────────────────────────────┘   └─ incidents (ArrayQueue) ─► supervisor
 //!                  FirmwareLink snapshots (joint state, telemetry, e-stop) ─► infer, control
 //! ```
 //!
-//! Hand-offs are lock-free and preallocated. The real-time threads never take a
-//! lock, never format text and never allocate — except the policy backend inside
-//! the inference thread (tract allocates its intermediate tensors; counted in
-//! `edge/tests/infer_alloc.rs`).
+//! Hand-offs are wait-free or lock-free and preallocated: a snapshot cell has
+//! one writer and readers that never wait on it (`gantry-handoff`). The
+//! real-time threads never take a lock, never format text and never allocate —
+//! except the policy backend inside the inference thread (tract allocates its
+//! intermediate tensors; counted in `edge/tests/infer_alloc.rs`).
+//!
+//! The supervisor watches every real-time thread's progress: one that stalls
+//! or dies (its panic is caught) holds the robot in safe stop, is named on the
+//! status page, and after `realtime.stall_exit_s` makes the daemon exit
+//! non-zero so the service manager restarts it.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -20,18 +27,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::atomic::AtomicCell;
 use gantry_config::edge::{FirmwareLink as LinkKind, MAX_JOINTS};
 use gantry_config::EdgeConfig;
-use gantry_firmware_bridge::link::{FirmwareLink, LinkConfig};
+use gantry_firmware_bridge::link::{CommandPort, FirmwareLink, JointSnapshot, LinkConfig};
 use gantry_firmware_bridge::protocol::{Joints, MotorCommand};
 use gantry_firmware_bridge::sim::{SimHandle, SimParams};
 use gantry_hal::clock::monotonic_ns;
 use gantry_hal::{Capture, CaptureStats, FrameBuf, FrameQueue, FrameSource, Pacing};
+use gantry_handoff::{snapshot, Latest, Publisher, Snapshot};
 use hdrhistogram::Histogram;
 
 use crate::control::{ControlLoop, Mode, PolicyOutput};
-use crate::governor::{Check, GovernorStats, Incident, RobotState};
+use crate::governor::{Check, Command, GovernorStats, Incident, RobotState};
 use crate::infer::PolicyBackend;
 use crate::model::ModelError;
 use crate::preprocess::Preprocessor;
@@ -39,13 +46,37 @@ use crate::realtime::{place_current_thread, sleep_until};
 use crate::record::taps::{ControlRecord, FrameRecord, Taps};
 use crate::zone::{Zone, ZoneReading};
 
-/// The real-time threads, for hooks and reports.
+/// The real-time threads, for hooks, the supervisor and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum RtThread {
-    CaptureRgb,
+    CaptureRgb = 0,
     CaptureDepth,
     Inference,
     Control,
+    /// The firmware link's reader: the joint state, telemetry and e-stop come
+    /// through it.
+    LinkReader,
+}
+
+impl RtThread {
+    pub const ALL: [RtThread; 5] =
+        [RtThread::CaptureRgb, RtThread::CaptureDepth, RtThread::Inference, RtThread::Control, RtThread::LinkReader];
+
+    /// The thread's name, as `ps -L` and the status page show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RtThread::CaptureRgb => "gantry-cap-rgb",
+            RtThread::CaptureDepth => "gantry-cap-depth",
+            RtThread::Inference => "gantry-infer",
+            RtThread::Control => "gantry-control",
+            RtThread::LinkReader => "fw-link-rx",
+        }
+    }
+
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
 }
 
 /// Everything the pipeline runs, so tests can substitute any part.
@@ -64,8 +95,7 @@ pub struct Parts {
 impl Parts {
     /// The sources and policies the configuration names.
     pub fn from_config(config: &EdgeConfig, pacing: Pacing) -> anyhow::Result<Self> {
-        let camera = gantry_hal::open_camera(config, pacing).context("opening the camera")?;
-        let depth = gantry_hal::open_depth(config, pacing).context("opening the depth camera")?;
+        let (camera, depth) = gantry_hal::open_sources(config, pacing).context("opening the cameras")?;
         let loaded = crate::infer::load_policy(&config.policy).context("loading the policy")?;
         let mut failures = loaded.failures;
         let baseline_pkg = crate::infer::load_baseline(&config.policy.baseline_model_dir, &mut failures)?;
@@ -84,6 +114,9 @@ pub struct Options {
     /// Called on each real-time thread once it has run `warmup_iterations`.
     pub after_warmup: Option<fn(RtThread)>,
     pub warmup_iterations: u32,
+    /// While set, the control thread stops between two ticks, as a thread
+    /// that lost its CPU or deadlocked would (the stall test's hook).
+    pub stall_control: Option<&'static AtomicBool>,
 }
 
 /// Live counters for the status page, health reports and tests.
@@ -113,8 +146,23 @@ pub struct PipelineStatus {
     pub jitter_p99_ns: AtomicU64,
     pub jitter_p999_ns: AtomicU64,
     pub jitter_max_ns: AtomicU64,
+    /// Control ticks in the last second, in millihertz (the supervisor's count).
     pub rate_mhz: AtomicU64,
     pub incidents: AtomicU64,
+    /// Policy actions that were not finite numbers (rejected).
+    pub non_finite_outputs: AtomicU64,
+    /// Frames not run through the policy because the joint state was not finite.
+    pub skipped_bad_joint_state: AtomicU64,
+    /// When each [`RtThread`] last went round its loop (monotonic ns; 0: not yet).
+    pub progress_ns: [AtomicU64; RtThread::ALL.len()],
+    /// Threads that ended in a panic.
+    pub dead: AtomicU8,
+    /// Threads the supervisor reports stalled or dead, one bit per [`RtThread`].
+    pub stalled: AtomicU8,
+    /// Since when each stalled thread has made no progress (monotonic ns).
+    pub stalled_since_ns: [AtomicU64; RtThread::ALL.len()],
+    /// A thread stalled past `realtime.stall_exit_s`: the daemon must exit.
+    pub fatal: AtomicBool,
     pub estop_reset_requested: AtomicBool,
     /// Frame-to-command latencies by [`LATENCY_BUCKETS_MS`], the last bucket above them all.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
@@ -124,8 +172,28 @@ pub struct PipelineStatus {
 pub const LATENCY_BUCKETS_MS: [f64; 10] = [2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0];
 
 impl PipelineStatus {
+    /// The operating mode; a stalled or dead real-time thread is a safe stop
+    /// (unless the e-stop already holds the robot).
     pub fn mode(&self) -> Mode {
-        Mode::from_u8(self.mode.load(Ordering::Relaxed))
+        let mode = Mode::from_u8(self.mode.load(Ordering::Relaxed));
+        if self.stalled.load(Ordering::Relaxed) != 0 && mode != Mode::EStop {
+            Mode::SafeStop
+        } else {
+            mode
+        }
+    }
+
+    /// The threads stalled or dead now, each with since when (monotonic ns).
+    pub fn stalled_threads(&self) -> impl Iterator<Item = (RtThread, u64, bool)> + '_ {
+        let stalled = self.stalled.load(Ordering::Relaxed);
+        let dead = self.dead.load(Ordering::Relaxed);
+        RtThread::ALL.into_iter().filter(move |t| stalled & t.bit() != 0).map(move |t| {
+            (t, self.stalled_since_ns[t as usize].load(Ordering::Relaxed), dead & t.bit() != 0)
+        })
+    }
+
+    fn progress(&self, thread: RtThread) {
+        self.progress_ns[thread as usize].store(monotonic_ns(), Ordering::Relaxed);
     }
 }
 
@@ -189,8 +257,8 @@ impl PolicySlot {
 struct Shared {
     stop: AtomicBool,
     slot: Arc<PolicySlot>,
-    zone: AtomicCell<ZoneReading>,
-    policy: AtomicCell<PolicyOutput>,
+    zone: Snapshot<ZoneReading>,
+    policy: Snapshot<PolicyOutput>,
     status: Arc<PipelineStatus>,
     link: Arc<FirmwareLink>,
     incidents: Arc<ArrayQueue<Incident>>,
@@ -215,6 +283,8 @@ pub struct Pipeline {
 }
 
 const RECENT_INCIDENTS: usize = 50;
+/// How long `stop` waits for the threads before leaving a stuck one behind.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Thumbnails in flight to the recorder: a quarter second at 30 fps.
 const THUMB_POOL: usize = 8;
 /// Seconds of records the taps hold if the recorder stalls (a segment being hashed).
@@ -234,7 +304,11 @@ impl Pipeline {
                     serialport::TTYPort::pair().context("creating the simulator's pseudo-terminal")?;
                 let sim = SimHandle::spawn(
                     Box::new(master),
-                    SimParams { joints: config.firmware.joints, ..SimParams::default() },
+                    SimParams {
+                        joints: config.firmware.joints,
+                        command_timeout: Duration::from_millis(config.firmware.command_timeout_ms),
+                        ..SimParams::default()
+                    },
                 )?;
                 (FirmwareLink::start(Box::new(slave), link_config)?, Some(sim))
             }
@@ -263,11 +337,14 @@ impl Pipeline {
             depth: depth_dims,
             joints: config.firmware.joints.min(MAX_JOINTS),
         });
+        let command_port = link.command_port().context("the firmware link's command port is already in use")?;
+        let (zone_out, zone) = snapshot(ZoneReading::default());
+        let (policy_out, policy) = snapshot(PolicyOutput::default());
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             slot,
-            zone: AtomicCell::new(ZoneReading::default()),
-            policy: AtomicCell::new(PolicyOutput::default()),
+            zone,
+            policy,
             status,
             link,
             incidents: control.governor().incidents(),
@@ -321,22 +398,42 @@ impl Pipeline {
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| -> anyhow::Result<JoinHandle<()>> {
             thread::Builder::new().name(name.into()).spawn(f).with_context(|| format!("starting thread {name}"))
         };
+        // A real-time thread's panic is caught and reported to the supervisor,
+        // which holds the robot and names the thread; the others run on.
+        let spawn_rt = |thread: RtThread, shared: &Arc<Shared>, f: Box<dyn FnOnce() + Send>| {
+            let status = shared.status.clone();
+            spawn(
+                thread.name(),
+                Box::new(move || {
+                    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+                        status.dead.fetch_or(thread.bit(), Ordering::AcqRel);
+                    }
+                }),
+            )
+        };
         {
             let shared = shared.clone();
             let (core, prio) = (rt.capture_core, rt.capture_priority);
             let infer_handle = {
-                let shared = shared.clone();
+                let s = shared.clone();
                 let (core, prio) = (rt.inference_core, rt.inference_priority);
-                spawn("gantry-infer", Box::new(move || inference_loop(inference, &shared, core, prio)))?
+                spawn_rt(
+                    RtThread::Inference,
+                    &shared,
+                    Box::new(move || inference_loop(inference, policy_out, &s, core, prio)),
+                )?
             };
             let infer = infer_handle.thread().clone();
             threads.push(infer_handle);
-            threads.push(spawn(
-                "gantry-cap-rgb",
+            let s = shared.clone();
+            threads.push(spawn_rt(
+                RtThread::CaptureRgb,
+                &s,
                 Box::new(move || {
                     placed(&shared, RtThread::CaptureRgb, core, prio);
                     let mut n = 0u32;
                     while !shared.stop.load(Ordering::Acquire) {
+                        shared.status.progress(RtThread::CaptureRgb);
                         warmup(&shared, RtThread::CaptureRgb, &mut n);
                         match rgb_capture.step_inspect(|frame| shared.taps.thumbs.offer(frame)) {
                             Ok(true) => infer.unpark(),
@@ -353,12 +450,16 @@ impl Pipeline {
             let shared = shared.clone();
             let zone = Zone::new(&config.governor);
             let (core, prio) = (rt.capture_core, rt.capture_priority);
-            threads.push(spawn(
-                "gantry-cap-depth",
+            let mut zone_out = zone_out;
+            let s = shared.clone();
+            threads.push(spawn_rt(
+                RtThread::CaptureDepth,
+                &s,
                 Box::new(move || {
                     placed(&shared, RtThread::CaptureDepth, core, prio);
                     let mut n = 0u32;
                     while !shared.stop.load(Ordering::Acquire) {
+                        shared.status.progress(RtThread::CaptureDepth);
                         warmup(&shared, RtThread::CaptureDepth, &mut n);
                         let result = capture.step_inspect(|frame: &FrameBuf| {
                             let m = frame.meta();
@@ -370,7 +471,7 @@ impl Pipeline {
                                 m.capture_ns,
                                 m.seq,
                             );
-                            shared.zone.store(reading);
+                            zone_out.publish(reading);
                         });
                         if result.is_err() {
                             thread::sleep(Duration::from_millis(10));
@@ -384,9 +485,11 @@ impl Pipeline {
             let rate_hz = config.control.rate_hz;
             let joints = config.firmware.joints.min(MAX_JOINTS);
             let (core, prio) = (rt.control_core, rt.control_priority);
-            threads.push(spawn(
-                "gantry-control",
-                Box::new(move || control_loop(control, &shared, rate_hz, joints, core, prio)),
+            let s = shared.clone();
+            threads.push(spawn_rt(
+                RtThread::Control,
+                &s,
+                Box::new(move || control_loop(control, command_port, &shared, rate_hz, joints, core, prio)),
             )?);
         }
         let recent_incidents: RecentIncidents =
@@ -394,7 +497,8 @@ impl Pipeline {
         {
             let shared = shared.clone();
             let recent = recent_incidents.clone();
-            threads.push(spawn("gantry-supervisor", Box::new(move || supervisor(&shared, &recent)))?);
+            let watch = Watch::new(config, depth_info.is_some());
+            threads.push(spawn("gantry-supervisor", Box::new(move || supervisor(&shared, &recent, watch)))?);
         }
         Ok(Self {
             shared,
@@ -435,11 +539,11 @@ impl Pipeline {
 
     /// The newest policy output and workspace reading.
     pub fn policy_output(&self) -> PolicyOutput {
-        self.shared.policy.load()
+        self.shared.policy.read_wait()
     }
 
     pub fn zone(&self) -> ZoneReading {
-        self.shared.zone.load()
+        self.shared.zone.read_wait()
     }
 
     /// The explicit local e-stop reset: clears the governor's latch and asks the
@@ -453,11 +557,24 @@ impl Pipeline {
         self.shutdown();
     }
 
+    /// Stops the threads; one that does not finish within [`JOIN_TIMEOUT`]
+    /// (stuck in a camera read or a hung model) is left behind and named, so a
+    /// stop always completes.
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
+        for t in &self.threads {
             t.thread().unpark();
-            let _ = t.join();
+        }
+        let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+        for t in self.threads.drain(..) {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::error!(thread = t.thread().name().unwrap_or("?"), "thread did not stop; leaving it behind");
+            }
         }
     }
 }
@@ -508,8 +625,15 @@ enum Active {
     SafeStop,
 }
 
-fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, priority: u8) {
+fn inference_loop(
+    mut inf: Inference,
+    mut out: Publisher<PolicyOutput>,
+    shared: &Shared,
+    core: Option<usize>,
+    priority: u8,
+) {
     placed(shared, RtThread::Inference, core, priority);
+    let mut joint_state = JointSnapshot::default();
     let mut depth: Option<FrameBuf> = None;
     let mut active = Active::Primary;
     let mut misses = 0u32;
@@ -517,6 +641,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
     let mut n = 0u32;
     let status = &shared.status;
     while !shared.stop.load(Ordering::Acquire) {
+        status.progress(RtThread::Inference);
         let Some((frame, _)) = inf.rgb_queue.latest() else {
             thread::park_timeout(Duration::from_millis(50));
             continue;
@@ -536,7 +661,18 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
         if let Some((d, _)) = inf.depth_queue.as_ref().and_then(|q| q.latest()) {
             depth = Some(d);
         }
-        let js = shared.link.joint_state().unwrap_or_default();
+        if let Some(js) = shared.link.joint_state() {
+            joint_state = js;
+        }
+        let js = joint_state;
+        let j = inf.joints;
+        let finite = |v: &[f32; MAX_JOINTS]| v.iter().take(j).all(|x| x.is_finite());
+        if !(finite(&js.positions_rad) && finite(&js.velocities_rad_s)) {
+            // Nothing to compute a goal from: the governor rejects the joint
+            // state itself, and the policy is not blamed for it.
+            status.skipped_bad_joint_state.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let (backend, pre) = match active {
             Active::Primary => (&mut inf.primary, &mut inf.primary_pre),
             Active::Baseline | Active::SafeStop => (&mut inf.baseline, &mut inf.baseline_pre),
@@ -557,36 +693,47 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
         let action = if ok { backend.run().ok() } else { None };
         let done = monotonic_ns();
         status.inferences.fetch_add(1, Ordering::Relaxed);
-        let late = action.is_none() || done.saturating_sub(meta.capture_ns) > inf.deadline_ns;
+        // An action that is not a number is a failed inference: rejected by the
+        // governor under its own check, and a miss for the deadline logic.
+        let non_finite = action.is_some_and(|a| a.iter().any(|x| !x.is_finite()));
+        if non_finite {
+            status.non_finite_outputs.fetch_add(1, Ordering::Relaxed);
+        }
+        let late = action.is_none() || non_finite || done.saturating_sub(meta.capture_ns) > inf.deadline_ns;
         let mut record = FrameRecord {
             frame_seq: meta.seq,
             capture_ns: meta.capture_ns,
             done_ns: done,
             late,
             from_baseline: active != Active::Primary,
-            ok: action.is_some(),
+            ok: action.is_some() && !non_finite,
             ..FrameRecord::default()
         };
         if let Some(action) = action {
-            // No verdict (the model failed) counts as a refusal.
+            // No verdict (the model failed, or gave no number) counts as a refusal.
             let unsafe_action = match inf.safety.as_mut() {
+                Some(_) if non_finite => true,
                 Some(model) => !model.approves(&js.positions_rad, &js.velocities_rad_s, action).unwrap_or(false),
                 None => false,
             };
-            let mut goal = [0f32; MAX_JOINTS];
-            for j in 0..inf.joints.min(action.len().saturating_sub(1)) {
-                goal[j] = js.positions_rad[j] + action[j];
+            let mut goal = js.positions_rad;
+            if !non_finite {
+                for (g, delta) in goal.iter_mut().zip(action.iter().take(inf.joints.min(action.len().saturating_sub(1))))
+                {
+                    *g += *delta;
+                }
             }
-            let gripper = action[action.len() - 1];
+            let gripper = if non_finite { 0.0 } else { action.last().copied().unwrap_or(0.0) };
             record.unsafe_action = unsafe_action;
             status.last_output_ns.store(done, Ordering::Relaxed);
-            shared.policy.store(PolicyOutput {
+            out.publish(PolicyOutput {
                 frame_ns: meta.capture_ns,
                 frame_seq: meta.seq,
                 done_ns: done,
-                model_ns: done - run_start,
+                model_ns: done.saturating_sub(run_start),
                 late: late || active == Active::SafeStop,
                 unsafe_action,
+                non_finite,
                 goal_rad: goal,
                 gripper,
                 baseline: active != Active::Primary,
@@ -640,6 +787,7 @@ fn inference_loop(mut inf: Inference, shared: &Shared, core: Option<usize>, prio
 
 fn control_loop(
     mut control: ControlLoop,
+    mut port: CommandPort,
     shared: &Shared,
     rate_hz: u32,
     joints: usize,
@@ -650,18 +798,26 @@ fn control_loop(
     let status = &shared.status;
     let link = &shared.link;
     let period_ns = 1_000_000_000 / u64::from(rate_hz.max(1));
-    // Allocated once; `record` never grows them (values are clamped to the bounds).
-    let mut latency = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
-    let mut jitter = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
-    let mut overhead = Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).expect("histogram bounds");
+    // Allocated once; `record` never grows them (values are saturated to the bounds).
+    let (Some(mut latency), Some(mut jitter), Some(mut overhead)) = (histogram(), histogram(), histogram()) else {
+        return;
+    };
+    let mut policy_in = Latest::new(shared.policy.clone(), PolicyOutput::default());
+    let mut zone_in = Latest::new(shared.zone.clone(), ZoneReading::default());
+    // The last snapshots read; kept when the link's reader is mid-store, and
+    // judged by their age like any other.
+    let (mut js, mut tm, mut estop) = (None, None, None);
     let mut last_frame_seq = u64::MAX;
     let mut seq = 0u32;
     let mut n = 0u32;
-    let start = monotonic_ns();
-    let mut next = start + period_ns;
+    let mut next = monotonic_ns() + period_ns;
     while !shared.stop.load(Ordering::Acquire) {
         sleep_until(next);
+        while shared.options.stall_control.is_some_and(|s| s.load(Ordering::Acquire)) {
+            sleep_until(monotonic_ns() + period_ns);
+        }
         let now = monotonic_ns();
+        status.progress(RtThread::Control);
         let late_by = now.saturating_sub(next);
         jitter.saturating_record(late_by.max(1_000));
         if late_by > period_ns {
@@ -673,27 +829,32 @@ fn control_loop(
 
         if status.estop_reset_requested.swap(false, Ordering::AcqRel) {
             control.governor_mut().reset_estop();
-            link.request_estop_reset();
+            port.request_estop_reset();
         }
-        let js = link.joint_state();
-        let tm = link.telemetry();
-        let estop = link.estop().unwrap_or_default();
-        let policy = shared.policy.load();
+        js = link.joint_state().or(js);
+        tm = link.telemetry().or(tm);
+        estop = link.estop().or(estop);
+        let estop = estop.unwrap_or_default();
+        let policy = policy_in.get();
         let mut state = RobotState {
             now_ns: now,
             joints,
             link_alive: link.is_alive(),
             estop_pressed: estop.pressed,
             estop_latched: estop.latched,
-            zone: shared.zone.load(),
+            zone: zone_in.get(),
             policy_frame_ns: policy.frame_ns,
             policy_frame_seq: policy.frame_seq,
             policy_late: policy.late,
             policy_unsafe: policy.unsafe_action,
+            policy_non_finite: policy.non_finite,
+            threads_stalled: status.stalled.load(Ordering::Relaxed),
             ..RobotState::default()
         };
         if let Some(js) = js {
             state.positions_rad = js.positions_rad;
+            state.velocities_rad_s = js.velocities_rad_s;
+            state.encoder_ok = js.encoder_ok;
             // Snapshots are stamped on the link's clock; convert their age.
             state.joint_state_ns = now.saturating_sub(link.now_ns().saturating_sub(js.received_ns)).max(1);
         }
@@ -704,8 +865,11 @@ fn control_loop(
         }
         let verdict = control.tick(&state, &policy);
         seq = seq.wrapping_add(1);
-        let targets = Joints::from_slice(&verdict.command.targets_rad[..joints]).unwrap_or_default();
-        link.send_command(MotorCommand { seq, targets_rad: targets, gripper: verdict.command.gripper });
+        let targets = Joints::from_slice(verdict.command.targets_rad.get(..joints).unwrap_or(&[])).unwrap_or_default();
+        // The control thread writes the frame itself: the firmware's watchdog is
+        // fed only while this loop runs, and the latency is stamped when the
+        // bytes are out.
+        port.send(MotorCommand { seq, tick_us: now / 1_000, targets_rad: targets, gripper: verdict.command.gripper });
         let sent = monotonic_ns();
         if !verdict.approved {
             status.incidents.fetch_add(1, Ordering::Relaxed);
@@ -718,7 +882,9 @@ fn control_loop(
             overhead.saturating_record(ns.saturating_sub(policy.model_ns).max(1_000));
             let ms = ns as f64 / 1e6;
             let bucket = LATENCY_BUCKETS_MS.iter().position(|le| ms <= *le).unwrap_or(LATENCY_BUCKETS_MS.len());
-            status.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            if let Some(b) = status.latency_buckets.get(bucket) {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let mut record = ControlRecord {
             t_ns: now,
@@ -765,18 +931,123 @@ fn control_loop(
             status.jitter_p99_ns.store(jitter.value_at_quantile(0.99), Ordering::Relaxed);
             status.jitter_p999_ns.store(jitter.value_at_quantile(0.999), Ordering::Relaxed);
             status.jitter_max_ns.store(jitter.max(), Ordering::Relaxed);
-            let elapsed = now.saturating_sub(start).max(1);
-            status.rate_mhz.store(ticks * 1_000_000_000_000 / elapsed, Ordering::Relaxed);
         }
     }
 }
 
-/// Drains the incident queue off the real-time threads: logs each kind of
-/// incident once per burst and keeps the recent ones for the status page.
-fn supervisor(shared: &Shared, recent: &RecentIncidents) {
+/// A latency histogram from 1 µs to 10 s at 3 significant digits.
+fn histogram() -> Option<Histogram<u64>> {
+    Histogram::<u64>::new_with_bounds(1_000, 10_000_000_000, 3).ok()
+}
+
+/// What the supervisor watches, from the configuration.
+struct Watch {
+    control_stall_ns: u64,
+    stall_ns: u64,
+    exit_after_ns: u64,
+    has_depth: bool,
+}
+
+impl Watch {
+    fn new(config: &EdgeConfig, has_depth: bool) -> Self {
+        let rt = &config.realtime;
+        Self {
+            control_stall_ns: rt.control_stall_ms * 1_000_000,
+            stall_ns: rt.stall_ms * 1_000_000,
+            exit_after_ns: (rt.stall_exit_s * 1e9) as u64,
+            has_depth,
+        }
+    }
+}
+
+/// How often the supervisor looks at the threads.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(10);
+
+/// Off the real-time threads: watches each real-time thread's progress,
+/// counts the control rate over the last second, drains the incident queue
+/// (logging each kind once per burst) and keeps the recent incidents for the
+/// status page.
+fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
+    let status = &shared.status;
+    let started = monotonic_ns();
     let mut last_logged = [0u64; Check::ALL.len()];
+    // (time, ticks) every 100 ms over the last second, for the rate.
+    let mut rate_window = std::collections::VecDeque::with_capacity(12);
+    let mut next_rate_sample = started;
+    let mut fatal_logged = false;
+    let keep = |incident: Incident| {
+        shared.taps.push_incident(incident);
+        let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_INCIDENTS {
+            recent.pop_front();
+        }
+        recent.push_back(incident);
+    };
     while !shared.stop.load(Ordering::Acquire) {
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(SUPERVISE_EVERY);
+        let now = monotonic_ns();
+        let dead = status.dead.load(Ordering::Acquire);
+        for t in RtThread::ALL {
+            let (last, now_t, limit) = match t {
+                RtThread::CaptureDepth if !watch.has_depth => continue,
+                RtThread::LinkReader => {
+                    (shared.link.reader_progress_ns().unwrap_or(0), shared.link.now_ns(), watch.stall_ns)
+                }
+                RtThread::Control => (status.progress_ns[t as usize].load(Ordering::Relaxed), now, watch.control_stall_ns),
+                _ => (status.progress_ns[t as usize].load(Ordering::Relaxed), now, watch.stall_ns),
+            };
+            // Before its first round a thread is measured from start-up.
+            let last = if last == 0 && t != RtThread::LinkReader { started } else { last };
+            let silent = now_t.saturating_sub(last);
+            let is_dead = dead & t.bit() != 0;
+            let stalled = is_dead || silent > limit;
+            let was = status.stalled.load(Ordering::Relaxed) & t.bit() != 0;
+            if stalled && !was {
+                let since = now.saturating_sub(silent);
+                status.stalled_since_ns[t as usize].store(since, Ordering::Relaxed);
+                status.stalled.fetch_or(t.bit(), Ordering::AcqRel);
+                tracing::error!(
+                    thread = t.name(),
+                    silent_ms = silent / 1_000_000,
+                    dead = is_dead,
+                    "real-time thread stalled; holding the robot in safe stop"
+                );
+                let hold = Command::default();
+                keep(Incident {
+                    time_ns: now,
+                    check: Check::RealtimeThreads,
+                    failed: Check::RealtimeThreads.bit(),
+                    value: silent as f64 / 1e6,
+                    limit: limit as f64 / 1e6,
+                    joint: Some(t as u8),
+                    rejected: hold,
+                    substituted: hold,
+                    frame_seq: 0,
+                });
+            } else if !stalled && was {
+                status.stalled.fetch_and(!t.bit(), Ordering::AcqRel);
+                tracing::info!(thread = t.name(), "real-time thread running again");
+            }
+            if stalled && now.saturating_sub(status.stalled_since_ns[t as usize].load(Ordering::Relaxed)) > watch.exit_after_ns
+            {
+                status.fatal.store(true, Ordering::Release);
+                if !fatal_logged {
+                    fatal_logged = true;
+                    tracing::error!(thread = t.name(), "real-time thread stalled past realtime.stall_exit_s; exiting");
+                }
+            }
+        }
+        if now >= next_rate_sample {
+            next_rate_sample = now + 100_000_000;
+            rate_window.push_back((now, status.ticks.load(Ordering::Relaxed)));
+            while rate_window.len() > 11 {
+                rate_window.pop_front();
+            }
+            if let (Some(&(t0, n0)), Some(&(t1, n1))) = (rate_window.front(), rate_window.back()) {
+                let rate = if t1 > t0 { (n1 - n0) * 1_000_000_000_000 / (t1 - t0) } else { 0 };
+                status.rate_mhz.store(rate, Ordering::Relaxed);
+            }
+        }
         while let Some(incident) = shared.incidents.pop() {
             let slot = incident.check as usize;
             if incident.time_ns.saturating_sub(last_logged[slot]) > 5_000_000_000 {
@@ -790,12 +1061,7 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents) {
                     "governor rejected a command; holding position"
                 );
             }
-            shared.taps.push_incident(incident);
-            let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == RECENT_INCIDENTS {
-                recent.pop_front();
-            }
-            recent.push_back(incident);
+            keep(incident);
         }
     }
 }

@@ -72,8 +72,16 @@ impl View {
         if !self.link.is_alive() {
             red.push("firmware link down".to_string());
         }
-        // Silences: measured from start-up until the first frame or output.
         let now = gantry_hal::clock::monotonic_ns();
+        for (thread, since, dead) in self.pipeline.stalled_threads() {
+            let for_s = now.saturating_sub(since) as f64 / 1e9;
+            let what = if dead { "died (panicked)" } else { "stalled" };
+            red.push(format!(
+                "real-time thread {} {what}: no progress for {for_s:.1} s; holding the robot in safe stop",
+                thread.name()
+            ));
+        }
+        // Silences: measured from start-up until the first frame or output.
         let silent_s = |last_ns: u64| {
             let since =
                 if last_ns == 0 { now.saturating_sub(self.started.elapsed().as_nanos() as u64) } else { last_ns };
@@ -91,9 +99,22 @@ impl View {
         if self.recorder.disk_alert.load(Relaxed) {
             red.push("disk nearly full of unsynced data".to_string());
         }
-        if let Some(i) = self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner()).back() {
-            if gantry_hal::clock::monotonic_ns().saturating_sub(i.time_ns) < 5_000_000_000 {
-                amber.push(format!("safety governor holding the robot: {}", i.check.name()));
+        // Every kind of rejection in the last 5 s, in words; bad numbers and
+        // broken sensors are red, the rest (a person, a limit) amber.
+        let mut seen = 0u32;
+        for i in self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner()).iter().rev() {
+            if now.saturating_sub(i.time_ns) >= 5_000_000_000 {
+                break;
+            }
+            if seen & i.check.bit() != 0 || i.check == Check::RealtimeThreads {
+                continue;
+            }
+            seen |= i.check.bit();
+            let reason = format!("safety governor holding the robot: {}", i.check.describe());
+            if i.check.is_fault() {
+                red.push(reason);
+            } else {
+                amber.push(reason);
             }
         }
         if self.pipeline.rt_degraded.load(Relaxed) {
@@ -197,6 +218,9 @@ impl View {
                 "latency_histogram": buckets,
                 "jitter_us": {"p99": p.jitter_p99_ns.load(Relaxed) as f64 / 1e3, "max": p.jitter_max_ns.load(Relaxed) as f64 / 1e3},
                 "inferences": p.inferences.load(Relaxed),
+                "non_finite_outputs": p.non_finite_outputs.load(Relaxed),
+                "skipped_bad_joint_state": p.skipped_bad_joint_state.load(Relaxed),
+                "threads": self.threads(),
                 "deadline_misses": p.deadline_misses.load(Relaxed),
                 "fallbacks": p.fallbacks.load(Relaxed),
                 "safe_stops": p.safe_stops.load(Relaxed),
@@ -262,6 +286,34 @@ impl View {
         })
     }
 
+    /// Each real-time thread: how long since it last made progress, and
+    /// whether the supervisor holds it stalled or dead.
+    fn threads(&self) -> Vec<Value> {
+        let p = &self.pipeline;
+        let now = gantry_hal::clock::monotonic_ns();
+        let stalled = p.stalled.load(Relaxed);
+        let dead = p.dead.load(Relaxed);
+        crate::pipeline::RtThread::ALL
+            .iter()
+            .filter(|t| **t != crate::pipeline::RtThread::CaptureDepth || self.depth.is_some())
+            .map(|t| {
+                let last = match t {
+                    crate::pipeline::RtThread::LinkReader => self
+                        .link
+                        .reader_progress_ns()
+                        .map(|l| now.saturating_sub(self.link.now_ns().saturating_sub(l))),
+                    _ => Some(p.progress_ns[*t as usize].load(Relaxed)).filter(|v| *v != 0),
+                };
+                json!({
+                    "name": t.name(),
+                    "last_progress_age_s": last.map(|l| now.saturating_sub(l) as f64 / 1e9),
+                    "stalled": stalled & t.bit() != 0,
+                    "dead": dead & t.bit() != 0,
+                })
+            })
+            .collect()
+    }
+
     /// Prometheus text exposition (format 0.0.4).
     pub fn metrics(&self) -> String {
         let p = &self.pipeline;
@@ -288,6 +340,17 @@ impl View {
             .collect();
         m.gauge_owned("gantry_frame_to_command_seconds", "Frame-to-command latency quantiles since start.", &q);
         m.counter("gantry_control_ticks_total", "Control ticks.", &[(&robot, p.ticks.load(Relaxed) as f64)]);
+        let stalled = p.stalled.load(Relaxed);
+        let threads: Vec<(String, f64)> = crate::pipeline::RtThread::ALL
+            .iter()
+            .map(|t| (format!("{robot},thread=\"{}\"", t.name()), f64::from(u8::from(stalled & t.bit() != 0))))
+            .collect();
+        m.gauge_owned("gantry_rt_thread_stalled", "1 while the supervisor holds a real-time thread stalled or dead.", &threads);
+        m.counter(
+            "gantry_policy_non_finite_outputs_total",
+            "Policy actions that were not finite numbers.",
+            &[(&robot, p.non_finite_outputs.load(Relaxed) as f64)],
+        );
         m.counter(
             "gantry_control_overruns_total",
             "Control ticks started a period late.",

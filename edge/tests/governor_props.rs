@@ -40,6 +40,15 @@ impl Reference {
         if state.estop_pressed || state.estop_latched || !state.link_alive || state.policy_late || state.policy_unsafe {
             return true;
         }
+        // Evidence that is not a number, a failed encoder, a stalled thread or a
+        // policy that gave no number: never a reason to skip a check.
+        let bad = |v: &[f32; MAX_JOINTS]| v[..n].iter().any(|x| !x.is_finite());
+        if bad(&state.positions_rad) || bad(&state.velocities_rad_s) || state.policy_non_finite {
+            return true;
+        }
+        if (0..n).any(|j| state.encoder_ok & (1 << j) == 0) || state.threads_stalled != 0 {
+            return true;
+        }
         if state.joint_state_ns == 0 || age(state.joint_state_ns) > g.command_max_age_ms * MS {
             return true;
         }
@@ -74,6 +83,9 @@ impl Reference {
             }
         }
         if state.telemetry_valid {
+            if state.motor_temp_c[..n].iter().any(|c| !c.is_finite()) || !state.gripper_pressure_kpa.is_finite() {
+                return true;
+            }
             if state.motor_temp_c[..n].iter().any(|&c| f64::from(c) > g.max_motor_temp_c) {
                 return true;
             }
@@ -94,6 +106,19 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
     if chance(rng, 0.02 * p) {
         temps[(rng.next_u32() % 6) as usize] = 70.0 + 30.0 * unit(rng);
     }
+    let not_a_number = |rng: &mut TestRng| [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][(rng.next_u32() % 3) as usize];
+    if chance(rng, 0.01 * p) {
+        temps[(rng.next_u32() % 6) as usize] = not_a_number(rng);
+    }
+    let mut positions = *positions;
+    if chance(rng, 0.01 * p) {
+        positions[(rng.next_u32() % 6) as usize] = not_a_number(rng);
+    }
+    let mut velocities = [0.1f32; MAX_JOINTS];
+    if chance(rng, 0.01 * p) {
+        velocities[(rng.next_u32() % 6) as usize] = not_a_number(rng);
+    }
+    let encoder_ok = if chance(rng, 0.01 * p) { 0xff & !(1 << (rng.next_u32() % 6)) } else { 0xff };
     let stale = |rng: &mut TestRng, p: f32, max_ms: u64| {
         if chance(rng, p) {
             now.saturating_sub((max_ms as f32 * (0.5 + 2.0 * unit(rng))) as u64 * MS)
@@ -104,10 +129,18 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
     RobotState {
         now_ns: now,
         joints: 6,
-        positions_rad: *positions,
+        positions_rad: positions,
+        velocities_rad_s: velocities,
+        encoder_ok,
         joint_state_ns: stale(rng, 0.02 * p, 50),
         motor_temp_c: temps,
-        gripper_pressure_kpa: if chance(rng, 0.02 * p) { 700.0 * unit(rng) } else { 100.0 },
+        gripper_pressure_kpa: if chance(rng, 0.01 * p) {
+            not_a_number(rng)
+        } else if chance(rng, 0.02 * p) {
+            700.0 * unit(rng)
+        } else {
+            100.0
+        },
         telemetry_valid: !chance(rng, 0.05 * p),
         estop_pressed: chance(rng, 0.002 * p),
         estop_latched: false,
@@ -122,6 +155,8 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
         policy_frame_seq: 1,
         policy_late: chance(rng, 0.02 * p),
         policy_unsafe: chance(rng, 0.02 * p),
+        policy_non_finite: chance(rng, 0.01 * p),
+        threads_stalled: if chance(rng, 0.01 * p) { 1 << (rng.next_u32() % 5) } else { 0 },
     }
 }
 
@@ -198,13 +233,23 @@ proptest! {
                 rejects += 1;
                 // Head back towards the start pose, so the run keeps moving.
                 for j in 0..6 {
-                    cruise[j] = (home[j] - state.positions_rad[j]).signum() * cruise[j].abs();
+                    cruise[j] = (home[j] - positions[j]).signum() * cruise[j].abs();
                 }
-                prop_assert_eq!(&verdict.command.targets_rad[..6], &state.positions_rad[..6], "the safe action holds position");
+                // The safe action holds the measured position when it is fresh
+                // and finite, else the last command sent; it is always finite.
+                let measured_usable = state.positions_rad[..6].iter().all(|p| p.is_finite())
+                    && state.now_ns - state.joint_state_ns <= config.governor.command_max_age_ms * MS;
+                let hold = if measured_usable || first { &state.positions_rad[..6] } else { &prev.targets_rad[..6] };
+                if hold.iter().all(|p| p.is_finite()) {
+                    prop_assert_eq!(&verdict.command.targets_rad[..6], hold, "the safe action holds position");
+                }
+                prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "a non-finite hold {:?}", verdict.command);
+                prop_assert!(verdict.command.gripper.is_finite());
                 prev_velocity = [0.0; MAX_JOINTS];
             }
             prev = verdict.command;
             first = false;
+            prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "sent {:?}", verdict.command);
             // The arm follows what was sent, as the firmware would.
             positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
             // An e-stop latches until reset; reset it so the sequence keeps exploring.
@@ -224,7 +269,7 @@ proptest! {
         let mut policy = 0u64;
         while let Some(i) = incidents.pop() {
             recorded += 1;
-            let failed = |c: &gantry_edge::governor::Check| i.failed & (1 << (*c as u16)) != 0;
+            let failed = |c: &gantry_edge::governor::Check| i.failed & c.bit() != 0;
             policy += u64::from(gantry_edge::governor::Check::ALL.iter().any(|c| failed(c) && c.blames_policy()));
         }
         prop_assert_eq!(recorded, rejects, "one incident per rejection");

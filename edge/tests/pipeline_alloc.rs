@@ -38,7 +38,7 @@ fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
     config.policy.baseline_model_dir = config.policy.model_dir.clone();
     config.realtime.lock_memory = false;
     let parts = Parts::from_config(&config, Pacing::RealTime).unwrap();
-    let options = Options { after_warmup: Some(after_warmup), warmup_iterations: 20 };
+    let options = Options { after_warmup: Some(after_warmup), warmup_iterations: 20, ..Options::default() };
     let settings = Settings::from_config(&config, &parts.primary.manifest().version);
     let (recorder, _) = Recorder::open(settings).unwrap();
     let pipeline = Pipeline::start(&config, parts, options).unwrap();

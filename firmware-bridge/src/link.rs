@@ -1,28 +1,32 @@
 //! The host side of the firmware link.
 //!
-//! Two threads own the serial port: the reader decodes frames and publishes the
-//! latest joint state, telemetry and e-stop state into lock-free cells; the writer
-//! sends motor commands (handed over through a preallocated lock-free queue),
-//! heartbeats every `heartbeat_period`, and runs the watchdog. The control thread
-//! only pushes commands and reads snapshots: no lock, no allocation, no blocking.
+//! One thread reads the serial port: it decodes frames, publishes the latest
+//! joint state, telemetry and e-stop state into wait-free snapshot cells, and
+//! runs the watchdog that declares the link lost. Nothing else writes those
+//! cells, and a reader never waits on this thread (`gantry-handoff`).
+//!
+//! Commands leave through the [`CommandPort`], owned by the control thread,
+//! which writes each frame itself: no queue and no lower-priority thread
+//! between the governor's verdict and the serial port, so the firmware's
+//! command watchdog is fed by exactly what the control loop decides, and a
+//! control loop that stops stops the commands.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle, Thread};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-use crossbeam_utils::atomic::AtomicCell;
+use gantry_handoff::{snapshot, Publisher, Snapshot};
 use serialport::SerialPort;
 
-use crate::protocol::{
-    encode, DecodeStats, Decoder, EStopState, Fault, Heartbeat, Message, MotorCommand, MAX_JOINTS, MAX_WIRE_FRAME,
-};
+use crate::protocol::{encode, DecodeStats, Decoder, EStopState, Fault, Message, MotorCommand, MAX_JOINTS, MAX_WIRE_FRAME};
 
 /// Timing of the link.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkConfig {
+    /// How often the firmware sends its heartbeat; the reader backs off this
+    /// long after an I/O error.
     pub heartbeat_period: Duration,
     /// No frame from the firmware for this long: the link is lost.
     pub timeout: Duration,
@@ -44,7 +48,8 @@ pub enum LinkError {
     Thread(&'static str, io::Error),
 }
 
-/// The latest joint state, as received (copyable, fixed size).
+/// The latest joint state, as received (copyable, fixed size). Values are as
+/// the firmware sent them, finite or not: the governor judges them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct JointSnapshot {
     pub seq: u32,
@@ -76,7 +81,6 @@ pub struct LinkStatus {
     pub losses: u64,
     pub decode: DecodeStats,
     pub commands_sent: u64,
-    pub commands_overwritten: u64,
     pub io_errors: u64,
     pub faults: u64,
     pub last_fault: Option<Fault>,
@@ -91,22 +95,25 @@ pub struct LinkLoss {
     pub detected_ns: u64,
 }
 
+/// The reader thread's cells, by what they carry.
+struct Cells {
+    joints: Publisher<JointSnapshot>,
+    telemetry: Publisher<TelemetrySnapshot>,
+    estop: Publisher<Option<EStopState>>,
+    fault: Publisher<Option<Fault>>,
+    decode: Publisher<DecodeStats>,
+}
+
 struct Shared {
     epoch: Instant,
     config: LinkConfig,
     stop: AtomicBool,
     /// ns since `epoch` of the last valid frame, plus one (0 = never).
     last_rx: AtomicU64,
-    joints: AtomicCell<JointSnapshot>,
-    telemetry: AtomicCell<TelemetrySnapshot>,
-    estop: AtomicCell<Option<EStopState>>,
-    last_fault: AtomicCell<Option<Fault>>,
+    /// ns since `epoch` the reader thread last went round its loop, plus one.
+    reader_progress: AtomicU64,
     faults: AtomicU64,
-    decode: AtomicCell<DecodeStats>,
-    commands: ArrayQueue<MotorCommand>,
     commands_sent: AtomicU64,
-    commands_overwritten: AtomicU64,
-    reset_requested: AtomicBool,
     io_errors: AtomicU64,
     losses: AtomicU64,
     /// Losses, for threads that wait on them (never the control thread).
@@ -128,16 +135,17 @@ impl Shared {
     }
 }
 
-/// A running link to the firmware. Dropping it stops both threads.
+/// A running link to the firmware. Dropping it stops the reader thread.
 pub struct FirmwareLink {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
     reader: Option<JoinHandle<()>>,
-    writer_thread: Thread,
+    commands: Mutex<Option<CommandPort>>,
+    joints: Snapshot<JointSnapshot>,
+    telemetry: Snapshot<TelemetrySnapshot>,
+    estop: Snapshot<Option<EStopState>>,
+    fault: Snapshot<Option<Fault>>,
+    decode: Snapshot<DecodeStats>,
 }
-
-/// Commands queued between two writer wake-ups; a newer command replaces the oldest.
-const COMMAND_QUEUE: usize = 4;
 
 impl FirmwareLink {
     /// Opens the serial device at `path`.
@@ -161,73 +169,70 @@ impl FirmwareLink {
             config,
             stop: AtomicBool::new(false),
             last_rx: AtomicU64::new(0),
-            joints: AtomicCell::new(JointSnapshot::default()),
-            telemetry: AtomicCell::new(TelemetrySnapshot::default()),
-            estop: AtomicCell::new(None),
-            last_fault: AtomicCell::new(None),
+            reader_progress: AtomicU64::new(0),
             faults: AtomicU64::new(0),
-            decode: AtomicCell::new(DecodeStats::default()),
-            commands: ArrayQueue::new(COMMAND_QUEUE),
             commands_sent: AtomicU64::new(0),
-            commands_overwritten: AtomicU64::new(0),
-            reset_requested: AtomicBool::new(false),
             io_errors: AtomicU64::new(0),
             losses: AtomicU64::new(0),
             loss_events: Mutex::new(Vec::with_capacity(16)),
             loss_signal: Condvar::new(),
         });
+        let (joints_w, joints) = snapshot(JointSnapshot::default());
+        let (telemetry_w, telemetry) = snapshot(TelemetrySnapshot::default());
+        let (estop_w, estop) = snapshot(None);
+        let (fault_w, fault) = snapshot(None);
+        let (decode_w, decode) = snapshot(DecodeStats::default());
+        let cells =
+            Cells { joints: joints_w, telemetry: telemetry_w, estop: estop_w, fault: fault_w, decode: decode_w };
         let reader = {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("fw-link-rx".into())
-                .spawn(move || read_loop(read_port, &shared))
+                .spawn(move || read_loop(read_port, &shared, cells))
                 .map_err(|e| LinkError::Thread("reader", e))?
         };
-        let writer = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name("fw-link-tx".into())
-                .spawn(move || write_loop(port, &shared))
-                .map_err(|e| LinkError::Thread("writer", e))?
-        };
-        let writer_thread = writer.thread().clone();
-        Ok(Self { shared, writer: Some(writer), reader: Some(reader), writer_thread })
+        let commands = CommandPort { port, shared: shared.clone(), frame: [0; MAX_WIRE_FRAME] };
+        Ok(Self {
+            shared,
+            reader: Some(reader),
+            commands: Mutex::new(Some(commands)),
+            joints,
+            telemetry,
+            estop,
+            fault,
+            decode,
+        })
     }
 
-    /// Queues a command for the firmware. Real-time safe: a lock-free push and a
-    /// wake-up of the writer; if the writer has fallen behind, the oldest queued
-    /// command is replaced (and counted), never the newest.
-    pub fn send_command(&self, cmd: MotorCommand) {
-        if self.shared.commands.force_push(cmd).is_some() {
-            self.shared.commands_overwritten.fetch_add(1, Ordering::Relaxed);
-        }
-        self.writer_thread.unpark();
+    /// The write side of the port, for the one thread that sends commands.
+    /// `None` once taken.
+    pub fn command_port(&self) -> Option<CommandPort> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Asks the firmware to clear its e-stop latch (it refuses while the button is pressed).
-    pub fn request_estop_reset(&self) {
-        self.shared.reset_requested.store(true, Ordering::Release);
-        self.writer_thread.unpark();
-    }
-
-    /// The latest joint state, `None` before the first.
+    /// The latest joint state, `None` before the first or while the reader is
+    /// in the middle of publishing one (the caller keeps its last).
     pub fn joint_state(&self) -> Option<JointSnapshot> {
-        let s = self.shared.joints.load();
-        (s.received_ns != 0).then_some(s)
+        self.joints.read().filter(|s| s.received_ns != 0)
     }
 
     pub fn telemetry(&self) -> Option<TelemetrySnapshot> {
-        let t = self.shared.telemetry.load();
-        (t.received_ns != 0).then_some(t)
+        self.telemetry.read().filter(|t| t.received_ns != 0)
     }
 
     pub fn estop(&self) -> Option<EStopState> {
-        self.shared.estop.load()
+        self.estop.read().flatten()
     }
 
     /// Nanoseconds on the link's clock, the one snapshots are stamped with.
     pub fn now_ns(&self) -> u64 {
         self.shared.now_ns()
+    }
+
+    /// When the reader thread last went round its loop, ns on the link's clock;
+    /// `None` before it first did. For the supervisor.
+    pub fn reader_progress_ns(&self) -> Option<u64> {
+        self.shared.reader_progress.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Whether a valid frame arrived within the timeout. Computed from timestamps,
@@ -243,12 +248,11 @@ impl FirmwareLink {
             alive: s.alive_at(now),
             last_rx_age: s.last_rx_ns().map(|t| Duration::from_nanos(now.saturating_sub(t))),
             losses: s.losses.load(Ordering::Relaxed),
-            decode: s.decode.load(),
+            decode: self.decode.read().unwrap_or_default(),
             commands_sent: s.commands_sent.load(Ordering::Relaxed),
-            commands_overwritten: s.commands_overwritten.load(Ordering::Relaxed),
             io_errors: s.io_errors.load(Ordering::Relaxed),
             faults: s.faults.load(Ordering::Relaxed),
-            last_fault: s.last_fault.load(),
+            last_fault: self.fault.read().flatten(),
         }
     }
 
@@ -262,24 +266,68 @@ impl FirmwareLink {
             .loss_signal
             .wait_timeout_while(events, timeout, |e| e.len() < n)
             .unwrap_or_else(|e| e.into_inner());
-        events.get(n - 1).copied()
+        events.get(n.wrapping_sub(1)).copied()
     }
 }
 
 impl Drop for FirmwareLink {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.writer_thread.unpark();
-        for handle in [self.writer.take(), self.reader.take()].into_iter().flatten() {
+        if let Some(handle) = self.reader.take() {
             let _ = handle.join();
         }
     }
 }
 
-fn read_loop(mut port: Box<dyn SerialPort>, shared: &Shared) {
+/// The write side of the link. Its owner (the control thread) writes each
+/// frame itself: encoding uses a buffer owned here, the write is one syscall on
+/// the port (bounded by the port's 2 ms timeout), nothing allocates on success.
+pub struct CommandPort {
+    port: Box<dyn SerialPort>,
+    shared: Arc<Shared>,
+    frame: [u8; MAX_WIRE_FRAME],
+}
+
+impl CommandPort {
+    /// Writes `cmd` now; returns whether every byte went out (a failure is counted).
+    pub fn send(&mut self, cmd: MotorCommand) -> bool {
+        let ok = self.write(&Message::MotorCommand(cmd));
+        if ok {
+            self.shared.commands_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Asks the firmware to clear its e-stop latch (it refuses while the button is pressed).
+    pub fn request_estop_reset(&mut self) -> bool {
+        self.write(&Message::EStopReset)
+    }
+
+    /// Nanoseconds on the link's clock.
+    pub fn now_ns(&self) -> u64 {
+        self.shared.now_ns()
+    }
+
+    fn write(&mut self, msg: &Message) -> bool {
+        let ok = match encode(msg, &mut self.frame) {
+            Ok(n) => self.frame.get(..n).is_some_and(|bytes| self.port.write_all(bytes).is_ok()),
+            Err(_) => false,
+        };
+        if !ok {
+            self.shared.io_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+fn read_loop(mut port: Box<dyn SerialPort>, shared: &Shared, mut cells: Cells) {
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 512];
+    let mut was_alive = false;
     while !shared.stop.load(Ordering::Acquire) {
+        shared.reader_progress.store(shared.now_ns() + 1, Ordering::Release);
+        // The port's read timeout (2 ms) paces the watchdog.
+        was_alive = watchdog(shared, was_alive);
         let n = match port.read(&mut buf) {
             Ok(0) => continue,
             Ok(n) => n,
@@ -299,12 +347,12 @@ fn read_loop(mut port: Box<dyn SerialPort>, shared: &Shared) {
                 continue;
             }
         };
-        decoder.push(&buf[..n], |msg| publish(shared, msg));
-        shared.decode.store(decoder.stats());
+        decoder.push(buf.get(..n).unwrap_or(&[]), |msg| publish(shared, &mut cells, msg));
+        cells.decode.publish(decoder.stats());
     }
 }
 
-fn publish(shared: &Shared, msg: Message) {
+fn publish(shared: &Shared, cells: &mut Cells, msg: Message) {
     let now = shared.now_ns();
     match msg {
         Message::JointState(js) => {
@@ -316,10 +364,13 @@ fn publish(shared: &Shared, msg: Message) {
                 received_ns: now.max(1),
                 ..JointSnapshot::default()
             };
-            s.positions_rad[..js.positions_rad.len()].copy_from_slice(&js.positions_rad);
-            let nv = js.velocities_rad_s.len();
-            s.velocities_rad_s[..nv].copy_from_slice(&js.velocities_rad_s);
-            shared.joints.store(s);
+            for (d, v) in s.positions_rad.iter_mut().zip(&js.positions_rad) {
+                *d = *v;
+            }
+            for (d, v) in s.velocities_rad_s.iter_mut().zip(&js.velocities_rad_s) {
+                *d = *v;
+            }
+            cells.joints.publish(s);
         }
         Message::Telemetry(t) => {
             let mut s = TelemetrySnapshot {
@@ -329,61 +380,20 @@ fn publish(shared: &Shared, msg: Message) {
                 received_ns: now.max(1),
                 ..TelemetrySnapshot::default()
             };
-            s.motor_temp_c[..t.motor_temp_c.len()].copy_from_slice(&t.motor_temp_c);
-            shared.telemetry.store(s);
+            for (d, v) in s.motor_temp_c.iter_mut().zip(&t.motor_temp_c) {
+                *d = *v;
+            }
+            cells.telemetry.publish(s);
         }
-        Message::EStop(e) => shared.estop.store(Some(e)),
+        Message::EStop(e) => cells.estop.publish(Some(e)),
         Message::Fault(f) => {
             shared.faults.fetch_add(1, Ordering::Relaxed);
-            shared.last_fault.store(Some(f));
+            cells.fault.publish(Some(f));
         }
         // Heartbeats only keep the link alive; the host never receives its own messages.
         Message::Heartbeat(_) | Message::MotorCommand(_) | Message::EStopReset => {}
     }
     shared.last_rx.store(now + 1, Ordering::Release);
-}
-
-fn write_loop(mut port: Box<dyn SerialPort>, shared: &Shared) {
-    let period = shared.config.heartbeat_period;
-    let mut frame = [0u8; MAX_WIRE_FRAME];
-    let mut next_heartbeat = Instant::now();
-    let mut heartbeat_seq = 0u32;
-    let mut was_alive = false;
-    let mut send = |port: &mut Box<dyn SerialPort>, msg: &Message| -> bool {
-        match encode(msg, &mut frame) {
-            Ok(n) => {
-                if port.write_all(&frame[..n]).is_err() {
-                    shared.io_errors.fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
-                true
-            }
-            Err(_) => false,
-        }
-    };
-    while !shared.stop.load(Ordering::Acquire) {
-        while let Some(cmd) = shared.commands.pop() {
-            if send(&mut port, &Message::MotorCommand(cmd)) {
-                shared.commands_sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if shared.reset_requested.swap(false, Ordering::AcqRel) {
-            send(&mut port, &Message::EStopReset);
-        }
-        let now = Instant::now();
-        if now >= next_heartbeat {
-            let uptime_ms = shared.epoch.elapsed().as_millis() as u32;
-            send(&mut port, &Message::Heartbeat(Heartbeat { seq: heartbeat_seq, uptime_ms }));
-            heartbeat_seq = heartbeat_seq.wrapping_add(1);
-            next_heartbeat += period;
-            if next_heartbeat < now {
-                next_heartbeat = now + period;
-            }
-        }
-        was_alive = watchdog(shared, was_alive);
-        let wait = next_heartbeat.saturating_duration_since(Instant::now());
-        thread::park_timeout(wait.min(period));
-    }
 }
 
 /// Records a loss when the link goes from alive to lost; returns the new state.

@@ -11,7 +11,9 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this code writes and reads.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// 2: `MotorCommand` carries the control tick's time, and commands (not
+/// heartbeats) feed the firmware's watchdog.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Most joints a frame carries.
 pub const MAX_JOINTS: usize = 8;
 /// Largest unencoded frame: version, payload and CRC.
@@ -40,6 +42,11 @@ pub struct JointState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MotorCommand {
     pub seq: u32,
+    /// When the control tick that decided it ran, microseconds on the host's
+    /// monotonic clock. Strictly increasing: the firmware drops a command that
+    /// is older than the last it took, or that arrives later than its command
+    /// timeout after the tick.
+    pub tick_us: u64,
     pub targets_rad: Joints,
     /// 0.0 open … 1.0 closed.
     pub gripper: f32,
@@ -72,7 +79,8 @@ pub enum FaultCode {
     OverCurrent,
     OverTemperature,
     UnderVoltage,
-    /// The host's commands or heartbeats stopped; the firmware holds position.
+    /// No fresh motor command within the command timeout; the firmware brings
+    /// the arm to a controlled stop and holds it.
     CommandTimeout,
     JointLimit,
 }
@@ -289,6 +297,7 @@ mod tests {
             Message::Fault(Fault { code: FaultCode::OverTemperature, joint: 3 }),
             Message::MotorCommand(MotorCommand {
                 seq: 1,
+                tick_us: 12_345_678,
                 targets_rad: Joints::from_slice(&[0.5; 6]).unwrap(),
                 gripper: 1.0,
             }),

@@ -4,16 +4,19 @@
 //! The model: each joint tracks its target under a velocity limit; joints stop at
 //! their hard limits; motors heat with speed and cool towards ambient; the gripper
 //! pressure follows the gripper command; the e-stop button latches until the host
-//! sends a reset with the button released; without host traffic the firmware holds
-//! position and reports a command timeout.
+//! sends a reset with the button released. The command watchdog is fed only by
+//! fresh motor commands: a command that is not finite, older than the last one
+//! taken, or later than `command_timeout` after its tick is dropped and counted;
+//! with no fresh command for `command_timeout` the firmware brings the arm to a
+//! controlled stop (decelerating at `stop_decel_rad_s2`) and holds it.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::atomic::AtomicCell;
+use gantry_handoff::{snapshot, Publisher, Snapshot};
 use serialport::SerialPort;
 
 use crate::protocol::{
@@ -39,8 +42,10 @@ pub struct SimParams {
     pub cooling: f32,
     pub gripper_max_kpa: f32,
     pub supply_v: f32,
-    /// Host silence after which the firmware holds and reports `CommandTimeout`.
-    pub host_timeout: Duration,
+    /// No fresh motor command for this long: controlled stop, `CommandTimeout`.
+    pub command_timeout: Duration,
+    /// Deceleration of the controlled stop.
+    pub stop_decel_rad_s2: f32,
 }
 
 impl Default for SimParams {
@@ -59,7 +64,8 @@ impl Default for SimParams {
             cooling: 0.02,
             gripper_max_kpa: 500.0,
             supply_v: 48.0,
-            host_timeout: Duration::from_millis(100),
+            command_timeout: Duration::from_millis(100),
+            stop_decel_rad_s2: 50.0,
         }
     }
 }
@@ -74,26 +80,46 @@ pub struct SimState {
     pub gripper: f32,
     pub gripper_pressure_kpa: f32,
     pub estop: EStopState,
+    /// Motor commands taken (fresh, finite).
     pub commands_received: u64,
+    /// Dropped: older than the last taken, or arrived too long after their tick.
+    pub commands_stale: u64,
+    /// Dropped: a target or the gripper not a finite number.
+    pub commands_non_finite: u64,
     pub last_command_seq: u32,
+    /// When the last command was taken, µs since the simulator's boot.
+    pub last_command_us: u64,
     pub holding_for_timeout: bool,
+    /// When the current command-timeout stop began, µs since boot; 0 = none.
+    pub timeout_stop_since_us: u64,
 }
 
 struct Control {
     stop: AtomicBool,
     button: AtomicBool,
-    /// Extra heat (°C/s) added to every motor, to test temperature limits.
-    extra_heat_c_s: AtomicCell<f32>,
+    /// Extra heat (°C/s, `f32` bits) added to every motor, to test temperature limits.
+    extra_heat_c_s: AtomicU32,
     /// Garbage bytes to write before the next frame, to test the decoder.
     garbage_due: AtomicU64,
     /// The cable is cut: nothing gets through either way.
     cut: AtomicBool,
-    state: AtomicCell<SimState>,
+    /// Values (`f32` bits; [`NO_CORRUPTION`] for none) the firmware reports in
+    /// place of joint 0's position, every joint's velocity, and its telemetry,
+    /// as a firmware with a broken sensor or bad arithmetic would.
+    corrupt_position: AtomicU32,
+    corrupt_velocity: AtomicU32,
+    corrupt_telemetry: AtomicU32,
+    /// Encoders reported failed, one bit per joint.
+    failed_encoders: AtomicU32,
 }
+
+/// No corruption: a NaN whose payload no arithmetic produces.
+const NO_CORRUPTION: u32 = 0x7fc0_dead;
 
 /// A running simulator. Dropping it (or [`SimHandle::stop`]) closes its end of the link.
 pub struct SimHandle {
     control: Arc<Control>,
+    state: Snapshot<SimState>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -104,20 +130,27 @@ impl SimHandle {
         let control = Arc::new(Control {
             stop: AtomicBool::new(false),
             button: AtomicBool::new(false),
-            extra_heat_c_s: AtomicCell::new(0.0),
+            extra_heat_c_s: AtomicU32::new(0f32.to_bits()),
             garbage_due: AtomicU64::new(0),
             cut: AtomicBool::new(false),
-            state: AtomicCell::new(SimState::default()),
+            corrupt_position: AtomicU32::new(NO_CORRUPTION),
+            corrupt_velocity: AtomicU32::new(NO_CORRUPTION),
+            corrupt_telemetry: AtomicU32::new(NO_CORRUPTION),
+            failed_encoders: AtomicU32::new(0),
         });
+        let (publisher, state) = snapshot(SimState::default());
         let thread = {
             let control = control.clone();
-            thread::Builder::new().name("fw-sim".into()).spawn(move || Sim::new(params, control).run(port))?
+            thread::Builder::new()
+                .name("fw-sim".into())
+                .spawn(move || Sim::new(params, control, publisher).run(port))?
         };
-        Ok(Self { control, thread: Some(thread) })
+        Ok(Self { control, state, thread: Some(thread) })
     }
 
+    /// The newest state the simulator published.
     pub fn state(&self) -> SimState {
-        self.control.state.load()
+        self.state.read_wait()
     }
 
     pub fn press_estop(&self) {
@@ -129,12 +162,32 @@ impl SimHandle {
     }
 
     pub fn set_extra_heat(&self, c_per_s: f32) {
-        self.control.extra_heat_c_s.store(c_per_s);
+        self.control.extra_heat_c_s.store(c_per_s.to_bits(), Ordering::Release);
     }
 
     /// Writes `n` bytes of garbage onto the link before the next frame.
     pub fn inject_garbage(&self, n: u64) {
         self.control.garbage_due.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Reports `value` (say NaN) as joint 0's position, or the truth again with `None`.
+    pub fn corrupt_position(&self, value: Option<f32>) {
+        self.control.corrupt_position.store(value.map_or(NO_CORRUPTION, f32::to_bits), Ordering::Release);
+    }
+
+    /// Reports `value` (say infinity) as every joint's velocity, or the truth with `None`.
+    pub fn corrupt_velocity(&self, value: Option<f32>) {
+        self.control.corrupt_velocity.store(value.map_or(NO_CORRUPTION, f32::to_bits), Ordering::Release);
+    }
+
+    /// Reports `value` as every motor temperature and the gripper pressure.
+    pub fn corrupt_telemetry(&self, value: Option<f32>) {
+        self.control.corrupt_telemetry.store(value.map_or(NO_CORRUPTION, f32::to_bits), Ordering::Release);
+    }
+
+    /// Reports the encoders in `mask` (bit per joint) failed; 0 for none.
+    pub fn fail_encoders(&self, mask: u8) {
+        self.control.failed_encoders.store(u32::from(mask), Ordering::Release);
     }
 
     /// Cuts the cable (`true`) or mends it: while cut, nothing the host sends
@@ -167,20 +220,37 @@ impl Drop for SimHandle {
 struct Sim {
     p: SimParams,
     control: Arc<Control>,
+    publisher: Publisher<SimState>,
     s: SimState,
     boot: Instant,
-    last_host_rx: Instant,
+    /// When the last fresh command was taken; `None` before the first.
+    last_command: Option<Instant>,
+    last_tick_us: u64,
+    /// Smallest (firmware time − tick time) seen: the clocks' offset plus the
+    /// quickest delivery. A command later than that by the timeout is stale.
+    min_offset_us: Option<i128>,
     state_seq: u32,
     heartbeat_seq: u32,
     rng: u64,
 }
 
 impl Sim {
-    fn new(p: SimParams, control: Arc<Control>) -> Self {
+    fn new(p: SimParams, control: Arc<Control>, publisher: Publisher<SimState>) -> Self {
         let mut s = SimState::default();
         s.motor_temp_c[..p.joints].fill(p.ambient_c);
-        let now = Instant::now();
-        Self { p, control, s, boot: now, last_host_rx: now, state_seq: 0, heartbeat_seq: 0, rng: 0x9E37_79B9_7F4A_7C15 }
+        Self {
+            p,
+            control,
+            publisher,
+            s,
+            boot: Instant::now(),
+            last_command: None,
+            last_tick_us: 0,
+            min_offset_us: None,
+            state_seq: 0,
+            heartbeat_seq: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
     }
 
     fn run(mut self, mut port: Box<dyn SerialPort>) -> io::Result<()> {
@@ -220,7 +290,7 @@ impl Sim {
             if !self.control.cut.load(Ordering::Acquire) {
                 self.transmit(&mut port, &mut tx, step, &mut last_estop, &mut next_heartbeat)?;
             }
-            self.control.state.store(self.s);
+            self.publisher.publish(self.s);
 
             next += self.p.step;
             let now = Instant::now();
@@ -273,16 +343,32 @@ impl Sim {
     }
 
     fn receive(&mut self, m: Message) {
-        self.last_host_rx = Instant::now();
         match m {
             Message::MotorCommand(cmd) => {
+                if !cmd.gripper.is_finite() || cmd.targets_rad.iter().any(|t| !t.is_finite()) {
+                    self.s.commands_non_finite += 1;
+                    return;
+                }
+                let now_us = self.boot.elapsed().as_micros() as i128;
+                let offset = now_us - i128::from(cmd.tick_us);
+                let min_offset = *self.min_offset_us.get_or_insert(offset);
+                let late_us = offset - min_offset;
+                if cmd.tick_us <= self.last_tick_us || late_us > self.p.command_timeout.as_micros() as i128 {
+                    self.s.commands_stale += 1;
+                    return;
+                }
+                self.min_offset_us = Some(min_offset.min(offset));
+                self.last_tick_us = cmd.tick_us;
+                self.last_command = Some(Instant::now());
                 self.s.commands_received += 1;
                 self.s.last_command_seq = cmd.seq;
-                // A latched e-stop ignores motion commands entirely.
-                if !self.s.estop.latched {
+                self.s.last_command_us = now_us as u64;
+                // A latched e-stop or a timeout stop ignores motion until the
+                // next step has re-armed it.
+                if !self.s.estop.latched && !self.s.holding_for_timeout {
                     let n = cmd.targets_rad.len().min(self.p.joints);
                     self.s.targets_rad[..n].copy_from_slice(&cmd.targets_rad[..n]);
-                    self.s.gripper = cmd.gripper.clamp(0.0, 1.0);
+                    self.s.gripper = cmd.gripper.max(0.0).min(1.0);
                 }
             }
             Message::EStopReset if !self.s.estop.pressed => {
@@ -299,19 +385,27 @@ impl Sim {
         if pressed {
             self.s.estop.latched = true;
         }
-        let host_silent = self.last_host_rx.elapsed() > p.host_timeout;
-        self.s.holding_for_timeout = host_silent;
-        let hold = self.s.estop.latched || host_silent;
-        let extra_heat = self.control.extra_heat_c_s.load();
+        let timed_out = self.last_command.is_none_or(|t| t.elapsed() > p.command_timeout);
+        if timed_out && !self.s.holding_for_timeout {
+            self.s.timeout_stop_since_us = self.boot.elapsed().as_micros() as u64;
+        }
+        self.s.holding_for_timeout = timed_out;
+        let hold = self.s.estop.latched || timed_out;
+        let extra_heat = f32::from_bits(self.control.extra_heat_c_s.load(Ordering::Acquire));
+        let dv = p.stop_decel_rad_s2 * dt;
         for j in 0..p.joints {
-            if hold {
-                // Braking: stop where we are and forget the old target.
-                self.s.targets_rad[j] = self.s.positions_rad[j];
-            }
-            let err = self.s.targets_rad[j] - self.s.positions_rad[j];
-            let v = (p.position_gain * err).clamp(-p.max_velocity_rad_s, p.max_velocity_rad_s);
-            let mut pos = self.s.positions_rad[j] + v * dt;
-            pos = pos.clamp(-p.hard_limit_rad, p.hard_limit_rad);
+            let v = if hold {
+                // Controlled stop: brake at the stop deceleration, then hold
+                // where the arm came to rest, forgetting the old target.
+                let v0 = self.s.velocities_rad_s[j];
+                let v = within(v0, v0.abs() - dv, 0.0);
+                self.s.targets_rad[j] = self.s.positions_rad[j] + v * dt;
+                v
+            } else {
+                let err = self.s.targets_rad[j] - self.s.positions_rad[j];
+                within(p.position_gain * err, p.max_velocity_rad_s, 0.0)
+            };
+            let pos = within(self.s.positions_rad[j] + v * dt, p.hard_limit_rad, 0.0);
             self.s.velocities_rad_s[j] = (pos - self.s.positions_rad[j]) / dt;
             self.s.positions_rad[j] = pos;
             let t = &mut self.s.motor_temp_c[j];
@@ -324,23 +418,50 @@ impl Sim {
     fn joint_state(&mut self) -> Message {
         let n = self.p.joints;
         self.state_seq = self.state_seq.wrapping_add(1);
+        let mut positions = self.s.positions_rad;
+        let mut velocities = self.s.velocities_rad_s;
+        if let Some(v) = corruption(&self.control.corrupt_position) {
+            positions[0] = v;
+        }
+        if let Some(v) = corruption(&self.control.corrupt_velocity) {
+            velocities.fill(v);
+        }
+        let failed = self.control.failed_encoders.load(Ordering::Acquire) as u8;
         Message::JointState(JointState {
             seq: self.state_seq,
             time_us: self.boot.elapsed().as_micros() as u64,
-            positions_rad: joints(&self.s.positions_rad[..n]),
-            velocities_rad_s: joints(&self.s.velocities_rad_s[..n]),
-            encoder_ok: ((1u16 << n) - 1) as u8,
+            positions_rad: joints(&positions[..n]),
+            velocities_rad_s: joints(&velocities[..n]),
+            encoder_ok: ((1u16 << n) - 1) as u8 & !failed,
         })
     }
 
     fn telemetry(&self) -> Message {
         let n = self.p.joints;
+        let mut temps = self.s.motor_temp_c;
+        let mut pressure = self.s.gripper_pressure_kpa;
+        if let Some(v) = corruption(&self.control.corrupt_telemetry) {
+            temps.fill(v);
+            pressure = v;
+        }
         Message::Telemetry(Telemetry {
-            motor_temp_c: joints(&self.s.motor_temp_c[..n]),
-            gripper_pressure_kpa: self.s.gripper_pressure_kpa,
+            motor_temp_c: joints(&temps[..n]),
+            gripper_pressure_kpa: pressure,
             supply_v: self.p.supply_v,
         })
     }
+}
+
+fn corruption(cell: &AtomicU32) -> Option<f32> {
+    let bits = cell.load(Ordering::Acquire);
+    (bits != NO_CORRUPTION).then(|| f32::from_bits(bits))
+}
+
+/// `x` limited to `centre ± half_width` (a negative width gives the centre);
+/// never panics, whatever the numbers.
+fn within(x: f32, half_width: f32, centre: f32) -> f32 {
+    let w = half_width.max(0.0);
+    x.max(centre - w).min(centre + w)
 }
 
 fn joints(values: &[f32]) -> Joints {

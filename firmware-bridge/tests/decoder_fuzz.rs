@@ -22,11 +22,9 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u32>(), any::<u64>(), joints(), joints(), any::<u8>()).prop_map(|(seq, time_us, p, v, ok)| {
             Message::JointState(JointState { seq, time_us, positions_rad: p, velocities_rad_s: v, encoder_ok: ok })
         }),
-        (any::<u32>(), joints(), 0.0f32..1.0).prop_map(|(seq, t, g)| Message::MotorCommand(MotorCommand {
-            seq,
-            targets_rad: t,
-            gripper: g
-        })),
+        (any::<u32>(), any::<u64>(), joints(), 0.0f32..1.0).prop_map(|(seq, tick_us, t, g)| {
+            Message::MotorCommand(MotorCommand { seq, tick_us, targets_rad: t, gripper: g })
+        }),
         (any::<bool>(), any::<bool>()).prop_map(|(pressed, latched)| Message::EStop(EStopState { pressed, latched })),
         (any::<u32>(), any::<u32>()).prop_map(|(seq, uptime_ms)| Message::Heartbeat(Heartbeat { seq, uptime_ms })),
         Just(Message::EStopReset),

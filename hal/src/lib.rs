@@ -21,5 +21,5 @@ pub mod v4l;
 
 pub use capture::{Capture, CaptureStats};
 pub use frame::{FrameBuf, FrameMeta, FramePool, FrameQueue, PixelFormat, StreamInfo};
-pub use open::{open_camera, open_depth};
+pub use open::{open_camera, open_depth, open_sources};
 pub use source::{FrameSource, HalError, Pacing};

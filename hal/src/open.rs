@@ -42,3 +42,18 @@ pub fn open_depth(config: &EdgeConfig, pacing: Pacing) -> Result<Option<Box<dyn 
         DepthSource::Realsense => Err(HalError::NotBuilt { source_name: "realsense", feature: "realsense" }),
     }
 }
+
+/// Both sources the configuration names. When both are the RealSense, one
+/// device pipeline serves both halves: a second pipeline on the same device
+/// would fail busy.
+pub fn open_sources(
+    config: &EdgeConfig,
+    pacing: Pacing,
+) -> Result<(Box<dyn FrameSource>, Option<Box<dyn FrameSource>>), HalError> {
+    #[cfg(feature = "realsense")]
+    if config.camera.source == CameraSource::Realsense && config.depth.source == DepthSource::Realsense {
+        let device = crate::realsense::RealSense::open(config)?;
+        return Ok((Box::new(device.color()), Some(Box::new(device.depth()))));
+    }
+    Ok((open_camera(config, pacing)?, open_depth(config, pacing)?))
+}

@@ -2,7 +2,7 @@
 //! delivering frames, a policy that fails, hangs or lags. They wrap the real
 //! parts (`Parts::from_config`) and hand them to `Daemon::start_with_parts`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,14 +40,34 @@ pub struct PolicyFaults {
     pub fail: AtomicBool,
     /// Every run blocks until cleared.
     pub hang: AtomicBool,
+    /// The next run panics, as a backend bug would.
+    pub panic: AtomicBool,
     /// Added to every run.
     pub delay_us: AtomicU64,
+    /// `f32` bits written over every value of the action (NaN, infinity, as
+    /// bad weights or an fp16 overflow give); 0 for none.
+    pub output_bits: AtomicU32,
+}
+
+impl PolicyFaults {
+    /// Every action becomes `value` (`None`: the policy's own again).
+    pub fn corrupt_output(&self, value: Option<f32>) {
+        self.output_bits.store(value.map_or(0, f32::to_bits), Relaxed);
+    }
 }
 
 /// A real policy with switchable faults.
 pub struct FaultyPolicy {
-    pub inner: Box<dyn PolicyBackend>,
-    pub faults: Arc<PolicyFaults>,
+    inner: Box<dyn PolicyBackend>,
+    faults: Arc<PolicyFaults>,
+    out: Vec<f32>,
+}
+
+impl FaultyPolicy {
+    pub fn new(inner: Box<dyn PolicyBackend>, faults: Arc<PolicyFaults>) -> Self {
+        let out = vec![0.0; inner.io().action];
+        Self { inner, faults, out }
+    }
 }
 
 impl PolicyBackend for FaultyPolicy {
@@ -68,6 +88,9 @@ impl PolicyBackend for FaultyPolicy {
     }
 
     fn run(&mut self) -> Result<&[f32], InferError> {
+        if self.faults.panic.swap(false, Relaxed) {
+            panic!("injected panic in the policy backend");
+        }
         while self.faults.hang.load(Relaxed) {
             std::thread::sleep(POLL);
         }
@@ -75,7 +98,14 @@ impl PolicyBackend for FaultyPolicy {
         if self.faults.fail.load(Relaxed) {
             return Err(InferError::Backend { backend: "faulty", reason: "injected failure".into() });
         }
-        self.inner.run()
+        let bits = self.faults.output_bits.load(Relaxed);
+        let action = self.inner.run()?;
+        if bits == 0 {
+            return Ok(action);
+        }
+        self.out.clear();
+        self.out.extend(action.iter().map(|_| f32::from_bits(bits)));
+        Ok(&self.out)
     }
 }
 
@@ -130,4 +160,19 @@ impl StatusPage {
 /// Whether one of the status page's reasons contains `text`.
 pub fn says(s: &serde_json::Value, text: &str) -> bool {
     s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(text))
+}
+
+/// The arm moves: within [`LIMIT`], some joint of the simulated arm travels
+/// more than a milliradian in 300 ms.
+pub async fn arm_moving(sim: &gantry_firmware_bridge::sim::SimHandle, what: &str) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let before = sim.state().positions_rad;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = sim.state().positions_rad;
+        if before.iter().zip(&after).any(|(a, b)| (a - b).abs() > 1e-3) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: the arm is not moving: {after:?}");
+    }
 }

@@ -73,9 +73,11 @@ impl Fleet {
         Ok(Self { service, robots })
     }
 
+    /// Stops every robot at once, then the cloud.
     pub async fn stop(self) {
-        for r in self.robots {
-            r.stop().await;
+        let robots: Vec<_> = self.robots.into_iter().map(|r| tokio::spawn(r.stop())).collect();
+        for r in robots {
+            let _ = r.await;
         }
         self.service.stop().await;
     }

@@ -24,6 +24,13 @@ fn rejects(s: &Value, check: &str) -> u64 {
     s["governor"]["rejects_by_check"][check].as_u64().unwrap()
 }
 
+/// The arm moves: some joint travels within a few hundred milliseconds. A
+/// fault test asserts this first, or `arm_still` would pass on an arm that
+/// never moved.
+async fn arm_moving(sim: &SimHandle, what: &str) {
+    gantry_tests::faults::arm_moving(sim, what).await
+}
+
 /// The arm stands still: every joint's speed in the simulator near zero.
 async fn arm_still(sim: &SimHandle, what: &str) {
     let deadline = Instant::now() + LIMIT;
@@ -57,7 +64,7 @@ async fn each_fault_holds_the_robot_safe_is_reported_and_clears() {
     let stalled = Arc::new(AtomicBool::new(false));
     let faults = Arc::new(PolicyFaults::default());
     parts.camera = Box::new(StallingSource { inner: parts.camera, stalled: stalled.clone() });
-    parts.primary = Box::new(FaultyPolicy { inner: parts.primary, faults: faults.clone() });
+    parts.primary = Box::new(FaultyPolicy::new(parts.primary, faults.clone()));
     let daemon = Daemon::start_with_parts(&config, parts, Options::default()).await.unwrap();
     let sim = daemon.pipeline().simulator().expect("the simulated firmware");
     let robot = StatusPage::new(daemon.status_addr);
@@ -65,6 +72,7 @@ async fn each_fault_holds_the_robot_safe_is_reported_and_clears() {
 
     // The camera stops: no new policy output, so the governor rejects the
     // stale one and holds the arm.
+    arm_moving(sim, "before the camera stall").await;
     let s = robot.status().await;
     stalled.store(true, Relaxed);
     robot
@@ -88,6 +96,7 @@ async fn each_fault_holds_the_robot_safe_is_reported_and_clears() {
     assert!(after["loop"]["fallbacks"].as_u64().unwrap() >= 1);
 
     // The policy hangs inside a run: nothing comes out, the governor holds.
+    arm_moving(sim, "before the policy hangs").await;
     let s = robot.status().await;
     faults.hang.store(true, Relaxed);
     robot
@@ -101,6 +110,7 @@ async fn each_fault_holds_the_robot_safe_is_reported_and_clears() {
 
     // The firmware link is cut: the governor sees the link dead; the firmware
     // holds the arm on its own host timeout.
+    arm_moving(sim, "before the link is cut").await;
     let s = robot.status().await;
     sim.cut_link(true);
     let during = robot

@@ -66,6 +66,7 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
             now_ns: now,
             joints: 6,
             positions_rad: home,
+            encoder_ok: 0xff,
             joint_state_ns: now - 1_000_000,
             telemetry_valid: true,
             link_alive: true,

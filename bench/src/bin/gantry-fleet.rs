@@ -34,11 +34,16 @@ struct Args {
     full_size: bool,
 }
 
+const STOP_TIMEOUT: Duration = Duration::from_secs(4);
+
 fn main() -> anyhow::Result<()> {
     gantry_config::cli::init_tracing();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(fleet(args))
+    let result = runtime.block_on(fleet(args));
+    // A blocking task still stuck after the bounded stop must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 async fn fleet(args: Args) -> anyhow::Result<()> {
@@ -83,6 +88,9 @@ async fn fleet(args: Args) -> anyhow::Result<()> {
         _ = shutdown.wait(args.duration.map(Duration::from_secs_f64)) => {}
         _ = progress => {}
     }
-    fleet.stop().await;
+    // Bounded, as the robot's own stop is: what was committed is on disk either way.
+    if tokio::time::timeout(STOP_TIMEOUT, fleet.stop()).await.is_err() {
+        eprintln!("the fleet did not stop within {} s; exiting anyway", STOP_TIMEOUT.as_secs());
+    }
     Ok(())
 }

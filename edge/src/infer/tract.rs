@@ -104,7 +104,8 @@ impl PolicyBackend for TractBackend {
             // SAFETY: created in `load` by `Tensor::zero::<f32>`: plain f32 storage.
             slots[index] = Some(unsafe { t.as_slice_mut_unchecked::<f32>() });
         }
-        let mut take = |i: usize| slots[self.order[i]].take().expect("distinct input positions");
+        // `order` is a permutation (checked at load); an empty slice would only fail the preprocessing.
+        let mut take = |i: usize| slots.get_mut(self.order[i]).and_then(Option::take).unwrap_or_default();
         Inputs { rgb: take(0), depth: take(1), joints: take(2) }
     }
 

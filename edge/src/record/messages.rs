@@ -70,8 +70,8 @@ pub const IMAGES: ChannelDef = ChannelDef {
 pub const ALL: [ChannelDef; 7] = [CONTROL, JOINT_STATES, FRAMES, INCIDENTS, EPISODES, HEALTH, IMAGES];
 
 /// Names of the checks whose bits are set in `failed`.
-pub fn failed_checks(failed: u16) -> Vec<String> {
-    Check::ALL.iter().filter(|c| failed & (1 << (**c as u16)) != 0).map(|c| c.name().to_string()).collect()
+pub fn failed_checks(failed: u32) -> Vec<String> {
+    Check::ALL.iter().filter(|c| failed & c.bit() != 0).map(|c| c.name().to_string()).collect()
 }
 
 /// The `/control` message of a control tick.

@@ -20,7 +20,7 @@ pub struct ControlRecord {
     pub joints: u8,
     pub approved: bool,
     /// Failed checks, one bit per [`crate::governor::Check`].
-    pub failed: u16,
+    pub failed: u32,
     pub from_baseline: bool,
     pub frame_seq: u64,
     pub goal_rad: [f32; MAX_JOINTS],
