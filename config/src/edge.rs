@@ -558,14 +558,7 @@ impl EdgeConfig {
             format!("{} ms is less than two heartbeat periods ({} ms)", fw.link_timeout_ms, 2 * fw.heartbeat_period_ms),
             "at least 2 × firmware.heartbeat_period_ms",
         );
-        let period_ms = self.control.period_ms();
         c.range("firmware.command_timeout_ms", fw.command_timeout_ms, 2..=10_000);
-        c.rule(
-            fw.command_timeout_ms as f64 >= 2.0 * period_ms,
-            "firmware.command_timeout_ms",
-            format!("{} ms is less than two control periods ({:.1} ms)", fw.command_timeout_ms, 2.0 * period_ms),
-            "at least 2 × the control period (1000 / control.rate_hz ms)",
-        );
         if fw.link == FirmwareLink::Serial {
             c.non_empty("firmware.port", &fw.port, "a serial device path such as /dev/ttyACM0");
         }
@@ -612,6 +605,13 @@ impl EdgeConfig {
                 ctl.inference_deadline_ms
             ),
             "a deadline shorter than the time a policy output may steer",
+        );
+
+        c.rule(
+            fw.command_timeout_ms as f64 >= 2.0 * ctl.period_ms(),
+            "firmware.command_timeout_ms",
+            format!("{} ms is less than two control periods ({:.1} ms)", fw.command_timeout_ms, 2.0 * ctl.period_ms()),
+            "at least 2 × the control period (1000 / control.rate_hz ms)",
         );
 
         let rt = &self.realtime;

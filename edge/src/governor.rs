@@ -120,8 +120,12 @@ impl Check {
             Check::RealtimeThreads => "a real-time thread has stalled or died",
             Check::FirmwareLink => "the firmware link is down",
             Check::JointStateFresh => "no fresh joint state from the firmware",
-            Check::JointPositionsFinite => "the firmware reports joint positions that are not numbers (NaN or infinite)",
-            Check::JointVelocitiesFinite => "the firmware reports joint velocities that are not numbers (NaN or infinite)",
+            Check::JointPositionsFinite => {
+                "the firmware reports joint positions that are not numbers (NaN or infinite)"
+            }
+            Check::JointVelocitiesFinite => {
+                "the firmware reports joint velocities that are not numbers (NaN or infinite)"
+            }
             Check::EncodersOk => "the firmware reports a failed joint encoder",
             Check::InferenceDeadline => "the policy missed its inference deadline",
             Check::PolicyOutputFresh => "no fresh policy output",
@@ -132,7 +136,9 @@ impl Check {
             Check::JointAcceleration => "a joint would accelerate harder than its limit",
             Check::ToolAboveTable => "the tool would go below the table",
             Check::ToolInBox => "the tool would leave its allowed box",
-            Check::TelemetryFinite => "the firmware reports temperatures or pressure that are not numbers (NaN or infinite)",
+            Check::TelemetryFinite => {
+                "the firmware reports temperatures or pressure that are not numbers (NaN or infinite)"
+            }
             Check::MotorTemperature => "a motor is too hot",
             Check::GripperPressure => "the gripper pressure is out of range",
             Check::SafetyModel => "the safety model refused the action",

@@ -187,9 +187,10 @@ impl PipelineStatus {
     pub fn stalled_threads(&self) -> impl Iterator<Item = (RtThread, u64, bool)> + '_ {
         let stalled = self.stalled.load(Ordering::Relaxed);
         let dead = self.dead.load(Ordering::Relaxed);
-        RtThread::ALL.into_iter().filter(move |t| stalled & t.bit() != 0).map(move |t| {
-            (t, self.stalled_since_ns[t as usize].load(Ordering::Relaxed), dead & t.bit() != 0)
-        })
+        RtThread::ALL
+            .into_iter()
+            .filter(move |t| stalled & t.bit() != 0)
+            .map(move |t| (t, self.stalled_since_ns[t as usize].load(Ordering::Relaxed), dead & t.bit() != 0))
     }
 
     fn progress(&self, thread: RtThread) {
@@ -718,7 +719,8 @@ fn inference_loop(
             };
             let mut goal = js.positions_rad;
             if !non_finite {
-                for (g, delta) in goal.iter_mut().zip(action.iter().take(inf.joints.min(action.len().saturating_sub(1))))
+                for (g, delta) in
+                    goal.iter_mut().zip(action.iter().take(inf.joints.min(action.len().saturating_sub(1))))
                 {
                     *g += *delta;
                 }
@@ -993,7 +995,9 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
                 RtThread::LinkReader => {
                     (shared.link.reader_progress_ns().unwrap_or(0), shared.link.now_ns(), watch.stall_ns)
                 }
-                RtThread::Control => (status.progress_ns[t as usize].load(Ordering::Relaxed), now, watch.control_stall_ns),
+                RtThread::Control => {
+                    (status.progress_ns[t as usize].load(Ordering::Relaxed), now, watch.control_stall_ns)
+                }
                 _ => (status.progress_ns[t as usize].load(Ordering::Relaxed), now, watch.stall_ns),
             };
             // Before its first round a thread is measured from start-up.
@@ -1028,7 +1032,8 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
                 status.stalled.fetch_and(!t.bit(), Ordering::AcqRel);
                 tracing::info!(thread = t.name(), "real-time thread running again");
             }
-            if stalled && now.saturating_sub(status.stalled_since_ns[t as usize].load(Ordering::Relaxed)) > watch.exit_after_ns
+            if stalled
+                && now.saturating_sub(status.stalled_since_ns[t as usize].load(Ordering::Relaxed)) > watch.exit_after_ns
             {
                 status.fatal.store(true, Ordering::Release);
                 if !fatal_logged {

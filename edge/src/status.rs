@@ -298,10 +298,9 @@ impl View {
             .filter(|t| **t != crate::pipeline::RtThread::CaptureDepth || self.depth.is_some())
             .map(|t| {
                 let last = match t {
-                    crate::pipeline::RtThread::LinkReader => self
-                        .link
-                        .reader_progress_ns()
-                        .map(|l| now.saturating_sub(self.link.now_ns().saturating_sub(l))),
+                    crate::pipeline::RtThread::LinkReader => {
+                        self.link.reader_progress_ns().map(|l| now.saturating_sub(self.link.now_ns().saturating_sub(l)))
+                    }
                     _ => Some(p.progress_ns[*t as usize].load(Relaxed)).filter(|v| *v != 0),
                 };
                 json!({
@@ -345,7 +344,11 @@ impl View {
             .iter()
             .map(|t| (format!("{robot},thread=\"{}\"", t.name()), f64::from(u8::from(stalled & t.bit() != 0))))
             .collect();
-        m.gauge_owned("gantry_rt_thread_stalled", "1 while the supervisor holds a real-time thread stalled or dead.", &threads);
+        m.gauge_owned(
+            "gantry_rt_thread_stalled",
+            "1 while the supervisor holds a real-time thread stalled or dead.",
+            &threads,
+        );
         m.counter(
             "gantry_policy_non_finite_outputs_total",
             "Policy actions that were not finite numbers.",

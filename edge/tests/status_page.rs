@@ -66,7 +66,8 @@ async fn status_page_api_metrics_and_recording() {
     assert!(ctype.starts_with("application/json"), "{ctype}");
     let s: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(s["robot_id"], ROBOT);
-    assert!(["running", "degraded", "safe_stop", "estop"].contains(&s["mode"].as_str().unwrap()), "{}", s["mode"]);
+    // The configured policy (the baseline) runs on time, nothing holds the robot.
+    assert_eq!(s["mode"], "running", "{s:#}");
     assert_eq!(s["model"]["version"], "baseline-2");
     assert_eq!(s["model"]["backend"], "tract-cpu");
     assert!(s["uptime_s"].as_f64().unwrap() > 0.0);
@@ -147,8 +148,7 @@ async fn status_page_api_metrics_and_recording() {
     assert!(dom.status.success(), "chromium --dump-dom: {}", String::from_utf8_lossy(&dom.stderr));
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
     assert!(dom.contains(&format!("<h1 id=\"robot\">{ROBOT}</h1>")), "robot id on the page:\n{dom}");
-    let mode = s["mode"].as_str().unwrap();
-    assert!(dom.contains(&format!("<b id=\"mode\">{mode}</b>")) || dom.contains("<b id=\"mode\">"), "mode on the page");
+    assert!(dom.contains("<b id=\"mode\">running</b>"), "mode on the page:\n{dom}");
     // Filled in by the page's script from /api/status: it ran.
     assert!(dom.contains(" Hz, jitter p99 "), "the script rendered live figures:\n{dom}");
     assert!(dom.contains("offline, buffering"), "the page says the cloud is unreachable");

@@ -12,7 +12,6 @@
 // outside tests (`clippy.toml` also disallows `f32::clamp`).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 pub mod protocol;
 
 #[cfg(feature = "std")]

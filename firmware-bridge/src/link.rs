@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use gantry_handoff::{snapshot, Publisher, Snapshot};
 use serialport::SerialPort;
 
-use crate::protocol::{encode, DecodeStats, Decoder, EStopState, Fault, Message, MotorCommand, MAX_JOINTS, MAX_WIRE_FRAME};
+use crate::protocol::{
+    encode, DecodeStats, Decoder, EStopState, Fault, Message, MotorCommand, MAX_JOINTS, MAX_WIRE_FRAME,
+};
 
 /// Timing of the link.
 #[derive(Debug, Clone, Copy)]

@@ -32,7 +32,12 @@ fn message(kind: u8, n: u32, x: f32) -> Message {
         1 => Message::Telemetry(Telemetry { motor_temp_c: joints(x), gripper_pressure_kpa: x, supply_v: 24.0 }),
         2 => Message::EStop(EStopState { pressed: n & 1 == 1, latched: n & 2 == 2 }),
         3 => Message::Heartbeat(Heartbeat { seq: n, uptime_ms: n.wrapping_mul(7) }),
-        4 => Message::MotorCommand(MotorCommand { seq: n, tick_us: u64::from(n) << 20, targets_rad: joints(x), gripper: x }),
+        4 => Message::MotorCommand(MotorCommand {
+            seq: n,
+            tick_us: u64::from(n) << 20,
+            targets_rad: joints(x),
+            gripper: x,
+        }),
         _ => Message::EStopReset,
     }
 }

@@ -22,7 +22,6 @@
 // outside tests (`clippy.toml` also disallows `f32::clamp`).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
