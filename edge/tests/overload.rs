@@ -6,6 +6,7 @@
 //! gone within 5 s, exit status 0.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -39,7 +40,16 @@ fn start(dir: &std::path::Path, i: usize) -> (Child, std::net::SocketAddr) {
     (c.depth.width, c.depth.height) = (424, 240);
     let file = dir.join(format!("edge-{i}.toml"));
     std::fs::write(&file, toml::to_string(&c).unwrap()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry-edge"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry-edge"));
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets the child's parent-death
+    // signal; a failed test must not leave real-time daemons behind.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    };
+    let child = cmd
         .args(["run", "--config"])
         .arg(&file)
         .env("RUST_LOG", "error")
@@ -69,6 +79,8 @@ fn thread_times(pid: u32) -> HashMap<u32, (String, u64)> {
 }
 
 fn ticks(addr: std::net::SocketAddr) -> Option<u64> {
+    // Not listening yet while the daemon starts.
+    std::net::TcpStream::connect(addr).ok()?;
     let (code, _, body) = common::http_get(addr, "/api/status");
     if code != 200 {
         return None;
