@@ -368,7 +368,12 @@ impl Sim {
                 if !self.s.estop.latched && !self.s.holding_for_timeout {
                     let n = cmd.targets_rad.len().min(self.p.joints);
                     self.s.targets_rad[..n].copy_from_slice(&cmd.targets_rad[..n]);
-                    self.s.gripper = cmd.gripper.max(0.0).min(1.0);
+                    #[expect(
+                        clippy::manual_clamp,
+                        reason = "f32::clamp is disallowed here: it can panic, max/min cannot"
+                    )]
+                    let gripper = cmd.gripper.max(0.0).min(1.0);
+                    self.s.gripper = gripper;
                 }
             }
             Message::EStopReset if !self.s.estop.pressed => {

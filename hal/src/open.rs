@@ -43,13 +43,13 @@ pub fn open_depth(config: &EdgeConfig, pacing: Pacing) -> Result<Option<Box<dyn 
     }
 }
 
+/// The colour source and, when configured, the depth source.
+pub type Sources = (Box<dyn FrameSource>, Option<Box<dyn FrameSource>>);
+
 /// Both sources the configuration names. When both are the RealSense, one
 /// device pipeline serves both halves: a second pipeline on the same device
 /// would fail busy.
-pub fn open_sources(
-    config: &EdgeConfig,
-    pacing: Pacing,
-) -> Result<(Box<dyn FrameSource>, Option<Box<dyn FrameSource>>), HalError> {
+pub fn open_sources(config: &EdgeConfig, pacing: Pacing) -> Result<Sources, HalError> {
     #[cfg(feature = "realsense")]
     if config.camera.source == CameraSource::Realsense && config.depth.source == DepthSource::Realsense {
         let device = crate::realsense::RealSense::open(config)?;

@@ -25,7 +25,7 @@ use gantry_tests::{free_port, robot_config};
 use serde_json::Value;
 
 /// The robot tests here each run real-time threads; on 2 cores they take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn rejects(s: &Value, check: &str) -> u64 {
     s["governor"]["rejects_by_check"][check].as_u64().unwrap_or_else(|| panic!("no check {check} in {s:#}"))
@@ -151,7 +151,7 @@ const BAD_INPUTS: [BadInput; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_non_finite_input_is_rejected_under_its_own_check_and_the_loop_lives() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let robot = start(Options::default(), |_| {}).await;
     robot.working("start-up").await;
     for input in &BAD_INPUTS {
@@ -204,7 +204,7 @@ static STALL_CONTROL: AtomicBool = AtomicBool::new(false);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_control_thread_stops_the_arm_and_is_reported() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let options = Options { stall_control: Some(&STALL_CONTROL), ..Options::default() };
     let robot = start(options, |c| c.realtime.stall_exit_s = 3.0).await;
     let status = robot.daemon.pipeline().status();
@@ -260,7 +260,7 @@ async fn a_stalled_control_thread_stops_the_arm_and_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_a_real_time_thread_is_caught_and_holds_the_robot() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let robot = start(Options::default(), |_| {}).await;
     robot.working("start-up").await;
     arm_moving(robot.sim(), "before the panic").await;
