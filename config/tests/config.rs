@@ -115,9 +115,13 @@ fn out_of_range_values_are_each_reported() {
 #[test]
 fn cross_field_rules() {
     // Control must be at least as fast as the camera.
-    let p = problems::<EdgeConfig>("[control]\nrate_hz = 20\n");
+    let p = problems::<EdgeConfig>("[control]\nrate_hz = 20\n[realtime]\ncontrol_stall_ms = 100\n");
     assert_eq!(keys(&p), ["control.rate_hz"]);
     assert!(p[0].problem.contains("below the camera rate"));
+    // A stall is only told from a slow loop after two control periods.
+    let p = problems::<EdgeConfig>("[control]\nrate_hz = 30\n[camera]\nfps = 30\n");
+    assert_eq!(keys(&p), ["realtime.control_stall_ms"]);
+    assert!(p[0].problem.contains("less than two control periods"), "{}", p[0].problem);
 
     // The inference deadline must be shorter than the life of one policy output.
     let p =

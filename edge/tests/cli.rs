@@ -83,3 +83,46 @@ fn run_stops_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once running,
+/// WATCHDOG=1 at half the watchdog interval while the loop ticks, STOPPING=1 on
+/// SIGTERM, through a real notification socket.
+#[test]
+fn run_speaks_the_systemd_notify_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut child = edge()
+        .args(["run", "--config"])
+        .arg(run_config(dir.path()))
+        .env("GANTRY_DATA_DIR", dir.path().join("robot"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut recv = || {
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let ready = recv();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // Every 200 ms while the loop ticks: five of them take about a second.
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(recv(), "WATCHDOG=1");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "watchdog pings too slow: {:?}", started.elapsed());
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut last = recv();
+    while last == "WATCHDOG=1" {
+        last = recv();
+    }
+    assert_eq!(last, "STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
