@@ -6,6 +6,8 @@
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
 
+use gantry_safety::shaper::Shaper;
+
 use crate::governor::{Command, RobotState, SafetyGovernor, Verdict};
 
 /// The newest policy result, as the inference thread publishes it.
@@ -31,69 +33,6 @@ pub struct PolicyOutput {
     pub gripper: f32,
     /// Produced by the baseline policy (fallback) rather than the primary.
     pub baseline: bool,
-}
-
-/// Turns a goal into a per-tick step the governor will accept: velocity and
-/// acceleration stay within a fraction of the governor's limits, and the step
-/// slows down in time to stop at the goal.
-#[derive(Debug, Clone)]
-pub struct Shaper {
-    joints: usize,
-    vel_max: [f32; MAX_JOINTS],
-    acc_max: [f32; MAX_JOINTS],
-    period_s: f32,
-}
-
-/// Share of each governor limit the shaper plans with.
-const HEADROOM: f32 = 0.8;
-
-impl Shaper {
-    pub fn new(config: &EdgeConfig) -> Self {
-        let mut vel_max = [0f32; MAX_JOINTS];
-        let mut acc_max = [0f32; MAX_JOINTS];
-        for (i, v) in config.governor.max_velocity_rad_s.iter().enumerate().take(MAX_JOINTS) {
-            vel_max[i] = *v as f32 * HEADROOM;
-        }
-        for (i, a) in config.governor.max_accel_rad_s2.iter().enumerate().take(MAX_JOINTS) {
-            acc_max[i] = *a as f32 * HEADROOM;
-        }
-        Self {
-            joints: config.firmware.joints.min(MAX_JOINTS),
-            vel_max,
-            acc_max,
-            period_s: 1.0 / config.control.rate_hz.max(1) as f32,
-        }
-    }
-
-    /// The next command from `last` (moving at `velocity`) toward `goal`.
-    pub fn step(
-        &self,
-        last: &Command,
-        velocity: &mut [f32; MAX_JOINTS],
-        goal: &[f32; MAX_JOINTS],
-        gripper: f32,
-    ) -> Command {
-        let dt = self.period_s;
-        let mut next = Command { targets_rad: last.targets_rad, gripper: limit(gripper, 0.0, 1.0) };
-        for j in 0..self.joints {
-            let distance = goal[j] - last.targets_rad[j];
-            // The speed from which we can still stop at the goal.
-            let stoppable = (2.0 * self.acc_max[j] * distance.abs()).sqrt();
-            let wanted = limit(limit(distance / dt, -stoppable, stoppable), -self.vel_max[j], self.vel_max[j]);
-            let dv = self.acc_max[j] * dt;
-            let v = limit(wanted, velocity[j] - dv, velocity[j] + dv);
-            velocity[j] = v;
-            next.targets_rad[j] = last.targets_rad[j] + v * dt;
-        }
-        next
-    }
-}
-
-/// `x` within `lo..=hi` without `f32::clamp`'s panics (NaN or crossed bounds):
-/// a NaN `x` gives `lo`, crossed bounds give `hi`. Callers keep non-finite
-/// values away; this only makes sure none of them can stop the thread.
-fn limit(x: f32, lo: f32, hi: f32) -> f32 {
-    x.max(lo).min(hi)
 }
 
 /// The operating mode the status page shows.
@@ -141,7 +80,12 @@ impl ControlLoop {
     pub fn new(config: &EdgeConfig) -> Self {
         Self {
             governor: SafetyGovernor::new(config),
-            shaper: Shaper::new(config),
+            shaper: Shaper::new(
+                config.firmware.joints,
+                &config.governor.max_velocity_rad_s,
+                &config.governor.max_accel_rad_s2,
+                1.0 / config.control.rate_hz.max(1) as f32,
+            ),
             last: Command::default(),
             velocity: [0.0; MAX_JOINTS],
             started: false,

@@ -1,25 +1,6 @@
-//! The safety governor: every command is checked here before it reaches the
-//! firmware. Any failed check rejects it, substitutes the safe action (hold the
-//! measured position, zero velocity, gripper unchanged) and records exactly one
-//! [`Incident`]. Runs on the control thread: no allocation, no lock, no I/O.
-//!
-//! The checks, in the order they are evaluated (all are evaluated; the first
-//! failure names the incident, the rest are in its `failed` set):
-//! 1. e-stop: pressed or latched → safe action until an explicit local reset;
-//!    every real-time thread making progress (the supervisor's word);
-//! 2. firmware link alive, joint state fresh, finite and from working encoders;
-//! 3. inference deadline met, policy output fresh and finite;
-//! 4. workspace clear (a stale depth reading counts as not clear);
-//! 5. joint position, velocity and acceleration limits (with the margin);
-//! 6. tool above the table and inside the tool box (forward kinematics);
-//! 7. telemetry finite, motor temperatures and gripper pressure within limits;
-//! 8. the optional safety model approved the policy's action (it runs on the
-//!    inference thread; its verdict comes with the output, and an output that
-//!    is not a number is a refusal).
-//!
-//! A value that is not a finite number never passes a check and never reaches
-//! the substitute: the hold is built from the measured position only when that
-//! is finite and fresh, else from the last command sent, which always was.
+//! The safety governor on the control thread: `gantry-safety`'s checks, plus
+//! the counters the status page reads and the queue that carries each
+//! incident to the supervisor and the recorder. No allocation, no lock, no I/O.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,236 +8,12 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
+use gantry_safety::governor::Governor;
+pub use gantry_safety::governor::{Check, Command, Incident, Limits, RobotState, Verdict};
+use gantry_safety::kinematics::Arm;
 
-use crate::kinematics::Arm;
-use crate::zone::ZoneReading;
-
-/// A command for one control tick: absolute joint targets and the gripper.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Command {
-    pub targets_rad: [f32; MAX_JOINTS],
-    pub gripper: f32,
-}
-
-/// One governor check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Check {
-    EStop = 0,
-    RealtimeThreads,
-    FirmwareLink,
-    JointStateFresh,
-    JointPositionsFinite,
-    JointVelocitiesFinite,
-    EncodersOk,
-    InferenceDeadline,
-    PolicyOutputFresh,
-    PolicyOutputFinite,
-    WorkspaceClear,
-    JointPosition,
-    JointVelocity,
-    JointAcceleration,
-    ToolAboveTable,
-    ToolInBox,
-    TelemetryFinite,
-    MotorTemperature,
-    GripperPressure,
-    SafetyModel,
-}
-
-impl Check {
-    pub const ALL: [Check; 20] = [
-        Check::EStop,
-        Check::RealtimeThreads,
-        Check::FirmwareLink,
-        Check::JointStateFresh,
-        Check::JointPositionsFinite,
-        Check::JointVelocitiesFinite,
-        Check::EncodersOk,
-        Check::InferenceDeadline,
-        Check::PolicyOutputFresh,
-        Check::PolicyOutputFinite,
-        Check::WorkspaceClear,
-        Check::JointPosition,
-        Check::JointVelocity,
-        Check::JointAcceleration,
-        Check::ToolAboveTable,
-        Check::ToolInBox,
-        Check::TelemetryFinite,
-        Check::MotorTemperature,
-        Check::GripperPressure,
-        Check::SafetyModel,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Check::EStop => "estop",
-            Check::RealtimeThreads => "realtime_threads",
-            Check::FirmwareLink => "firmware_link",
-            Check::JointStateFresh => "joint_state_fresh",
-            Check::JointPositionsFinite => "joint_positions_finite",
-            Check::JointVelocitiesFinite => "joint_velocities_finite",
-            Check::EncodersOk => "encoders_ok",
-            Check::InferenceDeadline => "inference_deadline",
-            Check::PolicyOutputFresh => "policy_output_fresh",
-            Check::PolicyOutputFinite => "policy_output_finite",
-            Check::WorkspaceClear => "workspace_clear",
-            Check::JointPosition => "joint_position",
-            Check::JointVelocity => "joint_velocity",
-            Check::JointAcceleration => "joint_acceleration",
-            Check::ToolAboveTable => "tool_above_table",
-            Check::ToolInBox => "tool_in_box",
-            Check::TelemetryFinite => "telemetry_finite",
-            Check::MotorTemperature => "motor_temperature",
-            Check::GripperPressure => "gripper_pressure",
-            Check::SafetyModel => "safety_model",
-        }
-    }
-
-    /// What a failure of this check means, in a technician's words.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Check::EStop => "the e-stop is pressed or latched",
-            Check::RealtimeThreads => "a real-time thread has stalled or died",
-            Check::FirmwareLink => "the firmware link is down",
-            Check::JointStateFresh => "no fresh joint state from the firmware",
-            Check::JointPositionsFinite => {
-                "the firmware reports joint positions that are not numbers (NaN or infinite)"
-            }
-            Check::JointVelocitiesFinite => {
-                "the firmware reports joint velocities that are not numbers (NaN or infinite)"
-            }
-            Check::EncodersOk => "the firmware reports a failed joint encoder",
-            Check::InferenceDeadline => "the policy missed its inference deadline",
-            Check::PolicyOutputFresh => "no fresh policy output",
-            Check::PolicyOutputFinite => "the policy produced an action that is not a number (NaN or infinite)",
-            Check::WorkspaceClear => "the workspace is not clear (or no fresh depth frame)",
-            Check::JointPosition => "a joint would leave its position limits",
-            Check::JointVelocity => "a joint would move faster than its limit",
-            Check::JointAcceleration => "a joint would accelerate harder than its limit",
-            Check::ToolAboveTable => "the tool would go below the table",
-            Check::ToolInBox => "the tool would leave its allowed box",
-            Check::TelemetryFinite => {
-                "the firmware reports temperatures or pressure that are not numbers (NaN or infinite)"
-            }
-            Check::MotorTemperature => "a motor is too hot",
-            Check::GripperPressure => "the gripper pressure is out of range",
-            Check::SafetyModel => "the safety model refused the action",
-        }
-    }
-
-    /// Whether a failure means broken evidence (a stalled thread, a sensor or
-    /// model giving no numbers, a failed encoder) rather than a situation the
-    /// robot is right to wait out: the page shows these red.
-    pub fn is_fault(self) -> bool {
-        matches!(
-            self,
-            Check::RealtimeThreads
-                | Check::JointPositionsFinite
-                | Check::JointVelocitiesFinite
-                | Check::EncodersOk
-                | Check::PolicyOutputFinite
-                | Check::TelemetryFinite
-        )
-    }
-
-    pub fn bit(self) -> u32 {
-        1 << self as u8
-    }
-
-    /// Whether a failure of this check is the policy's doing: its proposal
-    /// broke a limit. The others fail on the robot's surroundings (a person,
-    /// the e-stop, a stale link, a hot motor, a starved CPU) whatever the
-    /// policy proposes, so a model on probation is not judged by them.
-    pub fn blames_policy(self) -> bool {
-        matches!(
-            self,
-            Check::JointPosition
-                | Check::JointVelocity
-                | Check::JointAcceleration
-                | Check::ToolAboveTable
-                | Check::ToolInBox
-                | Check::SafetyModel
-        )
-    }
-}
-
-/// Everything the governor looks at besides the command, sampled once per tick.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct RobotState {
-    pub now_ns: u64,
-    pub joints: usize,
-    pub positions_rad: [f32; MAX_JOINTS],
-    pub velocities_rad_s: [f32; MAX_JOINTS],
-    /// Bit `j` set: joint `j`'s encoder reads correctly.
-    pub encoder_ok: u8,
-    /// When the joint state was received; 0 = never.
-    pub joint_state_ns: u64,
-    pub motor_temp_c: [f32; MAX_JOINTS],
-    pub gripper_pressure_kpa: f32,
-    /// Telemetry received at least once.
-    pub telemetry_valid: bool,
-    pub estop_pressed: bool,
-    pub estop_latched: bool,
-    pub link_alive: bool,
-    pub zone: ZoneReading,
-    /// Capture time of the frame the policy output came from; 0 = no output yet.
-    pub policy_frame_ns: u64,
-    pub policy_frame_seq: u64,
-    /// The output missed its inference deadline.
-    pub policy_late: bool,
-    /// The safety model refused the policy's action.
-    pub policy_unsafe: bool,
-    /// The policy's action was not finite.
-    pub policy_non_finite: bool,
-    /// Real-time threads the supervisor reports stalled or dead, one bit each.
-    pub threads_stalled: u8,
-}
-
-/// A rejected command, and why.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Incident {
-    pub time_ns: u64,
-    /// The first failed check.
-    pub check: Check,
-    /// Every failed check, one bit per [`Check`].
-    pub failed: u32,
-    /// The measured value and the limit of the first failed check.
-    pub value: f64,
-    pub limit: f64,
-    pub joint: Option<u8>,
-    pub rejected: Command,
-    pub substituted: Command,
-    pub frame_seq: u64,
-}
-
-/// The governor's decision on one command.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Verdict {
-    pub command: Command,
-    pub approved: bool,
-    pub failed: u32,
-}
-
-/// Limits, in the units the checks compare in, copied out of the configuration.
-#[derive(Debug, Clone)]
-struct Limits {
-    joints: usize,
-    pos_min: [f32; MAX_JOINTS],
-    pos_max: [f32; MAX_JOINTS],
-    vel_max: [f32; MAX_JOINTS],
-    acc_max: [f32; MAX_JOINTS],
-    period_s: f32,
-    joint_state_max_age_ns: u64,
-    policy_max_age_ns: u64,
-    depth_max_age_ns: u64,
-    table_height_m: f64,
-    box_min: [f64; 3],
-    box_max: [f64; 3],
-    max_temp_c: f32,
-    pressure_min_kpa: f32,
-    pressure_max_kpa: f32,
-}
+// The configuration and the safety kernel size their arrays alike.
+const _: () = assert!(MAX_JOINTS == gantry_safety::MAX_JOINTS);
 
 /// Counters the status page reads.
 #[derive(Debug, Default)]
@@ -271,24 +28,13 @@ pub struct GovernorStats {
 }
 
 pub struct SafetyGovernor {
-    limits: Limits,
-    arm: Arm,
-    /// The last command sent, and the one before, for velocity and acceleration.
-    last: Command,
-    last_velocity: [f32; MAX_JOINTS],
-    has_last: bool,
-    estop_latched: bool,
+    governor: Governor,
     incidents: Arc<ArrayQueue<Incident>>,
     stats: Arc<GovernorStats>,
 }
 
 /// How many incidents can wait for the recorder before the oldest are dropped.
 pub const INCIDENT_QUEUE: usize = 4096;
-
-/// Inside the bounds, inclusive. False for NaN, so a non-number never passes.
-fn within<T: PartialOrd>(x: T, lo: T, hi: T) -> bool {
-    x >= lo && x <= hi
-}
 
 fn array(v: &[f64]) -> [f32; MAX_JOINTS] {
     let mut a = [0f32; MAX_JOINTS];
@@ -298,42 +44,41 @@ fn array(v: &[f64]) -> [f32; MAX_JOINTS] {
     a
 }
 
+/// The governor's limits, in the units its checks compare in.
+pub fn limits(config: &EdgeConfig) -> Limits {
+    let g = &config.governor;
+    let margin = g.position_margin_rad as f32;
+    let mut pos_min = array(&g.joint_min_rad);
+    let mut pos_max = array(&g.joint_max_rad);
+    for (lo, hi) in pos_min.iter_mut().zip(pos_max.iter_mut()) {
+        *lo += margin;
+        *hi -= margin;
+    }
+    let ms = |v: u64| v * 1_000_000;
+    let period_s = 1.0 / config.control.rate_hz.max(1) as f32;
+    Limits {
+        joints: config.firmware.joints.min(MAX_JOINTS),
+        pos_min,
+        pos_max,
+        vel_max: array(&g.max_velocity_rad_s),
+        acc_max: array(&g.max_accel_rad_s2),
+        period_s,
+        joint_state_max_age_ns: ms(g.command_max_age_ms),
+        policy_max_age_ns: (f64::from(period_s) * 1e9 * f64::from(config.control.max_action_age_periods)) as u64,
+        depth_max_age_ns: ms(g.depth_max_age_ms),
+        table_height_m: g.table_height_m,
+        box_min: g.tool_box_min_m,
+        box_max: g.tool_box_max_m,
+        max_temp_c: g.max_motor_temp_c as f32,
+        pressure_min_kpa: g.gripper_pressure_min_kpa as f32,
+        pressure_max_kpa: g.gripper_pressure_max_kpa as f32,
+    }
+}
+
 impl SafetyGovernor {
     pub fn new(config: &EdgeConfig) -> Self {
-        let g = &config.governor;
-        let margin = g.position_margin_rad as f32;
-        let mut pos_min = array(&g.joint_min_rad);
-        let mut pos_max = array(&g.joint_max_rad);
-        for j in 0..MAX_JOINTS {
-            pos_min[j] += margin;
-            pos_max[j] -= margin;
-        }
-        let ms = |v: u64| v * 1_000_000;
-        let period_s = 1.0 / config.control.rate_hz.max(1) as f32;
-        let limits = Limits {
-            joints: config.firmware.joints.min(MAX_JOINTS),
-            pos_min,
-            pos_max,
-            vel_max: array(&g.max_velocity_rad_s),
-            acc_max: array(&g.max_accel_rad_s2),
-            period_s,
-            joint_state_max_age_ns: ms(g.command_max_age_ms),
-            policy_max_age_ns: (f64::from(period_s) * 1e9 * f64::from(config.control.max_action_age_periods)) as u64,
-            depth_max_age_ns: ms(g.depth_max_age_ms),
-            table_height_m: g.table_height_m,
-            box_min: g.tool_box_min_m,
-            box_max: g.tool_box_max_m,
-            max_temp_c: g.max_motor_temp_c as f32,
-            pressure_min_kpa: g.gripper_pressure_min_kpa as f32,
-            pressure_max_kpa: g.gripper_pressure_max_kpa as f32,
-        };
         Self {
-            limits,
-            arm: Arm::new(&config.arm.dh),
-            last: Command::default(),
-            last_velocity: [0.0; MAX_JOINTS],
-            has_last: false,
-            estop_latched: false,
+            governor: Governor::new(limits(config), Arm::new(&config.arm.dh)),
             incidents: Arc::new(ArrayQueue::new(INCIDENT_QUEUE)),
             stats: Arc::new(GovernorStats::default()),
         }
@@ -350,216 +95,46 @@ impl SafetyGovernor {
 
     /// The last command the governor let out (approved or substituted).
     pub fn last_sent(&self) -> Command {
-        self.last
+        self.governor.last_sent()
     }
 
     pub fn estop_latched(&self) -> bool {
-        self.estop_latched
+        self.governor.estop_latched()
     }
 
-    /// The explicit local reset: clears the governor's own e-stop latch. The
-    /// firmware's latch is cleared separately, and while either is set the
-    /// robot only ever gets the safe action.
+    /// The explicit local reset of the governor's own e-stop latch.
     pub fn reset_estop(&mut self) {
-        self.estop_latched = false;
+        self.governor.reset_estop();
     }
 
-    /// The safe action for this state: hold the measured position, keep the
-    /// gripper. A measured position that is stale or not finite is no place to
-    /// hold at: then the last command sent is held, which was finite.
+    /// The safe action for this state (see [`Governor::safe_command`]).
     pub fn safe_command(&self, state: &RobotState) -> Command {
-        let n = state.joints.min(MAX_JOINTS);
-        let measured = state.positions_rad.get(..n).unwrap_or(&[]);
-        let usable = state.joint_state_ns != 0
-            && state.now_ns.saturating_sub(state.joint_state_ns) <= self.limits.joint_state_max_age_ns
-            && measured.iter().all(|p| p.is_finite());
-        let mut c = if usable || !self.has_last {
-            Command { targets_rad: state.positions_rad, gripper: self.last.gripper }
-        } else {
-            self.last
-        };
-        for (j, t) in c.targets_rad.iter_mut().enumerate() {
-            if j >= n || !t.is_finite() {
-                *t = 0.0;
-            }
-        }
-        if !c.gripper.is_finite() {
-            c.gripper = 0.0;
-        }
-        c
+        self.governor.safe_command(state)
     }
 
-    /// Checks `proposed` against `state`; returns what to send.
-    // Joints index several parallel arrays at once.
-    #[allow(clippy::needless_range_loop)]
+    /// Checks `proposed` against `state`, counts the outcome and queues the
+    /// incident of a rejection; returns what to send.
     pub fn check(&mut self, proposed: &Command, state: &RobotState) -> Verdict {
-        let l = &self.limits;
-        let n = l.joints;
-        let mut failed = 0u32;
-        let mut first: Option<(Check, f64, f64, Option<u8>)> = None;
-        let mut fail = |check: Check, value: f64, limit: f64, joint: Option<u8>| {
-            failed |= check.bit();
-            if first.is_none() {
-                first = Some((check, value, limit, joint));
-            }
-        };
-        let age = |t: u64| state.now_ns.saturating_sub(t);
-
-        // 1. E-stop: the governor latches on its own as well.
-        if state.estop_pressed || state.estop_latched {
-            self.estop_latched = true;
-        }
-        if self.estop_latched {
-            fail(Check::EStop, f64::from(u8::from(state.estop_pressed)), 0.0, None);
-        }
-        if state.threads_stalled != 0 {
-            fail(Check::RealtimeThreads, f64::from(state.threads_stalled), 0.0, None);
-        }
-        // 2. Firmware link and joint state.
-        if !state.link_alive {
-            fail(Check::FirmwareLink, 0.0, 1.0, None);
-        }
-        if state.joint_state_ns == 0 || age(state.joint_state_ns) > l.joint_state_max_age_ns {
-            fail(
-                Check::JointStateFresh,
-                age(state.joint_state_ns) as f64 / 1e6,
-                l.joint_state_max_age_ns as f64 / 1e6,
-                None,
-            );
-        }
-        let nan_at = |v: &[f32; MAX_JOINTS]| v.iter().take(n).position(|x| !x.is_finite());
-        if let Some(j) = nan_at(&state.positions_rad) {
-            fail(Check::JointPositionsFinite, f64::from(state.positions_rad[j]), 0.0, Some(j as u8));
-        }
-        if let Some(j) = nan_at(&state.velocities_rad_s) {
-            fail(Check::JointVelocitiesFinite, f64::from(state.velocities_rad_s[j]), 0.0, Some(j as u8));
-        }
-        if let Some(j) = (0..n).find(|&j| (state.encoder_ok >> j) & 1 == 0) {
-            fail(Check::EncodersOk, f64::from(state.encoder_ok), f64::from(((1u16 << n) - 1) as u8), Some(j as u8));
-        }
-        // 3. The policy output.
-        if state.policy_non_finite {
-            fail(Check::PolicyOutputFinite, f64::NAN, 0.0, None);
-        }
-        if state.policy_late {
-            fail(Check::InferenceDeadline, 1.0, 0.0, None);
-        }
-        if state.policy_frame_ns == 0 || age(state.policy_frame_ns) > l.policy_max_age_ns {
-            fail(
-                Check::PolicyOutputFresh,
-                age(state.policy_frame_ns) as f64 / 1e6,
-                l.policy_max_age_ns as f64 / 1e6,
-                None,
-            );
-        }
-        // 4. Workspace clear, from a fresh depth frame only.
-        let zone = state.zone;
-        if zone.capture_ns == 0 || age(zone.capture_ns) > l.depth_max_age_ns {
-            fail(Check::WorkspaceClear, age(zone.capture_ns) as f64 / 1e6, l.depth_max_age_ns as f64 / 1e6, None);
-        } else if !zone.clear {
-            fail(Check::WorkspaceClear, f64::from(zone.occupied_pixels), 0.0, None);
-        }
-        // 5. Joint limits. Velocity and acceleration are those the command implies
-        // relative to the previous command.
-        let mut velocity = [0f32; MAX_JOINTS];
-        for j in 0..n {
-            let t = proposed.targets_rad[j];
-            if !t.is_finite() || t < l.pos_min[j] || t > l.pos_max[j] {
-                let limit = if t < l.pos_min[j] { l.pos_min[j] } else { l.pos_max[j] };
-                fail(Check::JointPosition, f64::from(t), f64::from(limit), Some(j as u8));
-            }
-            let from = if self.has_last { self.last.targets_rad[j] } else { state.positions_rad[j] };
-            velocity[j] = (t - from) / l.period_s;
-            if !within(velocity[j].abs(), 0.0, l.vel_max[j]) {
-                fail(Check::JointVelocity, f64::from(velocity[j]), f64::from(l.vel_max[j]), Some(j as u8));
-            }
-            let accel = (velocity[j] - self.last_velocity[j]) / l.period_s;
-            if !within(accel.abs(), 0.0, l.acc_max[j]) {
-                fail(Check::JointAcceleration, f64::from(accel), f64::from(l.acc_max[j]), Some(j as u8));
-            }
-        }
-        // 6. Where the tool ends up.
-        let tool = self.arm.tool_position(&proposed.targets_rad[..n]);
-        if !within(tool[2], l.table_height_m, f64::MAX) {
-            fail(Check::ToolAboveTable, tool[2], l.table_height_m, None);
-        }
-        if let Some(a) = (0..3).find(|&a| !within(tool[a], l.box_min[a], l.box_max[a])) {
-            fail(
-                Check::ToolInBox,
-                tool[a],
-                if tool[a] < l.box_min[a] { l.box_min[a] } else { l.box_max[a] },
-                Some(a as u8),
-            );
-        }
-        // 7. Robot health: limits are judged on finite readings only.
-        if state.telemetry_valid {
-            let temps = state.motor_temp_c.get(..n).unwrap_or(&[]);
-            let p = state.gripper_pressure_kpa;
-            if let Some(j) = temps.iter().position(|t| !t.is_finite()) {
-                fail(Check::TelemetryFinite, f64::from(temps[j]), 0.0, Some(j as u8));
-            } else if !p.is_finite() {
-                fail(Check::TelemetryFinite, f64::from(p), 0.0, None);
-            } else {
-                if let Some(j) = temps.iter().position(|t| *t > l.max_temp_c) {
-                    fail(Check::MotorTemperature, f64::from(temps[j]), f64::from(l.max_temp_c), Some(j as u8));
-                }
-                if !within(p, l.pressure_min_kpa, l.pressure_max_kpa) {
-                    let limit = if p < l.pressure_min_kpa { l.pressure_min_kpa } else { l.pressure_max_kpa };
-                    fail(Check::GripperPressure, f64::from(p), f64::from(limit), None);
-                }
-            }
-        }
-        if !within(proposed.gripper, 0.0, 1.0) {
-            fail(Check::GripperPressure, f64::from(proposed.gripper), 1.0, None);
-        }
-        // 8. The safety model's verdict on the action.
-        if state.policy_unsafe {
-            fail(Check::SafetyModel, 0.0, 0.5, None);
-        }
-
+        let (verdict, incident) = self.governor.check(proposed, state);
         self.stats.checks.fetch_add(1, Ordering::Relaxed);
-        let verdict = match first {
-            None => Verdict { command: *proposed, approved: true, failed: 0 },
-            Some((check, value, limit, joint)) => {
-                let substituted = self.safe_command(state);
-                self.stats.rejects.fetch_add(1, Ordering::Relaxed);
-                let mut blames_policy = false;
-                for c in Check::ALL {
-                    if failed & c.bit() != 0 {
-                        self.stats.per_check[c as usize].fetch_add(1, Ordering::Relaxed);
-                        blames_policy |= c.blames_policy();
+        if let Some(incident) = incident {
+            self.stats.rejects.fetch_add(1, Ordering::Relaxed);
+            let mut blames_policy = false;
+            for c in Check::ALL {
+                if incident.failed & c.bit() != 0 {
+                    if let Some(n) = self.stats.per_check.get(c as usize) {
+                        n.fetch_add(1, Ordering::Relaxed);
                     }
+                    blames_policy |= c.blames_policy();
                 }
-                if blames_policy {
-                    self.stats.policy_rejects.fetch_add(1, Ordering::Relaxed);
-                }
-                let incident = Incident {
-                    time_ns: state.now_ns,
-                    check,
-                    failed,
-                    value,
-                    limit,
-                    joint,
-                    rejected: *proposed,
-                    substituted,
-                    frame_seq: state.policy_frame_seq,
-                };
-                if self.incidents.force_push(incident).is_some() {
-                    self.stats.incidents_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Verdict { command: substituted, approved: false, failed }
             }
-        };
-        // What was sent becomes the reference for the next velocity and
-        // acceleration; a substituted hold is a stop, after which motion starts
-        // again from rest.
-        let sent = verdict.command;
-        for j in 0..n {
-            let from = if self.has_last { self.last.targets_rad[j] } else { state.positions_rad[j] };
-            self.last_velocity[j] = if verdict.approved { (sent.targets_rad[j] - from) / l.period_s } else { 0.0 };
+            if blames_policy {
+                self.stats.policy_rejects.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.incidents.force_push(incident).is_some() {
+                self.stats.incidents_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        self.last = sent;
-        self.has_last = true;
         verdict
     }
 }

@@ -12,7 +12,6 @@ pub mod daemon;
 pub mod governor;
 pub mod health;
 pub mod infer;
-pub mod kinematics;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

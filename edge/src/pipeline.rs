@@ -44,7 +44,7 @@ use crate::model::ModelError;
 use crate::preprocess::Preprocessor;
 use crate::realtime::{place_current_thread, sleep_until};
 use crate::record::taps::{ControlRecord, FrameRecord, Taps};
-use crate::zone::{Zone, ZoneReading};
+use crate::zone::{self, ZoneReading};
 
 /// The real-time threads, for hooks, the supervisor and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,7 +449,7 @@ impl Pipeline {
         }
         if let (Some(mut capture), Some(info)) = (depth_capture.take(), depth_info) {
             let shared = shared.clone();
-            let zone = Zone::new(&config.governor);
+            let zone = zone::configured(&config.governor);
             let (core, prio) = (rt.capture_core, rt.capture_priority);
             let mut zone_out = zone_out;
             let s = shared.clone();
@@ -467,7 +467,7 @@ impl Pipeline {
                             let reading = zone.read(
                                 frame.as_u16(),
                                 info.width as usize,
-                                info.intrinsics,
+                                zone::intrinsics(info.intrinsics),
                                 info.depth_unit_mm,
                                 m.capture_ns,
                                 m.seq,

@@ -9,8 +9,8 @@
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
 use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
-use gantry_edge::kinematics::Arm;
 use gantry_edge::zone::ZoneReading;
+use gantry_safety::kinematics::Arm;
 use proptest::prelude::*;
 use proptest::test_runner::TestRng;
 

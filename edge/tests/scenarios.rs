@@ -12,7 +12,6 @@ use gantry_edge::infer::tract::TractBackend;
 use gantry_edge::infer::{InferError, Inputs, PolicyBackend};
 use gantry_edge::model::{IoShape, Manifest, ModelPackage};
 use gantry_edge::pipeline::{Options, Parts, Pipeline};
-use gantry_edge::zone::Zone;
 use gantry_firmware_bridge::link::{FirmwareLink, LinkConfig};
 use gantry_firmware_bridge::sim::{SimHandle, SimParams};
 use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
@@ -61,7 +60,7 @@ fn a_person_entering_stops_motion_within_one_control_period() {
     let scene = Synthetic { person_event: true, person_enter_s: 1.0, person_leave_s: 3.0, ..Synthetic::default() };
     let mut depth = SyntheticDepth::new(Scene::new(scene), 848, 480, 30, Pacing::Max);
     let info = depth.info();
-    let zone = Zone::new(&config.governor);
+    let zone = gantry_edge::zone::configured(&config.governor);
     let mut frame = vec![0u8; info.frame_bytes()];
     let mut control = ControlLoop::new(&config);
     let period = 10 * MS;
@@ -78,7 +77,14 @@ fn a_person_entering_stops_motion_within_one_control_period() {
             let capture_ns = start + next_frame * 1_000_000_000 / 30;
             let meta = depth.next_frame(Some(&mut frame)).unwrap();
             let d: Vec<u16> = frame.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-            reading = zone.read(&d, info.width as usize, info.intrinsics, 1.0, capture_ns, meta.seq);
+            reading = zone.read(
+                &d,
+                info.width as usize,
+                gantry_edge::zone::intrinsics(info.intrinsics),
+                1.0,
+                capture_ns,
+                meta.seq,
+            );
             if !reading.clear && person_frame_ns.is_none() {
                 person_frame_ns = Some(capture_ns);
             }
