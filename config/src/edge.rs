@@ -338,6 +338,8 @@ pub struct Governor {
     /// Depth pixels inside the zone that make it "not clear".
     pub zone_min_pixels: u32,
     pub depth_max_age_ms: u64,
+    /// Older (or absent) temperature and pressure readings stop the arm.
+    pub telemetry_max_age_ms: u64,
     pub joint_min_rad: Vec<f64>,
     pub joint_max_rad: Vec<f64>,
     pub position_margin_rad: f64,
@@ -363,6 +365,7 @@ impl Default for Governor {
             zone_max_mm: [600.0, 400.0, 1300.0],
             zone_min_pixels: 400,
             depth_max_age_ms: 100,
+            telemetry_max_age_ms: 500,
             joint_min_rad: vec![-2.9; j],
             joint_max_rad: vec![2.9; j],
             position_margin_rad: 0.05,
@@ -747,6 +750,7 @@ impl EdgeConfig {
             );
         }
         c.range("governor.depth_max_age_ms", g.depth_max_age_ms, 1..=10_000);
+        c.range("governor.telemetry_max_age_ms", g.telemetry_max_age_ms, 10..=60_000);
         c.range("governor.command_max_age_ms", g.command_max_age_ms, 1..=10_000);
         c.range_f64("governor.max_motor_temp_c", g.max_motor_temp_c, 20.0..=200.0);
         c.rule(

@@ -64,6 +64,7 @@ pub fn limits(config: &EdgeConfig) -> Limits {
         acc_max: array(&g.max_accel_rad_s2),
         period_s,
         joint_state_max_age_ns: ms(g.command_max_age_ms),
+        telemetry_max_age_ns: ms(g.telemetry_max_age_ms),
         policy_max_age_ns: (f64::from(period_s) * 1e9 * f64::from(config.control.max_action_age_periods)) as u64,
         depth_max_age_ns: ms(g.depth_max_age_ms),
         table_height_m: g.table_height_m,

@@ -836,14 +836,14 @@ fn control_loop(
         js = link.joint_state().or(js);
         tm = link.telemetry().or(tm);
         estop = link.estop().or(estop);
-        let estop = estop.unwrap_or_default();
         let policy = policy_in.get();
         let mut state = RobotState {
             now_ns: now,
             joints,
             link_alive: link.is_alive(),
-            estop_pressed: estop.pressed,
-            estop_latched: estop.latched,
+            estop_known: estop.is_some(),
+            estop_pressed: estop.is_some_and(|e| e.pressed),
+            estop_latched: estop.is_some_and(|e| e.latched),
             zone: zone_in.get(),
             policy_frame_ns: policy.frame_ns,
             policy_frame_seq: policy.frame_seq,
@@ -863,7 +863,7 @@ fn control_loop(
         if let Some(tm) = tm {
             state.motor_temp_c = tm.motor_temp_c;
             state.gripper_pressure_kpa = tm.gripper_pressure_kpa;
-            state.telemetry_valid = true;
+            state.telemetry_ns = now.saturating_sub(link.now_ns().saturating_sub(tm.received_ns)).max(1);
         }
         let verdict = control.tick(&state, &policy);
         seq = seq.wrapping_add(1);

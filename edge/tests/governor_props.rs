@@ -39,7 +39,14 @@ impl Reference {
         let dt = 1.0 / self.config.control.rate_hz as f64;
         let age = |t: u64| state.now_ns.saturating_sub(t);
         let policy_life = (dt * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
-        if state.estop_pressed || state.estop_latched || !state.link_alive || state.policy_late || state.policy_unsafe {
+        // No e-stop report yet counts as pressed.
+        if !state.estop_known
+            || state.estop_pressed
+            || state.estop_latched
+            || !state.link_alive
+            || state.policy_late
+            || state.policy_unsafe
+        {
             return true;
         }
         // Evidence that is not a number, a failed encoder, a stalled thread or a
@@ -49,6 +56,10 @@ impl Reference {
             return true;
         }
         if (0..n).any(|j| state.encoder_ok & (1 << j) == 0) || state.threads_stalled != 0 {
+            return true;
+        }
+        // The arm measured faster than its limit, whatever is commanded.
+        if (0..n).any(|j| f64::from(state.velocities_rad_s[j].abs()) > g.max_velocity_rad_s[j]) {
             return true;
         }
         if state.joint_state_ns == 0 || age(state.joint_state_ns) > g.command_max_age_ms * MS {
@@ -84,7 +95,11 @@ impl Reference {
                 return true;
             }
         }
-        if state.telemetry_valid {
+        // Temperatures and pressure: absent or old readings are no evidence.
+        if state.telemetry_ns == 0 || age(state.telemetry_ns) > g.telemetry_max_age_ms * MS {
+            return true;
+        }
+        {
             if state.motor_temp_c[..n].iter().any(|c| !c.is_finite()) || !state.gripper_pressure_kpa.is_finite() {
                 return true;
             }
@@ -120,6 +135,11 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
     if chance(rng, 0.01 * p) {
         velocities[(rng.next_u32() % 6) as usize] = not_a_number(rng);
     }
+    if chance(rng, 0.01 * p) {
+        // Around the 1.5 rad/s limit, either side, either direction.
+        let v = 1.2 + 0.6 * unit(rng);
+        velocities[(rng.next_u32() % 6) as usize] = if chance(rng, 0.5) { v } else { -v };
+    }
     let encoder_ok = if chance(rng, 0.01 * p) { !(1u8 << (rng.next_u32() % 6)) } else { 0xff };
     let stale = |rng: &mut TestRng, p: f32, max_ms: u64| {
         if chance(rng, p) {
@@ -143,7 +163,8 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
         } else {
             100.0
         },
-        telemetry_valid: !chance(rng, 0.05 * p),
+        telemetry_ns: if chance(rng, 0.01 * p) { 0 } else { stale(rng, 0.02 * p, 500) },
+        estop_known: !chance(rng, 0.01 * p),
         estop_pressed: chance(rng, 0.002 * p),
         estop_latched: false,
         link_alive: !chance(rng, 0.02 * p),

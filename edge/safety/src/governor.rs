@@ -7,13 +7,16 @@
 //! The checks, in the order they are evaluated (all are evaluated; the first
 //! failure names the incident, the rest are in its `failed` set):
 //! 1. e-stop: pressed or latched → safe action until an explicit local reset;
+//!    not yet reported by the firmware → safe action (without latching);
 //!    every real-time thread making progress (the supervisor's word);
-//! 2. firmware link alive, joint state fresh, finite and from working encoders;
+//! 2. firmware link alive, joint state fresh, finite and from working encoders,
+//!    no joint measured faster than its velocity limit;
 //! 3. inference deadline met, policy output fresh and finite;
 //! 4. workspace clear (a stale depth reading counts as not clear);
 //! 5. joint position, velocity and acceleration limits (with the margin);
 //! 6. tool above the table and inside the tool box (forward kinematics);
-//! 7. telemetry finite, motor temperatures and gripper pressure within limits;
+//! 7. telemetry fresh and finite, motor temperatures and gripper pressure
+//!    within limits;
 //! 8. the optional safety model approved the policy's action (it runs on the
 //!    inference thread; its verdict comes with the output, and an output that
 //!    is not a number is a refusal).
@@ -44,6 +47,7 @@ pub enum Check {
     JointPositionsFinite,
     JointVelocitiesFinite,
     EncodersOk,
+    MeasuredVelocity,
     InferenceDeadline,
     PolicyOutputFresh,
     PolicyOutputFinite,
@@ -53,6 +57,7 @@ pub enum Check {
     JointAcceleration,
     ToolAboveTable,
     ToolInBox,
+    TelemetryFresh,
     TelemetryFinite,
     MotorTemperature,
     GripperPressure,
@@ -60,7 +65,7 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 20] = [
+    pub const ALL: [Check; 22] = [
         Check::EStop,
         Check::RealtimeThreads,
         Check::FirmwareLink,
@@ -68,6 +73,7 @@ impl Check {
         Check::JointPositionsFinite,
         Check::JointVelocitiesFinite,
         Check::EncodersOk,
+        Check::MeasuredVelocity,
         Check::InferenceDeadline,
         Check::PolicyOutputFresh,
         Check::PolicyOutputFinite,
@@ -77,6 +83,7 @@ impl Check {
         Check::JointAcceleration,
         Check::ToolAboveTable,
         Check::ToolInBox,
+        Check::TelemetryFresh,
         Check::TelemetryFinite,
         Check::MotorTemperature,
         Check::GripperPressure,
@@ -92,6 +99,7 @@ impl Check {
             Check::JointPositionsFinite => "joint_positions_finite",
             Check::JointVelocitiesFinite => "joint_velocities_finite",
             Check::EncodersOk => "encoders_ok",
+            Check::MeasuredVelocity => "measured_velocity",
             Check::InferenceDeadline => "inference_deadline",
             Check::PolicyOutputFresh => "policy_output_fresh",
             Check::PolicyOutputFinite => "policy_output_finite",
@@ -101,6 +109,7 @@ impl Check {
             Check::JointAcceleration => "joint_acceleration",
             Check::ToolAboveTable => "tool_above_table",
             Check::ToolInBox => "tool_in_box",
+            Check::TelemetryFresh => "telemetry_fresh",
             Check::TelemetryFinite => "telemetry_finite",
             Check::MotorTemperature => "motor_temperature",
             Check::GripperPressure => "gripper_pressure",
@@ -111,7 +120,7 @@ impl Check {
     /// What a failure of this check means, in a technician's words.
     pub fn describe(self) -> &'static str {
         match self {
-            Check::EStop => "the e-stop is pressed or latched",
+            Check::EStop => "the e-stop is pressed or latched (or the firmware has not reported it yet)",
             Check::RealtimeThreads => "a real-time thread has stalled or died",
             Check::FirmwareLink => "the firmware link is down",
             Check::JointStateFresh => "no fresh joint state from the firmware",
@@ -122,6 +131,7 @@ impl Check {
                 "the firmware reports joint velocities that are not numbers (NaN or infinite)"
             }
             Check::EncodersOk => "the firmware reports a failed joint encoder",
+            Check::MeasuredVelocity => "a joint is measured moving faster than its limit",
             Check::InferenceDeadline => "the policy missed its inference deadline",
             Check::PolicyOutputFresh => "no fresh policy output",
             Check::PolicyOutputFinite => "the policy produced an action that is not a number (NaN or infinite)",
@@ -131,6 +141,7 @@ impl Check {
             Check::JointAcceleration => "a joint would accelerate harder than its limit",
             Check::ToolAboveTable => "the tool would go below the table",
             Check::ToolInBox => "the tool would leave its allowed box",
+            Check::TelemetryFresh => "no recent temperature and pressure readings from the firmware",
             Check::TelemetryFinite => {
                 "the firmware reports temperatures or pressure that are not numbers (NaN or infinite)"
             }
@@ -150,6 +161,7 @@ impl Check {
                 | Check::JointPositionsFinite
                 | Check::JointVelocitiesFinite
                 | Check::EncodersOk
+                | Check::MeasuredVelocity
                 | Check::PolicyOutputFinite
                 | Check::TelemetryFinite
         )
@@ -189,8 +201,11 @@ pub struct RobotState {
     pub joint_state_ns: u64,
     pub motor_temp_c: [f32; MAX_JOINTS],
     pub gripper_pressure_kpa: f32,
-    /// Telemetry received at least once.
-    pub telemetry_valid: bool,
+    /// When the telemetry was received; 0 = never.
+    pub telemetry_ns: u64,
+    /// The firmware has reported the e-stop at least once; until then it
+    /// counts as pressed.
+    pub estop_known: bool,
     pub estop_pressed: bool,
     pub estop_latched: bool,
     pub link_alive: bool,
@@ -244,6 +259,7 @@ pub struct Limits {
     pub acc_max: [f32; MAX_JOINTS],
     pub period_s: f32,
     pub joint_state_max_age_ns: u64,
+    pub telemetry_max_age_ns: u64,
     pub policy_max_age_ns: u64,
     pub depth_max_age_ns: u64,
     pub table_height_m: f64,
@@ -342,8 +358,9 @@ impl Governor {
         if state.estop_pressed || state.estop_latched {
             self.estop_latched = true;
         }
-        if self.estop_latched {
-            fail(Check::EStop, f64::from(u8::from(state.estop_pressed)), 0.0, None);
+        if self.estop_latched || !state.estop_known {
+            // Unknown is not "released": it stops the arm, without latching.
+            fail(Check::EStop, f64::from(u8::from(state.estop_pressed || !state.estop_known)), 0.0, None);
         }
         if state.threads_stalled != 0 {
             fail(Check::RealtimeThreads, f64::from(state.threads_stalled), 0.0, None);
@@ -369,6 +386,14 @@ impl Governor {
         }
         if let Some(j) = (0..n).find(|&j| (state.encoder_ok >> j) & 1 == 0) {
             fail(Check::EncodersOk, f64::from(state.encoder_ok), f64::from(((1u16 << n) - 1) as u8), Some(j as u8));
+        }
+        // The arm itself moving faster than allowed, whatever was commanded
+        // (a finite reading only: a non-number already failed above).
+        if let Some(j) = (0..n).find(|&j| {
+            let v = state.velocities_rad_s[j];
+            v.is_finite() && v.abs() > l.vel_max[j]
+        }) {
+            fail(Check::MeasuredVelocity, f64::from(state.velocities_rad_s[j]), f64::from(l.vel_max[j]), Some(j as u8));
         }
         // 3. The policy output.
         if state.policy_non_finite {
@@ -425,7 +450,14 @@ impl Governor {
             );
         }
         // 7. Robot health: limits are judged on finite readings only.
-        if state.telemetry_valid {
+        if state.telemetry_ns == 0 || age(state.telemetry_ns) > l.telemetry_max_age_ns {
+            fail(
+                Check::TelemetryFresh,
+                age(state.telemetry_ns) as f64 / 1e6,
+                l.telemetry_max_age_ns as f64 / 1e6,
+                None,
+            );
+        } else {
             let temps = state.motor_temp_c.get(..n).unwrap_or(&[]);
             let p = state.gripper_pressure_kpa;
             if let Some(j) = temps.iter().position(|t| !t.is_finite()) {
