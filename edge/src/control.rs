@@ -74,6 +74,9 @@ pub struct ControlLoop {
     last: Command,
     velocity: [f32; MAX_JOINTS],
     started: bool,
+    /// Policy outputs from frames before this one are not followed: after an
+    /// e-stop reset the robot waits for a fresh output.
+    min_frame_seq: u64,
 }
 
 impl ControlLoop {
@@ -89,6 +92,7 @@ impl ControlLoop {
             last: Command::default(),
             velocity: [0.0; MAX_JOINTS],
             started: false,
+            min_frame_seq: 0,
         }
     }
 
@@ -100,15 +104,32 @@ impl ControlLoop {
         &mut self.governor
     }
 
+    /// The local e-stop reset: clears the governor's latches and starts over
+    /// from the measured pose at rest; outputs of frames up to `frame_seq`
+    /// (the newest when the reset came) are not followed.
+    pub fn reset(&mut self, frame_seq: u64) {
+        self.governor.reset();
+        self.started = false;
+        self.velocity = [0.0; MAX_JOINTS];
+        self.min_frame_seq = frame_seq.saturating_add(1);
+    }
+
     /// One tick: shape toward the policy's goal (or hold, without one) and govern.
-    /// The returned verdict's command is what must be sent.
+    /// The returned verdict says what must be sent: its command, or the
+    /// protocol's hold when `hold` is set.
     pub fn tick(&mut self, state: &RobotState, policy: &PolicyOutput) -> Verdict {
-        if !self.started {
-            // Start from where the arm is, not from zero.
-            self.last = self.governor.safe_command(state);
-            self.started =
-                state.joint_state_ns != 0 && state.positions_rad.iter().take(state.joints).all(|p| p.is_finite());
+        if !self.started && self.governor.measured_usable(state) {
+            // Start from where the arm is, not from zero, and at rest.
+            self.last.targets_rad = state.positions_rad;
+            self.velocity = [0.0; MAX_JOINTS];
+            self.started = true;
         }
+        let mut policy = *policy;
+        if policy.frame_seq < self.min_frame_seq {
+            // Older than the reset: not a reason to move.
+            policy.frame_ns = 0;
+        }
+        let policy = &policy;
         // Without a usable goal the shaper aims where it already is; the
         // governor rejects the tick for the non-finite output.
         let finite = !policy.non_finite && policy.gripper.is_finite() && policy.goal_rad.iter().all(|g| g.is_finite());
@@ -121,11 +142,14 @@ impl ControlLoop {
         };
         let proposed = self.shaper.step(&self.last, &mut self.velocity, &goal, gripper);
         let verdict = self.governor.check(&proposed, &state);
-        if !verdict.approved {
-            // The substituted hold is a stop: plan the next move from rest.
-            self.velocity = [0.0; MAX_JOINTS];
+        if verdict.hold {
+            self.started = false;
+        } else {
+            // Go on from what was sent: after a substitute, from the
+            // controlled stop's position and velocity.
+            self.last = verdict.command;
+            self.velocity = self.governor.last_velocity();
         }
-        self.last = verdict.command;
         verdict
     }
 }

@@ -9,7 +9,7 @@ use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
 use gantry_safety::governor::Governor;
-pub use gantry_safety::governor::{Check, Command, Incident, Limits, RobotState, Verdict};
+pub use gantry_safety::governor::{Check, Command, FaultReport, Incident, Limits, RobotState, Verdict};
 use gantry_safety::kinematics::Arm;
 
 // The configuration and the safety kernel size their arrays alike.
@@ -31,6 +31,9 @@ pub struct SafetyGovernor {
     governor: Governor,
     incidents: Arc<ArrayQueue<Incident>>,
     stats: Arc<GovernorStats>,
+    /// The first failed check of the rejections running now; `None` after an
+    /// approval. One incident is queued per run, not one per rejected tick.
+    episode: Option<Check>,
 }
 
 /// How many incidents can wait for the recorder before the oldest are dropped.
@@ -82,6 +85,7 @@ impl SafetyGovernor {
             governor: Governor::new(limits(config), Arm::new(&config.arm.dh)),
             incidents: Arc::new(ArrayQueue::new(INCIDENT_QUEUE)),
             stats: Arc::new(GovernorStats::default()),
+            episode: None,
         }
     }
 
@@ -103,18 +107,29 @@ impl SafetyGovernor {
         self.governor.estop_latched()
     }
 
-    /// The explicit local reset of the governor's own e-stop latch.
-    pub fn reset_estop(&mut self) {
-        self.governor.reset_estop();
+    /// The latching firmware fault in force, if any.
+    pub fn fault_latched(&self) -> Option<FaultReport> {
+        self.governor.fault_latched()
     }
 
-    /// The safe action for this state (see [`Governor::safe_command`]).
-    pub fn safe_command(&self, state: &RobotState) -> Command {
-        self.governor.safe_command(state)
+    /// The explicit local reset (see [`Governor::reset`]).
+    pub fn reset(&mut self) {
+        self.governor.reset();
+        self.episode = None;
+    }
+
+    /// The velocity of the last command sent, per joint.
+    pub fn last_velocity(&self) -> [f32; MAX_JOINTS] {
+        self.governor.last_velocity()
+    }
+
+    pub fn measured_usable(&self, state: &RobotState) -> bool {
+        self.governor.measured_usable(state)
     }
 
     /// Checks `proposed` against `state`, counts the outcome and queues the
-    /// incident of a rejection; returns what to send.
+    /// incident of a rejection that starts a run (an e-stop press is one
+    /// incident however long it is held); returns what to send.
     pub fn check(&mut self, proposed: &Command, state: &RobotState) -> Verdict {
         let (verdict, incident) = self.governor.check(proposed, state);
         self.stats.checks.fetch_add(1, Ordering::Relaxed);
@@ -132,9 +147,12 @@ impl SafetyGovernor {
             if blames_policy {
                 self.stats.policy_rejects.fetch_add(1, Ordering::Relaxed);
             }
-            if self.incidents.force_push(incident).is_some() {
+            if self.episode != Some(incident.check) && self.incidents.force_push(incident).is_some() {
                 self.stats.incidents_dropped.fetch_add(1, Ordering::Relaxed);
             }
+            self.episode = Some(incident.check);
+        } else {
+            self.episode = None;
         }
         verdict
     }

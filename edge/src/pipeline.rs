@@ -30,7 +30,7 @@ use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::{FirmwareLink as LinkKind, MAX_JOINTS};
 use gantry_config::EdgeConfig;
 use gantry_firmware_bridge::link::{CommandPort, FirmwareLink, JointSnapshot, LinkConfig};
-use gantry_firmware_bridge::protocol::{Joints, MotorCommand};
+use gantry_firmware_bridge::protocol::{FaultCode, Joints, MotorCommand};
 use gantry_firmware_bridge::sim::{SimHandle, SimParams};
 use gantry_hal::clock::monotonic_ns;
 use gantry_hal::{Capture, CaptureStats, FrameBuf, FrameQueue, FrameSource, Pacing};
@@ -38,7 +38,7 @@ use gantry_handoff::{snapshot, Latest, Publisher, Snapshot};
 use hdrhistogram::Histogram;
 
 use crate::control::{ControlLoop, Mode, PolicyOutput};
-use crate::governor::{Check, Command, GovernorStats, Incident, RobotState};
+use crate::governor::{Check, Command, FaultReport, GovernorStats, Incident, RobotState};
 use crate::infer::PolicyBackend;
 use crate::model::ModelError;
 use crate::preprocess::Preprocessor;
@@ -117,6 +117,9 @@ pub struct Options {
     /// While set, the control thread stops between two ticks, as a thread
     /// that lost its CPU or deadlocked would (the stall test's hook).
     pub stall_control: Option<&'static AtomicBool>,
+    /// The simulated firmware has this many joints instead of the configured
+    /// number (the joint-count test's hook).
+    pub sim_joints: Option<usize>,
 }
 
 /// Live counters for the status page, health reports and tests.
@@ -163,9 +166,57 @@ pub struct PipelineStatus {
     pub stalled_since_ns: [AtomicU64; RtThread::ALL.len()],
     /// A thread stalled past `realtime.stall_exit_s`: the daemon must exit.
     pub fatal: AtomicBool,
-    pub estop_reset_requested: AtomicBool,
+    /// E-stop resets asked for (page, CLI, tests) and answered by the control
+    /// thread, which alone may reset; the outcome of the newest answer.
+    pub estop_reset_requests: AtomicU64,
+    pub estop_reset_answered: AtomicU64,
+    pub estop_reset_outcome: AtomicU8,
+    /// Resets sent to the firmware, and refused (button pressed or not reported).
+    pub estop_resets: AtomicU64,
+    pub estop_resets_refused: AtomicU64,
+    /// Presses of the e-stop button seen by the control thread.
+    pub estop_presses: AtomicU64,
+    /// The e-stop as the control thread last saw it (see [`EStopView`]).
+    pub estop_state: AtomicU8,
     /// Frame-to-command latencies by [`LATENCY_BUCKETS_MS`], the last bucket above them all.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+/// What became of a request to reset the e-stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ResetOutcome {
+    /// Sent to the firmware; the governor's latches are cleared.
+    Sent = 1,
+    /// Refused: the button is still pressed.
+    Pressed = 2,
+    /// Refused: the firmware has not reported the e-stop.
+    Unknown = 3,
+}
+
+/// The e-stop as the control thread last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EStopView {
+    /// The firmware has reported it.
+    pub known: bool,
+    pub pressed: bool,
+    /// The firmware's latch or the governor's.
+    pub latched: bool,
+    /// A latching firmware fault holds the robot until the reset.
+    pub fault_latched: bool,
+}
+
+impl EStopView {
+    fn bits(self) -> u8 {
+        u8::from(self.known)
+            | u8::from(self.pressed) << 1
+            | u8::from(self.latched) << 2
+            | u8::from(self.fault_latched) << 3
+    }
+
+    fn from_bits(b: u8) -> Self {
+        Self { known: b & 1 != 0, pressed: b & 2 != 0, latched: b & 4 != 0, fault_latched: b & 8 != 0 }
+    }
 }
 
 /// Upper bounds of the live latency histogram's buckets, milliseconds.
@@ -191,6 +242,28 @@ impl PipelineStatus {
             .into_iter()
             .filter(move |t| stalled & t.bit() != 0)
             .map(move |t| (t, self.stalled_since_ns[t as usize].load(Ordering::Relaxed), dead & t.bit() != 0))
+    }
+
+    pub fn estop(&self) -> EStopView {
+        EStopView::from_bits(self.estop_state.load(Ordering::Acquire))
+    }
+
+    /// Asks the control thread to reset the e-stop; returns the ticket to
+    /// wait on with [`PipelineStatus::reset_answer`].
+    pub fn ask_estop_reset(&self) -> u64 {
+        self.estop_reset_requests.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The answer to reset request `ticket`, once the control thread gave it.
+    pub fn reset_answer(&self, ticket: u64) -> Option<ResetOutcome> {
+        if self.estop_reset_answered.load(Ordering::Acquire) < ticket {
+            return None;
+        }
+        Some(match self.estop_reset_outcome.load(Ordering::Acquire) {
+            1 => ResetOutcome::Sent,
+            2 => ResetOutcome::Pressed,
+            _ => ResetOutcome::Unknown,
+        })
     }
 
     fn progress(&self, thread: RtThread) {
@@ -306,7 +379,7 @@ impl Pipeline {
                 let sim = SimHandle::spawn(
                     Box::new(master),
                     SimParams {
-                        joints: config.firmware.joints,
+                        joints: options.sim_joints.unwrap_or(config.firmware.joints),
                         command_timeout: Duration::from_millis(config.firmware.command_timeout_ms),
                         ..SimParams::default()
                     },
@@ -325,6 +398,7 @@ impl Pipeline {
         sim: Option<SimHandle>,
         options: Options,
     ) -> anyhow::Result<Self> {
+        check_joint_count(&link, config.firmware.joints, Duration::from_millis(config.firmware.link_timeout_ms * 4))?;
         let rt_ok = !config.realtime.lock_memory || crate::realtime::lock_memory().is_ok();
         let control = ControlLoop::new(config);
         let status = Arc::new(PipelineStatus::default());
@@ -547,10 +621,12 @@ impl Pipeline {
         self.shared.zone.read_wait()
     }
 
-    /// The explicit local e-stop reset: clears the governor's latch and asks the
-    /// firmware to clear its own (it refuses while the button is pressed).
-    pub fn request_estop_reset(&self) {
-        self.shared.status.estop_reset_requested.store(true, Ordering::Release);
+    /// The explicit local e-stop reset: once the control thread has taken it
+    /// (refused while the button is pressed), the governor's latches are
+    /// cleared and the firmware is asked to clear its own. Returns the ticket
+    /// of [`PipelineStatus::reset_answer`].
+    pub fn request_estop_reset(&self) -> u64 {
+        self.shared.status.ask_estop_reset()
     }
 
     /// Stops every thread and waits for them.
@@ -583,6 +659,31 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Waits up to `wait` for the firmware's first joint state and refuses to
+/// start if it has a different number of joints than configured: every limit
+/// and the kinematics would then be another arm's. Without a report in time
+/// the pipeline starts and the governor holds the arm until one comes (and
+/// still refuses a mismatch, as `joint_count`).
+fn check_joint_count(link: &FirmwareLink, configured: usize, wait: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(js) = link.joint_state() {
+            anyhow::ensure!(
+                usize::from(js.joints) == configured,
+                "the firmware reports {} joints but firmware.joints = {configured}: \
+                 the configuration is for another arm (firmware.joints, governor limits, arm.dh)",
+                js.joints
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(wait_ms = wait.as_millis() as u64, "no joint state from the firmware yet; holding the arm");
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -808,7 +909,11 @@ fn control_loop(
     let mut zone_in = Latest::new(shared.zone.clone(), ZoneReading::default());
     // The last snapshots read; kept when the link's reader is mid-store, and
     // judged by their age like any other.
-    let (mut js, mut tm, mut estop) = (None, None, None);
+    let (mut js, mut tm, mut estop, mut fault) = (None, None, None, None);
+    // A fault's receive time on this thread's clock, fixed when first seen.
+    let (mut fault_link_ns, mut fault_ns) = (0u64, 0u64);
+    let mut resets_answered = status.estop_reset_answered.load(Ordering::Acquire);
+    let mut was_pressed = false;
     let mut last_frame_seq = u64::MAX;
     let mut seq = 0u32;
     let mut n = 0u32;
@@ -829,20 +934,41 @@ fn control_loop(
         next += period_ns;
         warmup(shared, RtThread::Control, &mut n);
 
-        if status.estop_reset_requested.swap(false, Ordering::AcqRel) {
-            control.governor_mut().reset_estop();
-            port.request_estop_reset();
-        }
         js = link.joint_state().or(js);
         tm = link.telemetry().or(tm);
         estop = link.estop().or(estop);
+        fault = link.fault().or(fault);
         let policy = policy_in.get();
+        // The local reset, only ever taken here: with the button released.
+        let requested = status.estop_reset_requests.load(Ordering::Acquire);
+        if requested != resets_answered {
+            let outcome = match estop {
+                None => ResetOutcome::Unknown,
+                Some(e) if e.pressed => ResetOutcome::Pressed,
+                Some(_) => {
+                    control.reset(policy.frame_seq);
+                    port.request_estop_reset();
+                    ResetOutcome::Sent
+                }
+            };
+            let counter =
+                if outcome == ResetOutcome::Sent { &status.estop_resets } else { &status.estop_resets_refused };
+            counter.fetch_add(1, Ordering::Relaxed);
+            status.estop_reset_outcome.store(outcome as u8, Ordering::Release);
+            status.estop_reset_answered.store(requested, Ordering::Release);
+            resets_answered = requested;
+        }
+        let pressed = estop.is_some_and(|e| e.pressed);
+        if pressed && !was_pressed {
+            status.estop_presses.fetch_add(1, Ordering::Relaxed);
+        }
+        was_pressed = pressed;
         let mut state = RobotState {
             now_ns: now,
             joints,
             link_alive: link.is_alive(),
             estop_known: estop.is_some(),
-            estop_pressed: estop.is_some_and(|e| e.pressed),
+            estop_pressed: pressed,
             estop_latched: estop.is_some_and(|e| e.latched),
             zone: zone_in.get(),
             policy_frame_ns: policy.frame_ns,
@@ -853,17 +979,34 @@ fn control_loop(
             threads_stalled: status.stalled.load(Ordering::Relaxed),
             ..RobotState::default()
         };
+        // Snapshots are stamped on the link's clock; convert their age.
+        let on_our_clock = |received_ns: u64| now.saturating_sub(link.now_ns().saturating_sub(received_ns)).max(1);
         if let Some(js) = js {
             state.positions_rad = js.positions_rad;
             state.velocities_rad_s = js.velocities_rad_s;
             state.encoder_ok = js.encoder_ok;
-            // Snapshots are stamped on the link's clock; convert their age.
-            state.joint_state_ns = now.saturating_sub(link.now_ns().saturating_sub(js.received_ns)).max(1);
+            state.reported_joints = js.joints;
+            state.joint_state_ns = on_our_clock(js.received_ns);
         }
         if let Some(tm) = tm {
             state.motor_temp_c = tm.motor_temp_c;
             state.gripper_pressure_kpa = tm.gripper_pressure_kpa;
-            state.telemetry_ns = now.saturating_sub(link.now_ns().saturating_sub(tm.received_ns)).max(1);
+            state.telemetry_ns = on_our_clock(tm.received_ns);
+        }
+        if let Some(f) = fault {
+            state.fault = FaultReport {
+                // Stamped once when first seen, so a fault stays one fault.
+                received_ns: if f.received_ns == fault_link_ns {
+                    fault_ns
+                } else {
+                    fault_link_ns = f.received_ns;
+                    fault_ns = on_our_clock(f.received_ns);
+                    fault_ns
+                },
+                code: f.fault.code as u8,
+                joint: (f.fault.joint != 255).then_some(f.fault.joint),
+                latches: f.fault.code != FaultCode::CommandTimeout,
+            };
         }
         let verdict = control.tick(&state, &policy);
         seq = seq.wrapping_add(1);
@@ -871,7 +1014,16 @@ fn control_loop(
         // The control thread writes the frame itself: the firmware's watchdog is
         // fed only while this loop runs, and the latency is stamped when the
         // bytes are out.
-        port.send(MotorCommand { seq, tick_us: now / 1_000, targets_rad: targets, gripper: verdict.command.gripper });
+        if verdict.hold {
+            port.hold(seq, now / 1_000);
+        } else {
+            port.send(MotorCommand {
+                seq,
+                tick_us: now / 1_000,
+                targets_rad: targets,
+                gripper: verdict.command.gripper,
+            });
+        }
         let sent = monotonic_ns();
         if !verdict.approved {
             status.incidents.fetch_add(1, Ordering::Relaxed);
@@ -909,7 +1061,11 @@ fn control_loop(
             record.velocities_rad_s = js.velocities_rad_s;
         }
         shared.taps.push_control(record);
-        let in_estop = control.governor().estop_latched();
+        let fault_latched = control.governor().fault_latched().is_some();
+        let latched = control.governor().estop_latched() || state.estop_latched;
+        let view = EStopView { known: state.estop_known, pressed, latched, fault_latched };
+        status.estop_state.store(view.bits(), Ordering::Release);
+        let in_estop = pressed || latched || fault_latched;
         let _ = status.mode.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| {
             let m = Mode::from_u8(m);
             Some(if in_estop {

@@ -1,6 +1,7 @@
 //! Property tests of the safety governor over a million random commands and
-//! states: nothing that violates a configured limit is ever let through, and every
-//! rejection records exactly one incident.
+//! states: nothing that violates a configured limit is ever let through, every
+//! substitute is a controlled stop within the acceleration limits, and each run
+//! of rejections records one incident.
 // Joints index several parallel arrays at once.
 #![allow(clippy::needless_range_loop)]
 // Test inputs are finite by construction; clamp is disallowed on the RT path only.
@@ -8,7 +9,7 @@
 
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
-use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
+use gantry_edge::governor::{Command, FaultReport, RobotState, SafetyGovernor};
 use gantry_edge::zone::ZoneReading;
 use gantry_safety::kinematics::Arm;
 use proptest::prelude::*;
@@ -32,15 +33,25 @@ struct Reference {
 }
 
 impl Reference {
-    /// Whether sending `cmd` after `prev` (moving at `prev_velocity`) in `state` breaks any rule.
-    fn violates(&self, cmd: &Command, prev: &Command, prev_velocity: &[f32], state: &RobotState) -> bool {
+    /// Whether sending `cmd` after `prev` (moving at `prev_velocity`) in `state`
+    /// breaks any rule; `latched`: an e-stop press or a latching firmware fault
+    /// since the last reset.
+    fn violates(
+        &self,
+        cmd: &Command,
+        prev: &Command,
+        prev_velocity: &[f32],
+        state: &RobotState,
+        latched: bool,
+    ) -> bool {
         let g = &self.config.governor;
         let n = self.config.firmware.joints;
         let dt = 1.0 / self.config.control.rate_hz as f64;
         let age = |t: u64| state.now_ns.saturating_sub(t);
         let policy_life = (dt * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
         // No e-stop report yet counts as pressed.
-        if !state.estop_known
+        if latched
+            || !state.estop_known
             || state.estop_pressed
             || state.estop_latched
             || !state.link_alive
@@ -65,6 +76,10 @@ impl Reference {
         if state.joint_state_ns == 0 || age(state.joint_state_ns) > g.command_max_age_ms * MS {
             return true;
         }
+        // Another arm's joint state is no evidence about this one.
+        if usize::from(state.reported_joints) != n {
+            return true;
+        }
         if state.policy_frame_ns == 0 || age(state.policy_frame_ns) > policy_life + 1 {
             return true;
         }
@@ -80,6 +95,13 @@ impl Reference {
             }
             let v = (t - f64::from(prev.targets_rad[j])) / dt;
             if v.abs() > g.max_velocity_rad_s[j] * (1.0 + 1e-4) {
+                return true;
+            }
+            // Braking at the acceleration limit from here must end inside the limits.
+            let stop = t + v.signum() * v * v / (2.0 * g.max_accel_rad_s2[j]);
+            if stop < g.joint_min_rad[j] + g.position_margin_rad - 1e-4
+                || stop > g.joint_max_rad[j] - g.position_margin_rad + 1e-4
+            {
                 return true;
             }
             if ((v - f64::from(prev_velocity[j])) / dt).abs() > g.max_accel_rad_s2[j] * (1.0 + 1e-3) + 1e-3 {
@@ -117,8 +139,23 @@ impl Reference {
 
 /// A random state; with `healthy` every input is fresh and within limits, so only
 /// the command itself can be at fault.
-fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], healthy: bool) -> RobotState {
+fn random_state(
+    rng: &mut TestRng,
+    now: u64,
+    positions: &[f32; MAX_JOINTS],
+    healthy: bool,
+    fault: &mut FaultReport,
+) -> RobotState {
     let p = if healthy { 0.0 } else { 1.0 };
+    if chance(rng, 0.005 * p) {
+        // A new fault: most latch, a command timeout does not.
+        *fault = FaultReport {
+            received_ns: now - MS,
+            code: (rng.next_u32() % 6) as u8,
+            joint: Some((rng.next_u32() % 6) as u8),
+            latches: chance(rng, 0.7),
+        };
+    }
     let mut temps = [40.0f32; MAX_JOINTS];
     if chance(rng, 0.02 * p) {
         temps[(rng.next_u32() % 6) as usize] = 70.0 + 30.0 * unit(rng);
@@ -155,6 +192,8 @@ fn random_state(rng: &mut TestRng, now: u64, positions: &[f32; MAX_JOINTS], heal
         velocities_rad_s: velocities,
         encoder_ok,
         joint_state_ns: stale(rng, 0.02 * p, 50),
+        reported_joints: if chance(rng, 0.005 * p) { [5, 7, 0][(rng.next_u32() % 3) as usize] } else { 6 },
+        fault: *fault,
         motor_temp_c: temps,
         gripper_pressure_kpa: if chance(rng, 0.01 * p) {
             not_a_number(rng)
@@ -215,11 +254,16 @@ proptest! {
         // (1.5 rad/s) with an acceleration near its limit (8 rad/s²), so the
         // sequences keep probing the velocity, acceleration and position bounds.
         let mut cruise = [0f32; 6];
+        let mut fault = FaultReport::default();
+        // The reference's own memory: a press or a latching fault holds until a reset.
+        let (mut latched, mut fault_seen) = (false, 0u64);
+        let mut previous_approved = true;
+        let (mut runs, mut policy_rejects) = (0u64, 0u64);
         for step in 0..STEPS {
             now += 10 * MS;
             // First half: healthy inputs, only the motion is at stake. Second half:
             // random faults in every input.
-            let state = random_state(&mut rng, now, &positions, step < STEPS / 2);
+            let state = random_state(&mut rng, now, &positions, step < STEPS / 2, &mut fault);
             let mut cmd = prev;
             let smooth = chance(&mut rng, 0.95);
             for j in 0..6 {
@@ -242,42 +286,90 @@ proptest! {
                 cmd.targets_rad[(rng.next_u32() % 6) as usize] = f32::NAN;
             }
             cmd.gripper = if chance(&mut rng, 0.01) { 1.5 } else { unit(&mut rng) };
-            let reference_prev = if first { Command { targets_rad: positions, ..prev } } else { prev };
-            let violates = reference.violates(&cmd, &reference_prev, &prev_velocity, &state);
+            let new_fault = state.fault.received_ns > fault_seen;
+            fault_seen = fault_seen.max(state.fault.received_ns);
+            latched |= state.estop_pressed || (new_fault && state.fault.latches);
+            let timeout_stop = new_fault && !state.fault.latches;
+            if timeout_stop {
+                // The firmware stopped the arm itself: judged from the measured pose at rest.
+                first = true;
+                prev_velocity = [0.0; MAX_JOINTS];
+            }
+            let reference_prev = if first { Command { targets_rad: state.positions_rad, ..prev } } else { prev };
+            let violates = timeout_stop || reference.violates(&cmd, &reference_prev, &prev_velocity, &state, latched);
             let verdict = governor.check(&cmd, &state);
+            let queued = std::iter::from_fn(|| incidents.pop()).collect::<Vec<_>>();
             if verdict.approved {
                 prop_assert!(!violates, "approved a violating command {:?} in {:?}", cmd, state);
                 prop_assert_eq!(verdict.command, cmd);
+                prop_assert!(!verdict.hold && queued.is_empty());
                 approvals += 1;
                 for j in 0..6 {
                     prev_velocity[j] = (cmd.targets_rad[j] - reference_prev.targets_rad[j]) / 0.01;
                 }
+                prev = verdict.command;
+                first = false;
+                positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
             } else {
                 rejects += 1;
+                policy_rejects += u64::from(gantry_edge::governor::Check::ALL.iter().any(|c| verdict.failed & c.bit() != 0 && c.blames_policy()));
+                // One incident per run of rejections: always at its start, and
+                // never more than one per tick.
+                prop_assert!(queued.len() <= 1);
+                if previous_approved {
+                    prop_assert_eq!(queued.len(), 1, "a run of rejections starts with an incident");
+                }
+                if let Some(i) = queued.first() {
+                    prop_assert_eq!(i.failed, verdict.failed);
+                    runs += 1;
+                }
                 // Head back towards the start pose, so the run keeps moving.
                 for j in 0..6 {
                     cruise[j] = (home[j] - positions[j]).signum() * cruise[j].abs();
                 }
-                // The safe action holds the measured position when it is fresh
-                // and finite, else the last command sent; it is always finite.
-                let measured_usable = state.positions_rad[..6].iter().all(|p| p.is_finite())
-                    && state.now_ns - state.joint_state_ns <= config.governor.command_max_age_ms * MS;
-                let hold = if measured_usable || first { &state.positions_rad[..6] } else { &prev.targets_rad[..6] };
-                if hold.iter().all(|p| p.is_finite()) {
-                    prop_assert_eq!(&verdict.command.targets_rad[..6], hold, "the safe action holds position");
-                }
-                prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "a non-finite hold {:?}", verdict.command);
                 prop_assert!(verdict.command.gripper.is_finite());
-                prev_velocity = [0.0; MAX_JOINTS];
+                prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "a non-finite substitute {:?}", verdict.command);
+                if first {
+                    // Nothing sent yet: hold where the arm is if that is known, else no position at all.
+                    let measured_usable = state.positions_rad[..6].iter().all(|p| p.is_finite())
+                        && state.now_ns - state.joint_state_ns <= config.governor.command_max_age_ms * MS
+                        && state.reported_joints == 6;
+                    prop_assert_eq!(verdict.hold, !measured_usable, "hold without a usable pose");
+                    if measured_usable {
+                        prop_assert_eq!(&verdict.command.targets_rad[..6], &state.positions_rad[..6]);
+                        prev = verdict.command;
+                        prev_velocity = [0.0; MAX_JOINTS];
+                        first = false;
+                        positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
+                    }
+                } else {
+                    // The controlled stop: each joint slows by at most its
+                    // acceleration limit in one period, never speeds up and
+                    // never reverses.
+                    prop_assert!(!verdict.hold);
+                    for j in 0..6 {
+                        let v0 = prev_velocity[j];
+                        let v = (verdict.command.targets_rad[j] - prev.targets_rad[j]) / 0.01;
+                        let a = config.governor.max_accel_rad_s2[j] as f32;
+                        prop_assert!(v.abs() <= v0.abs() + 1e-3, "joint {} sped up in the stop: {} -> {}", j, v0, v);
+                        prop_assert!((v - v0).abs() <= a * 0.01 * (1.0 + 1e-3) + 1e-3, "joint {} braked harder than {}: {} -> {}", j, a, v0, v);
+                        prop_assert!(v * v0 >= 0.0, "joint {} reversed in the stop: {} -> {}", j, v0, v);
+                        prev_velocity[j] = v;
+                    }
+                    prev = verdict.command;
+                    positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
+                }
             }
-            prev = verdict.command;
-            first = false;
-            prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "sent {:?}", verdict.command);
-            // The arm follows what was sent, as the firmware would.
-            positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
-            // An e-stop latches until reset; reset it so the sequence keeps exploring.
-            if governor.estop_latched() && !state.estop_pressed {
-                governor.reset_estop();
+            previous_approved = verdict.approved;
+            // Reset now and then once the button is out, as a technician
+            // would, so the sequence keeps exploring; motion then starts over
+            // from the measured pose at rest.
+            if latched && !state.estop_pressed && chance(&mut rng, 0.2) {
+                governor.reset();
+                latched = false;
+                first = true;
+                prev_velocity = [0.0; MAX_JOINTS];
+                previous_approved = true;
             }
         }
         // The sequence must exercise both outcomes, or the property says nothing.
@@ -287,17 +379,9 @@ proptest! {
             .filter(|(_, n)| *n > 0)
             .collect();
         prop_assert!(approvals > STEPS as u64 / 4, "only {} approvals; failed checks {:?}", approvals, per_check);
-        prop_assert!(rejects > 0);
-        let mut recorded = 0u64;
-        let mut policy = 0u64;
-        while let Some(i) = incidents.pop() {
-            recorded += 1;
-            let failed = |c: &gantry_edge::governor::Check| i.failed & c.bit() != 0;
-            policy += u64::from(gantry_edge::governor::Check::ALL.iter().any(|c| failed(c) && c.blames_policy()));
-        }
-        prop_assert_eq!(recorded, rejects, "one incident per rejection");
-        prop_assert_eq!(stats.policy_rejects.load(std::sync::atomic::Ordering::Relaxed), policy);
-        prop_assert!(0 < policy && policy < rejects, "some rejections blame the policy, some the surroundings: {} of {}", policy, rejects);
+        prop_assert!(rejects > 0 && runs > 0 && runs <= rejects);
+        prop_assert_eq!(stats.policy_rejects.load(std::sync::atomic::Ordering::Relaxed), policy_rejects);
+        prop_assert!(0 < policy_rejects && policy_rejects < rejects, "some rejections blame the policy, some the surroundings: {} of {}", policy_rejects, rejects);
         prop_assert_eq!(stats.rejects.load(std::sync::atomic::Ordering::Relaxed), rejects);
         prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64);
     }

@@ -33,6 +33,7 @@ fn healthy(now: u64) -> (RobotState, PolicyOutput) {
         positions_rad: home(),
         encoder_ok: 0xff,
         joint_state_ns: now - MS,
+        reported_joints: 6,
         motor_temp_c: [30.0; MAX_JOINTS],
         gripper_pressure_kpa: 100.0,
         telemetry_ns: now - 10 * MS,
@@ -157,7 +158,7 @@ fn an_estop_press_is_honoured_on_the_next_tick_and_stays_latched() {
         assert!(!tick(&mut control).1, "latched until an explicit reset");
         std::thread::sleep(Duration::from_millis(1));
     }
-    control.governor_mut().reset_estop();
+    control.reset(1);
     link.command_port().expect("the command port").request_estop_reset();
     wait_until(&|| link.estop().is_some_and(|e| !e.latched));
     assert_eq!(tick(&mut control), (false, true), "moves again after the reset");

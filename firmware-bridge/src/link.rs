@@ -21,7 +21,7 @@ use gantry_handoff::{snapshot, Publisher, Snapshot};
 use serialport::SerialPort;
 
 use crate::protocol::{
-    encode, DecodeStats, Decoder, EStopState, Fault, Message, MotorCommand, MAX_JOINTS, MAX_WIRE_FRAME,
+    encode, DecodeStats, Decoder, EStopState, Fault, Hold, Message, MotorCommand, MAX_JOINTS, MAX_WIRE_FRAME,
 };
 
 /// Timing of the link.
@@ -74,6 +74,14 @@ pub struct TelemetrySnapshot {
     pub received_ns: u64,
 }
 
+/// The newest fault the firmware reported, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultSnapshot {
+    pub fault: Fault,
+    /// When the host received it, nanoseconds on the link's clock.
+    pub received_ns: u64,
+}
+
 /// Health of the link, for the governor and the status page.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LinkStatus {
@@ -102,7 +110,7 @@ struct Cells {
     joints: Publisher<JointSnapshot>,
     telemetry: Publisher<TelemetrySnapshot>,
     estop: Publisher<Option<EStopState>>,
-    fault: Publisher<Option<Fault>>,
+    fault: Publisher<Option<FaultSnapshot>>,
     decode: Publisher<DecodeStats>,
 }
 
@@ -145,7 +153,7 @@ pub struct FirmwareLink {
     joints: Snapshot<JointSnapshot>,
     telemetry: Snapshot<TelemetrySnapshot>,
     estop: Snapshot<Option<EStopState>>,
-    fault: Snapshot<Option<Fault>>,
+    fault: Snapshot<Option<FaultSnapshot>>,
     decode: Snapshot<DecodeStats>,
 }
 
@@ -222,6 +230,12 @@ impl FirmwareLink {
         self.telemetry.read().filter(|t| t.received_ns != 0)
     }
 
+    /// The newest fault, or `None` if the firmware never reported one (or
+    /// the reader is mid-store).
+    pub fn fault(&self) -> Option<FaultSnapshot> {
+        self.fault.read().flatten()
+    }
+
     pub fn estop(&self) -> Option<EStopState> {
         self.estop.read().flatten()
     }
@@ -254,7 +268,7 @@ impl FirmwareLink {
             commands_sent: s.commands_sent.load(Ordering::Relaxed),
             io_errors: s.io_errors.load(Ordering::Relaxed),
             faults: s.faults.load(Ordering::Relaxed),
-            last_fault: self.fault.read().flatten(),
+            last_fault: self.fault.read().flatten().map(|f| f.fault),
         }
     }
 
@@ -298,6 +312,12 @@ impl CommandPort {
             self.shared.commands_sent.fetch_add(1, Ordering::Relaxed);
         }
         ok
+    }
+
+    /// Tells the firmware to stay where it is (feeds its watchdog); for ticks
+    /// with no position to command.
+    pub fn hold(&mut self, seq: u32, tick_us: u64) -> bool {
+        self.write(&Message::Hold(Hold { seq, tick_us }))
     }
 
     /// Asks the firmware to clear its e-stop latch (it refuses while the button is pressed).
@@ -390,10 +410,10 @@ fn publish(shared: &Shared, cells: &mut Cells, msg: Message) {
         Message::EStop(e) => cells.estop.publish(Some(e)),
         Message::Fault(f) => {
             shared.faults.fetch_add(1, Ordering::Relaxed);
-            cells.fault.publish(Some(f));
+            cells.fault.publish(Some(FaultSnapshot { fault: f, received_ns: now.max(1) }));
         }
         // Heartbeats only keep the link alive; the host never receives its own messages.
-        Message::Heartbeat(_) | Message::MotorCommand(_) | Message::EStopReset => {}
+        Message::Heartbeat(_) | Message::MotorCommand(_) | Message::EStopReset | Message::Hold(_) => {}
     }
     shared.last_rx.store(now + 1, Ordering::Release);
 }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this code writes and reads.
 /// 2: `MotorCommand` carries the control tick's time, and commands (not
 /// heartbeats) feed the firmware's watchdog.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// 3: `Hold`, the host's "stay where you are" when it has no position to command.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Most joints a frame carries.
 pub const MAX_JOINTS: usize = 8;
 /// Largest unencoded frame: version, payload and CRC.
@@ -67,6 +68,17 @@ pub struct EStopState {
     pub latched: bool,
 }
 
+/// "Stay where you are": the host has no position it could command (no joint
+/// state yet). Feeds the command watchdog like a [`MotorCommand`] and under the
+/// same freshness rules; the firmware brings the arm to a controlled stop and
+/// holds it until the next motor command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub seq: u32,
+    /// As [`MotorCommand::tick_us`].
+    pub tick_us: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub seq: u32,
@@ -106,6 +118,7 @@ pub enum Message {
     MotorCommand(MotorCommand),
     /// Clears the e-stop latch if the button is released.
     EStopReset,
+    Hold(Hold),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,9 @@
 //! fresh motor commands: a command that is not finite, older than the last one
 //! taken, or later than `command_timeout` after its tick is dropped and counted;
 //! with no fresh command for `command_timeout` the firmware brings the arm to a
-//! controlled stop (decelerating at `stop_decel_rad_s2`) and holds it.
+//! controlled stop (decelerating at `stop_decel_rad_s2`), holds it and reports
+//! `CommandTimeout`. A fresh `Hold` from the host feeds the watchdog and stops
+//! the arm the same way. Tests can make it report any other fault.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -20,7 +22,8 @@ use gantry_handoff::{snapshot, Publisher, Snapshot};
 use serialport::SerialPort;
 
 use crate::protocol::{
-    encode, Decoder, EStopState, Heartbeat, JointState, Joints, Message, Telemetry, MAX_JOINTS, MAX_WIRE_FRAME,
+    encode, Decoder, EStopState, Fault, FaultCode, Heartbeat, JointState, Joints, Message, Telemetry, MAX_JOINTS,
+    MAX_WIRE_FRAME,
 };
 
 /// Physical parameters of the simulated arm.
@@ -90,6 +93,12 @@ pub struct SimState {
     /// When the last command was taken, µs since the simulator's boot.
     pub last_command_us: u64,
     pub holding_for_timeout: bool,
+    /// Fresh holds taken from the host.
+    pub holds_received: u64,
+    /// The host's last message was a hold: the arm is stopped and held.
+    pub holding_for_host: bool,
+    /// Faults sent to the host.
+    pub faults_sent: u64,
     /// When the current command-timeout stop began, µs since boot; 0 = none.
     pub timeout_stop_since_us: u64,
 }
@@ -111,6 +120,9 @@ struct Control {
     corrupt_telemetry: AtomicU32,
     /// Encoders reported failed, one bit per joint.
     failed_encoders: AtomicU32,
+    /// A fault to report with the next step: code index + 1 in the low byte,
+    /// the joint in the next; 0 for none.
+    fault_due: AtomicU32,
 }
 
 /// No corruption: a NaN whose payload no arithmetic produces.
@@ -137,6 +149,7 @@ impl SimHandle {
             corrupt_velocity: AtomicU32::new(NO_CORRUPTION),
             corrupt_telemetry: AtomicU32::new(NO_CORRUPTION),
             failed_encoders: AtomicU32::new(0),
+            fault_due: AtomicU32::new(0),
         });
         let (publisher, state) = snapshot(SimState::default());
         let thread = {
@@ -188,6 +201,11 @@ impl SimHandle {
     /// Reports the encoders in `mask` (bit per joint) failed; 0 for none.
     pub fn fail_encoders(&self, mask: u8) {
         self.control.failed_encoders.store(u32::from(mask), Ordering::Release);
+    }
+
+    /// Reports `code` for `joint` (255: none) once, as a firmware that detected it would.
+    pub fn report_fault(&self, code: FaultCode, joint: u8) {
+        self.control.fault_due.store((u32::from(fault_index(code)) + 1) | (u32::from(joint) << 8), Ordering::Release);
     }
 
     /// Cuts the cable (`true`) or mends it: while cut, nothing the host sends
@@ -320,6 +338,11 @@ impl Sim {
             self.rng ^= self.rng << 17;
             port.write_all(&[(self.rng & 0xff) as u8])?;
         }
+        let fault = self.control.fault_due.swap(0, Ordering::AcqRel);
+        if let Some(code) = (fault & 0xff).checked_sub(1).and_then(|i| FAULT_CODES.get(i as usize)) {
+            self.s.faults_sent += 1;
+            send(port, tx, &Message::Fault(Fault { code: *code, joint: (fault >> 8) as u8 }))?;
+        }
         if step.is_multiple_of(u64::from(self.p.state_every.max(1))) {
             let msg = self.joint_state();
             send(port, tx, &msg)?;
@@ -349,20 +372,12 @@ impl Sim {
                     self.s.commands_non_finite += 1;
                     return;
                 }
-                let now_us = self.boot.elapsed().as_micros() as i128;
-                let offset = now_us - i128::from(cmd.tick_us);
-                let min_offset = *self.min_offset_us.get_or_insert(offset);
-                let late_us = offset - min_offset;
-                if cmd.tick_us <= self.last_tick_us || late_us > self.p.command_timeout.as_micros() as i128 {
-                    self.s.commands_stale += 1;
+                if !self.fresh(cmd.tick_us) {
                     return;
                 }
-                self.min_offset_us = Some(min_offset.min(offset));
-                self.last_tick_us = cmd.tick_us;
-                self.last_command = Some(Instant::now());
+                self.s.holding_for_host = false;
                 self.s.commands_received += 1;
                 self.s.last_command_seq = cmd.seq;
-                self.s.last_command_us = now_us as u64;
                 // A latched e-stop or a timeout stop ignores motion until the
                 // next step has re-armed it.
                 if !self.s.estop.latched && !self.s.holding_for_timeout {
@@ -376,11 +391,33 @@ impl Sim {
                     self.s.gripper = gripper;
                 }
             }
+            Message::Hold(h) if self.fresh(h.tick_us) => {
+                self.s.holds_received += 1;
+                self.s.holding_for_host = true;
+            }
             Message::EStopReset if !self.s.estop.pressed => {
                 self.s.estop.latched = false;
             }
             _ => {}
         }
+    }
+
+    /// The watchdog's freshness rule for a command or hold ticked at
+    /// `tick_us`; a fresh one feeds the watchdog, a stale one is counted.
+    fn fresh(&mut self, tick_us: u64) -> bool {
+        let now_us = self.boot.elapsed().as_micros() as i128;
+        let offset = now_us - i128::from(tick_us);
+        let min_offset = *self.min_offset_us.get_or_insert(offset);
+        let late_us = offset - min_offset;
+        if tick_us <= self.last_tick_us || late_us > self.p.command_timeout.as_micros() as i128 {
+            self.s.commands_stale += 1;
+            return false;
+        }
+        self.min_offset_us = Some(min_offset.min(offset));
+        self.last_tick_us = tick_us;
+        self.last_command = Some(Instant::now());
+        self.s.last_command_us = now_us as u64;
+        true
     }
 
     fn integrate(&mut self, dt: f32) {
@@ -393,9 +430,13 @@ impl Sim {
         let timed_out = self.last_command.is_none_or(|t| t.elapsed() > p.command_timeout);
         if timed_out && !self.s.holding_for_timeout {
             self.s.timeout_stop_since_us = self.boot.elapsed().as_micros() as u64;
+            if self.last_command.is_some() {
+                let fault = (u32::from(fault_index(FaultCode::CommandTimeout)) + 1) | (255 << 8);
+                let _ = self.control.fault_due.compare_exchange(0, fault, Ordering::AcqRel, Ordering::Acquire);
+            }
         }
         self.s.holding_for_timeout = timed_out;
-        let hold = self.s.estop.latched || timed_out;
+        let hold = self.s.estop.latched || timed_out || self.s.holding_for_host;
         let extra_heat = f32::from_bits(self.control.extra_heat_c_s.load(Ordering::Acquire));
         let dv = p.stop_decel_rad_s2 * dt;
         for j in 0..p.joints {
@@ -467,6 +508,19 @@ fn corruption(cell: &AtomicU32) -> Option<f32> {
 fn within(x: f32, half_width: f32, centre: f32) -> f32 {
     let w = half_width.max(0.0);
     x.max(centre - w).min(centre + w)
+}
+
+const FAULT_CODES: [FaultCode; 6] = [
+    FaultCode::EncoderError,
+    FaultCode::OverCurrent,
+    FaultCode::OverTemperature,
+    FaultCode::UnderVoltage,
+    FaultCode::CommandTimeout,
+    FaultCode::JointLimit,
+];
+
+fn fault_index(code: FaultCode) -> u8 {
+    FAULT_CODES.iter().position(|c| *c == code).unwrap_or(0) as u8
 }
 
 fn joints(values: &[f32]) -> Joints {

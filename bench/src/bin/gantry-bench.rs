@@ -68,6 +68,7 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
             positions_rad: home,
             encoder_ok: 0xff,
             joint_state_ns: now - 1_000_000,
+            reported_joints: 6,
             telemetry_ns: now - 1_000_000,
             estop_known: true,
             link_alive: true,

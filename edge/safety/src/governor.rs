@@ -1,19 +1,24 @@
 //! The safety governor: every command is checked here before it reaches the
-//! firmware. Any failed check rejects it, substitutes the safe action (hold the
-//! measured position, zero velocity, gripper unchanged) and reports exactly one
-//! [`Incident`]. A pure function of the command, the sampled state and the
-//! governor's own memory of what it last let out: no allocation, no lock, no I/O.
+//! firmware. Any failed check rejects it, substitutes a controlled stop
+//! (IEC 60204-1 category 2: each joint decelerates from its last commanded
+//! velocity within its acceleration limit, then holds; gripper unchanged) and
+//! reports exactly one [`Incident`]. A pure function of the command, the sampled
+//! state and the governor's own memory of what it last let out: no allocation,
+//! no lock, no I/O.
 //!
 //! The checks, in the order they are evaluated (all are evaluated; the first
 //! failure names the incident, the rest are in its `failed` set):
 //! 1. e-stop: pressed or latched → safe action until an explicit local reset;
 //!    not yet reported by the firmware → safe action (without latching);
 //!    every real-time thread making progress (the supervisor's word);
-//! 2. firmware link alive, joint state fresh, finite and from working encoders,
-//!    no joint measured faster than its velocity limit;
+//! 2. firmware link alive, no firmware fault (latched until the local reset,
+//!    except a command timeout, which restarts motion from the measured pose),
+//!    joint state fresh, for the configured number of joints, finite and from
+//!    working encoders, no joint measured faster than its velocity limit;
 //! 3. inference deadline met, policy output fresh and finite;
 //! 4. workspace clear (a stale depth reading counts as not clear);
-//! 5. joint position, velocity and acceleration limits (with the margin);
+//! 5. joint position (with the margin, and room to brake to a stop inside
+//!    it), velocity and acceleration limits;
 //! 6. tool above the table and inside the tool box (forward kinematics);
 //! 7. telemetry fresh and finite, motor temperatures and gripper pressure
 //!    within limits;
@@ -22,8 +27,10 @@
 //!    is not a number is a refusal).
 //!
 //! A value that is not a finite number never passes a check and never reaches
-//! the substitute: the hold is built from the measured position only when that
-//! is finite and fresh, else from the last command sent, which always was.
+//! the substitute: the controlled stop starts from the last command sent (always
+//! finite); before any command was sent it holds the measured position if that
+//! is fresh and finite, and otherwise there is no position to command at all:
+//! the verdict says `hold`, and the caller sends the protocol's hold instead.
 
 use crate::kinematics::Arm;
 use crate::zone::ZoneReading;
@@ -43,7 +50,9 @@ pub enum Check {
     EStop = 0,
     RealtimeThreads,
     FirmwareLink,
+    FirmwareFault,
     JointStateFresh,
+    JointCount,
     JointPositionsFinite,
     JointVelocitiesFinite,
     EncodersOk,
@@ -65,11 +74,13 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 22] = [
+    pub const ALL: [Check; 24] = [
         Check::EStop,
         Check::RealtimeThreads,
         Check::FirmwareLink,
+        Check::FirmwareFault,
         Check::JointStateFresh,
+        Check::JointCount,
         Check::JointPositionsFinite,
         Check::JointVelocitiesFinite,
         Check::EncodersOk,
@@ -95,7 +106,9 @@ impl Check {
             Check::EStop => "estop",
             Check::RealtimeThreads => "realtime_threads",
             Check::FirmwareLink => "firmware_link",
+            Check::FirmwareFault => "firmware_fault",
             Check::JointStateFresh => "joint_state_fresh",
+            Check::JointCount => "joint_count",
             Check::JointPositionsFinite => "joint_positions_finite",
             Check::JointVelocitiesFinite => "joint_velocities_finite",
             Check::EncodersOk => "encoders_ok",
@@ -123,7 +136,9 @@ impl Check {
             Check::EStop => "the e-stop is pressed or latched (or the firmware has not reported it yet)",
             Check::RealtimeThreads => "a real-time thread has stalled or died",
             Check::FirmwareLink => "the firmware link is down",
+            Check::FirmwareFault => "the firmware reported a fault (reset the e-stop once it is cleared)",
             Check::JointStateFresh => "no fresh joint state from the firmware",
+            Check::JointCount => "the firmware reports a different number of joints than configured",
             Check::JointPositionsFinite => {
                 "the firmware reports joint positions that are not numbers (NaN or infinite)"
             }
@@ -158,6 +173,8 @@ impl Check {
         matches!(
             self,
             Check::RealtimeThreads
+                | Check::FirmwareFault
+                | Check::JointCount
                 | Check::JointPositionsFinite
                 | Check::JointVelocitiesFinite
                 | Check::EncodersOk
@@ -199,6 +216,10 @@ pub struct RobotState {
     pub encoder_ok: u8,
     /// When the joint state was received; 0 = never.
     pub joint_state_ns: u64,
+    /// How many joints the firmware's joint state carried.
+    pub reported_joints: u8,
+    /// The newest fault the firmware reported.
+    pub fault: FaultReport,
     pub motor_temp_c: [f32; MAX_JOINTS],
     pub gripper_pressure_kpa: f32,
     /// When the telemetry was received; 0 = never.
@@ -221,6 +242,21 @@ pub struct RobotState {
     pub policy_non_finite: bool,
     /// Real-time threads the supervisor reports stalled or dead, one bit each.
     pub threads_stalled: u8,
+}
+
+/// A fault message from the firmware, as the governor needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FaultReport {
+    /// When it was received; 0 = never. A later time is a new fault.
+    pub received_ns: u64,
+    /// The firmware's fault code, for the incident.
+    pub code: u8,
+    /// The joint concerned, if any.
+    pub joint: Option<u8>,
+    /// Stays in force until the local reset (over-current, encoder, joint
+    /// limit…); a fault that does not latch (the firmware's own command-timeout
+    /// stop) stops this tick and restarts motion from the measured pose.
+    pub latches: bool,
 }
 
 /// A rejected command, and why.
@@ -246,6 +282,9 @@ pub struct Verdict {
     pub command: Command,
     pub approved: bool,
     pub failed: u32,
+    /// No position may be commanded (nothing was sent yet and the measured
+    /// pose is unknown): send the protocol's hold, not `command`.
+    pub hold: bool,
 }
 
 /// Limits, in the units the checks compare in. Joint position limits already
@@ -278,6 +317,17 @@ pub struct Governor {
     last_velocity: [f32; MAX_JOINTS],
     has_last: bool,
     estop_latched: bool,
+    /// The newest fault already taken into account, by its receive time.
+    fault_seen_ns: u64,
+    /// A latching firmware fault in force until the local reset.
+    fault_latched: Option<FaultReport>,
+}
+
+/// What the governor sends when a check fails.
+struct Substitute {
+    command: Command,
+    velocity: [f32; MAX_JOINTS],
+    hold: bool,
 }
 
 impl Governor {
@@ -289,6 +339,8 @@ impl Governor {
             last_velocity: [0.0; MAX_JOINTS],
             has_last: false,
             estop_latched: false,
+            fault_seen_ns: 0,
+            fault_latched: None,
         }
     }
 
@@ -305,36 +357,93 @@ impl Governor {
         self.estop_latched
     }
 
-    /// The explicit local reset: clears the governor's own e-stop latch. The
-    /// firmware's latch is cleared separately, and while either is set the
-    /// robot only ever gets the safe action.
-    pub fn reset_estop(&mut self) {
-        self.estop_latched = false;
+    /// The latching firmware fault in force, if any.
+    pub fn fault_latched(&self) -> Option<FaultReport> {
+        self.fault_latched
     }
 
-    /// The safe action for this state: hold the measured position, keep the
-    /// gripper. A measured position that is stale or not finite is no place to
-    /// hold at: then the last command sent is held, which was finite.
-    pub fn safe_command(&self, state: &RobotState) -> Command {
+    /// The velocity of the last command sent, per joint (rad/s).
+    pub fn last_velocity(&self) -> [f32; MAX_JOINTS] {
+        self.last_velocity
+    }
+
+    /// The explicit local reset: clears the governor's own e-stop latch and a
+    /// latched firmware fault. Motion then starts over from the measured pose
+    /// at rest. The firmware's latch is cleared separately, and while it or the
+    /// button is set the robot only ever gets the safe action.
+    pub fn reset(&mut self) {
+        self.estop_latched = false;
+        self.fault_latched = None;
+        self.restart();
+    }
+
+    /// Forgets the last command: the next one is judged from the measured pose at rest.
+    fn restart(&mut self) {
+        self.has_last = false;
+        self.last_velocity = [0.0; MAX_JOINTS];
+    }
+
+    /// Whether the measured pose is fresh and finite: a place to start or hold at.
+    pub fn measured_usable(&self, state: &RobotState) -> bool {
         let n = state.joints.min(MAX_JOINTS);
-        let measured = state.positions_rad.get(..n).unwrap_or(&[]);
-        let usable = state.joint_state_ns != 0
+        state.joint_state_ns != 0
             && state.now_ns.saturating_sub(state.joint_state_ns) <= self.limits.joint_state_max_age_ns
-            && measured.iter().all(|p| p.is_finite());
-        let mut c = if usable || !self.has_last {
-            Command { targets_rad: state.positions_rad, gripper: self.last.gripper }
-        } else {
-            self.last
-        };
-        for (j, t) in c.targets_rad.iter_mut().enumerate() {
-            if j >= n || !t.is_finite() {
-                *t = 0.0;
+            && usize::from(state.reported_joints) == n
+            && state.positions_rad.get(..n).unwrap_or(&[]).iter().all(|p| p.is_finite())
+    }
+
+    /// The controlled stop: from the last command sent, each joint's velocity
+    /// falls by at most its acceleration limit per period until it is zero,
+    /// then the position holds. Before any command was sent: hold the measured
+    /// pose if it is usable, else no position at all (`hold`).
+    fn substitute(&self, state: &RobotState) -> Substitute {
+        let l = &self.limits;
+        let n = l.joints.min(MAX_JOINTS);
+        let mut velocity = [0.0; MAX_JOINTS];
+        if !self.has_last {
+            let usable = self.measured_usable(state);
+            let mut command = Command { targets_rad: [0.0; MAX_JOINTS], gripper: self.last.gripper };
+            if usable {
+                for (t, p) in command.targets_rad.iter_mut().zip(state.positions_rad.iter()).take(n) {
+                    *t = *p;
+                }
+            }
+            if !command.gripper.is_finite() {
+                command.gripper = 0.0;
+            }
+            return Substitute { command, velocity, hold: !usable };
+        }
+        let mut command = self.last;
+        for j in 0..n {
+            let (Some(v0), Some(a), Some(t)) =
+                (self.last_velocity.get(j), l.acc_max.get(j), command.targets_rad.get_mut(j))
+            else {
+                continue;
+            };
+            let dv = a * l.period_s;
+            let v = if *v0 > dv {
+                v0 - dv
+            } else if *v0 < -dv {
+                v0 + dv
+            } else {
+                0.0
+            };
+            // Finite by construction; the guard keeps a bad limit from
+            // turning into a non-finite target.
+            if v.is_finite() && (*t + v * l.period_s).is_finite() {
+                *t += v * l.period_s;
+                if let Some(slot) = velocity.get_mut(j) {
+                    *slot = v;
+                }
             }
         }
-        if !c.gripper.is_finite() {
-            c.gripper = 0.0;
-        }
-        c
+        Substitute { command, velocity, hold: false }
+    }
+
+    /// The command sent if this state rejected everything: the controlled
+    /// stop's next step (see [`Governor::check`]).
+    pub fn safe_command(&self, state: &RobotState) -> Command {
+        self.substitute(state).command
     }
 
     /// Checks `proposed` against `state`; returns what to send and, when it
@@ -354,12 +463,13 @@ impl Governor {
         };
         let age = |t: u64| state.now_ns.saturating_sub(t);
 
-        // 1. E-stop: the governor latches on its own as well.
-        if state.estop_pressed || state.estop_latched {
+        // 1. E-stop: a press latches the governor as well, and only the local
+        // reset clears that; the firmware's own latch stops the arm while it
+        // is reported, and an unknown state is not "released".
+        if state.estop_pressed {
             self.estop_latched = true;
         }
-        if self.estop_latched || !state.estop_known {
-            // Unknown is not "released": it stops the arm, without latching.
+        if self.estop_latched || state.estop_latched || !state.estop_known {
             fail(Check::EStop, f64::from(u8::from(state.estop_pressed || !state.estop_known)), 0.0, None);
         }
         if state.threads_stalled != 0 {
@@ -369,6 +479,22 @@ impl Governor {
         if !state.link_alive {
             fail(Check::FirmwareLink, 0.0, 1.0, None);
         }
+        let fault = state.fault;
+        if fault.received_ns > self.fault_seen_ns {
+            self.fault_seen_ns = fault.received_ns;
+            if fault.latches {
+                self.fault_latched = Some(fault);
+            } else {
+                // The firmware stopped the arm itself: go on from where it
+                // came to rest, not from the last command.
+                self.has_last = false;
+                self.last_velocity = [0.0; MAX_JOINTS];
+                fail(Check::FirmwareFault, f64::from(fault.code), 0.0, fault.joint);
+            }
+        }
+        if let Some(f) = self.fault_latched {
+            fail(Check::FirmwareFault, f64::from(f.code), 0.0, f.joint);
+        }
         if state.joint_state_ns == 0 || age(state.joint_state_ns) > l.joint_state_max_age_ns {
             fail(
                 Check::JointStateFresh,
@@ -376,6 +502,9 @@ impl Governor {
                 l.joint_state_max_age_ns as f64 / 1e6,
                 None,
             );
+        }
+        if state.joint_state_ns != 0 && usize::from(state.reported_joints) != n {
+            fail(Check::JointCount, f64::from(state.reported_joints), n as f64, None);
         }
         let nan_at = |v: &[f32; MAX_JOINTS]| v.iter().take(n).position(|x| !x.is_finite());
         if let Some(j) = nan_at(&state.positions_rad) {
@@ -431,6 +560,15 @@ impl Governor {
             if !within(velocity[j].abs(), 0.0, l.vel_max[j]) {
                 fail(Check::JointVelocity, f64::from(velocity[j]), f64::from(l.vel_max[j]), Some(j as u8));
             }
+            // Room to stop: the controlled stop from this command (braking at
+            // the acceleration limit) must end inside the position limits, so
+            // no substitute ever carries the arm past them.
+            let braking = velocity[j] * velocity[j] / (2.0 * l.acc_max[j]);
+            let stops_at = if velocity[j] >= 0.0 { t + braking } else { t - braking };
+            if t.is_finite() && within(t, l.pos_min[j], l.pos_max[j]) && !within(stops_at, l.pos_min[j], l.pos_max[j]) {
+                let limit = if stops_at < l.pos_min[j] { l.pos_min[j] } else { l.pos_max[j] };
+                fail(Check::JointPosition, f64::from(stops_at), f64::from(limit), Some(j as u8));
+            }
             let accel = (velocity[j] - self.last_velocity[j]) / l.period_s;
             if !within(accel.abs(), 0.0, l.acc_max[j]) {
                 fail(Check::JointAcceleration, f64::from(accel), f64::from(l.acc_max[j]), Some(j as u8));
@@ -483,10 +621,10 @@ impl Governor {
         }
 
         let mut incident = None;
-        let verdict = match first {
-            None => Verdict { command: *proposed, approved: true, failed: 0 },
+        let (verdict, sent_velocity) = match first {
+            None => (Verdict { command: *proposed, approved: true, failed: 0, hold: false }, velocity),
             Some((check, value, limit, joint)) => {
-                let substituted = self.safe_command(state);
+                let s = self.substitute(state);
                 incident = Some(Incident {
                     time_ns: state.now_ns,
                     check,
@@ -495,22 +633,21 @@ impl Governor {
                     limit,
                     joint,
                     rejected: *proposed,
-                    substituted,
+                    substituted: s.command,
                     frame_seq: state.policy_frame_seq,
                 });
-                Verdict { command: substituted, approved: false, failed }
+                (Verdict { command: s.command, approved: false, failed, hold: s.hold }, s.velocity)
             }
         };
         // What was sent becomes the reference for the next velocity and
-        // acceleration; a substituted hold is a stop, after which motion starts
-        // again from rest.
-        let sent = verdict.command;
-        for j in 0..n {
-            let from = if self.has_last { self.last.targets_rad[j] } else { state.positions_rad[j] };
-            self.last_velocity[j] = if verdict.approved { (sent.targets_rad[j] - from) / l.period_s } else { 0.0 };
+        // acceleration. A hold without a position leaves nothing to go on from.
+        if verdict.hold {
+            self.restart();
+        } else {
+            self.last = verdict.command;
+            self.last_velocity = sent_velocity;
+            self.has_last = true;
         }
-        self.last = sent;
-        self.has_last = true;
         (verdict, incident)
     }
 }
