@@ -459,11 +459,14 @@ impl Default for Health {
 #[serde(default, deny_unknown_fields)]
 pub struct StatusHttp {
     pub listen: String,
+    /// File holding the operator token that `POST /api/estop/reset` (and
+    /// `gantry-edge estop-reset`) must present; empty or absent: no reset over HTTP.
+    pub operator_token_file: String,
 }
 
 impl Default for StatusHttp {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into() }
+        Self { listen: "127.0.0.1:8080".into(), operator_token_file: String::new() }
     }
 }
 

@@ -78,6 +78,7 @@ impl Daemon {
             sync: Arc::new(SyncStatus::default()),
             uploads: Default::default(),
             recent_incidents: pipeline.recent_incidents.clone(),
+            operator_token_file: config.status_http.operator_token_file.clone(),
             health: Mutex::new(Default::default()),
         });
         let (stop, stopped) = watch::channel(false);

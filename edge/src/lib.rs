@@ -43,6 +43,34 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Runs the daemon until SIGINT/SIGTERM or `duration`; an error (exit 1) when
 /// a real-time thread stalled past `realtime.stall_exit_s`.
+/// `gantry-edge estop-reset`: the same request the page makes, to the running
+/// daemon's status listener, with the operator token from its configuration.
+pub fn estop_reset(config: &EdgeConfig) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let path = &config.status_http.operator_token_file;
+    anyhow::ensure!(
+        !path.is_empty(),
+        "status_http.operator_token_file is not set: this robot takes no e-stop reset over HTTP"
+    );
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("status_http.operator_token_file: cannot read {path}"))?;
+    let url = format!("http://{}/api/estop/reset", config.status_http.listen);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let res = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token.trim())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {url}"))?;
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        anyhow::ensure!(status.is_success(), "{status}: {body}");
+        Ok(body)
+    })
+}
+
 pub async fn run(config: EdgeConfig, duration: Option<Duration>) -> anyhow::Result<StopReason> {
     let shutdown = Shutdown::install()?;
     tracing::info!(

@@ -1,18 +1,50 @@
 //! `gantry-edge`:  sensors, policy, safety governor, firmware link, recorder and uplink:the robot daemon.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gantry_config::cli::{self, Command};
+use gantry_config::cli::{self, Command, RunArgs};
 use gantry_config::EdgeConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "gantry-edge", version, about = "Gantry robot daemon")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: EdgeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum EdgeCommand {
+    #[command(flatten)]
+    Common(Command),
+    /// Ask the running daemon to reset a latched e-stop (the button must be
+    /// released; the operator token is read from status_http.operator_token_file).
+    EstopReset {
+        /// The running daemon's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    cli::main::<EdgeConfig, _, _>("gantry-edge", Cli::parse().command, gantry_edge::run)
+    match Cli::parse().command {
+        EdgeCommand::Common(command) => cli::main::<EdgeConfig, _, _>("gantry-edge", command, gantry_edge::run),
+        EdgeCommand::EstopReset { config } => {
+            let config: EdgeConfig = match (RunArgs { config: Some(config), duration: None }).load() {
+                Ok(c) => c,
+                Err(e) => return cli::report_config_error(&e),
+            };
+            match gantry_edge::estop_reset(&config) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("e-stop reset refused: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

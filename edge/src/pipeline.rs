@@ -1133,6 +1133,8 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
     let mut rate_window = std::collections::VecDeque::with_capacity(12);
     let mut next_rate_sample = started;
     let mut fatal_logged = false;
+    // E-stop events, logged once each (the control thread only counts them).
+    let (mut presses, mut resets, mut refused) = (0u64, 0u64, 0u64);
     let keep = |incident: Incident| {
         shared.taps.push_incident(incident);
         let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -1198,6 +1200,21 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
                 }
             }
         }
+        let (p, r, f) = (
+            status.estop_presses.load(Ordering::Relaxed),
+            status.estop_resets.load(Ordering::Relaxed),
+            status.estop_resets_refused.load(Ordering::Relaxed),
+        );
+        if p != presses {
+            tracing::warn!(presses = p, "e-stop pressed; holding the robot until a local reset");
+        }
+        if r != resets {
+            tracing::info!(resets = r, "e-stop reset sent to the firmware; the robot waits for a fresh policy output");
+        }
+        if f != refused {
+            tracing::warn!(refused = f, "e-stop reset refused: the button is pressed or not yet reported");
+        }
+        (presses, resets, refused) = (p, r, f);
         if now >= next_rate_sample {
             next_rate_sample = now + 100_000_000;
             rate_window.push_back((now, status.ticks.load(Ordering::Relaxed)));

@@ -43,6 +43,8 @@ pub struct View {
     pub sync: Arc<SyncStatus>,
     pub uploads: Arc<crate::upload::UploadStats>,
     pub recent_incidents: RecentIncidents,
+    /// `status_http.operator_token_file`; empty: no e-stop reset over HTTP.
+    pub operator_token_file: String,
     /// The newest one-second health sample.
     pub health: Mutex<HealthSnapshot>,
 }
@@ -195,12 +197,23 @@ impl View {
         let r = &self.recorder;
         let model = self.model.report();
         let link = self.link.status();
+        let estop = p.estop();
         json!({
             "robot_id": self.robot_id,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "mode": p.mode().as_str(),
             "state": state,
+            "estop": {
+                "known": estop.known,
+                "pressed": estop.pressed,
+                "latched": estop.latched,
+                "fault_latched": estop.fault_latched,
+                "presses": p.estop_presses.load(Relaxed),
+                "resets": p.estop_resets.load(Relaxed),
+                "resets_refused": p.estop_resets_refused.load(Relaxed),
+                "reset_over_http": !self.operator_token_file.is_empty(),
+            },
             "reasons": reasons,
             "model": {
                 "version": model.version,

@@ -255,3 +255,91 @@ fn the_safety_model_must_approve_each_action() {
     .to_string();
     assert!(err.contains("expected [\"state\", \"action\"]"), "{err}");
 }
+
+/// The simulated firmware has 5 joints, the configuration 6: the pipeline
+/// refuses to start rather than judge one arm by another's limits.
+#[test]
+fn a_joint_count_mismatch_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EdgeConfig::default();
+    config.robot.data_dir = dir.path().display().to_string();
+    config.realtime.lock_memory = false;
+    let model = ModelPackage::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline")).unwrap();
+    let scene = Scene::new(Synthetic::default());
+    let parts = Parts {
+        camera: Box::new(SyntheticCamera::new(scene.clone(), 640, 480, 30, Pacing::RealTime)),
+        depth: Some(Box::new(SyntheticDepth::new(scene, 848, 480, 30, Pacing::RealTime))),
+        primary: Box::new(TractBackend::load(&model, 1).unwrap()),
+        baseline: Box::new(TractBackend::load(&model, 1).unwrap()),
+        policy_failures: Vec::new(),
+        safety: None,
+    };
+    let err = Pipeline::start(&config, parts, Options { sim_joints: Some(5), ..Options::default() })
+        .err()
+        .expect("started with the wrong arm");
+    let err = format!("{err:#}");
+    assert!(err.contains("reports 5 joints") && err.contains("firmware.joints = 6"), "{err}");
+}
+
+/// The real link and simulator: an over-current fault on joint 2 stops the arm
+/// and keeps it stopped (after the firmware stops repeating it) until the
+/// local reset; a command timeout stops it for one tick only.
+#[test]
+fn a_firmware_fault_holds_until_the_reset() {
+    use gantry_edge::governor::FaultReport;
+    use gantry_firmware_bridge::protocol::FaultCode;
+    let config = EdgeConfig::default();
+    let (master, slave) = serialport::TTYPort::pair().unwrap();
+    let sim = SimHandle::spawn(Box::new(master), SimParams::default()).unwrap();
+    let link = FirmwareLink::start(Box::new(slave), LinkConfig::default()).unwrap();
+    let mut control = ControlLoop::new(&config);
+    let end = Instant::now() + Duration::from_secs(5);
+    while link.joint_state().is_none() {
+        assert!(Instant::now() < end, "no joint state");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let tick = |control: &mut ControlLoop| {
+        let now = gantry_hal::clock::monotonic_ns();
+        let (mut state, policy) = healthy(now);
+        state.zone =
+            gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, occupied_pixels: 0, clear: true };
+        if let Some(f) = link.fault() {
+            state.fault = FaultReport {
+                received_ns: f.received_ns,
+                code: f.fault.code as u8,
+                joint: Some(f.fault.joint),
+                latches: f.fault.code != FaultCode::CommandTimeout,
+            };
+        }
+        control.tick(&state, &policy)
+    };
+    let fault_bit = Check::FirmwareFault.bit();
+    for _ in 0..10 {
+        assert!(tick(&mut control).approved, "healthy ticks are approved");
+    }
+    sim.report_fault(FaultCode::OverCurrent, 2);
+    while link.fault().is_none() {
+        assert!(Instant::now() < end, "the fault never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let incidents = control.governor().incidents();
+    while incidents.pop().is_some() {}
+    for _ in 0..50 {
+        let v = tick(&mut control);
+        assert!(!v.approved && v.failed & fault_bit != 0, "a latched fault holds the arm");
+    }
+    let i = incidents.pop().expect("the fault's incident");
+    assert_eq!((i.check, i.joint), (Check::FirmwareFault, Some(2)));
+    assert!(incidents.pop().is_none(), "one incident for the whole hold");
+    control.reset(0);
+    assert!(tick(&mut control).approved, "moves again after the reset");
+
+    sim.report_fault(FaultCode::CommandTimeout, 255);
+    let seen = link.fault().unwrap().received_ns;
+    while link.fault().unwrap().received_ns == seen {
+        assert!(Instant::now() < end, "the second fault never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!tick(&mut control).approved, "a command timeout stops the tick it arrives");
+    assert!(tick(&mut control).approved, "and does not latch");
+}

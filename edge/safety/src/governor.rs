@@ -12,7 +12,8 @@
 //!    not yet reported by the firmware → safe action (without latching);
 //!    every real-time thread making progress (the supervisor's word);
 //! 2. firmware link alive, no firmware fault (latched until the local reset,
-//!    except a command timeout, which restarts motion from the measured pose),
+//!    except the firmware's own stop for want of commands, which fails
+//!    `firmware_stopped` once and restarts motion from the measured pose),
 //!    joint state fresh, for the configured number of joints, finite and from
 //!    working encoders, no joint measured faster than its velocity limit;
 //! 3. inference deadline met, policy output fresh and finite;
@@ -51,6 +52,7 @@ pub enum Check {
     RealtimeThreads,
     FirmwareLink,
     FirmwareFault,
+    FirmwareStopped,
     JointStateFresh,
     JointCount,
     JointPositionsFinite,
@@ -74,11 +76,12 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 24] = [
+    pub const ALL: [Check; 25] = [
         Check::EStop,
         Check::RealtimeThreads,
         Check::FirmwareLink,
         Check::FirmwareFault,
+        Check::FirmwareStopped,
         Check::JointStateFresh,
         Check::JointCount,
         Check::JointPositionsFinite,
@@ -107,6 +110,7 @@ impl Check {
             Check::RealtimeThreads => "realtime_threads",
             Check::FirmwareLink => "firmware_link",
             Check::FirmwareFault => "firmware_fault",
+            Check::FirmwareStopped => "firmware_stopped",
             Check::JointStateFresh => "joint_state_fresh",
             Check::JointCount => "joint_count",
             Check::JointPositionsFinite => "joint_positions_finite",
@@ -137,6 +141,9 @@ impl Check {
             Check::RealtimeThreads => "a real-time thread has stalled or died",
             Check::FirmwareLink => "the firmware link is down",
             Check::FirmwareFault => "the firmware reported a fault (reset the e-stop once it is cleared)",
+            Check::FirmwareStopped => {
+                "the firmware stopped the arm for want of commands; starting again from where it stopped"
+            }
             Check::JointStateFresh => "no fresh joint state from the firmware",
             Check::JointCount => "the firmware reports a different number of joints than configured",
             Check::JointPositionsFinite => {
@@ -489,7 +496,7 @@ impl Governor {
                 // came to rest, not from the last command.
                 self.has_last = false;
                 self.last_velocity = [0.0; MAX_JOINTS];
-                fail(Check::FirmwareFault, f64::from(fault.code), 0.0, fault.joint);
+                fail(Check::FirmwareStopped, f64::from(fault.code), 0.0, fault.joint);
             }
         }
         if let Some(f) = self.fault_latched {
