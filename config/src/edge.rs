@@ -151,8 +151,13 @@ pub struct Synthetic {
     pub person_event: bool,
     pub person_enter_s: f64,
     pub person_leave_s: f64,
-    /// Distance of the person from the camera while inside the workspace.
-    pub person_distance_mm: u16,
+    /// Where the person stands (metres, robot base frame, x and y)…
+    pub person_position_m: [f64; 2],
+    /// …and how high the top of the body the camera sees is.
+    pub person_height_m: f64,
+    /// The depth camera gets no reading from the person (dark clothing, or
+    /// nearer than its minimum range): the pixels read 0.
+    pub person_reads_invalid: bool,
     pub depth_noise_mm: u16,
 }
 
@@ -160,11 +165,13 @@ impl Default for Synthetic {
     fn default() -> Self {
         Self {
             seed: 42,
-            table_distance_mm: 1500,
+            table_distance_mm: 2500,
             person_event: false,
             person_enter_s: 20.0,
             person_leave_s: 25.0,
-            person_distance_mm: 900,
+            person_position_m: [0.0, 0.3],
+            person_height_m: 1.1,
+            person_reads_invalid: false,
             depth_noise_mm: 4,
         }
     }
@@ -332,11 +339,33 @@ impl Default for Realtime {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Governor {
-    /// The 3-D safety zone in the depth camera's frame, millimetres: x right, y down, z away.
-    pub zone_min_mm: [f64; 3],
-    pub zone_max_mm: [f64; 3],
-    /// Depth pixels inside the zone that make it "not clear".
-    pub zone_min_pixels: u32,
+    /// Where the depth camera is in the robot's base frame (metres)…
+    pub camera_position_m: [f64; 3],
+    /// …and how it is turned: fixed-axis roll, pitch, yaw (radians) taking the
+    /// camera's frame (x right, y down, z along the optical axis) to the base frame.
+    pub camera_rpy_rad: [f64; 3],
+    /// The monitored zone, a box in the robot's base frame (metres).
+    pub zone_min_m: [f64; 3],
+    pub zone_max_m: [f64; 3],
+    /// Points inside the zone (not the arm), as a share of the zone's footprint
+    /// in the depth image, that make an intrusion.
+    pub zone_min_fraction: f64,
+    /// Pixels without a depth reading over the zone, as a share of its
+    /// footprint, past which the camera counts as blind and the arm stops.
+    pub zone_invalid_max_fraction: f64,
+    /// After a stop for the zone, motion resumes once it stayed clear this long.
+    pub resume_after_ms: u64,
+    /// Speed and separation monitoring (docs/SAFETY.md): a person's speed
+    /// towards the arm…
+    pub human_speed_m_s: f64,
+    /// …the depth camera's latency (exposure to frame on the host)…
+    pub sensor_latency_ms: u64,
+    /// …how far a hand reaches ahead of the body the camera sees…
+    pub intrusion_distance_m: f64,
+    /// …and the position uncertainty of camera and arm together.
+    pub position_uncertainty_m: f64,
+    /// Boxes no part of the arm may enter: `[min_x, min_y, min_z, max_x, max_y, max_z]`, metres.
+    pub keep_out_m: Vec<[f64; 6]>,
     pub depth_max_age_ms: u64,
     /// Older (or absent) temperature and pressure readings stop the arm.
     pub telemetry_max_age_ms: u64,
@@ -361,9 +390,18 @@ impl Default for Governor {
     fn default() -> Self {
         let j = DEFAULT_JOINTS;
         Self {
-            zone_min_mm: [-600.0, -400.0, 300.0],
-            zone_max_mm: [600.0, 400.0, 1300.0],
-            zone_min_pixels: 400,
+            camera_position_m: [0.0, 0.0, 2.5],
+            camera_rpy_rad: [std::f64::consts::PI, 0.0, 0.0],
+            zone_min_m: [-1.5, -1.5, 0.2],
+            zone_max_m: [1.5, 1.5, 2.6],
+            zone_min_fraction: 0.001,
+            zone_invalid_max_fraction: 0.02,
+            resume_after_ms: 1000,
+            human_speed_m_s: 1.6,
+            sensor_latency_ms: 50,
+            intrusion_distance_m: 0.1,
+            position_uncertainty_m: 0.1,
+            keep_out_m: Vec::new(),
             depth_max_age_ms: 100,
             telemetry_max_age_ms: 500,
             joint_min_rad: vec![-2.9; j],
@@ -388,6 +426,13 @@ impl Default for Governor {
 #[serde(default, deny_unknown_fields)]
 pub struct Arm {
     pub dh: Vec<[f64; 4]>,
+    /// The tool's tip in the last joint's frame (metres); zeros: the flange.
+    pub tool_offset_m: [f64; 3],
+    /// The links' radius (metres), for keep-out boxes and the camera's self-filter.
+    pub link_radius_m: f64,
+    /// Points this much beyond a link's radius still count as the arm in the
+    /// depth image (the pose the camera saw is a few milliseconds old).
+    pub self_filter_margin_m: f64,
 }
 
 impl Default for Arm {
@@ -403,6 +448,9 @@ impl Default for Arm {
                 [0.0, -half_pi, 0.0997, 0.0],
                 [0.0, 0.0, 0.0996, 0.0],
             ],
+            tool_offset_m: [0.0, 0.0, 0.0],
+            link_radius_m: 0.06,
+            self_filter_margin_m: 0.05,
         }
     }
 }
@@ -546,12 +594,10 @@ impl EdgeConfig {
             format!("{} is not after synthetic.person_enter_s = {}", s.person_leave_s, s.person_enter_s),
             "a time after person_enter_s",
         );
-        c.rule(
-            s.person_distance_mm < s.table_distance_mm,
-            "synthetic.person_distance_mm",
-            format!("{} is not nearer than the table ({} mm)", s.person_distance_mm, s.table_distance_mm),
-            "a distance less than synthetic.table_distance_mm",
-        );
+        for (i, x) in s.person_position_m.iter().enumerate() {
+            c.range_f64(&format!("synthetic.person_position_m[{i}]"), *x, -10.0..=10.0);
+        }
+        c.range_f64("synthetic.person_height_m", s.person_height_m, 0.1..=3.0);
 
         let fw = &self.firmware;
         c.range("firmware.joints", fw.joints, 1..=MAX_JOINTS);
@@ -739,11 +785,13 @@ impl EdgeConfig {
         }
         c.range_f64("governor.position_margin_rad", g.position_margin_rad, 0.0..=1.0);
         for axis in 0..3 {
+            c.range_f64(&format!("governor.camera_position_m[{axis}]"), g.camera_position_m[axis], -100.0..=100.0);
+            c.range_f64(&format!("governor.camera_rpy_rad[{axis}]"), g.camera_rpy_rad[axis], -7.0..=7.0);
             c.rule(
-                g.zone_min_mm[axis] < g.zone_max_mm[axis],
-                &format!("governor.zone_max_mm[{axis}]"),
-                format!("{} is not above zone_min_mm[{axis}] = {}", g.zone_max_mm[axis], g.zone_min_mm[axis]),
-                "zone_max_mm > zone_min_mm on every axis",
+                g.zone_min_m[axis] < g.zone_max_m[axis],
+                &format!("governor.zone_max_m[{axis}]"),
+                format!("{} is not above zone_min_m[{axis}] = {}", g.zone_max_m[axis], g.zone_min_m[axis]),
+                "zone_max_m > zone_min_m on every axis",
             );
             c.rule(
                 g.tool_box_min_m[axis] < g.tool_box_max_m[axis],
@@ -752,6 +800,27 @@ impl EdgeConfig {
                 "tool_box_max_m > tool_box_min_m on every axis",
             );
         }
+        for (i, b) in g.keep_out_m.iter().enumerate() {
+            c.rule(
+                (0..3).all(|a| b[a] < b[a + 3]),
+                &format!("governor.keep_out_m[{i}]"),
+                format!("{b:?} has a minimum not below its maximum"),
+                "[min_x, min_y, min_z, max_x, max_y, max_z] with each min < max",
+            );
+        }
+        c.range("governor.keep_out_m", g.keep_out_m.len(), 0..=8);
+        c.range_f64("governor.zone_min_fraction", g.zone_min_fraction, 1e-6..=1.0);
+        c.range_f64("governor.zone_invalid_max_fraction", g.zone_invalid_max_fraction, 0.0..=1.0);
+        c.range("governor.resume_after_ms", g.resume_after_ms, 0..=600_000);
+        c.range_f64("governor.human_speed_m_s", g.human_speed_m_s, 0.1..=10.0);
+        c.range("governor.sensor_latency_ms", g.sensor_latency_ms, 0..=10_000);
+        c.range_f64("governor.intrusion_distance_m", g.intrusion_distance_m, 0.0..=5.0);
+        c.range_f64("governor.position_uncertainty_m", g.position_uncertainty_m, 0.0..=5.0);
+        for (i, x) in self.arm.tool_offset_m.iter().enumerate() {
+            c.range_f64(&format!("arm.tool_offset_m[{i}]"), *x, -2.0..=2.0);
+        }
+        c.range_f64("arm.link_radius_m", self.arm.link_radius_m, 0.0..=1.0);
+        c.range_f64("arm.self_filter_margin_m", self.arm.self_filter_margin_m, 0.0..=1.0);
         c.range("governor.depth_max_age_ms", g.depth_max_age_ms, 1..=10_000);
         c.range("governor.telemetry_max_age_ms", g.telemetry_max_age_ms, 10..=60_000);
         c.range("governor.command_max_age_ms", g.command_max_age_ms, 1..=10_000);

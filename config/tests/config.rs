@@ -94,8 +94,8 @@ fn wrong_type_is_named_with_expected_type() {
     assert_eq!(keys(&p), ["camera.source"]);
     assert!(p[0].expected.contains("`synthetic`") && p[0].expected.contains("`v4l`"), "{}", p[0].expected);
 
-    let p = problems::<EdgeConfig>("[governor]\nzone_min_mm = [1.0, 2.0]\n");
-    assert_eq!(keys(&p), ["governor.zone_min_mm"]);
+    let p = problems::<EdgeConfig>("[governor]\nzone_min_m = [1.0, 2.0]\n");
+    assert_eq!(keys(&p), ["governor.zone_min_m"]);
 }
 
 #[test]
@@ -145,8 +145,13 @@ fn cross_field_rules() {
     let p = problems::<EdgeConfig>("[firmware]\nheartbeat_period_ms = 40\nlink_timeout_ms = 50\n");
     assert_eq!(keys(&p), ["firmware.link_timeout_ms"]);
 
-    let p = problems::<EdgeConfig>("[governor]\nzone_min_mm = [0.0, 0.0, 2000.0]\n");
-    assert_eq!(keys(&p), ["governor.zone_max_mm[2]"]);
+    let p = problems::<EdgeConfig>("[governor]\nzone_min_m = [0.0, 0.0, 3.0]\n");
+    assert_eq!(keys(&p), ["governor.zone_max_m[2]"]);
+
+    let p = problems::<EdgeConfig>(
+        "[governor]\nkeep_out_m = [[0.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.5, 0.0, 0.0, 0.4, 1.0, 1.0]]\nzone_min_fraction = 0.0\n",
+    );
+    assert_eq!(keys(&p), ["governor.keep_out_m[1]", "governor.zone_min_fraction"]);
 
     let p = problems::<CloudConfig>("[http]\nlisten = \"127.0.0.1:1883\"\n");
     assert_eq!(keys(&p), ["http.listen"]);

@@ -140,7 +140,9 @@ impl ControlLoop {
         } else {
             (self.last.targets_rad, self.last.gripper)
         };
-        let proposed = self.shaper.step(&self.last, &mut self.velocity, &goal, gripper);
+        // Slower while someone is near: the share of the limits the separation allows.
+        let scale = self.governor.speed_scale(&state);
+        let proposed = self.shaper.step(&self.last, &mut self.velocity, &goal, gripper, scale);
         let verdict = self.governor.check(&proposed, &state);
         if verdict.hold {
             self.started = false;

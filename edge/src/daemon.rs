@@ -78,6 +78,8 @@ impl Daemon {
             sync: Arc::new(SyncStatus::default()),
             uploads: Default::default(),
             recent_incidents: pipeline.recent_incidents.clone(),
+            zone: pipeline.zone_reader(),
+            separation: crate::governor::separation(config),
             operator_token_file: config.status_http.operator_token_file.clone(),
             health: Mutex::new(Default::default()),
         });

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
-use gantry_safety::governor::Governor;
 pub use gantry_safety::governor::{Check, Command, FaultReport, Incident, Limits, RobotState, Verdict};
+use gantry_safety::governor::{Governor, MAX_KEEP_OUT};
 use gantry_safety::kinematics::Arm;
+use gantry_safety::separation::Separation;
 
 // The configuration and the safety kernel size their arrays alike.
 const _: () = assert!(MAX_JOINTS == gantry_safety::MAX_JOINTS);
@@ -59,6 +60,12 @@ pub fn limits(config: &EdgeConfig) -> Limits {
     }
     let ms = |v: u64| v * 1_000_000;
     let period_s = 1.0 / config.control.rate_hz.max(1) as f32;
+    // Links are checked as lines: the boxes grow by the links' radius.
+    let r = config.arm.link_radius_m;
+    let mut keep_out = [[0.0; 6]; MAX_KEEP_OUT];
+    for (d, b) in keep_out.iter_mut().zip(&g.keep_out_m) {
+        *d = [b[0] - r, b[1] - r, b[2] - r, b[3] + r, b[4] + r, b[5] + r];
+    }
     Limits {
         joints: config.firmware.joints.min(MAX_JOINTS),
         pos_min,
@@ -76,13 +83,43 @@ pub fn limits(config: &EdgeConfig) -> Limits {
         max_temp_c: g.max_motor_temp_c as f32,
         pressure_min_kpa: g.gripper_pressure_min_kpa as f32,
         pressure_max_kpa: g.gripper_pressure_max_kpa as f32,
+        separation: separation(config),
+        resume_after_ns: ms(g.resume_after_ms),
+        keep_out,
+        keep_out_count: g.keep_out_m.len().min(MAX_KEEP_OUT),
     }
+}
+
+/// The separation distance's parameters (see `gantry_safety::separation`).
+pub fn separation(config: &EdgeConfig) -> Separation {
+    let g = &config.governor;
+    let period_s = 1.0 / f64::from(config.control.rate_hz.max(1));
+    let depth_period_s = 1.0 / f64::from(config.depth.fps.max(1));
+    // The longest any joint takes to brake from its velocity limit.
+    let stop_time_s = g
+        .max_velocity_rad_s
+        .iter()
+        .zip(&g.max_accel_rad_s2)
+        .take(config.firmware.joints)
+        .map(|(v, a)| v / a)
+        .fold(0.0, f64::max);
+    Separation {
+        human_speed_m_s: g.human_speed_m_s,
+        reaction_s: g.sensor_latency_ms as f64 / 1e3 + depth_period_s + period_s,
+        stop_time_s,
+        clearance_m: g.intrusion_distance_m + g.position_uncertainty_m,
+    }
+}
+
+/// The configured arm, with its tool.
+pub fn arm(config: &EdgeConfig) -> Arm {
+    Arm::new(&config.arm.dh).with_tool(config.arm.tool_offset_m)
 }
 
 impl SafetyGovernor {
     pub fn new(config: &EdgeConfig) -> Self {
         Self {
-            governor: Governor::new(limits(config), Arm::new(&config.arm.dh)),
+            governor: Governor::new(limits(config), arm(config)),
             incidents: Arc::new(ArrayQueue::new(INCIDENT_QUEUE)),
             stats: Arc::new(GovernorStats::default()),
             episode: None,
@@ -121,6 +158,11 @@ impl SafetyGovernor {
     /// The velocity of the last command sent, per joint.
     pub fn last_velocity(&self) -> [f32; MAX_JOINTS] {
         self.governor.last_velocity()
+    }
+
+    /// The share of the velocity limits speed and separation monitoring allows now.
+    pub fn speed_scale(&self, state: &RobotState) -> f32 {
+        self.governor.speed_scale(state)
     }
 
     pub fn measured_usable(&self, state: &RobotState) -> bool {

@@ -27,12 +27,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crossbeam_queue::ArrayQueue;
-use gantry_config::edge::{FirmwareLink as LinkKind, MAX_JOINTS};
+use gantry_config::edge::{DepthSource, FirmwareLink as LinkKind, MAX_JOINTS};
 use gantry_config::EdgeConfig;
 use gantry_firmware_bridge::link::{CommandPort, FirmwareLink, JointSnapshot, LinkConfig};
 use gantry_firmware_bridge::protocol::{FaultCode, Joints, MotorCommand};
 use gantry_firmware_bridge::sim::{SimHandle, SimParams};
 use gantry_hal::clock::monotonic_ns;
+use gantry_hal::synthetic::ArmPose;
 use gantry_hal::{Capture, CaptureStats, FrameBuf, FrameQueue, FrameSource, Pacing};
 use gantry_handoff::{snapshot, Latest, Publisher, Snapshot};
 use hdrhistogram::Histogram;
@@ -90,12 +91,17 @@ pub struct Parts {
     pub policy_failures: Vec<String>,
     /// The optional safety model that must approve every action.
     pub safety: Option<crate::infer::safety::SafetyModel>,
+    /// A synthetic depth camera drawing the arm: the control thread keeps it
+    /// fed with the measured joint angles every tick.
+    pub scene_arm: Option<Arc<ArmPose>>,
 }
 
 impl Parts {
     /// The sources and policies the configuration names.
     pub fn from_config(config: &EdgeConfig, pacing: Pacing) -> anyhow::Result<Self> {
-        let (camera, depth) = gantry_hal::open_sources(config, pacing).context("opening the cameras")?;
+        let scene_arm = (config.depth.source == DepthSource::Synthetic).then(|| Arc::new(ArmPose::default()));
+        let (camera, depth) =
+            gantry_hal::open_sources(config, pacing, scene_arm.as_ref()).context("opening the cameras")?;
         let loaded = crate::infer::load_policy(&config.policy).context("loading the policy")?;
         let mut failures = loaded.failures;
         let baseline_pkg = crate::infer::load_baseline(&config.policy.baseline_model_dir, &mut failures)?;
@@ -104,7 +110,7 @@ impl Parts {
             "" => None,
             path => Some(crate::infer::safety::SafetyModel::load(path, config.firmware.joints)?),
         };
-        Ok(Self { camera, depth, primary: loaded.backend, baseline, policy_failures: failures, safety })
+        Ok(Self { camera, depth, primary: loaded.backend, baseline, policy_failures: failures, safety, scene_arm })
     }
 }
 
@@ -338,6 +344,7 @@ struct Shared {
     incidents: Arc<ArrayQueue<Incident>>,
     taps: Arc<Taps>,
     options: Options,
+    scene_arm: Option<Arc<ArmPose>>,
 }
 
 /// The last incidents, newest last, for the status page.
@@ -431,6 +438,7 @@ impl Pipeline {
                 TAP_SLACK_S,
             )),
             options,
+            scene_arm: parts.scene_arm.clone(),
         });
         let governor = control.governor().stats();
         let model_version = parts.primary.manifest().version.clone();
@@ -523,7 +531,9 @@ impl Pipeline {
         }
         if let (Some(mut capture), Some(info)) = (depth_capture.take(), depth_info) {
             let shared = shared.clone();
-            let zone = zone::configured(&config.governor);
+            let zone = zone::configured(config, &info);
+            let arm = crate::governor::arm(config);
+            let joints = config.firmware.joints.min(MAX_JOINTS);
             let (core, prio) = (rt.capture_core, rt.capture_priority);
             let mut zone_out = zone_out;
             let s = shared.clone();
@@ -538,15 +548,16 @@ impl Pipeline {
                         warmup(&shared, RtThread::CaptureDepth, &mut n);
                         let result = capture.step_inspect(|frame: &FrameBuf| {
                             let m = frame.meta();
-                            let reading = zone.read(
-                                frame.as_u16(),
-                                info.width as usize,
-                                zone::intrinsics(info.intrinsics),
-                                info.depth_unit_mm,
-                                m.capture_ns,
-                                m.seq,
-                            );
-                            zone_out.publish(reading);
+                            // The arm where the firmware measured it as the frame
+                            // came in: its own links are not an intrusion. Without
+                            // a finite pose nothing is filtered (fail closed).
+                            let outline = match shared.link.joint_state() {
+                                Some(js) if js.positions_rad.iter().take(joints).all(|p| p.is_finite()) => {
+                                    arm.outline(js.positions_rad.get(..joints).unwrap_or(&[]))
+                                }
+                                _ => Default::default(),
+                            };
+                            zone_out.publish(zone.read(frame.as_u16(), &outline, m.capture_ns, m.seq));
                         });
                         if result.is_err() {
                             thread::sleep(Duration::from_millis(10));
@@ -619,6 +630,11 @@ impl Pipeline {
 
     pub fn zone(&self) -> ZoneReading {
         self.shared.zone.read_wait()
+    }
+
+    /// A reader of the workspace readings, for the status page.
+    pub fn zone_reader(&self) -> Snapshot<ZoneReading> {
+        self.shared.zone.clone()
     }
 
     /// The explicit local e-stop reset: once the control thread has taken it
@@ -981,6 +997,9 @@ fn control_loop(
         };
         // Snapshots are stamped on the link's clock; convert their age.
         let on_our_clock = |received_ns: u64| now.saturating_sub(link.now_ns().saturating_sub(received_ns)).max(1);
+        if let (Some(pose), Some(js)) = (&shared.scene_arm, js) {
+            pose.store(&js.positions_rad);
+        }
         if let Some(js) = js {
             state.positions_rad = js.positions_rad;
             state.velocities_rad_s = js.velocities_rad_s;

@@ -43,6 +43,9 @@ pub struct View {
     pub sync: Arc<SyncStatus>,
     pub uploads: Arc<crate::upload::UploadStats>,
     pub recent_incidents: RecentIncidents,
+    /// The depth thread's newest workspace reading.
+    pub zone: gantry_handoff::Snapshot<crate::zone::ZoneReading>,
+    pub separation: gantry_safety::separation::Separation,
     /// `status_http.operator_token_file`; empty: no e-stop reset over HTTP.
     pub operator_token_file: String,
     /// The newest one-second health sample.
@@ -53,6 +56,26 @@ pub struct View {
 const STALL_S: f64 = 1.0;
 
 impl View {
+    /// The newest depth reading in the robot's terms: who is how near, and
+    /// how fast that lets the arm move (speed and separation monitoring).
+    fn workspace(&self) -> Value {
+        let z = self.zone.read_wait();
+        let now = gantry_hal::clock::monotonic_ns();
+        let nearest_m = (z.nearest_mm != crate::zone::ZoneReading::NONE).then(|| f64::from(z.nearest_mm) / 1e3);
+        json!({
+            "age_ms": (z.capture_ns != 0).then(|| now.saturating_sub(z.capture_ns) as f64 / 1e6),
+            "intrusion": z.intrusion,
+            "blind": z.blind,
+            "nearest_m": nearest_m,
+            "stop_distance_m": self.separation.stop_distance_m(),
+            "allowed_speed_m_s": nearest_m.map(|d| self.separation.allowed_speed_m_s(d)),
+            "occupied_pixels": z.occupied_pixels,
+            "arm_pixels": z.arm_pixels,
+            "invalid_pixels": z.invalid_pixels,
+            "footprint_pixels": z.footprint_pixels,
+        })
+    }
+
     pub fn taps_dropped(&self) -> u64 {
         self.taps.dropped.load(Relaxed) + self.taps.thumbs.dropped.load(Relaxed)
     }
@@ -215,6 +238,7 @@ impl View {
                 "reset_over_http": !self.operator_token_file.is_empty(),
             },
             "reasons": reasons,
+            "workspace": self.workspace(),
             "model": {
                 "version": model.version,
                 "rollout": {"state": model.state, "assigned": model.assigned, "reason": model.reason},

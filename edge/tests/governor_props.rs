@@ -11,7 +11,6 @@ use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
 use gantry_edge::governor::{Command, FaultReport, RobotState, SafetyGovernor};
 use gantry_edge::zone::ZoneReading;
-use gantry_safety::kinematics::Arm;
 use proptest::prelude::*;
 use proptest::test_runner::TestRng;
 
@@ -29,7 +28,52 @@ fn chance(rng: &mut TestRng, p: f32) -> bool {
 /// The limits, re-derived from the configuration independently of the governor.
 struct Reference {
     config: EdgeConfig,
-    arm: Arm,
+    arm: gantry_safety::kinematics::Arm,
+    /// Capture time of the last depth reading that demanded a stop.
+    zone_blocked_ns: u64,
+}
+
+impl Reference {
+    /// Some link below the table (the base and the shoulder point above it
+    /// are fixed) or inside a keep-out box grown by the links' radius; links
+    /// sampled every millimetre.
+    fn arm_misplaced(&self, q: &[f32; MAX_JOINTS]) -> bool {
+        let g = &self.config.governor;
+        let outline = self.arm.outline(&q[..self.config.firmware.joints]);
+        let points = outline.points();
+        if points[2..].iter().any(|p| p[2] < g.table_height_m - 1e-9) {
+            return true;
+        }
+        let r = self.config.arm.link_radius_m;
+        for b in &g.keep_out_m {
+            for pair in points[1..].windows(2) {
+                let len = (0..3).map(|k| (pair[1][k] - pair[0][k]).powi(2)).sum::<f64>().sqrt();
+                let steps = (len / 1e-3).ceil().max(1.0) as usize;
+                for i in 0..=steps {
+                    let f = i as f64 / steps as f64;
+                    let p: Vec<f64> = (0..3).map(|k| pair[0][k] + f * (pair[1][k] - pair[0][k])).collect();
+                    if (0..3).all(|k| p[k] >= b[k] - r && p[k] <= b[k + 3] + r) {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// ISO/TS 15066's protective separation distance for the arm moving at
+    /// `v_r`: S_p = v_h (T_r + T_s) + v_r T_r + v_r T_s / 2 + C + Z.
+    fn protective_distance(&self, v_r: f64) -> f64 {
+        let c = &self.config;
+        let g = &c.governor;
+        let t_r = g.sensor_latency_ms as f64 / 1e3 + 1.0 / f64::from(c.depth.fps) + 1.0 / f64::from(c.control.rate_hz);
+        let t_s = (0..c.firmware.joints).map(|j| g.max_velocity_rad_s[j] / g.max_accel_rad_s2[j]).fold(0.0, f64::max);
+        g.human_speed_m_s * (t_r + t_s)
+            + v_r * t_r
+            + v_r * t_s / 2.0
+            + g.intrusion_distance_m
+            + g.position_uncertainty_m
+    }
 }
 
 impl Reference {
@@ -37,7 +81,7 @@ impl Reference {
     /// breaks any rule; `latched`: an e-stop press or a latching firmware fault
     /// since the last reset.
     fn violates(
-        &self,
+        &mut self,
         cmd: &Command,
         prev: &Command,
         prev_velocity: &[f32],
@@ -49,6 +93,15 @@ impl Reference {
         let dt = 1.0 / self.config.control.rate_hz as f64;
         let age = |t: u64| state.now_ns.saturating_sub(t);
         let policy_life = (dt * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
+        // The zone: a fresh reading that is blind or has someone inside the
+        // separation distance of an arm at rest demands a stop, and motion
+        // resumes only after the zone stayed clear for resume_after_ms.
+        let zone = state.zone;
+        let zone_fresh = zone.capture_ns != 0 && age(zone.capture_ns) <= g.depth_max_age_ms * MS;
+        let nearest = if zone.nearest_mm == ZoneReading::NONE { f64::INFINITY } else { zone.nearest_mm as f64 / 1e3 };
+        if zone_fresh && (zone.blind || nearest < self.protective_distance(0.0)) {
+            self.zone_blocked_ns = self.zone_blocked_ns.max(zone.capture_ns);
+        }
         // No e-stop report yet counts as pressed.
         if latched
             || !state.estop_known
@@ -83,7 +136,26 @@ impl Reference {
         if state.policy_frame_ns == 0 || age(state.policy_frame_ns) > policy_life + 1 {
             return true;
         }
-        if state.zone.capture_ns == 0 || age(state.zone.capture_ns) > g.depth_max_age_ms * MS || !state.zone.clear {
+        if !zone_fresh || zone.blind || nearest < self.protective_distance(0.0) {
+            return true;
+        }
+        if self.zone_blocked_ns != 0 && zone.capture_ns.saturating_sub(self.zone_blocked_ns) < g.resume_after_ms * MS {
+            return true;
+        }
+        // Every point of the arm at most as fast as keeps the nearest person
+        // outside the protective separation distance.
+        let from = self.arm.outline(&prev.targets_rad[..n]);
+        let to = self.arm.outline(&cmd.targets_rad[..n]);
+        let v_r = from
+            .points()
+            .iter()
+            .zip(to.points())
+            .map(|(a, b)| (0..3).map(|k| (b[k] - a[k]).powi(2)).sum::<f64>().sqrt() / dt)
+            .fold(0.0, f64::max);
+        if nearest.is_finite() && self.protective_distance(v_r) > nearest * 1.001 + 1e-3 {
+            return true;
+        }
+        if self.arm_misplaced(&cmd.targets_rad) {
             return true;
         }
         for j in 0..n {
@@ -108,7 +180,7 @@ impl Reference {
                 return true;
             }
         }
-        let tool = self.arm.tool_position(&cmd.targets_rad[..n]);
+        let tool = to.tool();
         if tool[2] < g.table_height_m - 1e-9 {
             return true;
         }
@@ -145,8 +217,20 @@ fn random_state(
     positions: &[f32; MAX_JOINTS],
     healthy: bool,
     fault: &mut FaultReport,
+    person_mm: &mut u32,
 ) -> RobotState {
     let p = if healthy { 0.0 } else { 1.0 };
+    if chance(rng, 0.02) {
+        // Someone comes, moves or goes: healthy runs keep them beyond the
+        // stop distance (0.65 m), in the slow band or far away.
+        *person_mm = if chance(rng, 0.5) {
+            ZoneReading::NONE
+        } else if healthy || chance(rng, 0.7) {
+            700 + (2500.0 * unit(rng)) as u32
+        } else {
+            (700.0 * unit(rng)) as u32
+        };
+    }
     if chance(rng, 0.005 * p) {
         // A new fault: most latch, a command timeout does not.
         *fault = FaultReport {
@@ -210,8 +294,10 @@ fn random_state(
         zone: ZoneReading {
             capture_ns: stale(rng, 0.02 * p, 100),
             frame_seq: 1,
-            occupied_pixels: 0,
-            clear: !chance(rng, 0.03 * p),
+            intrusion: *person_mm != ZoneReading::NONE,
+            nearest_mm: *person_mm,
+            blind: chance(rng, 0.01 * p),
+            ..ZoneReading::default()
         },
         policy_frame_ns: stale(rng, 0.02 * p, 200),
         policy_frame_seq: 1,
@@ -227,8 +313,12 @@ proptest! {
 
     #[test]
     fn no_violating_command_ever_passes_and_each_rejection_is_one_incident(seed in any::<u64>()) {
-        let config = EdgeConfig::default();
-        let reference = Reference { arm: Arm::new(&config.arm.dh), config: config.clone() };
+        let mut config = EdgeConfig::default();
+        // A fixture on the table beside the arm's reach.
+        config.governor.keep_out_m = vec![[0.3, -0.1, 0.0, 0.9, 0.1, 0.25]];
+        // A gripper 10 cm long.
+        config.arm.tool_offset_m = [0.0, 0.0, 0.1];
+        let mut reference = Reference { arm: gantry_edge::governor::arm(&config), config: config.clone(), zone_blocked_ns: 0 };
         let mut governor = SafetyGovernor::new(&config);
         let incidents = governor.incidents();
         let stats = governor.stats();
@@ -255,6 +345,7 @@ proptest! {
         // sequences keep probing the velocity, acceleration and position bounds.
         let mut cruise = [0f32; 6];
         let mut fault = FaultReport::default();
+        let mut person_mm = ZoneReading::NONE;
         // The reference's own memory: a press or a latching fault holds until a reset.
         let (mut latched, mut fault_seen) = (false, 0u64);
         let mut previous_approved = true;
@@ -263,9 +354,12 @@ proptest! {
             now += 10 * MS;
             // First half: healthy inputs, only the motion is at stake. Second half:
             // random faults in every input.
-            let state = random_state(&mut rng, now, &positions, step < STEPS / 2, &mut fault);
+            let state = random_state(&mut rng, now, &positions, step < STEPS / 2, &mut fault, &mut person_mm);
             let mut cmd = prev;
             let smooth = chance(&mut rng, 0.95);
+            // Mostly slow down near a person as the shaper would (the
+            // governor's share of the limits), now and then not at all.
+            let scale = if chance(&mut rng, 0.9) { governor.speed_scale(&state) } else { 1.0 };
             for j in 0..6 {
                 if chance(&mut rng, 0.05) {
                     cruise[j] = (unit(&mut rng) - 0.5) * 2.0 * 1.55;
@@ -276,7 +370,7 @@ proptest! {
                 }
                 if smooth {
                     let accel = (5.0 + 3.2 * unit(&mut rng)) * 0.01;
-                    let v = prev_velocity[j] + (cruise[j] - prev_velocity[j]).clamp(-accel, accel);
+                    let v = prev_velocity[j] + (cruise[j] * scale - prev_velocity[j]).clamp(-accel, accel);
                     cmd.targets_rad[j] += v * 0.01;
                 } else {
                     cmd.targets_rad[j] += (unit(&mut rng) - 0.5) * 1.0;
@@ -323,9 +417,15 @@ proptest! {
                     prop_assert_eq!(i.failed, verdict.failed);
                     runs += 1;
                 }
-                // Head back towards the start pose, so the run keeps moving.
+                // Head back towards the start pose, or somewhere new when
+                // the way back runs into a keep-out box, so the run keeps moving.
+                let towards_home = chance(&mut rng, 0.5);
                 for j in 0..6 {
-                    cruise[j] = (home[j] - positions[j]).signum() * cruise[j].abs();
+                    cruise[j] = if towards_home {
+                        (home[j] - positions[j]).signum() * cruise[j].abs()
+                    } else {
+                        (unit(&mut rng) - 0.5) * 2.0 * 1.55
+                    };
                 }
                 prop_assert!(verdict.command.gripper.is_finite());
                 prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "a non-finite substitute {:?}", verdict.command);
@@ -347,6 +447,8 @@ proptest! {
                     // acceleration limit in one period, never speeds up and
                     // never reverses.
                     prop_assert!(!verdict.hold);
+                    // …and never carries the arm below the table or into a keep-out box.
+                    prop_assert!(!reference.arm_misplaced(&verdict.command.targets_rad), "the stop went where no command may: {:?}", verdict.command);
                     for j in 0..6 {
                         let v0 = prev_velocity[j];
                         let v = (verdict.command.targets_rad[j] - prev.targets_rad[j]) / 0.01;

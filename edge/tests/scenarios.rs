@@ -62,7 +62,8 @@ fn a_person_entering_stops_motion_within_one_control_period() {
     let scene = Synthetic { person_event: true, person_enter_s: 1.0, person_leave_s: 3.0, ..Synthetic::default() };
     let mut depth = SyntheticDepth::new(Scene::new(scene), 848, 480, 30, Pacing::Max);
     let info = depth.info();
-    let zone = gantry_edge::zone::configured(&config.governor);
+    let zone = gantry_edge::zone::configured(&config, &info);
+    let arm = gantry_edge::governor::arm(&config).outline(&home()[..6]);
     let mut frame = vec![0u8; info.frame_bytes()];
     let mut control = ControlLoop::new(&config);
     let period = 10 * MS;
@@ -79,15 +80,8 @@ fn a_person_entering_stops_motion_within_one_control_period() {
             let capture_ns = start + next_frame * 1_000_000_000 / 30;
             let meta = depth.next_frame(Some(&mut frame)).unwrap();
             let d: Vec<u16> = frame.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-            reading = zone.read(
-                &d,
-                info.width as usize,
-                gantry_edge::zone::intrinsics(info.intrinsics),
-                1.0,
-                capture_ns,
-                meta.seq,
-            );
-            if !reading.clear && person_frame_ns.is_none() {
+            reading = zone.read(&d, &arm, capture_ns, meta.seq);
+            if !reading.clear() && person_frame_ns.is_none() {
                 person_frame_ns = Some(capture_ns);
             }
             next_frame += 1;
@@ -131,8 +125,7 @@ fn an_estop_press_is_honoured_on_the_next_tick_and_stays_latched() {
         let e = link.estop().unwrap();
         state.estop_pressed = e.pressed;
         state.estop_latched = e.latched;
-        state.zone =
-            gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, occupied_pixels: 0, clear: true };
+        state.zone = gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, ..Default::default() };
         let v = control.tick(&state, &policy);
         (e.pressed || e.latched, v.approved)
     };
@@ -207,6 +200,7 @@ fn a_slow_policy_falls_back_to_the_baseline_then_to_safe_stop() {
         baseline: Box::new(slow(80)),
         policy_failures: Vec::new(),
         safety: None,
+        scene_arm: None,
     };
     let pipeline = Pipeline::start(&config, parts, Options::default()).unwrap();
     let status = pipeline.status();
@@ -238,7 +232,7 @@ fn the_safety_model_must_approve_each_action() {
     let mut control = ControlLoop::new(&config);
     let now = 1_000_000 * MS;
     let (mut state, policy) = healthy(now);
-    state.zone = gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, occupied_pixels: 0, clear: true };
+    state.zone = gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, ..Default::default() };
     assert!(control.tick(&state, &policy).approved);
     state.now_ns += 10 * MS;
     state.policy_unsafe = true;
@@ -273,6 +267,7 @@ fn a_joint_count_mismatch_refuses_to_start() {
         baseline: Box::new(TractBackend::load(&model, 1).unwrap()),
         policy_failures: Vec::new(),
         safety: None,
+        scene_arm: None,
     };
     let err = Pipeline::start(&config, parts, Options { sim_joints: Some(5), ..Options::default() })
         .err()
@@ -301,8 +296,7 @@ fn a_firmware_fault_holds_until_the_reset() {
     let tick = |control: &mut ControlLoop| {
         let now = gantry_hal::clock::monotonic_ns();
         let (mut state, policy) = healthy(now);
-        state.zone =
-            gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, occupied_pixels: 0, clear: true };
+        state.zone = gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, ..Default::default() };
         if let Some(f) = link.fault() {
             state.fault = FaultReport {
                 received_ns: f.received_ns,

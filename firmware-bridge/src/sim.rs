@@ -49,6 +49,8 @@ pub struct SimParams {
     pub command_timeout: Duration,
     /// Deceleration of the controlled stop.
     pub stop_decel_rad_s2: f32,
+    /// Where the arm is at power-on.
+    pub start_rad: [f32; MAX_JOINTS],
 }
 
 impl Default for SimParams {
@@ -69,6 +71,9 @@ impl Default for SimParams {
             supply_v: 48.0,
             command_timeout: Duration::from_millis(100),
             stop_decel_rad_s2: 50.0,
+            // A UR5-like arm folded above the table (tool ~0.35 m up), not
+            // stretched out a few centimetres above it as at all zeros.
+            start_rad: [0.0, -1.2, 1.2, -1.5, -1.5, 0.0, 0.0, 0.0],
         }
     }
 }
@@ -256,6 +261,8 @@ impl Sim {
     fn new(p: SimParams, control: Arc<Control>, publisher: Publisher<SimState>) -> Self {
         let mut s = SimState::default();
         s.motor_temp_c[..p.joints].fill(p.ambient_c);
+        s.positions_rad[..p.joints].copy_from_slice(&p.start_rad[..p.joints]);
+        s.targets_rad = s.positions_rad;
         Self {
             p,
             control,

@@ -4,11 +4,19 @@
 //! table seen from above (a plane, slightly tilted), a part moving on it in a
 //! circle, and — when configured — a person who walks into the workspace at
 //! `person_enter_s` and leaves at `person_leave_s`. The same seed gives the same
-//! pixels on every run, so the safety governor can be tested against it.
+//! pixels on every run, so the safety governor can be tested against it. The
+//! depth camera also sees the person and, when given its joint angles, the arm
+//! itself, both placed in the robot's base frame through the camera's
+//! configured extrinsics.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_config::edge::Synthetic as SceneConfig;
+use gantry_config::edge::{Synthetic as SceneConfig, MAX_JOINTS};
+use gantry_config::EdgeConfig;
+use gantry_safety::kinematics::Arm;
+use gantry_safety::zone::Pose;
 use rand_core::RngCore;
 use rand_pcg::Pcg64Mcg;
 
@@ -16,18 +24,88 @@ use crate::clock::monotonic_ns;
 use crate::frame::{FrameMeta, Intrinsics, PixelFormat, StreamInfo};
 use crate::source::{FrameSource, HalError, Pacing};
 
+/// The arm's joint angles for the synthetic depth camera to draw: written by
+/// the robot from the firmware's joint state, read when a frame is rendered.
+/// Wait-free; a frame drawn mid-update mixes two poses a millisecond apart.
+#[derive(Debug, Default)]
+pub struct ArmPose {
+    angles: [AtomicU32; MAX_JOINTS],
+    known: AtomicBool,
+}
+
+impl ArmPose {
+    pub fn store(&self, q: &[f32]) {
+        for (a, v) in self.angles.iter().zip(q) {
+            a.store(v.to_bits(), Ordering::Relaxed);
+        }
+        self.known.store(true, Ordering::Release);
+    }
+
+    /// The angles, once any were stored.
+    pub fn load(&self) -> Option<[f32; MAX_JOINTS]> {
+        if !self.known.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut q = [0f32; MAX_JOINTS];
+        for (v, a) in q.iter_mut().zip(&self.angles) {
+            *v = f32::from_bits(a.load(Ordering::Relaxed));
+        }
+        Some(q)
+    }
+}
+
+/// The arm as the depth camera sees it.
+#[derive(Debug, Clone)]
+struct SceneArm {
+    arm: Arm,
+    joints: usize,
+    radius_m: f32,
+    pose: Arc<ArmPose>,
+}
+
 /// The moving scene both sources render.
 #[derive(Debug, Clone)]
 pub struct Scene {
     pub config: SceneConfig,
+    /// The depth camera's pose in the robot's base frame.
+    camera: Pose,
+    arm: Option<SceneArm>,
 }
 
-/// The person's footprint in normalised image coordinates (0..1), while present.
+/// The person's footprint in normalised image coordinates (0..1) in the RGB
+/// image, while present.
 const PERSON_BOX: [f32; 4] = [0.40, 0.25, 0.62, 0.80];
+/// Half the person's footprint in the base frame (x, y), metres.
+const PERSON_HALF_M: [f32; 2] = [0.2, 0.25];
+/// Spacing of the spheres that draw the arm's links, metres.
+const ARM_STEP_M: f64 = 0.02;
 
 impl Scene {
+    /// The scene with the depth camera where the default configuration puts it.
     pub fn new(config: SceneConfig) -> Self {
-        Self { config }
+        let g = gantry_config::edge::Governor::default();
+        Self { config, camera: Pose::from_xyz_rpy(g.camera_position_m, g.camera_rpy_rad), arm: None }
+    }
+
+    /// The scene the configuration describes, the depth camera at its configured pose.
+    pub fn from_config(config: &EdgeConfig) -> Self {
+        let g = &config.governor;
+        Self {
+            config: config.synthetic.clone(),
+            camera: Pose::from_xyz_rpy(g.camera_position_m, g.camera_rpy_rad),
+            arm: None,
+        }
+    }
+
+    /// The depth camera also draws the configured arm at the angles `pose` holds.
+    pub fn with_arm(mut self, config: &EdgeConfig, pose: Arc<ArmPose>) -> Self {
+        self.arm = Some(SceneArm {
+            arm: Arm::new(&config.arm.dh).with_tool(config.arm.tool_offset_m),
+            joints: config.firmware.joints.min(MAX_JOINTS),
+            radius_m: config.arm.link_radius_m as f32,
+            pose,
+        });
+        self
     }
 
     /// Whether the person is inside the workspace at scene time `t_s`.
@@ -206,9 +284,80 @@ impl SyntheticDepth {
         let part_mm = self.scene.config.table_distance_mm.saturating_sub(120);
         fill_depth(dst, w, h, [px.saturating_sub(half), py.saturating_sub(half), px + half, py + half], part_mm);
         if self.scene.person_present(t_s) {
-            let [x0, y0, x1, y1] = PERSON_BOX;
-            let r = |v: f32, n: usize| (v * n as f32) as usize;
-            fill_depth(dst, w, h, [r(x0, w), r(y0, h), r(x1, w), r(y1, h)], self.scene.config.person_distance_mm);
+            self.draw_person(dst);
+        }
+        if let Some(arm) = &self.scene.arm {
+            self.draw_arm(arm, dst);
+        }
+    }
+
+    /// Projects a base-frame point; `None` behind the camera.
+    fn project(&self, p: [f32; 3]) -> Option<(f32, f32, f32)> {
+        let c = self.scene.camera.to_camera(p);
+        let k = self.info.intrinsics;
+        (c[2] > 1e-3).then(|| (k.fx * c[0] / c[2] + k.cx, k.fy * c[1] / c[2] + k.cy, c[2]))
+    }
+
+    /// The top of the person's body: a horizontal rectangle at
+    /// `person_height_m` over `person_position_m`, as the camera sees it.
+    fn draw_person(&self, dst: &mut [u16]) {
+        let c = &self.scene.config;
+        let (px, py, top) = (c.person_position_m[0] as f32, c.person_position_m[1] as f32, c.person_height_m as f32);
+        let [hx, hy] = PERSON_HALF_M;
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let (mut u0, mut v0, mut u1, mut v1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+        for (dx, dy) in [(-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy)] {
+            let Some((u, v, _)) = self.project([px + dx, py + dy, top]) else { return };
+            (u0, v0, u1, v1) = (u0.min(u), v0.min(v), u1.max(u), v1.max(v));
+        }
+        let k = self.info.intrinsics;
+        let cam = self.scene.camera;
+        for v in (v0.max(0.0) as usize)..(v1.max(0.0).ceil() as usize).min(h) {
+            for u in (u0.max(0.0) as usize)..(u1.max(0.0).ceil() as usize).min(w) {
+                let dir = cam.rotate([(u as f32 - k.cx) / k.fx, (v as f32 - k.cy) / k.fy, 1.0]);
+                if dir[2].abs() < 1e-6 {
+                    continue;
+                }
+                // Depth along the optical axis where this pixel's ray meets the top.
+                let z = (top - cam.t[2]) / dir[2];
+                let (x, y) = (cam.t[0] + z * dir[0], cam.t[1] + z * dir[1]);
+                if z > 0.0 && (x - px).abs() <= hx && (y - py).abs() <= hy {
+                    let d = &mut dst[v * w + u];
+                    *d = if c.person_reads_invalid { 0 } else { (*d).min((z * 1000.0).clamp(1.0, 65_535.0) as u16) };
+                }
+            }
+        }
+    }
+
+    /// The arm's links as rows of spheres at its current joint angles.
+    fn draw_arm(&self, arm: &SceneArm, dst: &mut [u16]) {
+        let Some(q) = arm.pose.load() else { return };
+        let outline = arm.arm.outline(&q[..arm.joints]);
+        let (w, h) = (self.info.width as usize, self.info.height as usize);
+        let fx = self.info.intrinsics.fx;
+        for pair in outline.points().windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let len = (0..3).map(|i| (b[i] - a[i]).powi(2)).sum::<f64>().sqrt();
+            let steps = (len / ARM_STEP_M).ceil().max(1.0) as usize;
+            for s in 0..=steps {
+                let f = s as f64 / steps as f64;
+                let p = [0, 1, 2].map(|i| (a[i] + f * (b[i] - a[i])) as f32);
+                let Some((u, v, z)) = self.project(p) else { continue };
+                // The sphere's near side, filling its disc in the image.
+                let mm = ((z - arm.radius_m) * 1000.0).clamp(1.0, 65_535.0) as u16;
+                let r = arm.radius_m * fx / z;
+                let (ur, vr) = (u.round() as i64, v.round() as i64);
+                let ri = r.ceil() as i64;
+                for y in (vr - ri).max(0)..(vr + ri + 1).min(h as i64) {
+                    for x in (ur - ri).max(0)..(ur + ri + 1).min(w as i64) {
+                        let (dx, dy) = (x as f32 - u, y as f32 - v);
+                        if dx * dx + dy * dy <= r * r {
+                            let d = &mut dst[y as usize * w + x as usize];
+                            *d = (*d).min(mm);
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -37,11 +37,11 @@ fn same_seed_same_pixels_other_seed_other_pixels() {
 #[test]
 fn depth_shows_the_table_plane() {
     let frame = &depth_frames(Synthetic::default(), 30, 1)[0];
-    // Top-left corner: table, ~1500 mm tilted by ≤ 36 mm, noise ≤ 4 mm.
+    // Top-left corner: table, ~2500 mm tilted by ≤ 36 mm, noise ≤ 4 mm.
     let corner = frame[10 * 848 + 10];
-    assert!((1500..=1545).contains(&corner), "{corner}");
+    assert!((2500..=2545).contains(&corner), "{corner}");
     let bottom = frame[470 * 848 + 10];
-    assert!((1455..=1500).contains(&bottom), "{bottom}");
+    assert!((2455..=2500).contains(&bottom), "{bottom}");
 }
 
 #[test]
@@ -49,11 +49,18 @@ fn the_person_enters_and_leaves_on_time() {
     let config = Synthetic { person_event: true, person_enter_s: 1.0, person_leave_s: 2.0, ..Synthetic::default() };
     // 10 fps: frame 9 is t = 0.9 s, frame 10 is t = 1.0 s, frame 20 is t = 2.0 s.
     let frames = depth_frames(config.clone(), 10, 21);
-    let centre = |f: &Vec<u16>| f[(480 * 52 / 100) * 848 + 848 / 2];
-    assert_ne!(centre(&frames[9]), 900);
-    assert_eq!(centre(&frames[10]), 900);
-    assert_eq!(centre(&frames[19]), 900);
-    assert_ne!(centre(&frames[20]), 900);
+    // The top of the person (1.1 m high at x = 0, y = 0.3 m) seen from the
+    // camera 2.5 m above the base, looking down: 1.4 m away, 0.3 m above
+    // the image centre (y up in the base frame is up in the image).
+    let fy = 424.0 / (87f32.to_radians() / 2.0).tan();
+    let v = (240.0 - fy * 0.3 / 1.4).round() as usize;
+    let top = |f: &Vec<u16>| f[v * 848 + 424];
+    let there = |f: &Vec<u16>| (1399..=1401).contains(&top(f));
+    assert!(
+        !there(&frames[9]) && there(&frames[10]) && there(&frames[19]) && !there(&frames[20]),
+        "{}",
+        top(&frames[10])
+    );
     let scene = Scene::new(config);
     assert!(!scene.person_present(0.99) && scene.person_present(1.0) && !scene.person_present(2.0));
 }

@@ -72,7 +72,7 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
             telemetry_ns: now - 1_000_000,
             estop_known: true,
             link_alive: true,
-            zone: ZoneReading { capture_ns: now - 1_000_000, frame_seq: 1, occupied_pixels: 0, clear: true },
+            zone: ZoneReading { capture_ns: now - 1_000_000, frame_seq: 1, ..ZoneReading::default() },
             policy_frame_ns: now - 1_000_000,
             policy_frame_seq: 1,
             ..RobotState::default()

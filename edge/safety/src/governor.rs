@@ -17,10 +17,15 @@
 //!    joint state fresh, for the configured number of joints, finite and from
 //!    working encoders, no joint measured faster than its velocity limit;
 //! 3. inference deadline met, policy output fresh and finite;
-//! 4. workspace clear (a stale depth reading counts as not clear);
+//! 4. workspace clear: a fresh depth reading, a camera that can see the
+//!    zone, nobody nearer the arm than the stop distance, and none since
+//!    `resume_after`; in the slow band beyond it, no point of the arm faster
+//!    than the separation distance allows ([`crate::separation`]);
 //! 5. joint position (with the margin, and room to brake to a stop inside
 //!    it), velocity and acceleration limits;
-//! 6. tool above the table and inside the tool box (forward kinematics);
+//! 6. every link above the table and outside every keep-out box, the tool tip
+//!    (with its offset) above the table and inside the tool box (forward
+//!    kinematics);
 //! 7. telemetry fresh and finite, motor temperatures and gripper pressure
 //!    within limits;
 //! 8. the optional safety model approved the policy's action (it runs on the
@@ -33,9 +38,13 @@
 //! is fresh and finite, and otherwise there is no position to command at all:
 //! the verdict says `hold`, and the caller sends the protocol's hold instead.
 
-use crate::kinematics::Arm;
+use crate::kinematics::{Arm, Outline};
+use crate::separation::Separation;
 use crate::zone::ZoneReading;
 use crate::{within, MAX_JOINTS};
+
+/// The most keep-out boxes the governor checks.
+pub const MAX_KEEP_OUT: usize = 8;
 
 /// A command for one control tick: absolute joint targets and the gripper.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -63,11 +72,14 @@ pub enum Check {
     PolicyOutputFresh,
     PolicyOutputFinite,
     WorkspaceClear,
+    SeparationDistance,
     JointPosition,
     JointVelocity,
     JointAcceleration,
     ToolAboveTable,
     ToolInBox,
+    ArmAboveTable,
+    KeepOut,
     TelemetryFresh,
     TelemetryFinite,
     MotorTemperature,
@@ -76,7 +88,7 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 25] = [
+    pub const ALL: [Check; 28] = [
         Check::EStop,
         Check::RealtimeThreads,
         Check::FirmwareLink,
@@ -92,11 +104,14 @@ impl Check {
         Check::PolicyOutputFresh,
         Check::PolicyOutputFinite,
         Check::WorkspaceClear,
+        Check::SeparationDistance,
         Check::JointPosition,
         Check::JointVelocity,
         Check::JointAcceleration,
         Check::ToolAboveTable,
         Check::ToolInBox,
+        Check::ArmAboveTable,
+        Check::KeepOut,
         Check::TelemetryFresh,
         Check::TelemetryFinite,
         Check::MotorTemperature,
@@ -121,11 +136,14 @@ impl Check {
             Check::PolicyOutputFresh => "policy_output_fresh",
             Check::PolicyOutputFinite => "policy_output_finite",
             Check::WorkspaceClear => "workspace_clear",
+            Check::SeparationDistance => "separation_distance",
             Check::JointPosition => "joint_position",
             Check::JointVelocity => "joint_velocity",
             Check::JointAcceleration => "joint_acceleration",
             Check::ToolAboveTable => "tool_above_table",
             Check::ToolInBox => "tool_in_box",
+            Check::ArmAboveTable => "arm_above_table",
+            Check::KeepOut => "keep_out",
             Check::TelemetryFresh => "telemetry_fresh",
             Check::TelemetryFinite => "telemetry_finite",
             Check::MotorTemperature => "motor_temperature",
@@ -157,12 +175,17 @@ impl Check {
             Check::InferenceDeadline => "the policy missed its inference deadline",
             Check::PolicyOutputFresh => "no fresh policy output",
             Check::PolicyOutputFinite => "the policy produced an action that is not a number (NaN or infinite)",
-            Check::WorkspaceClear => "the workspace is not clear (or no fresh depth frame)",
+            Check::WorkspaceClear => {
+                "someone or something is too near the arm, the camera cannot see the workspace, or no fresh depth frame"
+            }
+            Check::SeparationDistance => "slowed down: someone is near the arm (speed and separation monitoring)",
             Check::JointPosition => "a joint would leave its position limits",
             Check::JointVelocity => "a joint would move faster than its limit",
             Check::JointAcceleration => "a joint would accelerate harder than its limit",
             Check::ToolAboveTable => "the tool would go below the table",
             Check::ToolInBox => "the tool would leave its allowed box",
+            Check::ArmAboveTable => "a link of the arm would go below the table",
+            Check::KeepOut => "the arm would enter a keep-out zone",
             Check::TelemetryFresh => "no recent temperature and pressure readings from the firmware",
             Check::TelemetryFinite => {
                 "the firmware reports temperatures or pressure that are not numbers (NaN or infinite)"
@@ -207,6 +230,8 @@ impl Check {
                 | Check::JointAcceleration
                 | Check::ToolAboveTable
                 | Check::ToolInBox
+                | Check::ArmAboveTable
+                | Check::KeepOut
                 | Check::SafetyModel
         )
     }
@@ -314,6 +339,15 @@ pub struct Limits {
     pub max_temp_c: f32,
     pub pressure_min_kpa: f32,
     pub pressure_max_kpa: f32,
+    /// Speed and separation monitoring.
+    pub separation: Separation,
+    /// After the zone needed a stop, motion resumes only once it has stayed
+    /// clear this long (depth capture time).
+    pub resume_after_ns: u64,
+    /// Boxes no part of the arm may enter, `[min_x, min_y, min_z, max_x,
+    /// max_y, max_z]` in metres (base frame), already grown by the links' radius.
+    pub keep_out: [[f64; 6]; MAX_KEEP_OUT],
+    pub keep_out_count: usize,
 }
 
 pub struct Governor {
@@ -328,6 +362,10 @@ pub struct Governor {
     fault_seen_ns: u64,
     /// A latching firmware fault in force until the local reset.
     fault_latched: Option<FaultReport>,
+    /// Capture time of the newest depth reading that needed a stop; 0 = none.
+    zone_blocked_ns: u64,
+    /// The fastest any point of the arm can move at the velocity limits (m/s).
+    speed_bound_m_s: f64,
 }
 
 /// What the governor sends when a check fails.
@@ -339,9 +377,14 @@ struct Substitute {
 
 impl Governor {
     pub fn new(limits: Limits, arm: Arm) -> Self {
+        let n = limits.joints.min(MAX_JOINTS).min(arm.joints());
+        let speed_bound_m_s =
+            limits.vel_max.iter().take(n).enumerate().map(|(j, v)| f64::from(libm::fabsf(*v)) * arm.reach(j)).sum();
         Self {
             limits,
             arm,
+            zone_blocked_ns: 0,
+            speed_bound_m_s,
             last: Command::default(),
             last_velocity: [0.0; MAX_JOINTS],
             has_last: false,
@@ -382,6 +425,19 @@ impl Governor {
         self.estop_latched = false;
         self.fault_latched = None;
         self.restart();
+    }
+
+    /// The share of the velocity limits the arm may use now, from the nearest
+    /// person's distance (1 with nobody in the zone): at that share no point of
+    /// the arm moves faster than the separation allows. The shaper plans with
+    /// it; the governor checks the speed itself.
+    pub fn speed_scale(&self, state: &RobotState) -> f32 {
+        let allowed = self.limits.separation.allowed_speed_m_s(nearest_m(&state.zone));
+        if self.speed_bound_m_s <= 0.0 || allowed >= self.speed_bound_m_s {
+            1.0
+        } else {
+            crate::limit((allowed / self.speed_bound_m_s) as f32, 0.0, 1.0)
+        }
     }
 
     /// Forgets the last command: the next one is judged from the measured pose at rest.
@@ -427,14 +483,7 @@ impl Governor {
             else {
                 continue;
             };
-            let dv = a * l.period_s;
-            let v = if *v0 > dv {
-                v0 - dv
-            } else if *v0 < -dv {
-                v0 + dv
-            } else {
-                0.0
-            };
+            let v = braked(*v0, a * l.period_s);
             // Finite by construction; the guard keeps a bad limit from
             // turning into a non-finite target.
             if v.is_finite() && (*t + v * l.period_s).is_finite() {
@@ -546,12 +595,30 @@ impl Governor {
                 None,
             );
         }
-        // 4. Workspace clear, from a fresh depth frame only.
+        // 4. Workspace clear, from a fresh depth frame only; nobody within
+        // the stop distance, a camera that sees the zone, and both for
+        // `resume_after` since the last reading that needed a stop.
         let zone = state.zone;
-        if zone.capture_ns == 0 || age(zone.capture_ns) > l.depth_max_age_ns {
+        let zone_fresh = zone.capture_ns != 0 && age(zone.capture_ns) <= l.depth_max_age_ns;
+        let nearest = nearest_m(&zone);
+        let stop_distance = l.separation.stop_distance_m();
+        if zone_fresh && (zone.blind || !within(nearest, stop_distance, f64::INFINITY)) {
+            self.zone_blocked_ns = self.zone_blocked_ns.max(zone.capture_ns);
+        }
+        if !zone_fresh {
             fail(Check::WorkspaceClear, age(zone.capture_ns) as f64 / 1e6, l.depth_max_age_ns as f64 / 1e6, None);
-        } else if !zone.clear {
-            fail(Check::WorkspaceClear, f64::from(zone.occupied_pixels), 0.0, None);
+        } else if zone.blind {
+            fail(Check::WorkspaceClear, f64::from(zone.invalid_pixels), f64::from(zone.footprint_pixels), None);
+        } else if !within(nearest, stop_distance, f64::INFINITY) {
+            fail(Check::WorkspaceClear, nearest, stop_distance, None);
+        } else if self.zone_blocked_ns != 0 && zone.capture_ns.saturating_sub(self.zone_blocked_ns) < l.resume_after_ns
+        {
+            fail(
+                Check::WorkspaceClear,
+                zone.capture_ns.saturating_sub(self.zone_blocked_ns) as f64 / 1e6,
+                l.resume_after_ns as f64 / 1e6,
+                None,
+            );
         }
         // 5. Joint limits. Velocity and acceleration are those the command implies
         // relative to the previous command.
@@ -581,18 +648,54 @@ impl Governor {
                 fail(Check::JointAcceleration, f64::from(accel), f64::from(l.acc_max[j]), Some(j as u8));
             }
         }
-        // 6. Where the tool ends up.
-        let tool = self.arm.tool_position(&proposed.targets_rad[..n]);
-        if !within(tool[2], l.table_height_m, f64::MAX) {
-            fail(Check::ToolAboveTable, tool[2], l.table_height_m, None);
+        // 4b. In the slow band: no point of the arm faster than the nearest
+        // person's distance allows (a non-number never passes).
+        let to = self.arm.outline(&proposed.targets_rad[..n]);
+        if zone_fresh && nearest.is_finite() {
+            let from = if self.has_last { self.last.targets_rad } else { state.positions_rad };
+            let speed = outline_speed(&self.arm.outline(&from[..n]), &to, l.period_s);
+            let allowed = l.separation.allowed_speed_m_s(nearest);
+            // The tolerance covers f32 rounding of a command planned at the limit.
+            if !within(speed, 0.0, allowed * 1.001 + 1e-4) {
+                fail(Check::SeparationDistance, speed, allowed, None);
+            }
         }
-        if let Some(a) = (0..3).find(|&a| !within(tool[a], l.box_min[a], l.box_max[a])) {
-            fail(
-                Check::ToolInBox,
-                tool[a],
-                if tool[a] < l.box_min[a] { l.box_min[a] } else { l.box_max[a] },
-                Some(a as u8),
-            );
+        // 6. Where the arm and the tool end up: at the command, and at every
+        // tick of the controlled stop from it, so no substitute carries the
+        // arm where the command itself stays out of. The base and the
+        // shoulder point above it do not move; every point after them is checked.
+        let (mut pose, mut braking) = (proposed.targets_rad, velocity);
+        for tick in 0..=MAX_STOP_TICKS {
+            let outline = if tick == 0 { to } else { self.arm.outline(&pose[..n]) };
+            let tool = outline.tool();
+            if !within(tool[2], l.table_height_m, f64::MAX) {
+                fail(Check::ToolAboveTable, tool[2], l.table_height_m, None);
+            }
+            let moving = outline.points().get(2..).unwrap_or(&[]);
+            if let Some(i) = moving.iter().position(|p| !within(p[2], l.table_height_m, f64::MAX)) {
+                // Outline points 2k and 2k+1 belong to joint k's link.
+                fail(Check::ArmAboveTable, moving[i][2], l.table_height_m, Some(((i + 2) / 2 - 1) as u8));
+            }
+            let links = outline.points().get(1..).unwrap_or(&[]);
+            let boxes = l.keep_out.get(..l.keep_out_count).unwrap_or(&[]);
+            if let Some(b) = boxes.iter().position(|b| links.windows(2).any(|s| segment_enters_box(s, b))) {
+                fail(Check::KeepOut, b as f64, 0.0, Some(b as u8));
+            }
+            if let Some(a) = (0..3).find(|&a| !within(tool[a], l.box_min[a], l.box_max[a])) {
+                fail(
+                    Check::ToolInBox,
+                    tool[a],
+                    if tool[a] < l.box_min[a] { l.box_min[a] } else { l.box_max[a] },
+                    Some(a as u8),
+                );
+            }
+            if braking.iter().take(n).all(|v| *v == 0.0) {
+                break;
+            }
+            for j in 0..n {
+                braking[j] = braked(braking[j], l.acc_max[j] * l.period_s);
+                pose[j] += braking[j] * l.period_s;
+            }
         }
         // 7. Robot health: limits are judged on finite readings only.
         if state.telemetry_ns == 0 || age(state.telemetry_ns) > l.telemetry_max_age_ns {
@@ -656,5 +759,85 @@ impl Governor {
             self.has_last = true;
         }
         (verdict, incident)
+    }
+}
+
+/// The most ticks a controlled stop is followed for (at 100 Hz and the
+/// default limits a stop takes 19).
+const MAX_STOP_TICKS: usize = 200;
+
+/// One tick of the controlled stop: `v0` slowed by at most `dv` towards 0
+/// (0 for a non-number).
+fn braked(v0: f32, dv: f32) -> f32 {
+    if v0 > dv {
+        v0 - dv
+    } else if v0 < -dv {
+        v0 + dv
+    } else {
+        0.0
+    }
+}
+
+/// The nearest intrusion's distance in metres (infinite with none).
+fn nearest_m(zone: &ZoneReading) -> f64 {
+    if zone.nearest_mm == ZoneReading::NONE {
+        f64::INFINITY
+    } else {
+        f64::from(zone.nearest_mm) / 1000.0
+    }
+}
+
+/// The fastest any point of the outline moves from `from` to `to` in `period_s`.
+fn outline_speed(from: &Outline, to: &Outline, period_s: f32) -> f64 {
+    let mut fastest = 0.0f64;
+    for (a, b) in from.points().iter().zip(to.points()) {
+        let d2: f64 = (0..3).map(|k| (b[k] - a[k]) * (b[k] - a[k])).sum();
+        // NaN propagates: a non-number is never "slow enough".
+        fastest = if d2.is_nan() { f64::NAN } else { fastest.max(libm::sqrt(d2)) };
+        if fastest.is_nan() {
+            return fastest;
+        }
+    }
+    fastest / f64::from(period_s)
+}
+
+/// Whether the segment `s[0]`–`s[1]` touches the box `[min.., max..]` (slab test);
+/// true for a segment that is not a number.
+fn segment_enters_box(s: &[[f64; 3]], b: &[f64; 6]) -> bool {
+    let (Some(p), Some(q)) = (s.first(), s.get(1)) else {
+        return false;
+    };
+    let (mut enter, mut exit) = (0.0f64, 1.0f64);
+    for a in 0..3 {
+        let (lo, hi) = (b[a], b[a + 3]);
+        let d = q[a] - p[a];
+        if !p[a].is_finite() || !d.is_finite() {
+            return true;
+        }
+        if libm::fabs(d) < 1e-12 {
+            if p[a] < lo || p[a] > hi {
+                return false;
+            }
+            continue;
+        }
+        let (t0, t1) = ((lo - p[a]) / d, (hi - p[a]) / d);
+        enter = enter.max(t0.min(t1));
+        exit = exit.min(t0.max(t1));
+    }
+    enter <= exit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_and_boxes() {
+        let b = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        assert!(segment_enters_box(&[[-1.0, 0.5, 0.5], [2.0, 0.5, 0.5]], &b), "passes through");
+        assert!(segment_enters_box(&[[0.5, 0.5, 0.5], [0.6, 0.5, 0.5]], &b), "inside");
+        assert!(!segment_enters_box(&[[-1.0, 0.5, 0.5], [-0.1, 0.5, 0.5]], &b), "stops short");
+        assert!(!segment_enters_box(&[[-1.0, 2.0, 0.5], [2.0, 2.0, 0.5]], &b), "passes beside");
+        assert!(segment_enters_box(&[[f64::NAN, 0.0, 0.0], [2.0, 2.0, 0.5]], &b), "not a number");
     }
 }

@@ -4,7 +4,9 @@
 //!   substitute when one fails, and the [`governor::Incident`] that says why;
 //! - [`shaper`]: turns a policy goal into per-tick steps within the limits;
 //! - [`kinematics`]: forward kinematics of the configured arm;
-//! - [`zone`]: whether a depth frame shows anything inside the safety zone.
+//! - [`zone`]: whether a depth frame shows anything but the arm inside the
+//!   safety zone, and how near it is;
+//! - [`separation`]: the protective separation distance and the speed it allows.
 //!
 //! Data enters as plain values (a proposed [`governor::Command`], a sampled
 //! [`governor::RobotState`], a depth slice) and leaves as a
@@ -17,6 +19,7 @@
 
 pub mod governor;
 pub mod kinematics;
+pub mod separation;
 pub mod shaper;
 pub mod zone;
 

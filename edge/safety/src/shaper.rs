@@ -30,21 +30,26 @@ impl Shaper {
         Self { joints: joints.min(MAX_JOINTS), vel_max: scaled(vel_max), acc_max: scaled(acc_max), period_s }
     }
 
-    /// The next command from `last` (moving at `velocity`) toward `goal`.
+    /// The next command from `last` (moving at `velocity`) toward `goal`, at
+    /// most `speed_scale` (0…1) of the velocity limits: the share speed and
+    /// separation monitoring allows now.
     pub fn step(
         &self,
         last: &Command,
         velocity: &mut [f32; MAX_JOINTS],
         goal: &[f32; MAX_JOINTS],
         gripper: f32,
+        speed_scale: f32,
     ) -> Command {
+        let scale = limit(speed_scale, 0.0, 1.0);
         let dt = self.period_s;
         let mut next = Command { targets_rad: last.targets_rad, gripper: limit(gripper, 0.0, 1.0) };
         for j in 0..self.joints {
             let distance = goal[j] - last.targets_rad[j];
             // The speed from which we can still stop at the goal.
             let stoppable = libm::sqrtf(2.0 * self.acc_max[j] * libm::fabsf(distance));
-            let wanted = limit(limit(distance / dt, -stoppable, stoppable), -self.vel_max[j], self.vel_max[j]);
+            let vel_max = self.vel_max[j] * scale;
+            let wanted = limit(limit(distance / dt, -stoppable, stoppable), -vel_max, vel_max);
             let dv = self.acc_max[j] * dt;
             let v = limit(wanted, velocity[j] - dv, velocity[j] + dv);
             velocity[j] = v;
