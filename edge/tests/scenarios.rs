@@ -337,3 +337,64 @@ fn a_firmware_fault_holds_until_the_reset() {
     assert!(!tick(&mut control).approved, "a command timeout stops the tick it arrives");
     assert!(tick(&mut control).approved, "and does not latch");
 }
+
+/// After an e-stop reset the arm does not move on the policy output it had
+/// before: it holds the measured pose until an output from a newer frame
+/// arrives, and then starts from rest.
+#[test]
+fn after_a_reset_the_arm_waits_for_a_fresh_output() {
+    let config = EdgeConfig::default();
+    let mut control = ControlLoop::new(&config);
+    let mut now = 1_000_000 * MS;
+    let zone = |now: u64| gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, ..Default::default() };
+    let (mut state, mut policy) = healthy(now);
+    policy.goal_rad[0] += 0.5;
+    // Moving towards the goal first.
+    let mut last = home();
+    for _ in 0..30 {
+        now += 10 * MS;
+        (state, _) = healthy(now);
+        state.positions_rad = last;
+        state.zone = zone(now);
+        policy.frame_ns = now - 20 * MS;
+        state.policy_frame_ns = policy.frame_ns;
+        let v = control.tick(&state, &policy);
+        assert!(v.approved);
+        last = v.command.targets_rad;
+    }
+    assert!(last[0] - home()[0] > 0.05, "the arm was moving: {last:?}");
+    // A press and a release: held, latched.
+    now += 10 * MS;
+    state.now_ns = now;
+    state.estop_pressed = true;
+    assert!(!control.tick(&state, &policy).approved);
+    // The reset, with the newest output the one from before the press.
+    control.reset(policy.frame_seq);
+    let rest = last;
+    for _ in 0..50 {
+        now += 10 * MS;
+        (state, _) = healthy(now);
+        state.positions_rad = rest;
+        state.zone = zone(now);
+        policy.frame_ns = now - 20 * MS;
+        state.policy_frame_ns = policy.frame_ns;
+        let v = control.tick(&state, &policy);
+        assert_eq!(v.command.targets_rad, rest, "moved on an output from before the reset");
+    }
+    // A fresh frame's output: motion starts again, from rest.
+    policy.frame_seq += 1;
+    let mut moved = false;
+    for i in 0..30 {
+        now += 10 * MS;
+        (state, _) = healthy(now);
+        state.positions_rad = rest;
+        state.zone = zone(now);
+        policy.frame_ns = now - 20 * MS;
+        state.policy_frame_ns = policy.frame_ns;
+        state.policy_frame_seq = policy.frame_seq;
+        let v = control.tick(&state, &policy);
+        assert!(v.approved, "tick {i} after the fresh output: {:#x}", v.failed);
+        moved |= v.command.targets_rad[0] > rest[0] + 1e-4;
+    }
+    assert!(moved, "the fresh output moves the arm");
+}

@@ -82,6 +82,68 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
     while incidents.pop().is_some() {}
     report.add("governor check p50", p.p50_ms * 1e3, "µs");
     report.add("governor check p99", p.p99_ms * 1e3, "µs");
+
+    // The base joint sweeping at the shaper's speed with someone 1 m away:
+    // the separation check and every tick of the controlled stop's path run.
+    let mut governor = SafetyGovernor::new(&config);
+    let incidents = governor.incidents();
+    let mut cmd = Command { targets_rad: home, gripper: 0.5 };
+    let mut v = 0f32;
+    let p = percentiles(iterations, || {
+        now += 10_000_000;
+        v = (v + 0.05).min(0.3);
+        cmd.targets_rad[0] += v * 0.01;
+        if cmd.targets_rad[0] > 2.0 {
+            cmd.targets_rad[0] = -2.0;
+            v = 0.0;
+        }
+        let state = RobotState {
+            now_ns: now,
+            joints: 6,
+            positions_rad: cmd.targets_rad,
+            encoder_ok: 0xff,
+            joint_state_ns: now - 1_000_000,
+            reported_joints: 6,
+            telemetry_ns: now - 1_000_000,
+            estop_known: true,
+            link_alive: true,
+            zone: ZoneReading {
+                capture_ns: now - 1_000_000,
+                frame_seq: 1,
+                intrusion: true,
+                nearest_mm: 1000,
+                ..ZoneReading::default()
+            },
+            policy_frame_ns: now - 1_000_000,
+            policy_frame_seq: 1,
+            ..RobotState::default()
+        };
+        std::hint::black_box(governor.check(&cmd, &state));
+    });
+    while incidents.pop().is_some() {}
+    report.add("governor check, arm moving, person in the slow band p50", p.p50_ms * 1e3, "µs");
+    report.add("governor check, arm moving, person in the slow band p99", p.p99_ms * 1e3, "µs");
+
+    // The workspace check of one 848x480 depth frame showing the arm and a person.
+    let mut config = EdgeConfig::default();
+    config.synthetic.person_event = true;
+    config.synthetic.person_enter_s = 0.0;
+    let pose = std::sync::Arc::new(gantry_hal::synthetic::ArmPose::default());
+    pose.store(&home);
+    let scene = gantry_hal::synthetic::Scene::from_config(&config).with_arm(&config, pose);
+    let mut depth = gantry_hal::synthetic::SyntheticDepth::new(scene, 848, 480, 30, gantry_hal::Pacing::Max);
+    let info = gantry_hal::FrameSource::info(&depth);
+    let mut frame = vec![0u8; info.frame_bytes()];
+    if gantry_hal::FrameSource::next_frame(&mut depth, Some(&mut frame)).is_ok() {
+        let d: Vec<u16> = frame.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+        let zone = gantry_edge::zone::configured(&config, &info);
+        let arm = gantry_edge::governor::arm(&config).outline(&home[..6]);
+        let p = percentiles((iterations / 1000).max(100), || {
+            std::hint::black_box(zone.read(&d, &arm, 1, 1));
+        });
+        report.add("workspace check per 848x480 depth frame p50", p.p50_ms, "ms");
+        report.add("workspace check per 848x480 depth frame p99", p.p99_ms, "ms");
+    }
 }
 
 fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
