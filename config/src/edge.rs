@@ -309,6 +309,9 @@ pub struct Realtime {
     pub capture_priority: u8,
     pub inference_priority: u8,
     pub control_priority: u8,
+    /// The firmware link's reader: the joint state comes through it, so it
+    /// must not starve behind busy threads for `firmware.link_timeout_ms`.
+    pub link_priority: u8,
     /// The control thread counts as stalled after this long without a tick.
     pub control_stall_ms: u64,
     /// Capture, inference and the firmware link's reader count as stalled
@@ -329,6 +332,7 @@ impl Default for Realtime {
             capture_priority: 60,
             inference_priority: 50,
             control_priority: 80,
+            link_priority: 70,
             control_stall_ms: 50,
             stall_ms: 2000,
             stall_exit_s: 10.0,
@@ -671,6 +675,7 @@ impl EdgeConfig {
             ("realtime.capture_priority", rt.capture_priority),
             ("realtime.inference_priority", rt.inference_priority),
             ("realtime.control_priority", rt.control_priority),
+            ("realtime.link_priority", rt.link_priority),
         ] {
             c.range(key, prio, 1..=99);
         }

@@ -378,6 +378,7 @@ impl Pipeline {
         let link_config = LinkConfig {
             heartbeat_period: Duration::from_millis(config.firmware.heartbeat_period_ms),
             timeout: Duration::from_millis(config.firmware.link_timeout_ms),
+            reader_priority: Some(config.realtime.link_priority),
         };
         let (link, sim) = match config.firmware.link {
             LinkKind::Simulated => {
@@ -388,6 +389,8 @@ impl Pipeline {
                     SimParams {
                         joints: options.sim_joints.unwrap_or(config.firmware.joints),
                         command_timeout: Duration::from_millis(config.firmware.command_timeout_ms),
+                        // A microcontroller of its own: above every host thread.
+                        priority: Some(config.realtime.control_priority.saturating_add(1).min(99)),
                         ..SimParams::default()
                     },
                 )?;

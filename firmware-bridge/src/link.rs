@@ -32,12 +32,24 @@ pub struct LinkConfig {
     pub heartbeat_period: Duration,
     /// No frame from the firmware for this long: the link is lost.
     pub timeout: Duration,
+    /// `SCHED_FIFO` priority of the reader thread: the joint state the
+    /// governor needs comes through it, so a busy host must not starve it
+    /// past `timeout`. `None`: normal scheduling.
+    pub reader_priority: Option<u8>,
 }
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        Self { heartbeat_period: Duration::from_millis(10), timeout: Duration::from_millis(50) }
+        Self { heartbeat_period: Duration::from_millis(10), timeout: Duration::from_millis(50), reader_priority: None }
     }
+}
+
+/// Asks for `SCHED_FIFO` at `priority` for the calling thread; whether it took
+/// (not without `CAP_SYS_NICE` or an RT limit).
+pub(crate) fn real_time(priority: u8) -> bool {
+    let param = libc::sched_param { sched_priority: i32::from(priority) };
+    // SAFETY: pthread_self is always valid; param lives across the call.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0 }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +210,14 @@ impl FirmwareLink {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("fw-link-rx".into())
-                .spawn(move || read_loop(read_port, &shared, cells))
+                .spawn(move || {
+                    if let Some(p) = shared.config.reader_priority {
+                        if !real_time(p) {
+                            tracing::debug!(priority = p, "firmware link reader runs without real-time scheduling");
+                        }
+                    }
+                    read_loop(read_port, &shared, cells)
+                })
                 .map_err(|e| LinkError::Thread("reader", e))?
         };
         let commands = CommandPort { port, shared: shared.clone(), frame: [0; MAX_WIRE_FRAME] };

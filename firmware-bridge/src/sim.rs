@@ -51,6 +51,10 @@ pub struct SimParams {
     pub stop_decel_rad_s2: f32,
     /// Where the arm is at power-on.
     pub start_rad: [f32; MAX_JOINTS],
+    /// `SCHED_FIFO` priority of the simulator's thread: it stands for a
+    /// microcontroller of its own, which a busy host cannot starve. `None`:
+    /// normal scheduling.
+    pub priority: Option<u8>,
 }
 
 impl Default for SimParams {
@@ -74,6 +78,7 @@ impl Default for SimParams {
             // A UR5-like arm folded above the table (tool ~0.35 m up), not
             // stretched out a few centimetres above it as at all zeros.
             start_rad: [0.0, -1.2, 1.2, -1.5, -1.5, 0.0, 0.0, 0.0],
+            priority: None,
         }
     }
 }
@@ -159,9 +164,13 @@ impl SimHandle {
         let (publisher, state) = snapshot(SimState::default());
         let thread = {
             let control = control.clone();
-            thread::Builder::new()
-                .name("fw-sim".into())
-                .spawn(move || Sim::new(params, control, publisher).run(port))?
+            thread::Builder::new().name("fw-sim".into()).spawn(move || {
+                if let Some(p) = params.priority {
+                    // Best effort: without it the simulation only gets less faithful.
+                    let _ = crate::link::real_time(p);
+                }
+                Sim::new(params, control, publisher).run(port)
+            })?
         };
         Ok(Self { control, state, thread: Some(thread) })
     }

@@ -7,8 +7,11 @@ use gantry_firmware_bridge::protocol::{Joints, MotorCommand};
 use gantry_firmware_bridge::sim::{SimHandle, SimParams};
 use serialport::TTYPort;
 
-const CONFIG: LinkConfig =
-    LinkConfig { heartbeat_period: Duration::from_millis(10), timeout: Duration::from_millis(50) };
+const CONFIG: LinkConfig = LinkConfig {
+    heartbeat_period: Duration::from_millis(10),
+    timeout: Duration::from_millis(50),
+    reader_priority: None,
+};
 
 fn pair() -> (SimHandle, FirmwareLink) {
     let (master, slave) = TTYPort::pair().expect("pseudo-terminal pair");

@@ -88,19 +88,22 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
     let mut governor = SafetyGovernor::new(&config);
     let incidents = governor.incidents();
     let mut cmd = Command { targets_rad: home, gripper: 0.5 };
-    let mut v = 0f32;
+    let (mut v, mut way, mut tick) = (0f32, 1f32, 0u64);
     let p = percentiles(iterations, || {
         now += 10_000_000;
-        v = (v + 0.05).min(0.3);
-        cmd.targets_rad[0] += v * 0.01;
-        if cmd.targets_rad[0] > 2.0 {
-            cmd.targets_rad[0] = -2.0;
-            v = 0.0;
+        // Back and forth, 1.2 rad each way, within the acceleration limit.
+        tick += 1;
+        if tick.is_multiple_of(400) {
+            way = -way;
         }
+        v = (v + 0.05 * way).clamp(-0.3, 0.3);
+        // Measured where the last command went.
+        let measured = cmd.targets_rad;
+        cmd.targets_rad[0] += v * 0.01;
         let state = RobotState {
             now_ns: now,
             joints: 6,
-            positions_rad: cmd.targets_rad,
+            positions_rad: measured,
             encoder_ok: 0xff,
             joint_state_ns: now - 1_000_000,
             reported_joints: 6,

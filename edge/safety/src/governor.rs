@@ -366,6 +366,9 @@ pub struct Governor {
     zone_blocked_ns: u64,
     /// The fastest any point of the arm can move at the velocity limits (m/s).
     speed_bound_m_s: f64,
+    /// Ticks a controlled stop from the velocity limits takes: a command
+    /// faster than that fails `joint_velocity`, so its path is not followed further.
+    stop_ticks: usize,
 }
 
 /// What the governor sends when a check fails.
@@ -380,11 +383,22 @@ impl Governor {
         let n = limits.joints.min(MAX_JOINTS).min(arm.joints());
         let speed_bound_m_s =
             limits.vel_max.iter().take(n).enumerate().map(|(j, v)| f64::from(libm::fabsf(*v)) * arm.reach(j)).sum();
+        let stop_ticks = limits
+            .vel_max
+            .iter()
+            .zip(&limits.acc_max)
+            .take(n)
+            .map(|(v, a)| libm::ceilf(libm::fabsf(*v) / (a * limits.period_s)))
+            .fold(0.0f32, f32::max);
+        // NaN or a zero acceleration limit: the longest path.
+        let stop_ticks =
+            if stop_ticks.is_finite() { (stop_ticks as usize + 2).min(MAX_STOP_TICKS) } else { MAX_STOP_TICKS };
         Self {
             limits,
             arm,
             zone_blocked_ns: 0,
             speed_bound_m_s,
+            stop_ticks,
             last: Command::default(),
             last_velocity: [0.0; MAX_JOINTS],
             has_last: false,
@@ -665,7 +679,7 @@ impl Governor {
         // arm where the command itself stays out of. The base and the
         // shoulder point above it do not move; every point after them is checked.
         let (mut pose, mut braking) = (proposed.targets_rad, velocity);
-        for tick in 0..=MAX_STOP_TICKS {
+        for tick in 0..=self.stop_ticks {
             let outline = if tick == 0 { to } else { self.arm.outline(&pose[..n]) };
             let tool = outline.tool();
             if !within(tool[2], l.table_height_m, f64::MAX) {
@@ -762,7 +776,7 @@ impl Governor {
     }
 }
 
-/// The most ticks a controlled stop is followed for (at 100 Hz and the
+/// The most ticks a controlled stop is ever followed for (at 100 Hz and the
 /// default limits a stop takes 19).
 const MAX_STOP_TICKS: usize = 200;
 

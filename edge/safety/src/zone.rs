@@ -257,9 +257,13 @@ impl Zone {
                 }
                 let z = f32::from(d) * self.unit_m;
                 let uf = u as f32;
-                let dir = [row_dir[0] + uf * x_step[0], row_dir[1] + uf * x_step[1], row_dir[2] + uf * x_step[2]];
                 let t = self.camera.t;
-                let p = [t[0] + z * dir[0], t[1] + z * dir[1], t[2] + z * dir[2]];
+                // Height first: most pixels are the table below the zone.
+                let height = t[2] + z * (row_dir[2] + uf * x_step[2]);
+                if height < self.min[2] || height > self.max[2] {
+                    continue;
+                }
+                let p = [t[0] + z * (row_dir[0] + uf * x_step[0]), t[1] + z * (row_dir[1] + uf * x_step[1]), height];
                 if !self.inside(p) {
                     continue;
                 }
