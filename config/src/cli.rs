@@ -104,7 +104,9 @@ impl Shutdown {
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
-    init_tracing_at("info");
+    // The embedded broker's own logging calls every ordinary disconnect an
+    // error; its front (`gantry-sync`'s) logs what matters.
+    init_tracing_at("info,rumqttd=off");
 }
 
 /// Logging at `default` unless `RUST_LOG` says otherwise.

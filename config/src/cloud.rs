@@ -181,6 +181,7 @@ impl CloudConfig {
     /// Checks ranges and cross-field rules.
     pub fn check(&self, c: &mut Checker) {
         c.non_empty("service.data_dir", &self.service.data_dir, "a directory path");
+        c.file("broker.credentials_path", &self.broker.credentials_path, "a file of robot passwords, or \"\"");
         match self.broker.mode {
             BrokerMode::Embedded => check_socket_addr(c, "broker.listen", &self.broker.listen),
             BrokerMode::External => check_broker_url(c, "broker.url", &self.broker.url),

@@ -237,6 +237,10 @@ pub enum Preprocess {
     Cuda,
 }
 
+/// A model directory that names the baseline policy built into `gantry-edge`
+/// (no files needed, whatever the working directory).
+pub const BUILTIN_BASELINE: &str = "builtin:baseline";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
@@ -256,8 +260,8 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             backend: Backend::Tract,
-            model_dir: "models/baseline".into(),
-            baseline_model_dir: "models/baseline".into(),
+            model_dir: BUILTIN_BASELINE.into(),
+            baseline_model_dir: BUILTIN_BASELINE.into(),
             ort_library_path: String::new(),
             providers: vec![ExecutionProvider::Tensorrt, ExecutionProvider::Cuda, ExecutionProvider::Cpu],
             tensorrt_fp16: true,
@@ -564,6 +568,9 @@ impl EdgeConfig {
     pub fn check(&self, c: &mut Checker, disk_size_bytes: Option<u64>) {
         check_id(c, "robot.id", &self.robot.id);
         c.non_empty("robot.data_dir", &self.robot.data_dir, "a directory path");
+        // Files `run` reads and refuses to start without.
+        c.file("governor.safety_model", &self.governor.safety_model, "an ONNX safety model file, or \"\" for none");
+        c.file("uplink.credentials_path", &self.uplink.credentials_path, "the robot's MQTT credentials file, or \"\"");
 
         let cam = &self.camera;
         c.range("camera.width", cam.width, 16..=7680);

@@ -40,6 +40,19 @@ impl Checker {
         self.problems.push(Problem::new(key, problem, expected));
     }
 
+    /// `path`, when set, must name a readable file (relative to the working
+    /// directory, as `run` reads it).
+    pub fn file(&mut self, key: &str, path: &str, expected: &str) {
+        if path.is_empty() {
+            return;
+        }
+        match std::fs::File::open(path).and_then(|f| f.metadata()) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => self.push(key, format!("{path:?} is not a file"), expected),
+            Err(e) => self.push(key, format!("{path:?} cannot be read: {e}"), expected),
+        }
+    }
+
     /// `value` must lie in `range` (inclusive).
     pub fn range<T>(&mut self, key: &str, value: T, range: RangeInclusive<T>)
     where

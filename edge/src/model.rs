@@ -98,8 +98,13 @@ pub struct IoShape {
 
 impl ModelPackage {
     /// Reads and verifies the package in `dir`.
+    /// [`BUILTIN_BASELINE`](gantry_config::edge::BUILTIN_BASELINE) names the
+    /// baseline built into the binary.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
         let dir = dir.as_ref().to_owned();
+        if dir.as_os_str() == gantry_config::edge::BUILTIN_BASELINE {
+            return Self::embedded_baseline();
+        }
         let read_err = |file, error| ModelError::Read { dir: dir.clone(), file, error };
         let text = std::fs::read_to_string(dir.join("manifest.toml")).map_err(|e| read_err("manifest.toml", e))?;
         let onnx = std::fs::read(dir.join("model.onnx")).map_err(|e| read_err("model.onnx", e))?;

@@ -105,6 +105,8 @@ impl Parts {
         let loaded = crate::infer::load_policy(&config.policy).context("loading the policy")?;
         let mut failures = loaded.failures;
         let baseline_pkg = crate::infer::load_baseline(&config.policy.baseline_model_dir, &mut failures)?;
+        // The baseline's own failure is met twice (as the fallback and here): say it once.
+        failures.dedup();
         let baseline = Box::new(crate::infer::tract::TractBackend::load(&baseline_pkg, 1)?);
         let safety = match config.governor.safety_model.as_str() {
             "" => None,
@@ -132,6 +134,9 @@ pub struct Options {
 #[derive(Debug, Default)]
 pub struct PipelineStatus {
     pub mode: AtomicU8,
+    /// The governor has approved a command: start-up (waiting for the first
+    /// frame, joint state, telemetry and e-stop report) is over.
+    pub started: AtomicBool,
     pub rt_degraded: AtomicBool,
     pub ticks: AtomicU64,
     /// Control ticks that started more than one period late.
@@ -1049,6 +1054,8 @@ fn control_loop(
         let sent = monotonic_ns();
         if !verdict.approved {
             status.incidents.fetch_add(1, Ordering::Relaxed);
+        } else if !status.started.load(Ordering::Relaxed) {
+            status.started.store(true, Ordering::Release);
         }
         if policy.frame_seq != last_frame_seq && policy.frame_ns != 0 {
             // Frame to command: the first command steered by this frame's output.
@@ -1250,7 +1257,11 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
         }
         while let Some(incident) = shared.incidents.pop() {
             let slot = incident.check as usize;
-            if incident.time_ns.saturating_sub(last_logged[slot]) > 5_000_000_000 {
+            if !status.started.load(Ordering::Acquire) {
+                // Before the first approved command, holding is the normal
+                // start-up (no frame, joint state or e-stop report yet).
+                tracing::debug!(check = incident.check.name(), "holding until the first command is safe to send");
+            } else if incident.time_ns.saturating_sub(last_logged[slot]) > 5_000_000_000 {
                 last_logged[slot] = incident.time_ns;
                 tracing::warn!(
                     check = incident.check.name(),

@@ -28,6 +28,10 @@ use crate::status::SyncStatus;
 /// Batches published and not yet acknowledged, at most.
 const WINDOW: usize = 16;
 
+/// A robot started beside its broker does not warn about a refused connect
+/// for this long.
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
 /// The robot's MQTT credentials file (`uplink.credentials_path`, TOML).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +224,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
     let mut retry = Duration::from_millis(200);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_logged_error: Option<Instant> = None;
+    let (started, mut ever_connected) = (Instant::now(), false);
     let mut backoff: Option<Duration> = None;
     let mut model_gone = false;
     loop {
@@ -248,6 +253,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
             event = events.poll() => match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     connected = true;
+                    ever_connected = true;
                     retry = Duration::from_millis(200);
                     sync.connected.store(true, Relaxed);
                     tracing::info!(broker = %config.uplink.broker_url, "uplink connected");
@@ -290,9 +296,16 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if connected || last_logged_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    if !ever_connected && started.elapsed() < STARTUP_GRACE {
+                        // Started beside its broker: it may not listen yet.
+                        tracing::debug!(error = %e, "waiting for the broker");
+                    } else if connected || last_logged_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                         last_logged_error = Some(Instant::now());
-                        tracing::warn!(error = %e, broker = %config.uplink.broker_url, "uplink offline; batches wait in the outbox");
+                        tracing::warn!(
+                            error = %e,
+                            broker = %config.uplink.broker_url,
+                            "uplink offline; batches wait in the outbox (check that the broker runs and uplink.broker_url names it)"
+                        );
                     }
                     connected = false;
                     sync.connected.store(false, Relaxed);

@@ -43,14 +43,17 @@ pub struct FleetOptions {
     /// Lighter robots (320×240 camera, 424×240 depth) for many on one machine.
     pub light: bool,
     pub probation_s: u64,
+    /// Cloud sync's HTTP and MQTT listeners (`127.0.0.1:0`: a free port each).
+    pub cloud_http: String,
+    pub cloud_mqtt: String,
 }
 
 impl Fleet {
     pub async fn start(o: &FleetOptions) -> anyhow::Result<Self> {
         let mut cloud = CloudConfig::default();
         cloud.service.data_dir = o.data_dir.join("cloud").display().to_string();
-        cloud.broker.listen = "127.0.0.1:0".into();
-        cloud.http.listen = "127.0.0.1:0".into();
+        cloud.broker.listen = o.cloud_mqtt.clone();
+        cloud.http.listen = o.cloud_http.clone();
         let service = gantry_sync::Service::start(&cloud).await?;
         let mqtt = service.mqtt_addr.ok_or_else(|| anyhow::anyhow!("no embedded broker"))?;
         let mut robots = Vec::new();

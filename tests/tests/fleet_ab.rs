@@ -18,6 +18,8 @@ async fn a_candidate_to_20_percent_runs_on_exactly_the_chosen_robots() {
         fleet_public_key: package::hex(key.verifying_key().as_bytes()),
         light: true,
         probation_s: 1,
+        cloud_http: "127.0.0.1:0".into(),
+        cloud_mqtt: "127.0.0.1:0".into(),
     })
     .await
     .unwrap();

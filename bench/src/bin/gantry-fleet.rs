@@ -32,6 +32,13 @@ struct Args {
     /// Full-size robots (1080p camera): fewer fit on one machine.
     #[arg(long)]
     full_size: bool,
+    /// Cloud sync's HTTP listener (fleet page and API); port 0: a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    cloud_http: String,
+    /// Cloud sync's MQTT listener, the robots' broker; port 0: a free port.
+    /// The robots' status pages always take free ports; all URLs are printed.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    cloud_mqtt: String,
 }
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -54,10 +61,15 @@ async fn fleet(args: Args) -> anyhow::Result<()> {
         fleet_public_key: args.fleet_public_key.clone(),
         light: !args.full_size,
         probation_s: EdgeConfig::default().models.probation_s,
+        cloud_http: args.cloud_http.clone(),
+        cloud_mqtt: args.cloud_mqtt.clone(),
     })
     .await?;
     let (service, robots) = (&fleet.service, &fleet.robots);
     println!("cloud: http://{}/", service.http_addr);
+    if let Some(mqtt) = service.mqtt_addr {
+        println!("broker: mqtt://{mqtt}");
+    }
     for (i, r) in robots.iter().enumerate() {
         println!("robot-{i}: http://{}/", r.status_addr);
     }
