@@ -346,24 +346,31 @@ fn after_a_reset_the_arm_waits_for_a_fresh_output() {
     let config = EdgeConfig::default();
     let mut control = ControlLoop::new(&config);
     let mut now = 1_000_000 * MS;
-    let zone = |now: u64| gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, ..Default::default() };
-    let (mut state, mut policy) = healthy(now);
+    // A healthy tick `now` with the arm measured at `at`, on `policy` (fresh).
+    let tick = |control: &mut ControlLoop, now: u64, at: [f32; MAX_JOINTS], policy: &mut PolicyOutput| {
+        let (mut state, _) = healthy(now);
+        state.positions_rad = at;
+        state.zone = gantry_edge::zone::ZoneReading { capture_ns: now - MS, frame_seq: 1, ..Default::default() };
+        policy.frame_ns = now - 20 * MS;
+        state.policy_frame_ns = policy.frame_ns;
+        state.policy_frame_seq = policy.frame_seq;
+        (control.tick(&state, policy), state)
+    };
+    let (_, mut policy) = healthy(now);
     policy.goal_rad[0] += 0.5;
     // Moving towards the goal first.
     let mut last = home();
+    let mut moving = None;
     for _ in 0..30 {
         now += 10 * MS;
-        (state, _) = healthy(now);
-        state.positions_rad = last;
-        state.zone = zone(now);
-        policy.frame_ns = now - 20 * MS;
-        state.policy_frame_ns = policy.frame_ns;
-        let v = control.tick(&state, &policy);
+        let (v, state) = tick(&mut control, now, last, &mut policy);
         assert!(v.approved);
         last = v.command.targets_rad;
+        moving = Some(state);
     }
     assert!(last[0] - home()[0] > 0.05, "the arm was moving: {last:?}");
     // A press and a release: held, latched.
+    let mut state = moving.unwrap();
     now += 10 * MS;
     state.now_ns = now;
     state.estop_pressed = true;
@@ -373,12 +380,7 @@ fn after_a_reset_the_arm_waits_for_a_fresh_output() {
     let rest = last;
     for _ in 0..50 {
         now += 10 * MS;
-        (state, _) = healthy(now);
-        state.positions_rad = rest;
-        state.zone = zone(now);
-        policy.frame_ns = now - 20 * MS;
-        state.policy_frame_ns = policy.frame_ns;
-        let v = control.tick(&state, &policy);
+        let (v, _) = tick(&mut control, now, rest, &mut policy);
         assert_eq!(v.command.targets_rad, rest, "moved on an output from before the reset");
     }
     // A fresh frame's output: motion starts again, from rest.
@@ -386,13 +388,7 @@ fn after_a_reset_the_arm_waits_for_a_fresh_output() {
     let mut moved = false;
     for i in 0..30 {
         now += 10 * MS;
-        (state, _) = healthy(now);
-        state.positions_rad = rest;
-        state.zone = zone(now);
-        policy.frame_ns = now - 20 * MS;
-        state.policy_frame_ns = policy.frame_ns;
-        state.policy_frame_seq = policy.frame_seq;
-        let v = control.tick(&state, &policy);
+        let (v, _) = tick(&mut control, now, rest, &mut policy);
         assert!(v.approved, "tick {i} after the fresh output: {:#x}", v.failed);
         moved |= v.command.targets_rad[0] > rest[0] + 1e-4;
     }

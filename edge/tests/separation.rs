@@ -121,6 +121,26 @@ fn wait_moving_fast(p: &Pipeline) {
     }
 }
 
+/// A person in the scene from `enter_s` to `leave_s` (the cameras' time).
+fn with_person(config: &mut EdgeConfig, enter_s: f64, leave_s: f64) {
+    config.synthetic.person_event = true;
+    config.synthetic.person_enter_s = enter_s;
+    config.synthetic.person_leave_s = leave_s;
+}
+
+/// The first sample whose workspace reading `holds`, within 15 s.
+fn first_reading(p: &Pipeline, what: &str, holds: impl Fn(&ZoneReading) -> bool) -> Sample {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = sample(p);
+        if holds(&s.zone) {
+            return s;
+        }
+        assert!(Instant::now() < end, "{what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A person steps inside the protective separation distance: the commanded
 /// motion ends within one control period plus the stopping time, counted in
 /// control ticks from the first depth reading that shows the person; motion
@@ -129,9 +149,7 @@ fn wait_moving_fast(p: &Pipeline) {
 fn a_person_inside_the_separation_distance_stops_the_arm() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.synthetic.person_event = true;
-    config.synthetic.person_enter_s = 6.0;
-    config.synthetic.person_leave_s = 8.0;
+    with_person(&mut config, 6.0, 8.0);
     // Leaning over the table beside the arm, about half a metre from it.
     config.synthetic.person_position_m = [-0.3, 0.4];
     config.synthetic.person_height_m = 0.7;
@@ -143,15 +161,7 @@ fn a_person_inside_the_separation_distance_stops_the_arm() {
     let before = rejects(&p, Check::WorkspaceClear);
 
     // From the first reading that shows the person near the arm.
-    let end = Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        let s = sample(&p);
-        if s.zone.intrusion {
-            break s;
-        }
-        assert!(Instant::now() < end, "the person never showed up");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let first = first_reading(&p, "the person never showed up", |z| z.intrusion);
     let nearest_m = f64::from(first.zone.nearest_mm) / 1e3;
     assert!(nearest_m < stop_m, "the person at {nearest_m} m is inside the stop distance {stop_m} m");
     assert!(first.zone.arm_pixels > 0, "the camera sees the arm too: {:?}", first.zone);
@@ -174,15 +184,7 @@ fn a_person_inside_the_separation_distance_stops_the_arm() {
 
     // The person leaves at 8 s; the zone must stay clear for resume_after
     // before the arm moves again.
-    let end = Instant::now() + Duration::from_secs(10);
-    let cleared = loop {
-        let s = sample(&p);
-        if s.zone.nearest_mm == ZoneReading::NONE && !s.zone.intrusion {
-            break s.at;
-        }
-        assert!(Instant::now() < end, "the person never left");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let cleared = first_reading(&p, "the person never left", |z| z.nearest_mm == ZoneReading::NONE && !z.intrusion).at;
     let after = watch(&p, Duration::from_millis(config.governor.resume_after_ms + 1500));
     let resumed = after.windows(2).find(|w| w[0].targets.iter().zip(&w[1].targets).any(|(a, b)| (a - b).abs() > 1e-6));
     let resumed = resumed.expect("the arm never moved again").first().copied().map(|s| s.at);
@@ -200,9 +202,7 @@ fn a_person_inside_the_separation_distance_stops_the_arm() {
 fn a_person_in_the_slow_band_slows_the_arm() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.synthetic.person_event = true;
-    config.synthetic.person_enter_s = 6.0;
-    config.synthetic.person_leave_s = 11.0;
+    with_person(&mut config, 6.0, 11.0);
     // About 0.7 m from the arm: beyond the stop distance (0.65 m), so near
     // that the arm may use a few per cent of its velocity limits.
     config.synthetic.person_position_m = [0.6, 0.6];
@@ -211,15 +211,7 @@ fn a_person_in_the_slow_band_slows_the_arm() {
     let p = start(&config);
     wait_moving_fast(&p);
     let fast = fastest(&watch(&p, Duration::from_millis(1000)));
-    let end = Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        let s = sample(&p);
-        if s.zone.intrusion {
-            break s;
-        }
-        assert!(Instant::now() < end, "the person never showed up");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let first = first_reading(&p, "the person never showed up", |z| z.intrusion);
     let nearest_m = f64::from(first.zone.nearest_mm) / 1e3;
     assert!(nearest_m > separation.stop_distance_m(), "{nearest_m} m is in the slow band, not a stop");
     let stops = rejects(&p, Check::WorkspaceClear);
@@ -268,21 +260,11 @@ fn the_arm_never_triggers_the_zone() {
 fn invalid_depth_over_the_zone_holds_the_arm() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.synthetic.person_event = true;
-    config.synthetic.person_enter_s = 6.0;
-    config.synthetic.person_leave_s = 30.0;
+    with_person(&mut config, 6.0, 30.0);
     config.synthetic.person_reads_invalid = true;
     let p = start(&config);
     wait_moving_fast(&p);
-    let end = Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        let s = sample(&p);
-        if s.zone.blind {
-            break s;
-        }
-        assert!(Instant::now() < end, "the camera never went blind");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let first = first_reading(&p, "the camera never went blind", |z| z.blind);
     assert!(!first.zone.intrusion, "nothing it can see is in the zone: {:?}", first.zone);
     std::thread::sleep(Duration::from_millis(600));
     let held = watch(&p, Duration::from_millis(500));

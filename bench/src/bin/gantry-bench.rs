@@ -53,6 +53,26 @@ enum Section {
     Ingest,
 }
 
+/// Every input fresh and in range, the arm measured at `positions`, the
+/// workspace as `zone` says (stamped fresh).
+fn healthy(now: u64, positions: [f32; MAX_JOINTS], zone: ZoneReading) -> RobotState {
+    RobotState {
+        now_ns: now,
+        joints: 6,
+        positions_rad: positions,
+        encoder_ok: 0xff,
+        joint_state_ns: now - 1_000_000,
+        reported_joints: 6,
+        telemetry_ns: now - 1_000_000,
+        estop_known: true,
+        link_alive: true,
+        zone: ZoneReading { capture_ns: now - 1_000_000, frame_seq: 1, ..zone },
+        policy_frame_ns: now - 1_000_000,
+        policy_frame_seq: 1,
+        ..RobotState::default()
+    }
+}
+
 fn governor_check_time(report: &mut Report, iterations: usize) {
     let config = EdgeConfig::default();
     let mut governor = SafetyGovernor::new(&config);
@@ -62,21 +82,7 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
     let incidents = governor.incidents();
     let p = percentiles(iterations, || {
         now += 10_000_000;
-        let state = RobotState {
-            now_ns: now,
-            joints: 6,
-            positions_rad: home,
-            encoder_ok: 0xff,
-            joint_state_ns: now - 1_000_000,
-            reported_joints: 6,
-            telemetry_ns: now - 1_000_000,
-            estop_known: true,
-            link_alive: true,
-            zone: ZoneReading { capture_ns: now - 1_000_000, frame_seq: 1, ..ZoneReading::default() },
-            policy_frame_ns: now - 1_000_000,
-            policy_frame_seq: 1,
-            ..RobotState::default()
-        };
+        let state = healthy(now, home, ZoneReading::default());
         std::hint::black_box(governor.check(&Command { targets_rad: home, gripper: 0.5 }, &state));
     });
     while incidents.pop().is_some() {}
@@ -100,27 +106,7 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
         // Measured where the last command went.
         let measured = cmd.targets_rad;
         cmd.targets_rad[0] += v * 0.01;
-        let state = RobotState {
-            now_ns: now,
-            joints: 6,
-            positions_rad: measured,
-            encoder_ok: 0xff,
-            joint_state_ns: now - 1_000_000,
-            reported_joints: 6,
-            telemetry_ns: now - 1_000_000,
-            estop_known: true,
-            link_alive: true,
-            zone: ZoneReading {
-                capture_ns: now - 1_000_000,
-                frame_seq: 1,
-                intrusion: true,
-                nearest_mm: 1000,
-                ..ZoneReading::default()
-            },
-            policy_frame_ns: now - 1_000_000,
-            policy_frame_seq: 1,
-            ..RobotState::default()
-        };
+        let state = healthy(now, measured, ZoneReading { intrusion: true, nearest_mm: 1000, ..ZoneReading::default() });
         std::hint::black_box(governor.check(&cmd, &state));
     });
     while incidents.pop().is_some() {}
