@@ -12,17 +12,12 @@ pub fn spec(config: &EdgeConfig) -> ZoneSpec {
     ZoneSpec {
         min_m: g.zone_min_m,
         max_m: g.zone_max_m,
-        camera: camera_pose(config),
+        camera: Pose::from_xyz_rpy(g.camera_position_m, g.camera_rpy_rad),
         min_fraction: g.zone_min_fraction,
         invalid_max_fraction: g.zone_invalid_max_fraction,
         link_radius_m: config.arm.link_radius_m,
         filter_margin_m: config.arm.self_filter_margin_m,
     }
-}
-
-/// Where the configured depth camera is in the robot's base frame.
-pub fn camera_pose(config: &EdgeConfig) -> Pose {
-    Pose::from_xyz_rpy(config.governor.camera_position_m, config.governor.camera_rpy_rad)
 }
 
 /// The configured zone as seen by the depth stream `info` (counts the zone's

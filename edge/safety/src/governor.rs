@@ -806,11 +806,11 @@ fn outline_speed(from: &Outline, to: &Outline, period_s: f32) -> f64 {
     let mut fastest = 0.0f64;
     for (a, b) in from.points().iter().zip(to.points()) {
         let d2: f64 = (0..3).map(|k| (b[k] - a[k]) * (b[k] - a[k])).sum();
-        // NaN propagates: a non-number is never "slow enough".
-        fastest = if d2.is_nan() { f64::NAN } else { fastest.max(libm::sqrt(d2)) };
-        if fastest.is_nan() {
-            return fastest;
+        // A non-number is never "slow enough" (`max` would drop it).
+        if d2.is_nan() {
+            return f64::NAN;
         }
+        fastest = fastest.max(libm::sqrt(d2));
     }
     fastest / f64::from(period_s)
 }

@@ -71,11 +71,6 @@ impl Arm {
         links + libm::sqrt(self.tool.iter().map(|c| c * c).sum())
     }
 
-    /// The tool tip's position (metres, base frame) at joint angles `q`.
-    pub fn tool_position(&self, q: &[f32]) -> [f64; 3] {
-        self.outline(q).tool()
-    }
-
     /// The arm's outline at joint angles `q` (missing angles count as 0).
     pub fn outline(&self, q: &[f32]) -> Outline {
         let mut out = Outline::default();
@@ -128,9 +123,9 @@ mod tests {
     fn planar_two_link_arm() {
         // Two 1 m links in the plane: straight out, then elbow at 90°.
         let arm = Arm::new(&[[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]);
-        let p = arm.tool_position(&[0.0, 0.0]);
+        let p = arm.outline(&[0.0, 0.0]).tool();
         assert!((p[0] - 2.0).abs() < 1e-9 && p[1].abs() < 1e-9);
-        let p = arm.tool_position(&[0.0, core::f32::consts::FRAC_PI_2]);
+        let p = arm.outline(&[0.0, core::f32::consts::FRAC_PI_2]).tool();
         assert!((p[0] - 1.0).abs() < 1e-6 && (p[1] - 1.0).abs() < 1e-6, "{p:?}");
         // The elbow is the first link's end.
         let o = arm.outline(&[0.0, core::f32::consts::FRAC_PI_2]);
@@ -142,7 +137,7 @@ mod tests {
     fn the_tool_offset_is_in_the_last_frame() {
         // One 1 m link along x; the tool points 0.2 m along the last frame's x.
         let arm = Arm::new(&[[1.0, 0.0, 0.0, 0.0]]).with_tool([0.2, 0.0, 0.0]);
-        let p = arm.tool_position(&[core::f32::consts::FRAC_PI_2]);
+        let p = arm.outline(&[core::f32::consts::FRAC_PI_2]).tool();
         assert!(p[0].abs() < 1e-6 && (p[1] - 1.2).abs() < 1e-6, "{p:?}");
         assert!((arm.reach(0) - 1.2).abs() < 1e-12);
     }
@@ -158,7 +153,7 @@ mod tests {
             [0.0, -half_pi, 0.0997, 0.0],
             [0.0, 0.0, 0.0996, 0.0],
         ]);
-        let p = arm.tool_position(&[0.0; 6]);
+        let p = arm.outline(&[0.0; 6]).tool();
         assert!((p[0] + 0.8172).abs() < 1e-3, "{p:?}");
         assert!(p[2] > 0.0);
         // The shoulder sits d1 above the base whatever the pose.

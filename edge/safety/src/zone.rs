@@ -193,11 +193,6 @@ impl Zone {
         self.footprint
     }
 
-    /// Points inside the zone that make an intrusion.
-    pub fn min_pixels(&self) -> u32 {
-        self.min_pixels
-    }
-
     /// The base-frame direction of pixel (u, v)'s ray, scaled so that depth z
     /// (along the optical axis) is at `t + z * dir`.
     fn ray(&self, u: usize, v: usize) -> [f32; 3] {
