@@ -20,6 +20,7 @@ use crate::store::CloudCatalog;
 use crate::uploads::{Completion, Progress, UploadError, Uploads, CHUNK_SHA256};
 
 pub struct AppState {
+    pub tasks: Arc<crate::tasks::Tasks>,
     pub catalog: Arc<dyn CloudCatalog>,
     pub store: Arc<dyn ObjectStore>,
     pub ingest: Arc<IngestStats>,
@@ -53,8 +54,84 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/uploads/{robot}/{segment}/complete", post(upload_complete))
         .layer(DefaultBodyLimit::max(UPLOAD_CHUNK_MAX))
         .route("/metrics", get(metrics))
+        .route("/api/tasks", get(list_tasks).post(submit_task))
+        .route("/api/tasks/{id}", get(get_task))
+        .route("/api/tasks/{id}/cancel", post(cancel_task))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
+}
+
+fn api_error(e: crate::tasks::ApiError) -> Response {
+    let code = StatusCode::from_u16(e.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(json!({"error": e.1}))).into_response()
+}
+
+async fn submit_task(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let body: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return api_error(crate::tasks::ApiError(400, format!("the body is not JSON: {e}"))),
+    };
+    match s.tasks.submit(&body, crate::unix_now_ns()).await {
+        Ok((task, true)) => (StatusCode::CREATED, Json(task.to_json())).into_response(),
+        Ok((task, false)) => Json(task.to_json()).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct TaskQuery {
+    state: Option<String>,
+    robot: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_tasks(State(s): State<Arc<AppState>>, Query(q): Query<TaskQuery>) -> Response {
+    use crate::tasks::{ApiError, Filter, TaskState};
+    let state = match q.state.as_deref().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => match TaskState::parse(v) {
+            Some(st) => Some(st),
+            None => {
+                return api_error(ApiError(
+                    400,
+                    format!("state {v:?}: expected queued, assigned, running, completed, failed or canceled"),
+                ))
+            }
+        },
+    };
+    let since = match q.since.as_deref().filter(|v| !v.is_empty()).map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(c)) => c,
+        Some(Err(_)) => {
+            return api_error(ApiError(400, "since: expected a cursor (next_cursor of a previous page)".into()))
+        }
+    };
+    let filter =
+        Filter { state, robot: q.robot.filter(|r| !r.is_empty()), since, limit: q.limit.unwrap_or(100).clamp(1, 1000) };
+    match s.tasks.catalog().tasks(&filter) {
+        Ok(rows) => {
+            let next = rows.last().map_or(since, |t| t.rev);
+            let tasks: Vec<_> = rows.iter().map(|t| t.to_json()).collect();
+            Json(json!({"tasks": tasks, "next_cursor": next.to_string()})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn get_task(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match s.tasks.catalog().task(&id) {
+        Ok(Some(t)) => Json(t.to_json()).into_response(),
+        Ok(None) => api_error(crate::tasks::ApiError(404, format!("no task {id:?}"))),
+        Err(e) => internal(e),
+    }
+}
+
+async fn cancel_task(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match s.tasks.cancel(&id, crate::unix_now_ns()).await {
+        Ok(t) => Json(t.to_json()).into_response(),
+        Err(e) => api_error(e),
+    }
 }
 
 fn internal(e: anyhow::Error) -> Response {
@@ -64,12 +141,17 @@ fn internal(e: anyhow::Error) -> Response {
 
 fn robot_list(s: &AppState) -> anyhow::Result<Vec<serde_json::Value>> {
     let now = crate::unix_now_ns();
+    let seen = s.tasks.robots();
     Ok(s.catalog
         .robots()?
         .into_iter()
         .map(|r| {
             let recent = now.saturating_sub(r.last_seen_unix_ns) < s.offline_after_ns;
+            let state = seen.get(&r.robot_id).map(|t| &t.state);
             json!({
+                "task": state.and_then(|t| (!t.task_id.is_empty()).then(|| t.task_id.clone())),
+                "idle": state.is_some_and(|t| t.phase == gantry_config::task::Phase::Idle),
+                "health": state.map(|t| t.health.clone()),
                 "robot_id": r.robot_id,
                 "online": recent && r.state != "offline",
                 "last_seen": r.last_seen_unix_ns as f64 / 1e9,

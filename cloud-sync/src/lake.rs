@@ -335,7 +335,8 @@ impl Aggregates {
     fn add(&mut self, robot: &str, p: &Parsed) {
         for e in &p.episodes {
             let reason = e.failure_reason.clone().unwrap_or_default();
-            *self.episodes.entry((robot.into(), task_of(&e.task_id).into(), e.success, reason)).or_default() += 1;
+            let task = if e.kind.is_empty() { task_of(&e.task_id) } else { &e.kind };
+            *self.episodes.entry((robot.into(), task.into(), e.success, reason)).or_default() += 1;
         }
         for i in &p.incidents {
             *self.incidents.entry((robot.into(), i.check.clone())).or_default() += 1;
@@ -361,6 +362,7 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
         columns(parts, "episodes", e.start_unix_ns, robot)
             .row(b, e.start_unix_ns, &f)
             .s("task_id", Some(&e.task_id))
+            .s("kind", Some(&e.kind))
             .s("model_version", Some(&e.model_version))
             .u("end_unix_ns", Some(e.end_unix_ns))
             .b("success", e.success)

@@ -14,6 +14,7 @@ pub mod models;
 pub mod quality;
 pub mod schedule;
 pub mod store;
+pub mod tasks;
 pub mod uploads;
 
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gantry_config::cli::{Shutdown, StopReason};
+use gantry_config::cli::{Preflight, Shutdown, StopReason};
 use gantry_config::cloud::BrokerMode;
 use gantry_config::CloudConfig;
 use rumqttc::MqttOptions;
@@ -54,6 +55,7 @@ pub struct Service {
     pub assignments: Arc<assign::Assignments>,
     pub registry: Arc<models::Registry>,
     pub lake: Arc<lake::LakeState>,
+    pub task_service: Arc<tasks::Tasks>,
 }
 
 /// `mqtt://[user:pass@]host:port` to client options.
@@ -77,7 +79,9 @@ impl Service {
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
-        let catalog: Arc<dyn CloudCatalog> = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
+        let sqlite = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
+        let catalog: Arc<dyn CloudCatalog> = sqlite.clone();
+        let task_service = Arc::new(tasks::Tasks::new(sqlite, (&config.tasks).into(), unix_now_ns()));
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
         // Robots' passwords also guard their HTTP uploads, whichever broker runs.
         let creds = RobotCredentials::load(&config.broker.credentials_path)?;
@@ -189,7 +193,20 @@ impl Service {
             options(&format!("{instance}-assign"))?,
             stopped.clone(),
         )));
+        tasks.push(tokio::spawn(tasks::run(
+            task_service.clone(),
+            options(&format!("{instance}-tasks"))?,
+            stopped.clone(),
+        )));
+        if !config.factory.webhook_url.is_empty() {
+            tasks.push(tokio::spawn(tasks::deliver(
+                task_service.clone(),
+                config.factory.webhook_url.clone(),
+                stopped.clone(),
+            )));
+        }
         let state = Arc::new(http::AppState {
+            tasks: task_service.clone(),
             catalog: catalog.clone(),
             store,
             ingest: stats.clone(),
@@ -228,6 +245,7 @@ impl Service {
             assignments,
             registry,
             lake,
+            task_service,
         })
     }
 
@@ -237,6 +255,20 @@ impl Service {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// `check-config`'s look at the files the configuration names: the broker's
+/// credentials must parse as `run` reads them.
+pub fn preflight(config: &CloudConfig) -> Preflight {
+    let mut found = Preflight::default();
+    if let Err(e) = front::RobotCredentials::load(&config.broker.credentials_path) {
+        found.problems.push(gantry_config::Problem::new(
+            "broker.credentials_path",
+            format!("{e:#}"),
+            "a TOML file with a [robots] table (and optionally [observers]) of id = \"password\" or \"sha256:HEX\"",
+        ));
+    }
+    found
 }
 
 /// Runs the service until SIGINT/SIGTERM or `duration`.

@@ -99,7 +99,9 @@ enum ModelCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        SyncCommand::Daemon(command) => cli::main::<CloudConfig, _, _>("gantry-sync", command, gantry_sync::run),
+        SyncCommand::Daemon(command) => {
+            cli::main::<CloudConfig, _, _>("gantry-sync", command, gantry_sync::preflight, gantry_sync::run)
+        }
         SyncCommand::Model(command) => match model(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -136,6 +136,7 @@ impl SqliteCatalog {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        crate::tasks::create_tables(&conn)?;
         // Added after the first release: older catalogs gain the column.
         let has_report: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('robots') WHERE name = 'model_report'")?.exists([])?;
@@ -155,7 +156,7 @@ impl SqliteCatalog {
         Ok(Self { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -38,6 +38,29 @@ fn each_class_of_bad_config_exits_2_naming_the_key() {
     }
 }
 
+/// The files `run` reads are opened and parsed by `check-config` too.
+#[test]
+fn check_config_opens_the_files_the_configuration_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("robots.toml");
+    std::fs::write(&creds, "[robots]\n\"robot 0\" = \"pw\"\n").unwrap();
+    for (name, text, key) in [
+        (
+            "creds.toml",
+            format!("[broker]\ncredentials_path = {:?}\n", creds.display().to_string()),
+            "broker.credentials_path",
+        ),
+        ("key.toml", "[models]\nfleet_public_key = \"/no/such/key\"\n".to_string(), "models.fleet_public_key"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = sync().arg("check-config").arg(&file).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.starts_with(&format!("{}: {key}: ", file.display())), "{name}: {stderr}");
+    }
+}
+
 /// A configuration on free ports, so tests run side by side.
 fn run_config(dir: &std::path::Path) -> std::path::PathBuf {
     let file = dir.join("sync.toml");

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::load::{load, process_env, Configuration};
+use crate::Problem;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -50,11 +51,34 @@ impl RunArgs {
 /// Exit status of a configuration the daemon cannot use.
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
-/// `check-config FILE`.
-pub fn check_config<T: Configuration>(file: &Path) -> ExitCode {
-    match load::<T>(Some(file), &process_env) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => report_config_error(&e),
+/// What `check-config` adds to a configuration's own rules: the files it names,
+/// opened and parsed as `run` would, without touching hardware.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// `run` would refuse to start (exit 2).
+    pub problems: Vec<Problem>,
+    /// `run` would start degraded, e.g. on the baseline policy: printed, exit 0.
+    pub warnings: Vec<Problem>,
+}
+
+/// `check-config FILE`: the configuration's rules, then `preflight`.
+pub fn check_config<T: Configuration>(file: &Path, preflight: fn(&T) -> Preflight) -> ExitCode {
+    let config = match load::<T>(Some(file), &process_env) {
+        Ok(c) => c,
+        Err(e) => return report_config_error(&e),
+    };
+    let found = preflight(&config);
+    let mut stderr = std::io::stderr().lock();
+    for p in &found.problems {
+        let _ = writeln!(stderr, "{}: {p}", file.display());
+    }
+    for p in &found.warnings {
+        let _ = writeln!(stderr, "{}: warning: {p}", file.display());
+    }
+    if found.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BAD_CONFIG)
     }
 }
 
@@ -130,8 +154,9 @@ pub fn report_config_error(e: &crate::LoadError) -> ExitCode {
 }
 
 /// A daemon's whole `main`: dispatches the shared subcommands; `run` loads the
-/// configuration, starts a tokio runtime and drives `daemon` to completion.
-pub fn main<T, F, Fut>(name: &str, command: Command, daemon: F) -> ExitCode
+/// configuration, starts a tokio runtime and drives `daemon` to completion;
+/// `check-config` runs `preflight` after the configuration's own rules.
+pub fn main<T, F, Fut>(name: &str, command: Command, preflight: fn(&T) -> Preflight, daemon: F) -> ExitCode
 where
     T: Configuration,
     F: FnOnce(T, Option<Duration>) -> Fut,
@@ -139,7 +164,7 @@ where
 {
     let args = match command {
         Command::Run(args) => args,
-        Command::CheckConfig { file } => return check_config::<T>(&file),
+        Command::CheckConfig { file } => return check_config::<T>(&file, preflight),
         Command::PrintDefaultConfig => return print_default_config::<T>(),
     };
     init_tracing();

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::{check_broker_url, check_socket_addr, Checker};
+use crate::problem::{check_broker_url, check_public_key, check_socket_addr, Checker};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -16,6 +16,40 @@ pub struct CloudConfig {
     pub models: Models,
     pub quality: Quality,
     pub lake: Lake,
+    pub tasks: Tasks,
+    pub factory: Factory,
+}
+
+/// The task queue and its allocation to robots (`docs/PROTOCOL.md`, "Tasks").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tasks {
+    /// A robot working on a task whose progress stands still this long loses it
+    /// to another robot.
+    pub stuck_after_s: u64,
+    /// A robot keeps working on a task this long without hearing from the
+    /// broker; only after that (and a margin) is its task given to another.
+    pub lease_s: u64,
+    /// Attempts (robots) per task before it fails with the last reason.
+    pub max_attempts: u32,
+    /// A robot in safe stop this long loses its task (an e-stop at once).
+    pub safe_stop_grace_s: u64,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self { stuck_after_s: 120, lease_s: 60, max_attempts: 3, safe_stop_grace_s: 10 }
+    }
+}
+
+/// The factory's systems: where task outcomes and robot failures are sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Factory {
+    /// `http(s)://…` receiving `task.completed`, `task.failed` and
+    /// `robot.failure` as JSON POSTs with an `Idempotency-Key` header, retried
+    /// until a 2xx; empty: none sent.
+    pub webhook_url: String,
 }
 
 /// The Parquet export for data lakes (`lake/` in the object store).
@@ -182,6 +216,18 @@ impl CloudConfig {
     pub fn check(&self, c: &mut Checker) {
         c.non_empty("service.data_dir", &self.service.data_dir, "a directory path");
         c.file("broker.credentials_path", &self.broker.credentials_path, "a file of robot passwords, or \"\"");
+        check_public_key(c, "models.fleet_public_key", &self.models.fleet_public_key);
+        c.range("tasks.stuck_after_s", self.tasks.stuck_after_s, 1..=86_400);
+        c.range("tasks.lease_s", self.tasks.lease_s, 1..=3_600);
+        c.range("tasks.max_attempts", self.tasks.max_attempts, 1..=100);
+        c.range("tasks.safe_stop_grace_s", self.tasks.safe_stop_grace_s, 0..=3_600);
+        let url = &self.factory.webhook_url;
+        c.rule(
+            url.is_empty() || url.starts_with("http://") || url.starts_with("https://"),
+            "factory.webhook_url",
+            format!("{url:?} is not an http(s) URL"),
+            "http://… or https://…, or \"\" for none",
+        );
         match self.broker.mode {
             BrokerMode::Embedded => check_socket_addr(c, "broker.listen", &self.broker.listen),
             BrokerMode::External => check_broker_url(c, "broker.url", &self.broker.url),

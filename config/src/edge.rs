@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::{check_broker_url, check_id, check_socket_addr, Checker};
+use crate::problem::{check_broker_url, check_id, check_public_key, check_socket_addr, Checker};
 
 /// Joint count of the default arm (a 6-axis arm).
 pub const DEFAULT_JOINTS: usize = 6;
@@ -27,6 +27,26 @@ pub struct EdgeConfig {
     pub status_http: StatusHttp,
     pub uplink: Uplink,
     pub models: Models,
+    pub tasks: Tasks,
+}
+
+/// Tasks the cloud assigns (`docs/PROTOCOL.md`, "Tasks").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tasks {
+    /// The task kinds this robot does; the cloud assigns it no others.
+    pub kinds: Vec<String>,
+    /// Seconds of unobstructed work a task takes when its params name no
+    /// `work_s`; held ticks (a person, a limit, a pause) do not count.
+    pub work_s: f64,
+    /// A task held this long without one approved command fails (`blocked`).
+    pub max_hold_s: f64,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self { kinds: ["pick", "place", "inspect", "move"].map(String::from).to_vec(), work_s: 8.0, max_hold_s: 60.0 }
+    }
 }
 
 /// Model updates from the fleet's registry.
@@ -478,7 +498,8 @@ pub struct Recorder {
     pub incident_preroll_s: f64,
     /// The open chunk is written out at least this often: what a crash can lose.
     pub flush_s: u64,
-    /// Length of one task (episode) when no cell controller delimits them; 0: none.
+    /// Episodes are the cloud's tasks; a robot without them may cut its work
+    /// into episodes of this many seconds instead (0: none).
     pub episode_s: u64,
 }
 
@@ -494,7 +515,7 @@ impl Default for Recorder {
             jpeg_quality: 70,
             incident_preroll_s: 2.0,
             flush_s: 5,
-            episode_s: 60,
+            episode_s: 0,
         }
     }
 }
@@ -571,6 +592,22 @@ impl EdgeConfig {
         // Files `run` reads and refuses to start without.
         c.file("governor.safety_model", &self.governor.safety_model, "an ONNX safety model file, or \"\" for none");
         c.file("uplink.credentials_path", &self.uplink.credentials_path, "the robot's MQTT credentials file, or \"\"");
+        c.file(
+            "status_http.operator_token_file",
+            &self.status_http.operator_token_file,
+            "a file holding the operators' token, or \"\" for no e-stop reset over HTTP",
+        );
+        check_public_key(c, "models.fleet_public_key", &self.models.fleet_public_key);
+        for kind in &self.tasks.kinds {
+            c.rule(
+                crate::task::valid_kind(kind),
+                "tasks.kinds",
+                format!("{kind:?} is not a task kind"),
+                "1-32 of [a-z0-9_-], e.g. \"pick\"",
+            );
+        }
+        c.range_f64("tasks.work_s", self.tasks.work_s, 0.1..=3_600.0);
+        c.range_f64("tasks.max_hold_s", self.tasks.max_hold_s, 1.0..=86_400.0);
 
         let cam = &self.camera;
         c.range("camera.width", cam.width, 16..=7680);

@@ -13,6 +13,7 @@ mod load;
 pub mod package;
 mod problem;
 pub mod records;
+pub mod task;
 pub mod wire;
 
 pub use cloud::CloudConfig;

@@ -120,3 +120,13 @@ pub fn check_broker_url(c: &mut Checker, key: &str, url: &str) {
     });
     c.rule(ok, key, format!("{url:?} is not a broker URL"), "mqtt://HOST:PORT or mqtts://HOST:PORT");
 }
+
+/// An ed25519 public key as 64 hex digits or a file holding them; empty is allowed.
+pub fn check_public_key(c: &mut Checker, key: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::package::parse_public_key(value) {
+        c.push(key, e.to_string(), "64 hex digits of the fleet's ed25519 public key, a file holding them, or \"\"");
+    }
+}

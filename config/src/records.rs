@@ -63,6 +63,9 @@ pub struct IncidentMsg {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeMsg {
     pub task_id: String,
+    /// The task's kind (`pick`, …); empty for a fixed stretch of work.
+    #[serde(default)]
+    pub kind: String,
     pub robot_id: String,
     pub model_version: String,
     pub start_unix_ns: u64,

@@ -82,6 +82,7 @@ impl Daemon {
             separation: crate::governor::separation(config),
             operator_token_file: config.status_http.operator_token_file.clone(),
             health: Mutex::new(Default::default()),
+            task: Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -123,6 +124,8 @@ impl Daemon {
             pipeline: view.pipeline.clone(),
             model: model_reports,
             assignment,
+            view: view.clone(),
+            recorder: recorder.sender(),
         };
         tasks.push(tokio::spawn(crate::uplink::run(config.clone(), uplink, stopped)));
         tracing::info!(

@@ -23,6 +23,7 @@ pub mod rollout;
 pub mod sd_notify;
 pub mod status;
 pub mod status_http;
+pub mod tasks;
 pub mod uplink;
 pub mod upload;
 pub mod zone;
@@ -31,8 +32,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_config::cli::{Shutdown, StopReason};
-use gantry_config::EdgeConfig;
+use gantry_config::cli::{Preflight, Shutdown, StopReason};
+use gantry_config::{EdgeConfig, Problem};
 
 use crate::pipeline::PipelineStatus;
 use crate::sd_notify::SdNotify;
@@ -41,8 +42,6 @@ use crate::sd_notify::SdNotify;
 /// rest (whatever it committed is safe on disk either way).
 const STOP_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Runs the daemon until SIGINT/SIGTERM or `duration`; an error (exit 1) when
-/// a real-time thread stalled past `realtime.stall_exit_s`.
 /// `gantry-edge estop-reset`: the same request the page makes, to the running
 /// daemon's status listener, with the operator token from its configuration.
 pub fn estop_reset(config: &EdgeConfig) -> anyhow::Result<String> {
@@ -71,6 +70,67 @@ pub fn estop_reset(config: &EdgeConfig) -> anyhow::Result<String> {
     })
 }
 
+/// `check-config`'s look at the files the configuration names, as `run` opens
+/// them: a model package that does not load is a warning (`run` falls back to
+/// the baseline), a safety model or credentials that do not parse a problem.
+pub fn preflight(config: &EdgeConfig) -> Preflight {
+    use gantry_config::edge::Backend;
+    let mut found = Preflight::default();
+    let policy = &config.policy;
+    let package = "a model package directory (manifest.toml and model.onnx), or \"builtin:baseline\"";
+    for (key, dir, then) in [
+        ("policy.model_dir", &policy.model_dir, "run would fall back to the baseline policy"),
+        ("policy.baseline_model_dir", &policy.baseline_model_dir, "run would use the baseline built into gantry-edge"),
+    ] {
+        if let Err(e) = model::ModelPackage::load(dir) {
+            found.warnings.push(Problem::new(key, format!("{e}; {then}"), package));
+        }
+    }
+    let ort_library = &policy.ort_library_path;
+    if policy.backend == Backend::Ort && !ort_library.is_empty() && !std::path::Path::new(ort_library).is_file() {
+        found.warnings.push(Problem::new(
+            "policy.ort_library_path",
+            format!("{ort_library:?} is not a file; run would use the baseline on tract"),
+            "the path of libonnxruntime.so",
+        ));
+    }
+    let safety = &config.governor.safety_model;
+    if !safety.is_empty() {
+        if let Err(e) = infer::safety::SafetyModel::load(safety, config.firmware.joints) {
+            found.problems.push(Problem::new(
+                "governor.safety_model",
+                e.to_string(),
+                "an ONNX model with inputs state and action",
+            ));
+        }
+    }
+    match uplink::Credentials::load(&config.uplink.credentials_path) {
+        Err(e) => found.problems.push(Problem::new(
+            "uplink.credentials_path",
+            format!("{e:#}"),
+            "a TOML file with username, password, ca_path, client_cert_path, client_key_path",
+        )),
+        Ok(creds) => {
+            for (field, path) in [
+                ("ca_path", &creds.ca_path),
+                ("client_cert_path", &creds.client_cert_path),
+                ("client_key_path", &creds.client_key_path),
+            ] {
+                if let Some(path) = path.as_deref().filter(|p| std::fs::File::open(p).is_err()) {
+                    found.problems.push(Problem::new(
+                        "uplink.credentials_path",
+                        format!("{field} {path:?} cannot be read"),
+                        "a readable PEM file",
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Runs the daemon until SIGINT/SIGTERM or `duration`; an error (exit 1) when
+/// a real-time thread stalled past `realtime.stall_exit_s`.
 pub async fn run(config: EdgeConfig, duration: Option<Duration>) -> anyhow::Result<StopReason> {
     let shutdown = Shutdown::install()?;
     tracing::info!(

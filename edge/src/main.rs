@@ -29,7 +29,9 @@ enum EdgeCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        EdgeCommand::Common(command) => cli::main::<EdgeConfig, _, _>("gantry-edge", command, gantry_edge::run),
+        EdgeCommand::Common(command) => {
+            cli::main::<EdgeConfig, _, _>("gantry-edge", command, gantry_edge::preflight, gantry_edge::run)
+        }
         EdgeCommand::EstopReset { config } => {
             let config: EdgeConfig = match (RunArgs { config: Some(config), duration: None }).load() {
                 Ok(c) => c,

@@ -50,6 +50,8 @@ pub struct View {
     pub operator_token_file: String,
     /// The newest one-second health sample.
     pub health: Mutex<HealthSnapshot>,
+    /// The task being worked on (id, progress 0-1), as the last state message said.
+    pub task: Mutex<Option<(String, f64)>>,
 }
 
 /// A camera or the policy silent this long is reported on the status page.
@@ -82,6 +84,11 @@ impl View {
 
     fn health(&self) -> HealthSnapshot {
         self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Red, amber or green now.
+    pub fn light(&self) -> &'static str {
+        self.state(&self.health()).0
     }
 
     /// Red, amber or green, and why, for the technician's page.
@@ -238,6 +245,8 @@ impl View {
                 "reset_over_http": !self.operator_token_file.is_empty(),
             },
             "reasons": reasons,
+            "task": self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(id, _)| id.clone()),
+            "task_progress": self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(_, p)| *p),
             "workspace": self.workspace(),
             "model": {
                 "version": model.version,

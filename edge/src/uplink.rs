@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use gantry_config::wire::{self, BatchKind, ModelAssignment, ModelReport, UploadWindow};
-use gantry_config::EdgeConfig;
+use gantry_config::{task, EdgeConfig};
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -24,6 +24,10 @@ use tokio::sync::watch;
 use crate::pipeline::PipelineStatus;
 use crate::record::catalog::Catalog;
 use crate::status::SyncStatus;
+use crate::tasks::Executor;
+
+/// The task state goes out at least this often, and on every change.
+const STATE_EVERY: Duration = Duration::from_secs(task::STATE_PERIOD_S);
 
 /// Batches published and not yet acknowledged, at most.
 const WINDOW: usize = 16;
@@ -115,6 +119,10 @@ pub struct Context {
     pub model: watch::Receiver<ModelReport>,
     /// The cloud's model assignment for this robot, as last received.
     pub assignment: watch::Sender<Option<ModelAssignment>>,
+    /// The page's state (for the task `state` messages) and current task.
+    pub view: Arc<crate::status::View>,
+    /// Where task starts and ends go, to cut episodes.
+    pub recorder: std::sync::mpsc::Sender<crate::record::Command>,
 }
 
 /// The batches between the outbox and the broker's acknowledgement.
@@ -186,6 +194,21 @@ fn publish_status(client: &AsyncClient, robot: &str, cx: &Context) -> bool {
     client.try_publish(wire::topic(robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok()
 }
 
+/// The task `state` message; whether it was queued.
+fn publish_state(client: &AsyncClient, robot: &str, executor: &mut Executor, cx: &Context) -> bool {
+    let state = executor.state(cx.pipeline.mode(), cx.view.light(), gantry_hal::clock::unix_ns());
+    *cx.view.task.lock().unwrap_or_else(|e| e.into_inner()) =
+        (!state.task_id.is_empty()).then(|| (state.task_id.clone(), state.progress));
+    let payload = serde_json::to_vec(&state).unwrap_or_default();
+    client.try_publish(wire::topic(robot, task::STATE), QoS::AtLeastOnce, false, payload).is_ok()
+}
+
+fn tasks_to_recorder(executor: &mut Executor, cx: &Context) {
+    for event in executor.take_events() {
+        let _ = cx.recorder.send(crate::record::Command::Task(event));
+    }
+}
+
 /// Runs until `stopped`; then says `offline` and disconnects.
 pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiver<bool>) {
     let robot = config.robot.id.clone();
@@ -227,6 +250,9 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
     let (started, mut ever_connected) = (Instant::now(), false);
     let mut backoff: Option<Duration> = None;
     let mut model_gone = false;
+    let mut executor = Executor::open(&config);
+    let mut last_contact = gantry_hal::clock::monotonic_ns();
+    let mut last_state = Instant::now();
     loop {
         if let Some(pause) = backoff.take() {
             tokio::select! {
@@ -246,11 +272,26 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                 if let Ok((n, _)) = window.catalog.outbox_len() {
                     sync.backlog.store(n, Relaxed);
                 }
+                let now = gantry_hal::clock::monotonic_ns();
+                let fault = cx.pipeline.estop().fault_latched;
+                executor.sample(&cx.pipeline, fault, now.saturating_sub(last_contact), now, gantry_hal::clock::unix_ns());
+                tasks_to_recorder(&mut executor, &cx);
                 if connected {
+                    if executor.dirty || last_state.elapsed() >= STATE_EVERY {
+                        if publish_state(&client, &robot, &mut executor, &cx) {
+                            window.unassigned.push_back(None);
+                        }
+                        last_state = Instant::now();
+                    }
                     window.fill(&client);
                 }
             }
-            event = events.poll() => match event {
+            event = events.poll() => {
+                if matches!(event, Ok(Event::Incoming(_))) {
+                    // Anything from the broker renews the task's lease.
+                    last_contact = gantry_hal::clock::monotonic_ns();
+                }
+                match event {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     connected = true;
                     ever_connected = true;
@@ -260,9 +301,10 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     if publish_status(&client, &robot, &cx) {
                         window.unassigned.push_back(None);
                     }
-                    for leaf in [wire::UPLOAD_WINDOW, wire::MODEL] {
+                    for leaf in [wire::UPLOAD_WINDOW, wire::MODEL, task::ORDER, task::INSTANT_ACTIONS] {
                         let _ = client.try_subscribe(wire::topic(&robot, leaf), QoS::AtLeastOnce);
                     }
+                    executor.dirty = true;
                     window.fill(&client);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -271,7 +313,17 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     }
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    if p.topic == wire::topic(&robot, wire::MODEL) {
+                    if p.topic == wire::topic(&robot, task::ORDER) {
+                        match serde_json::from_slice::<task::Order>(&p.payload) {
+                            Ok(order) => executor.on_order(order, gantry_hal::clock::monotonic_ns(), gantry_hal::clock::unix_ns()),
+                            Err(e) => tracing::warn!(error = %e, "ignored a malformed order (check cloud sync's version)"),
+                        }
+                    } else if p.topic == wire::topic(&robot, task::INSTANT_ACTIONS) {
+                        match serde_json::from_slice::<task::InstantActions>(&p.payload) {
+                            Ok(actions) => executor.on_actions(&actions, gantry_hal::clock::unix_ns()),
+                            Err(e) => tracing::warn!(error = %e, "ignored malformed instant actions (check cloud sync's version)"),
+                        }
+                    } else if p.topic == wire::topic(&robot, wire::MODEL) {
                         match serde_json::from_slice::<ModelAssignment>(&p.payload) {
                             Ok(a) => {
                                 tracing::info!(version = %a.version, status = %a.status, "model assigned");
@@ -317,9 +369,13 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     retry = (retry * 2).min(Duration::from_secs(5));
                 }
             }
+            }
         }
     }
+    executor.interrupt(gantry_hal::clock::unix_ns());
+    tasks_to_recorder(&mut executor, &cx);
     if connected {
+        publish_state(&client, &robot, &mut executor, &cx);
         let _ = client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, "offline");
         let _ = client.try_disconnect();
         // Let the event loop write both out, briefly.

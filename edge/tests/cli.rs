@@ -45,6 +45,52 @@ fn each_class_of_bad_config_exits_2_naming_the_key() {
     }
 }
 
+/// What `run` would refuse is refused by `check-config` too; what `run` would
+/// start degraded on is a warning.
+#[test]
+fn check_config_opens_the_files_the_configuration_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("not-onnx.onnx"), b"not an ONNX graph").unwrap();
+    std::fs::write(path("bad-creds.toml"), "user = \"robot-0\"\n").unwrap();
+    std::fs::write(path("creds.toml"), format!("username = \"robot-0\"\nca_path = {:?}\n", path("no-ca.pem"))).unwrap();
+    for (name, text, key) in [
+        ("safety.toml", format!("[governor]\nsafety_model = {:?}\n", path("not-onnx.onnx")), "governor.safety_model"),
+        (
+            "creds-syntax.toml",
+            format!("[uplink]\ncredentials_path = {:?}\n", path("bad-creds.toml")),
+            "uplink.credentials_path",
+        ),
+        (
+            "creds-ca.toml",
+            format!("[uplink]\ncredentials_path = {:?}\n", path("creds.toml")),
+            "uplink.credentials_path",
+        ),
+        (
+            "token.toml",
+            format!("[status_http]\noperator_token_file = {:?}\n", path("no-token")),
+            "status_http.operator_token_file",
+        ),
+        ("key.toml", "[models]\nfleet_public_key = \"abc\"\n".to_string(), "models.fleet_public_key"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = edge().arg("check-config").arg(&file).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.starts_with(&format!("{}: {key}: ", file.display())), "{name}: {stderr}");
+    }
+
+    let file = dir.path().join("model.toml");
+    std::fs::write(&file, format!("[policy]\nmodel_dir = {:?}\n", path("no-such-model"))).unwrap();
+    let out = edge().arg("check-config").arg(&file).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("{}: warning: policy.model_dir: ", file.display())), "{stderr}");
+    assert!(stderr.contains("fall back to the baseline"), "{stderr}");
+}
+
 #[test]
 fn run_stops_cleanly_after_duration() {
     let dir = tempfile::tempdir().unwrap();

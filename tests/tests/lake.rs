@@ -108,6 +108,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
         b.add(CH_INCIDENTS, i.unix_ns, &json(&i)).unwrap();
     }
     let e = EpisodeMsg {
+        kind: String::new(),
         task_id: format!("{robot}-task-{day}"),
         robot_id: robot.into(),
         model_version: "baseline-2".into(),

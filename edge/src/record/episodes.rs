@@ -1,10 +1,12 @@
-//! Episodes: one task each, with its outcome. A cell controller would say when a
-//! task starts and ends; without one (the simulator, a standalone robot) a task
-//! is a fixed stretch of work of `recorder.episode_s`.
+//! Episodes: one per task, with its outcome. The cloud's tasks delimit them
+//! (`tasks.rs` says when one starts and how it ended); a robot without tasks
+//! may cut its work into stretches of `recorder.episode_s` instead.
 //!
-//! Outcome: failure with the first reason met, in this order of precedence as
-//! they happen — `estop`, `safe_stop`, `governor:CHECK` (a rejected command) —
-//! else success. An episode cut short by shutdown is a failure, `interrupted`.
+//! A task's outcome is the task's: a person walking past holds it and does not
+//! fail it. A fixed stretch fails with the first reason met, in this order of
+//! precedence as they happen — `estop`, `safe_stop`, `governor:CHECK` (a
+//! rejected command) — else succeeds. An episode cut short by shutdown is a
+//! failure, `interrupted`.
 
 use std::time::Duration;
 
@@ -21,12 +23,20 @@ pub struct Episodes {
 }
 
 struct OpenEpisode {
+    /// (task id, kind) of a task; `None` for a fixed stretch.
+    task: Option<(String, String)>,
     start_mono_ns: u64,
     start_unix_ns: u64,
     last_unix_ns: u64,
     ticks: u64,
     rejects: u64,
     failure: Option<String>,
+}
+
+impl OpenEpisode {
+    fn new(task: Option<(String, String)>, start_mono_ns: u64, start_unix_ns: u64) -> Self {
+        Self { task, start_mono_ns, start_unix_ns, last_unix_ns: start_unix_ns, ticks: 0, rejects: 0, failure: None }
+    }
 }
 
 impl Episodes {
@@ -39,19 +49,12 @@ impl Episodes {
         }
     }
 
-    /// Accounts one control tick; returns the episode it completed, if any.
+    /// Accounts one control tick; returns the fixed stretch it completed, if any.
     pub fn on_control(&mut self, r: &ControlRecord, unix_ns: u64) -> Option<EpisodeMsg> {
-        if self.period_ns == 0 {
-            return None;
+        if self.open.is_none() && self.period_ns > 0 {
+            self.open = Some(OpenEpisode::new(None, r.t_ns, unix_ns));
         }
-        let ep = self.open.get_or_insert(OpenEpisode {
-            start_mono_ns: r.t_ns,
-            start_unix_ns: unix_ns,
-            last_unix_ns: unix_ns,
-            ticks: 0,
-            rejects: 0,
-            failure: None,
-        });
+        let ep = self.open.as_mut()?;
         ep.ticks += 1;
         ep.last_unix_ns = unix_ns;
         let reason = match Mode::from_u8(r.mode) {
@@ -66,11 +69,33 @@ impl Episodes {
         if ep.failure.is_none() {
             ep.failure = reason;
         }
-        if r.t_ns.saturating_sub(ep.start_mono_ns) >= self.period_ns {
+        if ep.task.is_none() && r.t_ns.saturating_sub(ep.start_mono_ns) >= self.period_ns {
             let ep = self.open.take()?;
             return Some(self.finish(ep, unix_ns, None));
         }
         None
+    }
+
+    /// A task starts: the open fixed stretch (if any) ends here, as it stood.
+    pub fn begin_task(&mut self, task_id: &str, kind: &str, mono_ns: u64, unix_ns: u64) -> Option<EpisodeMsg> {
+        let before = match self.open.take() {
+            Some(ep) if ep.task.is_none() => Some(self.finish(ep, unix_ns, None)),
+            Some(ep) => Some(self.finish(ep, unix_ns, Some("interrupted"))),
+            None => None,
+        };
+        self.open = Some(OpenEpisode::new(Some((task_id.to_string(), kind.to_string())), mono_ns, unix_ns));
+        before
+    }
+
+    /// The task `task_id` ended with the task's own outcome.
+    pub fn end_task(&mut self, task_id: &str, success: bool, reason: &str, unix_ns: u64) -> Option<EpisodeMsg> {
+        if !self.open.as_ref().is_some_and(|ep| ep.task.as_ref().is_some_and(|(id, _)| id == task_id)) {
+            return None;
+        }
+        let mut ep = self.open.take()?;
+        ep.failure = (!success).then(|| reason.to_string());
+        let end = unix_ns.max(ep.last_unix_ns);
+        Some(self.finish(ep, end, None))
     }
 
     /// Ends the open episode at shutdown.
@@ -82,8 +107,13 @@ impl Episodes {
 
     fn finish(&self, ep: OpenEpisode, end_unix_ns: u64, cut: Option<&str>) -> EpisodeMsg {
         let failure = ep.failure.or(cut.map(str::to_string));
+        let (task_id, kind) = match ep.task {
+            Some(t) => t,
+            None => (format!("{}-{}", self.robot_id, ep.start_unix_ns / 1_000_000), String::new()),
+        };
         EpisodeMsg {
-            task_id: format!("{}-{}", self.robot_id, ep.start_unix_ns / 1_000_000),
+            task_id,
+            kind,
             robot_id: self.robot_id.clone(),
             model_version: self.model_version.clone(),
             start_unix_ns: ep.start_unix_ns,
@@ -127,5 +157,23 @@ mod tests {
         assert!(e.on_control(&tick(20.02, true, Mode::Running), 7).is_none());
         let cut = e.interrupt(8).expect("open episode");
         assert_eq!(cut.failure_reason.as_deref(), Some("interrupted"));
+    }
+
+    #[test]
+    fn a_task_is_one_episode_with_the_task_s_outcome() {
+        let mut e = Episodes::new("r", "v1", Duration::ZERO);
+        assert!(e.on_control(&tick(0.0, true, Mode::Running), 1).is_none());
+        assert!(e.begin_task("t-1", "pick", 1_000_000_000, 2).is_none());
+        // A person walked past: rejections inside a task that still succeeded.
+        for t in 1..5 {
+            assert!(e.on_control(&tick(f64::from(t), t % 2 == 0, Mode::Running), 2 + t as u64).is_none());
+        }
+        assert!(e.end_task("t-0", true, "", 9).is_none(), "another task's end is not this one's");
+        let done = e.end_task("t-1", true, "", 10).expect("the task's episode");
+        assert_eq!((done.task_id.as_str(), done.kind.as_str(), done.success), ("t-1", "pick", true));
+        assert_eq!((done.ticks, done.rejects, done.failure_reason), (4, 2, None));
+        assert!(e.begin_task("t-2", "place", 11_000_000_000, 11).is_none());
+        let failed = e.end_task("t-2", false, "blocked", 12).expect("the second task");
+        assert_eq!(failed.failure_reason.as_deref(), Some("blocked"));
     }
 }

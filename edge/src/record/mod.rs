@@ -252,6 +252,20 @@ impl Recorder {
         }
     }
 
+    /// A task's start or end: the episode's edge.
+    pub fn record_task(&mut self, event: &crate::tasks::TaskEvent) {
+        use crate::tasks::TaskEvent;
+        let now = monotonic_ns();
+        let unix = self.unix(now);
+        let done = match event {
+            TaskEvent::Started { task_id, kind } => self.episodes.begin_task(task_id, kind, now, unix),
+            TaskEvent::Finished { task_id, success, reason } => self.episodes.end_task(task_id, *success, reason, unix),
+        };
+        if let Some(ep) = done {
+            self.write_json(CH_EPISODES, ep.end_unix_ns, &ep);
+        }
+    }
+
     pub fn record_frame(&mut self, r: &FrameRecord) {
         let unix = self.unix(r.done_ns);
         self.write_json(CH_FRAMES, unix, &messages::frame_msg(r, unix));
@@ -724,6 +738,8 @@ fn reconcile(data_dir: &Path, dir: &Path, catalog: &Catalog, enc: Encoding) -> a
 /// Commands to the recorder thread from the rest of the daemon.
 pub enum Command {
     Health(Box<HealthSnapshot>),
+    /// A task started or ended: an episode's edge.
+    Task(crate::tasks::TaskEvent),
     /// Close the open segment now (tests, uploads).
     Roll(Sender<Option<SegmentRow>>),
 }
@@ -790,6 +806,10 @@ fn run(recorder: &mut Recorder, taps: &Taps, rx: &Receiver<Command>, stop: &Atom
         // nearly empty and the wait doubles as the command inbox.
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(Command::Health(h)) => recorder.record_health(&h),
+            Ok(Command::Task(event)) => {
+                recorder.drain(taps);
+                recorder.record_task(&event);
+            }
             Ok(Command::Roll(reply)) => {
                 if stop.load(Relaxed) {
                     break;
