@@ -572,6 +572,8 @@ impl Tasks {
     pub async fn submit(&self, body: &Value, now: u64) -> Result<(Task, bool), ApiError> {
         let new = NewTask::from_json(body, now).map_err(|e| ApiError(400, e))?;
         let _guard = self.lock.lock().await;
+        // Times are taken under the lock, so they order as the changes do.
+        let now = now.max(crate::unix_now_ns());
         let (task, created) = self.catalog.insert_task(&new, now).map_err(internal)?;
         if created {
             self.stats.submitted.fetch_add(1, Relaxed);
@@ -765,6 +767,7 @@ impl Tasks {
     /// allocate queued tasks. Returns the messages to send, in order.
     pub async fn schedule(&self, now: u64) -> anyhow::Result<Vec<Outgoing>> {
         let mut out = self.lock.lock().await;
+        let now = now.max(crate::unix_now_ns());
         let robots = self.robots();
         let open = self.catalog.open_tasks()?;
         let silent_after = (self.settings.lease_s + wire::STATE_PERIOD_S) * NS + REASSIGN_MARGIN_NS;

@@ -97,9 +97,9 @@ impl Executor {
         }
     }
 
-    /// The current task's id, if any.
-    pub fn task_id(&self) -> Option<&str> {
-        self.current.as_ref().map(|c| c.order.task_id.as_str())
+    /// The current task's id and progress (0-1), if any.
+    pub fn current(&self) -> Option<(String, f64)> {
+        self.current.as_ref().map(|c| (c.order.task_id.clone(), (c.done_ticks / c.work_ticks).clamp(0.0, 1.0)))
     }
 
     /// Start and end of tasks since the last call, for the recorder.
@@ -124,7 +124,7 @@ impl Executor {
             return;
         }
         if !self.kinds.contains(&order.kind) {
-            self.record(&order, now_unix, now_unix, false, "unsupported_kind");
+            self.refuse(&order, now_unix, "unsupported_kind");
             return;
         }
         let work_s = match order.params.get("work_s") {
@@ -132,7 +132,7 @@ impl Executor {
             Some(v) => match v.as_f64().filter(|s| s.is_finite() && (0.1..=3_600.0).contains(s)) {
                 Some(s) => s,
                 None => {
-                    self.record(&order, now_unix, now_unix, false, "invalid_params");
+                    self.refuse(&order, now_unix, "invalid_params");
                     return;
                 }
             },
@@ -226,6 +226,15 @@ impl Executor {
         tracing::info!(order = %c.order.order_id, success, reason, "task finished");
         self.events.push(TaskEvent::Finished { task_id: c.order.task_id.clone(), success, reason: reason.to_string() });
         self.record(&c.order, c.started_unix_ns, now_unix, success, reason);
+    }
+
+    /// An order refused before any work: an episode of no length, so the
+    /// data shows every task the robot was given.
+    fn refuse(&mut self, order: &Order, now_unix: u64, reason: &str) {
+        tracing::info!(order = %order.order_id, kind = %order.kind, reason, "task refused");
+        self.events.push(TaskEvent::Started { task_id: order.task_id.clone(), kind: order.kind.clone() });
+        self.events.push(TaskEvent::Finished { task_id: order.task_id.clone(), success: false, reason: reason.into() });
+        self.record(order, now_unix, now_unix, false, reason);
     }
 
     fn record(&mut self, order: &Order, started: u64, finished: u64, success: bool, reason: &str) {

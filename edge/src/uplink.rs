@@ -197,8 +197,6 @@ fn publish_status(client: &AsyncClient, robot: &str, cx: &Context) -> bool {
 /// The task `state` message; whether it was queued.
 fn publish_state(client: &AsyncClient, robot: &str, executor: &mut Executor, cx: &Context) -> bool {
     let state = executor.state(cx.pipeline.mode(), cx.view.light(), gantry_hal::clock::unix_ns());
-    *cx.view.task.lock().unwrap_or_else(|e| e.into_inner()) =
-        (!state.task_id.is_empty()).then(|| (state.task_id.clone(), state.progress));
     let payload = serde_json::to_vec(&state).unwrap_or_default();
     client.try_publish(wire::topic(robot, task::STATE), QoS::AtLeastOnce, false, payload).is_ok()
 }
@@ -276,6 +274,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                 let fault = cx.pipeline.estop().fault_latched;
                 executor.sample(&cx.pipeline, fault, now.saturating_sub(last_contact), now, gantry_hal::clock::unix_ns());
                 tasks_to_recorder(&mut executor, &cx);
+                *cx.view.task.lock().unwrap_or_else(|e| e.into_inner()) = executor.current();
                 if connected {
                     if executor.dirty || last_state.elapsed() >= STATE_EVERY {
                         if publish_state(&client, &robot, &mut executor, &cx) {

@@ -298,3 +298,104 @@ pub mod child {
         }
     }
 }
+
+/// A factory system's webhook receiver on loopback: answers 503 while `down`,
+/// else 200, and counts the 2xx deliveries of each `Idempotency-Key`.
+pub struct Webhook {
+    pub url: String,
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Key → (accepted deliveries, the last body).
+    pub accepted: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (u32, serde_json::Value)>>>,
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Webhook {
+    pub async fn start() -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/events", listener.local_addr()?);
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, a, r) = (down.clone(), accepted.clone(), refused.clone());
+        let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (d, a, r) = (d.clone(), a.clone(), r.clone());
+            async move {
+                if d.load(Relaxed) {
+                    r.fetch_add(1, Relaxed);
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let mut a = a.lock().unwrap();
+                let slot = a.entry(key).or_insert((0, serde_json::Value::Null));
+                slot.0 += 1;
+                slot.1 = body;
+                axum::http::StatusCode::OK
+            }
+        };
+        let app = axum::Router::new().route("/events", axum::routing::post(handler));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, down, accepted, refused, task })
+    }
+
+    /// Keys accepted so far, with how many times each.
+    pub fn keys(&self) -> std::collections::BTreeMap<String, u32> {
+        self.accepted.lock().unwrap().iter().map(|(k, (n, _))| (k.clone(), *n)).collect()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP proxy on loopback that can cut the network: while `cut`, every
+/// connection through it is closed and new ones are refused at once.
+pub struct Partition {
+    pub addr: std::net::SocketAddr,
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Partition {
+    pub async fn start(target: std::net::SocketAddr) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if flag.load(Relaxed) {
+                    continue;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { continue };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while !flag.load(Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        _ = watch => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, cut, task })
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
