@@ -210,6 +210,7 @@ pub async fn gantry(
                 pipeline: Default::default(),
                 model: watch::channel(Default::default()).1,
                 assignment: watch::channel(None).0,
+                tasks: None,
             };
             tokio::spawn(uplink::run(c, cx, stopped.clone()))
         })

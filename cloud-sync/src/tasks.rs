@@ -943,31 +943,31 @@ fn robot_event(robot: &str, why: &str, now: u64) -> (String, Value) {
     )
 }
 
-/// Subscribes to the robots' states, runs the scheduler every half second and
-/// on every change, and sends orders and instant actions (QoS 1).
+/// Subscribes to the robots' states and `status`, and runs the scheduler
+/// every half second and on every change, sending orders and instant actions
+/// (QoS 1). The event loop is polled by this task alone and never cancelled
+/// by a timer (a poll cancelled while connecting drops the connection); the
+/// scheduler runs beside it and hands messages to the client without waiting.
 pub async fn run(tasks: Arc<Tasks>, options: MqttOptions, mut stopped: watch::Receiver<bool>) {
     let (client, mut events) = AsyncClient::new(options, 1024);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut connected = false;
-    // Messages the client could not queue yet; they go first next round.
-    let mut pending: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
+    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scheduler = tokio::spawn(schedule_rounds(tasks.clone(), client.clone(), connected.clone(), stopped.clone()));
+    let mut was_connected = false;
     loop {
         let event = tokio::select! {
+            e = events.poll() => e,
             _ = stopped.wait_for(|s| *s) => break,
-            _ = tick.tick() => None,
-            _ = tasks.changed.notified() => None,
-            event = events.poll() => Some(event),
         };
         match event {
-            None => {}
-            Some(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
-                connected = true;
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                was_connected = true;
+                connected.store(true, Relaxed);
                 for leaf in [wire::STATE, gantry_config::wire::STATUS] {
                     let _ = client.try_subscribe(format!("gantry/+/{leaf}"), QoS::AtLeastOnce);
                 }
-                continue;
+                tasks.changed.notify_one();
             }
-            Some(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let now = crate::unix_now_ns();
                 match gantry_config::wire::parse_topic(&p.topic) {
                     Some((robot, wire::STATE)) => {
@@ -980,23 +980,41 @@ pub async fn run(tasks: Arc<Tasks>, options: MqttOptions, mut stopped: watch::Re
                     }
                     _ => {}
                 }
-                // The change notification runs the scheduler next.
-                continue;
             }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                if connected {
+            Ok(_) => {}
+            Err(e) => {
+                if was_connected {
                     tracing::warn!(error = %e, "tasks: lost the broker; reconnecting");
                 }
-                connected = false;
+                was_connected = false;
+                connected.store(false, Relaxed);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                     _ = stopped.wait_for(|s| *s) => break,
                 }
-                continue;
             }
         }
-        if !connected {
+    }
+    let _ = scheduler.await;
+    let _ = client.try_disconnect();
+}
+
+async fn schedule_rounds(
+    tasks: Arc<Tasks>,
+    client: AsyncClient,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Messages the client could not queue yet; they go first next round.
+    let mut pending: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+            _ = tasks.changed.notified() => {}
+        }
+        if !connected.load(Relaxed) {
             continue;
         }
         match tasks.schedule(crate::unix_now_ns()).await {
@@ -1010,7 +1028,6 @@ pub async fn run(tasks: Arc<Tasks>, options: MqttOptions, mut stopped: watch::Re
             }
         }
     }
-    let _ = client.try_disconnect();
 }
 
 /// Delivers the factory's events to `url`, oldest first, each until a 2xx,

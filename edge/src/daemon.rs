@@ -124,8 +124,7 @@ impl Daemon {
             pipeline: view.pipeline.clone(),
             model: model_reports,
             assignment,
-            view: view.clone(),
-            recorder: recorder.sender(),
+            tasks: Some(crate::uplink::TaskLink { view: view.clone(), recorder: recorder.sender() }),
         };
         tasks.push(tokio::spawn(crate::uplink::run(config.clone(), uplink, stopped)));
         tracing::info!(

@@ -119,6 +119,13 @@ pub struct Context {
     pub model: watch::Receiver<ModelReport>,
     /// The cloud's model assignment for this robot, as last received.
     pub assignment: watch::Sender<Option<ModelAssignment>>,
+    /// The robot's side of tasks; `None`: this uplink takes no orders (a
+    /// sender of logs only, as in the ingest benchmark).
+    pub tasks: Option<TaskLink>,
+}
+
+/// What the task executor reads and tells.
+pub struct TaskLink {
     /// The page's state (for the task `state` messages) and current task.
     pub view: Arc<crate::status::View>,
     /// Where task starts and ends go, to cut episodes.
@@ -195,15 +202,21 @@ fn publish_status(client: &AsyncClient, robot: &str, cx: &Context) -> bool {
 }
 
 /// The task `state` message; whether it was queued.
-fn publish_state(client: &AsyncClient, robot: &str, executor: &mut Executor, cx: &Context) -> bool {
-    let state = executor.state(cx.pipeline.mode(), cx.view.light(), gantry_hal::clock::unix_ns());
+fn publish_state(
+    client: &AsyncClient,
+    robot: &str,
+    executor: &mut Executor,
+    pipeline: &PipelineStatus,
+    health: &str,
+) -> bool {
+    let state = executor.state(pipeline.mode(), health, gantry_hal::clock::unix_ns());
     let payload = serde_json::to_vec(&state).unwrap_or_default();
     client.try_publish(wire::topic(robot, task::STATE), QoS::AtLeastOnce, false, payload).is_ok()
 }
 
-fn tasks_to_recorder(executor: &mut Executor, cx: &Context) {
+fn tasks_to_recorder(executor: &mut Executor, link: &TaskLink) {
     for event in executor.take_events() {
-        let _ = cx.recorder.send(crate::record::Command::Task(event));
+        let _ = link.recorder.send(crate::record::Command::Task(event));
     }
 }
 
@@ -231,7 +244,9 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
             return;
         }
     };
-    let (client, mut events) = AsyncClient::new(options, 64);
+    let (client, event_loop) = AsyncClient::new(options, 64);
+    let (event_tx, mut events) = tokio::sync::mpsc::channel(64);
+    let poller = tokio::spawn(poll(event_loop, event_tx));
     let sync = cx.sync.clone();
     let mut window = Window {
         catalog,
@@ -242,22 +257,14 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
         sent: HashSet::new(),
     };
     let mut connected = false;
-    let mut retry = Duration::from_millis(200);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_logged_error: Option<Instant> = None;
     let (started, mut ever_connected) = (Instant::now(), false);
-    let mut backoff: Option<Duration> = None;
     let mut model_gone = false;
     let mut executor = Executor::open(&config);
     let mut last_contact = gantry_hal::clock::monotonic_ns();
     let mut last_state = Instant::now();
     loop {
-        if let Some(pause) = backoff.take() {
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stopped.wait_for(|s| *s) => break,
-            }
-        }
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
             changed = cx.model.changed(), if !model_gone => {
@@ -270,22 +277,25 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                 if let Ok((n, _)) = window.catalog.outbox_len() {
                     sync.backlog.store(n, Relaxed);
                 }
-                let now = gantry_hal::clock::monotonic_ns();
-                let fault = cx.pipeline.estop().fault_latched;
-                executor.sample(&cx.pipeline, fault, now.saturating_sub(last_contact), now, gantry_hal::clock::unix_ns());
-                tasks_to_recorder(&mut executor, &cx);
-                *cx.view.task.lock().unwrap_or_else(|e| e.into_inner()) = executor.current();
-                if connected {
-                    if executor.dirty || last_state.elapsed() >= STATE_EVERY {
-                        if publish_state(&client, &robot, &mut executor, &cx) {
+                if let Some(link) = &cx.tasks {
+                    let now = gantry_hal::clock::monotonic_ns();
+                    let fault = cx.pipeline.estop().fault_latched;
+                    executor.sample(&cx.pipeline, fault, now.saturating_sub(last_contact), now, gantry_hal::clock::unix_ns());
+                    tasks_to_recorder(&mut executor, link);
+                    *link.view.task.lock().unwrap_or_else(|e| e.into_inner()) = executor.current();
+                    if connected && (executor.dirty || last_state.elapsed() >= STATE_EVERY) {
+                        if publish_state(&client, &robot, &mut executor, &cx.pipeline, link.view.light()) {
                             window.unassigned.push_back(None);
                         }
                         last_state = Instant::now();
                     }
+                }
+                if connected {
                     window.fill(&client);
                 }
             }
-            event = events.poll() => {
+            event = events.recv() => {
+                let Some(event) = event else { break };
                 if matches!(event, Ok(Event::Incoming(_))) {
                     // Anything from the broker renews the task's lease.
                     last_contact = gantry_hal::clock::monotonic_ns();
@@ -294,13 +304,13 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     connected = true;
                     ever_connected = true;
-                    retry = Duration::from_millis(200);
                     sync.connected.store(true, Relaxed);
                     tracing::info!(broker = %config.uplink.broker_url, "uplink connected");
                     if publish_status(&client, &robot, &cx) {
                         window.unassigned.push_back(None);
                     }
-                    for leaf in [wire::UPLOAD_WINDOW, wire::MODEL, task::ORDER, task::INSTANT_ACTIONS] {
+                    let task_leaves = if cx.tasks.is_some() { [task::ORDER, task::INSTANT_ACTIONS].as_slice() } else { &[] };
+                    for leaf in [wire::UPLOAD_WINDOW, wire::MODEL].iter().chain(task_leaves) {
                         let _ = client.try_subscribe(wire::topic(&robot, leaf), QoS::AtLeastOnce);
                     }
                     executor.dirty = true;
@@ -360,26 +370,28 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     }
                     connected = false;
                     sync.connected.store(false, Relaxed);
-                    // Resend from the outbox, not from the client's memory, so
-                    // every packet id maps to a batch we know.
-                    events.pending.clear();
+                    // The poller dropped the client's resend queue: everything
+                    // goes again from the outbox.
                     window.reset();
-                    backoff = Some(retry);
-                    retry = (retry * 2).min(Duration::from_secs(5));
                 }
             }
             }
         }
     }
-    executor.interrupt(gantry_hal::clock::unix_ns());
-    tasks_to_recorder(&mut executor, &cx);
+    if let Some(link) = &cx.tasks {
+        executor.interrupt(gantry_hal::clock::unix_ns());
+        tasks_to_recorder(&mut executor, link);
+        if connected {
+            // Not green: the cloud gives a stopping robot nothing new.
+            publish_state(&client, &robot, &mut executor, &cx.pipeline, "stopping");
+        }
+    }
     if connected {
-        publish_state(&client, &robot, &mut executor, &cx);
         let _ = client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, "offline");
         let _ = client.try_disconnect();
         // Let the event loop write both out, briefly.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(ev) = events.poll().await {
+            while let Some(Ok(ev)) = events.recv().await {
                 if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
                     break;
                 }
@@ -387,5 +399,33 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
         })
         .await;
     }
+    poller.abort();
     sync.connected.store(false, Relaxed);
+}
+
+/// Drives the MQTT event loop in a task of its own and hands its events over:
+/// a poll cancelled by another branch of a `select!` while it connects drops
+/// the connection, and the uplink's 50 ms tick would do that. After an error it
+/// drops the client's resend queue (every packet id must map to a batch the
+/// outbox knows, so unacknowledged batches go again from there) and waits
+/// before the next attempt, 0.2 s doubling to 5 s, reset by a CONNACK.
+async fn poll(mut events: rumqttc::EventLoop, tx: tokio::sync::mpsc::Sender<Result<Event, rumqttc::ConnectionError>>) {
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let event = events.poll().await;
+        let failed = event.is_err();
+        if matches!(event, Ok(Event::Incoming(Incoming::ConnAck(_)))) {
+            retry = Duration::from_millis(200);
+        }
+        if failed {
+            events.pending.clear();
+        }
+        if tx.send(event).await.is_err() {
+            return;
+        }
+        if failed {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(Duration::from_secs(5));
+        }
+    }
 }

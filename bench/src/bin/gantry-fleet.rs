@@ -1,5 +1,6 @@
 //! `gantry-fleet`: one cloud sync (embedded broker) and N simulated robots on
-//! this machine (contract: `gantry-fleet [--robots N] [--duration SECS] [--data-dir DIR]`).
+//! this machine (contract: `gantry-fleet [--robots N] [--duration SECS]
+//! [--data-dir DIR] [--tasks-per-minute N] [--cloud-http ADDR] [--cloud-mqtt ADDR]`).
 //!
 //! Prints, once ready, one line per URL (the cloud page, then each robot's
 //! status page), then a progress line every 5 s.
@@ -39,9 +40,34 @@ struct Args {
     /// The robots' status pages always take free ports; all URLs are printed.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     cloud_mqtt: String,
+    /// Submit this many tasks a minute through the task API: picks, places,
+    /// inspections and moves, 10 % urgent, 30 % high, the rest normal.
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    tasks_per_minute: f64,
 }
 
+/// The workload's cycle of (kind, priority): every tenth urgent, three high.
+const WORKLOAD: [(&str, &str); 10] = [
+    ("pick", "normal"),
+    ("place", "high"),
+    ("inspect", "normal"),
+    ("pick", "urgent"),
+    ("move", "normal"),
+    ("place", "normal"),
+    ("pick", "high"),
+    ("inspect", "normal"),
+    ("place", "high"),
+    ("move", "normal"),
+];
+
 const STOP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Task ids of this run start with the second it started, so a rerun on the
+/// same data directory submits new tasks rather than repeating old ids.
+fn start_unix_s() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
 
 fn main() -> anyhow::Result<()> {
     gantry_config::cli::init_tracing();
@@ -78,17 +104,38 @@ async fn fleet(args: Args) -> anyhow::Result<()> {
         args.data_dir.join("cloud").display().to_string()
     );
     let start = Instant::now();
+    let feed = async {
+        if !(args.tasks_per_minute.is_finite() && args.tasks_per_minute > 0.0) {
+            return std::future::pending::<()>().await;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(60.0 / args.tasks_per_minute));
+        for n in 0u64.. {
+            tick.tick().await;
+            let (kind, priority) = WORKLOAD[n as usize % WORKLOAD.len()];
+            let body =
+                serde_json::json!({"id": format!("fleet-{}-{n}", start_unix_s()), "kind": kind, "priority": priority});
+            if let Err(e) = service.task_service.submit(&body, 0).await {
+                eprintln!("task {n} not submitted: {}", e.1);
+            }
+        }
+    };
     let progress = async {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
         loop {
             tick.tick().await;
             let online = robots.iter().filter(|r| r.view().sync.connected.load(Relaxed)).count();
+            let tasks = &service.task_service.stats;
+            let open = service.task_service.catalog().open_tasks().unwrap_or_default();
+            let queued = open.iter().filter(|t| t.state == gantry_sync::tasks::TaskState::Queued).count();
             let backlog: u64 = robots.iter().map(|r| r.view().sync.backlog.load(Relaxed)).sum();
             println!(
-                "t={:.0}s robots connected {online}/{} · batches stored {} ({:.1} MB) · duplicates {} · rejected {} · robot backlog {backlog}",
+                "t={:.0}s robots connected {online}/{} · tasks done {} failed {} queued {queued} running {} · batches stored {} ({:.1} MB) · duplicates {} · rejected {} · robot backlog {backlog}",
                 start.elapsed().as_secs_f64(),
                 robots.len(),
+                tasks.completed.load(Relaxed),
+                tasks.failed.load(Relaxed),
+                open.len() - queued,
                 service.ingest.stored.load(Relaxed),
                 service.ingest.stored_bytes.load(Relaxed) as f64 / 1e6,
                 service.ingest.duplicates.load(Relaxed),
@@ -99,6 +146,7 @@ async fn fleet(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         _ = shutdown.wait(args.duration.map(Duration::from_secs_f64)) => {}
         _ = progress => {}
+        _ = feed => {}
     }
     // Bounded, as the robot's own stop is: what was committed is on disk either way.
     if tokio::time::timeout(STOP_TIMEOUT, fleet.stop()).await.is_err() {
