@@ -692,9 +692,9 @@ impl Tasks {
                         if changed {
                             self.catalog.save_task(&mut task, &[], now)?;
                         }
-                    } else if !task.order_id.as_deref().is_some_and(|o| o == state.order_id) {
-                        // An order this robot should not be on (cancelled or
-                        // moved while it was away): tell it again.
+                    } else {
+                        // An order this robot should not be on (canceled,
+                        // finished or moved while it was away): tell it again.
                         out.push(self.cancel_message(robot, &state.order_id, reason::SUPERSEDED, now));
                     }
                 }
@@ -866,7 +866,7 @@ impl Tasks {
             if task.not_before_unix_ns > now {
                 continue;
             }
-            let Some(pos) = idle.iter().position(|(_, s)| s.state.kinds.iter().any(|k| *k == task.kind)) else {
+            let Some(pos) = idle.iter().position(|(_, s)| s.state.kinds.contains(&task.kind)) else {
                 continue;
             };
             let (robot, _) = idle.remove(pos);

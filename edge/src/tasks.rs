@@ -42,6 +42,13 @@ struct Current {
     last_approved_ns: u64,
 }
 
+impl Current {
+    /// Work done, 0 to 1 (`done_ticks` only grows from 0; `work_ticks` ≥ 1).
+    fn progress(&self) -> f64 {
+        (self.done_ticks / self.work_ticks).min(1.0)
+    }
+}
+
 /// Counters of the control loop at the last sample.
 #[derive(Default, Clone, Copy)]
 struct Seen {
@@ -99,7 +106,7 @@ impl Executor {
 
     /// The current task's id and progress (0-1), if any.
     pub fn current(&self) -> Option<(String, f64)> {
-        self.current.as_ref().map(|c| (c.order.task_id.clone(), (c.done_ticks / c.work_ticks).clamp(0.0, 1.0)))
+        self.current.as_ref().map(|c| (c.order.task_id.clone(), c.progress()))
     }
 
     /// Start and end of tasks since the last call, for the recorder.
@@ -287,7 +294,7 @@ impl Executor {
                 c.order.order_id.clone(),
                 c.order.task_id.clone(),
                 if c.paused { Phase::Paused } else { Phase::Running },
-                (c.done_ticks / c.work_ticks).clamp(0.0, 1.0),
+                c.progress(),
             ),
             None => (String::new(), String::new(), Phase::Idle, 0.0),
         };

@@ -26,6 +26,8 @@ fn config(dir: &std::path::Path) -> EdgeConfig {
     c.policy.baseline_model_dir = c.policy.model_dir.clone();
     c.realtime.lock_memory = false;
     c.health.period_s = 1;
+    // No task system here: the work is cut into fixed episodes instead.
+    c.recorder.episode_s = 60;
     // Nothing listens here: the page must say the cloud is unreachable.
     c.uplink.broker_url = "mqtt://127.0.0.1:9".into();
     c

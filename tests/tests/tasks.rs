@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use gantry_config::task::{self, parse_rfc3339};
@@ -28,7 +27,7 @@ use serde_json::{json, Value};
 
 /// Each scenario runs several daemons with real-time threads on what may be 2
 /// cores; they take turns.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const KILLED_ENV: &str = "GANTRY_TASKS_KILLED_ROBOT";
 
@@ -152,7 +151,7 @@ const REASONS: [&str; 12] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_tasks_of_mixed_priority_on_three_robots() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let hook = Webhook::start().await.unwrap();
     let mut cloud = cloud_config(&dir.path().join("cloud"), "127.0.0.1:0");
@@ -362,7 +361,7 @@ fn spawn_killed_robot(dir: &Path, broker: &str, http: &str) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_robot_killed_mid_task_loses_it_to_another_and_it_completes_once() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let hook = Webhook::start().await.unwrap();
     let mut cloud = cloud_config(&dir.path().join("cloud"), "127.0.0.1:0");
@@ -389,7 +388,7 @@ async fn a_robot_killed_mid_task_loses_it_to_another_and_it_completes_once() {
     let mut c = task_robot("robot-survivor", dir.path(), &broker, &http);
     c.tasks.work_s = 1.0;
     let survivor = start_robot(&c).await;
-    let t = api.until_task("long-pick", "the task completed elsewhere", Duration::from_secs(90), |t| terminal(t)).await;
+    let t = api.until_task("long-pick", "the task completed elsewhere", Duration::from_secs(90), terminal).await;
     assert_eq!(
         (state(&t), t["robot_id"].as_str(), t["attempts"].as_u64()),
         ("completed", Some("robot-survivor"), Some(2)),
@@ -466,7 +465,7 @@ async fn cut_off_mid_task(lease_s: u64) -> (Value, BTreeMap<String, u32>) {
     .await;
     tokio::time::sleep(CUT.saturating_sub(cut_at.elapsed())).await;
     net.cut.store(false, Relaxed);
-    let t = api.until_task("far-pick", "the far robot's report", Duration::from_secs(60), |t| terminal(t)).await;
+    let t = api.until_task("far-pick", "the far robot's report", Duration::from_secs(60), terminal).await;
     // The near robot is idle again either way.
     wait_until_idle(&api, &["robot-near"]).await;
     wait_for("the completion delivered", Duration::from_secs(30), || {
@@ -482,7 +481,7 @@ async fn cut_off_mid_task(lease_s: u64) -> (Value, BTreeMap<String, u32>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_robot_cut_off_for_30_s_finishes_its_task_and_it_is_run_once() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     // The default lease outlasts the cut: the task never moves.
     let (t, keys) = cut_off_mid_task(gantry_config::cloud::Tasks::default().lease_s).await;
     assert_eq!(
@@ -496,7 +495,7 @@ async fn a_robot_cut_off_for_30_s_finishes_its_task_and_it_is_run_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_moved_from_a_cut_off_robot_that_finished_anyway_is_canceled_on_the_other() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     // A lease of 11 s: the far robot finishes its 8 s task before giving it
     // up, and the cloud moves it 11 + 10 + 5 s after its last word, before
     // the 30 s cut ends.

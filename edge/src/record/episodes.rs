@@ -89,7 +89,7 @@ impl Episodes {
 
     /// The task `task_id` ended with the task's own outcome.
     pub fn end_task(&mut self, task_id: &str, success: bool, reason: &str, unix_ns: u64) -> Option<EpisodeMsg> {
-        if !self.open.as_ref().is_some_and(|ep| ep.task.as_ref().is_some_and(|(id, _)| id == task_id)) {
+        if self.open.as_ref().is_none_or(|ep| ep.task.as_ref().is_none_or(|(id, _)| id != task_id)) {
             return None;
         }
         let mut ep = self.open.take()?;
