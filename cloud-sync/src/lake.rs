@@ -361,6 +361,7 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
         f.extend(quality::episode_flags(e, &p.incidents).into_iter().map(String::from));
         columns(parts, "episodes", e.start_unix_ns, robot)
             .row(b, e.start_unix_ns, &f)
+            .s("boot_id", Some(&e.boot_id))
             .s("task_id", Some(&e.task_id))
             .s("kind", Some(&e.kind))
             .s("model_version", Some(&e.model_version))
@@ -377,6 +378,8 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
         }
         columns(parts, "actions", c.unix_ns, robot)
             .row(b, c.unix_ns, &f)
+            .s("boot_id", Some(&c.boot_id))
+            .s("task_id", c.task_id.as_deref())
             .u32("seq", c.seq)
             .s("mode", Some(&c.mode))
             .b("approved", c.approved)
@@ -391,6 +394,8 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
     for i in &p.incidents {
         columns(parts, "incidents", i.unix_ns, robot)
             .row(b, i.unix_ns, flags)
+            .s("boot_id", Some(&i.boot_id))
+            .s("task_id", i.task_id.as_deref())
             .s("check", Some(&i.check))
             .sl("failed", &i.failed)
             .f("value", Some(i.value))
@@ -403,6 +408,8 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
         let temps = h["motor_temp_c"].as_array().map(|t| t.iter().filter_map(|v| v.as_f64()).fold(f64::NAN, f64::max));
         columns(parts, "health", unix_ns, robot)
             .row(b, unix_ns, flags)
+            .s("boot_id", Some(h["boot_id"].as_str().unwrap_or_default()))
+            .s("task_id", h["task_id"].as_str())
             .s("mode", h["mode"].as_str())
             .f("cpu_pct", h["cpu_pct"].as_f64())
             .u("mem_used_bytes", h["mem_used_bytes"].as_u64())
@@ -418,6 +425,8 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
         let capture = fr.unix_ns.saturating_sub(fr.done_mono_ns.saturating_sub(fr.capture_mono_ns));
         columns(parts, "frames", fr.unix_ns, robot)
             .row(b, fr.unix_ns, flags)
+            .s("boot_id", Some(&fr.boot_id))
+            .s("task_id", fr.task_id.as_deref())
             .u("frame_seq", Some(fr.frame_seq))
             .f("latency_ms", Some(fr.latency_ms))
             .b("late", fr.late)

@@ -225,6 +225,7 @@ mod tests {
 
     fn episode(success: bool, rejects: u64, reason: Option<&str>) -> EpisodeMsg {
         EpisodeMsg {
+            boot_id: "boot-1".into(),
             kind: String::new(),
             task_id: "t".into(),
             robot_id: "r".into(),

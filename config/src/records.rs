@@ -2,12 +2,20 @@
 //! shared by the robot that writes them and the cloud that exports them.
 //!
 //! Times: every `unix_ns` is wall-clock nanoseconds since the Unix epoch;
-//! `mono_ns` fields are the robot's `CLOCK_MONOTONIC`.
+//! `mono_ns` fields are the robot's `CLOCK_MONOTONIC`. Keys: every message
+//! carries `boot_id` (one per start of the daemon, which restarts `seq` and
+//! `frame_seq`) and, during a task, its `task_id`.
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlMsg {
+    /// This start of the robot's daemon (`seq` and `frame_seq` restart with it).
+    #[serde(default)]
+    pub boot_id: String,
+    /// The task being worked on, if any.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub unix_ns: u64,
     pub mono_ns: u64,
     pub seq: u32,
@@ -24,6 +32,12 @@ pub struct ControlMsg {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JointStateMsg {
+    /// This start of the robot's daemon (`seq` and `frame_seq` restart with it).
+    #[serde(default)]
+    pub boot_id: String,
+    /// The task being worked on, if any.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub unix_ns: u64,
     pub mono_ns: u64,
     pub age_ns: u64,
@@ -33,6 +47,12 @@ pub struct JointStateMsg {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameMsg {
+    /// This start of the robot's daemon (`seq` and `frame_seq` restart with it).
+    #[serde(default)]
+    pub boot_id: String,
+    /// The task being worked on, if any.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub unix_ns: u64,
     pub frame_seq: u64,
     pub capture_mono_ns: u64,
@@ -46,6 +66,12 @@ pub struct FrameMsg {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentMsg {
+    /// This start of the robot's daemon (`seq` and `frame_seq` restart with it).
+    #[serde(default)]
+    pub boot_id: String,
+    /// The task being worked on, if any.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub unix_ns: u64,
     pub mono_ns: u64,
     pub check: String,
@@ -62,6 +88,9 @@ pub struct IncidentMsg {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeMsg {
+    /// This start of the robot's daemon.
+    #[serde(default)]
+    pub boot_id: String,
     pub task_id: String,
     /// The task's kind (`pick`, …); empty for a fixed stretch of work.
     #[serde(default)]

@@ -139,6 +139,8 @@ fn valid_batch() -> Vec<u8> {
     let t0 = 1_794_787_200_000_000_000u64;
     for i in 0..TICKS as u64 {
         let c = ControlMsg {
+            boot_id: "boot-1".into(),
+            task_id: None,
             unix_ns: t0 + i * 10_000_000,
             mono_ns: i,
             seq: i as u32,

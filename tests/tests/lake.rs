@@ -59,6 +59,8 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
         }
         let q = if fault == Fault::OutOfBounds && i == 7 { 4.5 } else { 0.3 };
         let c = ControlMsg {
+            boot_id: "boot-1".into(),
+            task_id: None,
             unix_ns: t,
             mono_ns: i,
             seq: i as u32,
@@ -77,6 +79,8 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
     for f in 0..FRAMES {
         let t = t0 + f * 33_000_000 + 1;
         let m = FrameMsg {
+            boot_id: "boot-1".into(),
+            task_id: None,
             unix_ns: t,
             frame_seq: f,
             capture_mono_ns: f,
@@ -92,6 +96,8 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
     let end = t0 + TICKS * 10_000_000;
     if fault == Fault::LabelContradicts {
         let i = IncidentMsg {
+            boot_id: "boot-1".into(),
+            task_id: None,
             unix_ns: t0 + 100_000_000,
             mono_ns: 0,
             check: "joint_limits".into(),
@@ -108,6 +114,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
         b.add(CH_INCIDENTS, i.unix_ns, &json(&i)).unwrap();
     }
     let e = EpisodeMsg {
+        boot_id: "boot-1".into(),
         kind: String::new(),
         task_id: format!("{robot}-task-{day}"),
         robot_id: robot.into(),

@@ -307,10 +307,51 @@ async fn sixty_tasks_of_mixed_priority_on_three_robots() {
     let by_robot = lake_done["success_rate_by_robot"].as_array().unwrap();
     assert_eq!(by_robot.len(), 3, "{lake_done:#}");
 
+    // Every lake row carries the boot that made it, and rows made during a
+    // task carry its id: one boot per robot here, and the tasks' ids.
+    let lake = dir.path().join("cloud/objects/lake");
+    for table in ["actions", "frames", "episodes"] {
+        let (boots, tasks) = keys_of(&lake.join(table));
+        assert_eq!(boots.len(), 3, "{table}: one boot per robot: {boots:?}");
+        assert!(!tasks.is_empty() && tasks.iter().all(|t| by_id.contains_key(t.as_str())), "{table}: {tasks:?}");
+    }
+
     for r in robots {
         r.stop().await;
     }
     service.stop().await;
+}
+
+/// The distinct `boot_id`s and `task_id`s of a lake table's Parquet files.
+fn keys_of(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    let (mut boots, mut tasks) = (BTreeSet::new(), BTreeSet::new());
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
+            if entry.is_dir() {
+                stack.push(entry);
+                continue;
+            }
+            let file = std::fs::File::open(&entry).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let boot = batch.column_by_name("boot_id").unwrap().as_string::<i32>().clone();
+                let task = batch.column_by_name("task_id").unwrap().as_string::<i32>().clone();
+                for i in 0..batch.num_rows() {
+                    assert!(!boot.is_null(i) && !boot.value(i).is_empty(), "{}: a row without a boot", entry.display());
+                    boots.insert(boot.value(i).to_string());
+                    if !task.is_null(i) {
+                        tasks.insert(task.value(i).to_string());
+                    }
+                }
+            }
+        }
+    }
+    (boots, tasks)
 }
 
 /// `/api/analytics` once the lake holds `episodes` task episodes.

@@ -17,6 +17,7 @@ use super::taps::ControlRecord;
 
 pub struct Episodes {
     robot_id: String,
+    boot_id: String,
     model_version: String,
     period_ns: u64,
     open: Option<OpenEpisode>,
@@ -40,9 +41,10 @@ impl OpenEpisode {
 }
 
 impl Episodes {
-    pub fn new(robot_id: &str, model_version: &str, period: Duration) -> Self {
+    pub fn new(robot_id: &str, model_version: &str, boot_id: &str, period: Duration) -> Self {
         Self {
             robot_id: robot_id.to_string(),
+            boot_id: boot_id.to_string(),
             model_version: model_version.to_string(),
             period_ns: period.as_nanos() as u64,
             open: None,
@@ -112,6 +114,7 @@ impl Episodes {
             None => (format!("{}-{}", self.robot_id, ep.start_unix_ns / 1_000_000), String::new()),
         };
         EpisodeMsg {
+            boot_id: self.boot_id.clone(),
             task_id,
             kind,
             robot_id: self.robot_id.clone(),
@@ -143,7 +146,7 @@ mod tests {
 
     #[test]
     fn an_episode_fails_with_its_first_reason_and_the_next_starts_clean() {
-        let mut e = Episodes::new("r", "v1", Duration::from_secs(10));
+        let mut e = Episodes::new("r", "v1", "b", Duration::from_secs(10));
         assert!(e.on_control(&tick(0.0, true, Mode::Running), 1).is_none());
         assert!(e.on_control(&tick(1.0, false, Mode::Running), 2).is_none());
         assert!(e.on_control(&tick(2.0, true, Mode::SafeStop), 3).is_none());
@@ -161,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_task_is_one_episode_with_the_task_s_outcome() {
-        let mut e = Episodes::new("r", "v1", Duration::ZERO);
+        let mut e = Episodes::new("r", "v1", "b", Duration::ZERO);
         assert!(e.on_control(&tick(0.0, true, Mode::Running), 1).is_none());
         assert!(e.begin_task("t-1", "pick", 1_000_000_000, 2).is_none());
         // A person walked past: rejections inside a task that still succeeded.

@@ -26,37 +26,37 @@ pub struct ChannelDef {
 pub const CONTROL: ChannelDef = ChannelDef {
     topic: "/control",
     schema_name: "gantry.Control",
-    schema: r#"{"type":"object","title":"gantry.Control","description":"One control tick: the policy's goal and the command the safety governor sent.","properties":{"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"seq":{"type":"integer"},"mode":{"type":"string","enum":["running","degraded","safe_stop","estop"]},"approved":{"type":"boolean"},"rejected_by":{"type":"array","items":{"type":"string"}},"from_baseline":{"type":"boolean"},"frame_seq":{"type":"integer"},"goal_rad":{"type":"array","items":{"type":"number"}},"goal_gripper":{"type":"number"},"command_rad":{"type":"array","items":{"type":"number"}},"command_gripper":{"type":"number"}},"required":["unix_ns","mono_ns","seq","mode","approved","command_rad","command_gripper"]}"#,
+    schema: r#"{"type":"object","title":"gantry.Control","description":"One control tick: the policy's goal and the command the safety governor sent.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"seq":{"type":"integer"},"mode":{"type":"string","enum":["running","degraded","safe_stop","estop"]},"approved":{"type":"boolean"},"rejected_by":{"type":"array","items":{"type":"string"}},"from_baseline":{"type":"boolean"},"frame_seq":{"type":"integer"},"goal_rad":{"type":"array","items":{"type":"number"}},"goal_gripper":{"type":"number"},"command_rad":{"type":"array","items":{"type":"number"}},"command_gripper":{"type":"number"}},"required":["unix_ns","mono_ns","seq","mode","approved","command_rad","command_gripper"]}"#,
 };
 
 pub const JOINT_STATES: ChannelDef = ChannelDef {
     topic: "/joint_states",
     schema_name: "gantry.JointState",
-    schema: r#"{"type":"object","title":"gantry.JointState","description":"The firmware's joint state as the governor used it on a control tick.","properties":{"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"age_ns":{"type":"integer","description":"Age of the firmware's report when the tick read it"},"positions_rad":{"type":"array","items":{"type":"number"}},"velocities_rad_s":{"type":"array","items":{"type":"number"}}},"required":["unix_ns","mono_ns","positions_rad","velocities_rad_s"]}"#,
+    schema: r#"{"type":"object","title":"gantry.JointState","description":"The firmware's joint state as the governor used it on a control tick.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"age_ns":{"type":"integer","description":"Age of the firmware's report when the tick read it"},"positions_rad":{"type":"array","items":{"type":"number"}},"velocities_rad_s":{"type":"array","items":{"type":"number"}}},"required":["unix_ns","mono_ns","positions_rad","velocities_rad_s"]}"#,
 };
 
 pub const FRAMES: ChannelDef = ChannelDef {
     topic: "/frames",
     schema_name: "gantry.Frame",
-    schema: r#"{"type":"object","title":"gantry.Frame","description":"One camera frame the policy ran on.","properties":{"unix_ns":{"type":"integer"},"frame_seq":{"type":"integer"},"capture_mono_ns":{"type":"integer"},"done_mono_ns":{"type":"integer"},"latency_ms":{"type":"number"},"late":{"type":"boolean"},"unsafe_action":{"type":"boolean"},"from_baseline":{"type":"boolean"},"ok":{"type":"boolean"}},"required":["unix_ns","frame_seq","capture_mono_ns","done_mono_ns","latency_ms","late","ok"]}"#,
+    schema: r#"{"type":"object","title":"gantry.Frame","description":"One camera frame the policy ran on.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"frame_seq":{"type":"integer"},"capture_mono_ns":{"type":"integer"},"done_mono_ns":{"type":"integer"},"latency_ms":{"type":"number"},"late":{"type":"boolean"},"unsafe_action":{"type":"boolean"},"from_baseline":{"type":"boolean"},"ok":{"type":"boolean"}},"required":["unix_ns","frame_seq","capture_mono_ns","done_mono_ns","latency_ms","late","ok"]}"#,
 };
 
 pub const INCIDENTS: ChannelDef = ChannelDef {
     topic: "/incidents",
     schema_name: "gantry.Incident",
-    schema: r#"{"type":"object","title":"gantry.Incident","description":"A command the safety governor rejected, and what it sent instead.","properties":{"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"check":{"type":"string"},"failed":{"type":"array","items":{"type":"string"}},"value":{"type":"number"},"limit":{"type":"number"},"joint":{"type":["integer","null"]},"frame_seq":{"type":"integer"},"rejected_rad":{"type":"array","items":{"type":"number"}},"rejected_gripper":{"type":"number"},"substituted_rad":{"type":"array","items":{"type":"number"}},"substituted_gripper":{"type":"number"}},"required":["unix_ns","check","failed","value","limit"]}"#,
+    schema: r#"{"type":"object","title":"gantry.Incident","description":"A command the safety governor rejected, and what it sent instead.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"check":{"type":"string"},"failed":{"type":"array","items":{"type":"string"}},"value":{"type":"number"},"limit":{"type":"number"},"joint":{"type":["integer","null"]},"frame_seq":{"type":"integer"},"rejected_rad":{"type":"array","items":{"type":"number"}},"rejected_gripper":{"type":"number"},"substituted_rad":{"type":"array","items":{"type":"number"}},"substituted_gripper":{"type":"number"}},"required":["unix_ns","check","failed","value","limit"]}"#,
 };
 
 pub const EPISODES: ChannelDef = ChannelDef {
     topic: "/episodes",
     schema_name: "gantry.Episode",
-    schema: r#"{"type":"object","title":"gantry.Episode","description":"One task: when it ran and how it ended.","properties":{"task_id":{"type":"string"},"robot_id":{"type":"string"},"model_version":{"type":"string"},"start_unix_ns":{"type":"integer"},"end_unix_ns":{"type":"integer"},"success":{"type":"boolean"},"failure_reason":{"type":["string","null"]},"ticks":{"type":"integer"},"rejects":{"type":"integer"}},"required":["task_id","robot_id","start_unix_ns","end_unix_ns","success"]}"#,
+    schema: r#"{"type":"object","title":"gantry.Episode","description":"One task: when it ran and how it ended.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"kind":{"type":"string","description":"The task's kind; empty for a fixed stretch"},"task_id":{"type":"string"},"robot_id":{"type":"string"},"model_version":{"type":"string"},"start_unix_ns":{"type":"integer"},"end_unix_ns":{"type":"integer"},"success":{"type":"boolean"},"failure_reason":{"type":["string","null"]},"ticks":{"type":"integer"},"rejects":{"type":"integer"}},"required":["task_id","robot_id","start_unix_ns","end_unix_ns","success"]}"#,
 };
 
 pub const HEALTH: ChannelDef = ChannelDef {
     topic: "/health",
     schema_name: "gantry.Health",
-    schema: r#"{"type":"object","title":"gantry.Health","description":"The periodic health snapshot (see docs/PROTOCOL.md).","properties":{"unix_ns":{"type":"integer"},"robot_id":{"type":"string"},"cpu_pct":{"type":"number"},"gpu_pct":{"type":["number","null"]},"mem_used_bytes":{"type":"integer"},"disk_free_bytes":{"type":"integer"},"net_connected":{"type":"boolean"},"motor_temp_c":{"type":"array","items":{"type":"number"}},"gripper_pressure_kpa":{"type":["number","null"]}},"required":["unix_ns","robot_id"]}"#,
+    schema: r#"{"type":"object","title":"gantry.Health","description":"The periodic health snapshot (see docs/PROTOCOL.md).","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"robot_id":{"type":"string"},"cpu_pct":{"type":"number"},"gpu_pct":{"type":["number","null"]},"mem_used_bytes":{"type":"integer"},"disk_free_bytes":{"type":"integer"},"net_connected":{"type":"boolean"},"motor_temp_c":{"type":"array","items":{"type":"number"}},"gripper_pressure_kpa":{"type":["number","null"]}},"required":["unix_ns","robot_id"]}"#,
 };
 
 /// Foxglove's `foxglove.CompressedImage`, in its JSON form (data in base64).
@@ -74,10 +74,41 @@ pub fn failed_checks(failed: u32) -> Vec<String> {
     Check::ALL.iter().filter(|c| failed & c.bit() != 0).map(|c| c.name().to_string()).collect()
 }
 
+/// The keys every message carries: this start of the daemon and the task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub boot_id: String,
+    pub task_id: Option<String>,
+}
+
+impl Keys {
+    /// A fresh boot id: 16 random hex digits.
+    pub fn new_boot() -> Self {
+        let mut bytes = [0u8; 8];
+        // Without randomness the clock still tells boots apart.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = gantry_hal::clock::unix_ns().to_le_bytes();
+        }
+        Self { boot_id: bytes.iter().map(|b| format!("{b:02x}")).collect(), task_id: None }
+    }
+}
+
+/// A message with the keys beside its own fields (for messages whose type
+/// has no place for them, such as the health snapshot).
+#[derive(serde::Serialize)]
+pub struct Keyed<'a, T: serde::Serialize> {
+    #[serde(flatten)]
+    pub msg: &'a T,
+    pub boot_id: &'a str,
+    pub task_id: Option<&'a str>,
+}
+
 /// The `/control` message of a control tick.
-pub fn control_msg(r: &ControlRecord, unix_ns: u64) -> ControlMsg {
+pub fn control_msg(r: &ControlRecord, unix_ns: u64, k: &Keys) -> ControlMsg {
     let n = usize::from(r.joints);
     ControlMsg {
+        boot_id: k.boot_id.clone(),
+        task_id: k.task_id.clone(),
         unix_ns,
         mono_ns: r.t_ns,
         seq: r.seq,
@@ -94,9 +125,11 @@ pub fn control_msg(r: &ControlRecord, unix_ns: u64) -> ControlMsg {
 }
 
 /// The `/joint_states` message of a control tick, when it had a joint state.
-pub fn joint_state_msg(r: &ControlRecord, unix_ns: u64) -> Option<JointStateMsg> {
+pub fn joint_state_msg(r: &ControlRecord, unix_ns: u64, k: &Keys) -> Option<JointStateMsg> {
     let n = usize::from(r.joints);
     (r.joint_state_ns != 0).then(|| JointStateMsg {
+        boot_id: k.boot_id.clone(),
+        task_id: k.task_id.clone(),
         unix_ns,
         mono_ns: r.t_ns,
         age_ns: r.t_ns.saturating_sub(r.joint_state_ns),
@@ -106,8 +139,10 @@ pub fn joint_state_msg(r: &ControlRecord, unix_ns: u64) -> Option<JointStateMsg>
 }
 
 /// The `/frames` message of an inference.
-pub fn frame_msg(r: &FrameRecord, unix_ns: u64) -> FrameMsg {
+pub fn frame_msg(r: &FrameRecord, unix_ns: u64, k: &Keys) -> FrameMsg {
     FrameMsg {
+        boot_id: k.boot_id.clone(),
+        task_id: k.task_id.clone(),
         unix_ns,
         frame_seq: r.frame_seq,
         capture_mono_ns: r.capture_ns,
@@ -121,8 +156,10 @@ pub fn frame_msg(r: &FrameRecord, unix_ns: u64) -> FrameMsg {
 }
 
 /// The `/incidents` message of a governor incident.
-pub fn incident_msg(i: &Incident, joints: usize, unix_ns: u64) -> IncidentMsg {
+pub fn incident_msg(i: &Incident, joints: usize, unix_ns: u64, k: &Keys) -> IncidentMsg {
     IncidentMsg {
+        boot_id: k.boot_id.clone(),
+        task_id: k.task_id.clone(),
         unix_ns,
         mono_ns: i.time_ns,
         check: i.check.name().to_string(),

@@ -167,6 +167,8 @@ pub struct Recorder {
     post_roll_until_ns: u64,
     last_image_seq: Option<u64>,
     episodes: Episodes,
+    /// The keys every message carries (boot, current task).
+    keys: messages::Keys,
     buf: Vec<u8>,
     next_index: u64,
     retry_at: Option<Instant>,
@@ -194,7 +196,8 @@ impl Recorder {
             Catalog::open(&catalog_path).with_context(|| format!("opening the catalog {}", catalog_path.display()))?;
         let report = reconcile(&s.data_dir, &dir, &catalog, s.encoding)?;
         let stats = Arc::new(RecorderStats::default());
-        let episodes = Episodes::new(&s.robot_id, &s.model_version, s.episode);
+        let keys = messages::Keys::new_boot();
+        let episodes = Episodes::new(&s.robot_id, &s.model_version, &keys.boot_id, s.episode);
         let batcher = |k| batch::Batcher::new(k, s.batch_max_bytes, s.batch_period);
         let batchers = [batcher(BatchKind::Incidents), batcher(BatchKind::Health), batcher(BatchKind::Logs)];
         let mut rec = Self {
@@ -208,6 +211,7 @@ impl Recorder {
             post_roll_until_ns: 0,
             last_image_seq: None,
             episodes,
+            keys,
             buf: Vec::with_capacity(64 * 1024),
             next_index: 0,
             retry_at: None,
@@ -243,8 +247,8 @@ impl Recorder {
 
     pub fn record_control(&mut self, r: &ControlRecord) {
         let unix = self.unix(r.t_ns);
-        self.write_json(CH_CONTROL, unix, &messages::control_msg(r, unix));
-        if let Some(js) = messages::joint_state_msg(r, unix) {
+        self.write_json(CH_CONTROL, unix, &messages::control_msg(r, unix, &self.keys));
+        if let Some(js) = messages::joint_state_msg(r, unix, &self.keys) {
             self.write_json(CH_JOINTS, unix, &js);
         }
         if let Some(ep) = self.episodes.on_control(r, unix) {
@@ -258,8 +262,14 @@ impl Recorder {
         let now = monotonic_ns();
         let unix = self.unix(now);
         let done = match event {
-            TaskEvent::Started { task_id, kind } => self.episodes.begin_task(task_id, kind, now, unix),
-            TaskEvent::Finished { task_id, success, reason } => self.episodes.end_task(task_id, *success, reason, unix),
+            TaskEvent::Started { task_id, kind } => {
+                self.keys.task_id = Some(task_id.clone());
+                self.episodes.begin_task(task_id, kind, now, unix)
+            }
+            TaskEvent::Finished { task_id, success, reason } => {
+                self.keys.task_id = None;
+                self.episodes.end_task(task_id, *success, reason, unix)
+            }
         };
         if let Some(ep) = done {
             self.write_json(CH_EPISODES, ep.end_unix_ns, &ep);
@@ -268,14 +278,14 @@ impl Recorder {
 
     pub fn record_frame(&mut self, r: &FrameRecord) {
         let unix = self.unix(r.done_ns);
-        self.write_json(CH_FRAMES, unix, &messages::frame_msg(r, unix));
+        self.write_json(CH_FRAMES, unix, &messages::frame_msg(r, unix, &self.keys));
     }
 
     /// Records the incident and the pre-roll of images before it; images keep
     /// coming at full rate for as long again after it.
     pub fn record_incident(&mut self, i: &Incident) {
         let unix = self.unix(i.time_ns);
-        self.write_json(CH_INCIDENTS, unix, &messages::incident_msg(i, self.s.joints, unix));
+        self.write_json(CH_INCIDENTS, unix, &messages::incident_msg(i, self.s.joints, unix, &self.keys));
         // One full-rate window per burst: a robot held by the governor for
         // minutes would otherwise record video the whole time.
         let cooled = i.time_ns > self.post_roll_until_ns + INCIDENT_COOLDOWN.as_nanos() as u64;
@@ -288,7 +298,9 @@ impl Recorder {
     }
 
     pub fn record_health(&mut self, h: &HealthSnapshot) {
-        self.write_json(CH_HEALTH, h.unix_ns, h);
+        let keys = self.keys.clone();
+        let keyed = messages::Keyed { msg: h, boot_id: &keys.boot_id, task_id: keys.task_id.as_deref() };
+        self.write_json(CH_HEALTH, h.unix_ns, &keyed);
     }
 
     /// Encodes a thumbnail and writes it (or keeps it in the pre-roll ring) per
