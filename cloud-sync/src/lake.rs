@@ -366,6 +366,7 @@ fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[Str
             .s("kind", Some(&e.kind))
             .s("model_version", Some(&e.model_version))
             .u("end_unix_ns", Some(e.end_unix_ns))
+            .u("duration_ms", Some(e.end_unix_ns.saturating_sub(e.start_unix_ns) / 1_000_000))
             .b("success", e.success)
             .s("failure_reason", e.failure_reason.as_deref())
             .u("ticks", Some(e.ticks))

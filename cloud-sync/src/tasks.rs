@@ -1094,3 +1094,89 @@ pub async fn deliver(tasks: Arc<Tasks>, url: String, mut stopped: watch::Receive
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = NS;
+
+    fn state(robot: &str, order: &str, phase: Phase, progress: f64, mode: &str) -> Vec<u8> {
+        let task_id = wire::parse_order_id(order).map_or(String::new(), |(t, _)| t.to_string());
+        serde_json::to_vec(&RobotState {
+            header: wire::Header::new(1, 0),
+            robot_id: robot.into(),
+            order_id: order.into(),
+            order_update_id: 0,
+            task_id,
+            phase,
+            progress,
+            operating_mode: "automatic".into(),
+            mode: mode.into(),
+            health: "green".into(),
+            kinds: vec!["pick".into()],
+            errors: vec![],
+            results: vec![],
+        })
+        .unwrap()
+    }
+
+    fn sent(out: &[Outgoing]) -> Vec<(String, String)> {
+        out.iter()
+            .map(|m| {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                let what = v["order_id"].as_str().map_or_else(
+                    || format!("{}:{}", v["actions"][0]["action_type"], v["actions"][0]["order_id"]),
+                    str::to_string,
+                );
+                (m.topic.clone(), what)
+            })
+            .collect()
+    }
+
+    /// An e-stop takes the task from its robot at once; no progress for
+    /// `stuck_after_s` takes it too; the last allowed attempt then fails the
+    /// task with that reason and tells the factory.
+    #[tokio::test]
+    async fn an_estop_and_a_stuck_robot_lose_their_task_then_attempts_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap());
+        let settings = Settings { stuck_after_ns: 60 * S, lease_s: 60, max_attempts: 2, safe_stop_grace_ns: 10 * S };
+        let t0 = crate::unix_now_ns();
+        let tasks = Tasks::new(catalog.clone(), settings, t0);
+        tasks.on_state("r1", &state("r1", "", Phase::Idle, 0.0, "running"), t0).await.unwrap();
+        tasks.submit(&json!({"id": "t", "kind": "pick"}), t0).await.unwrap();
+        let out = tasks.schedule(t0).await.unwrap();
+        assert_eq!(sent(&out), [("gantry/r1/order".to_string(), "t#1".to_string())]);
+
+        // Working, then the e-stop.
+        tasks.on_state("r1", &state("r1", "t#1", Phase::Running, 0.2, "running"), t0 + S).await.unwrap();
+        assert_eq!(catalog.task("t").unwrap().unwrap().state, TaskState::Running);
+        tasks.on_state("r1", &state("r1", "t#1", Phase::Running, 0.2, "estop"), t0 + 2 * S).await.unwrap();
+        tasks.on_state("r2", &state("r2", "", Phase::Idle, 0.0, "running"), t0 + 2 * S).await.unwrap();
+        let out = tasks.schedule(t0 + 2 * S).await.unwrap();
+        assert_eq!(
+            sent(&out),
+            [
+                ("gantry/r1/instant-actions".to_string(), "\"cancel\":\"t#1\"".to_string()),
+                ("gantry/r2/order".to_string(), "t#2".to_string())
+            ]
+        );
+        let t = catalog.task("t").unwrap().unwrap();
+        assert_eq!(t.history[0].reason.as_deref(), Some(reason::ROBOT_ESTOP));
+
+        // The second robot reports progress once, then nothing moves for the
+        // stuck limit: the last attempt is used up and the task fails.
+        let later = crate::unix_now_ns().max(t0 + 3 * S);
+        tasks.on_state("r2", &state("r2", "t#2", Phase::Running, 0.1, "running"), later).await.unwrap();
+        let out = tasks.schedule(later + 30 * S).await.unwrap();
+        assert!(out.is_empty(), "not stuck yet: {:?}", sent(&out));
+        let out = tasks.schedule(later + 61 * S).await.unwrap();
+        assert_eq!(sent(&out), [("gantry/r2/instant-actions".to_string(), "\"cancel\":\"t#2\"".to_string())]);
+        let t = catalog.task("t").unwrap().unwrap();
+        assert_eq!((t.state, t.reason.as_deref(), t.attempts), (TaskState::Failed, Some(reason::STUCK), 2));
+        let events: Vec<String> = catalog.pending_events(10).unwrap().into_iter().map(|e| e.key).collect();
+        assert!(events.contains(&"task.failed:t".to_string()), "{events:?}");
+        assert!(events.iter().any(|k| k.starts_with("robot.failure:r1:robot_estop")), "{events:?}");
+    }
+}
