@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::{check_broker_url, check_public_key, check_socket_addr, Checker};
+use crate::problem::{check_broker_url, check_http_url, check_public_key, check_socket_addr, Checker};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -221,13 +221,7 @@ impl CloudConfig {
         c.range("tasks.lease_s", self.tasks.lease_s, 1..=3_600);
         c.range("tasks.max_attempts", self.tasks.max_attempts, 1..=100);
         c.range("tasks.safe_stop_grace_s", self.tasks.safe_stop_grace_s, 0..=3_600);
-        let url = &self.factory.webhook_url;
-        c.rule(
-            url.is_empty() || url.starts_with("http://") || url.starts_with("https://"),
-            "factory.webhook_url",
-            format!("{url:?} is not an http(s) URL"),
-            "http://… or https://…, or \"\" for none",
-        );
+        check_http_url(c, "factory.webhook_url", &self.factory.webhook_url, true);
         match self.broker.mode {
             BrokerMode::Embedded => check_socket_addr(c, "broker.listen", &self.broker.listen),
             BrokerMode::External => check_broker_url(c, "broker.url", &self.broker.url),

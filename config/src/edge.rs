@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::{check_broker_url, check_id, check_public_key, check_socket_addr, Checker};
+use crate::problem::{check_broker_url, check_http_url, check_id, check_public_key, check_socket_addr, Checker};
 
 /// Joint count of the default arm (a 6-axis arm).
 pub const DEFAULT_JOINTS: usize = 6;
@@ -782,13 +782,7 @@ impl EdgeConfig {
         c.range("uplink.catchup_rate_kbps", self.uplink.catchup_rate_kbps, 1..=1_000_000);
         c.range("uplink.batch_period_s", self.uplink.batch_period_s, 1..=3600);
         c.range("uplink.outbox_max_mb", self.uplink.outbox_max_mb, 1..=1_000_000);
-        let http = &self.uplink.http_url;
-        c.rule(
-            http.starts_with("http://") || http.starts_with("https://"),
-            "uplink.http_url",
-            format!("{http:?} is not an HTTP URL"),
-            "http://HOST:PORT or https://HOST:PORT",
-        );
+        check_http_url(c, "uplink.http_url", &self.uplink.http_url, false);
         c.range("uplink.upload_rate_kbps", self.uplink.upload_rate_kbps, 1..=10_000_000);
         c.range("uplink.upload_chunk_kb", self.uplink.upload_chunk_kb, 4..=16_384);
         let m = &self.models;

@@ -130,3 +130,14 @@ pub fn check_public_key(c: &mut Checker, key: &str, value: &str) {
         c.push(key, e.to_string(), "64 hex digits of the fleet's ed25519 public key, a file holding them, or \"\"");
     }
 }
+
+/// An `http://` or `https://` URL; `expected` says what else is allowed.
+pub fn check_http_url(c: &mut Checker, key: &str, url: &str, empty_allowed: bool) {
+    let ok = (empty_allowed && url.is_empty()) || url.starts_with("http://") || url.starts_with("https://");
+    let expected = if empty_allowed {
+        "http://… or https://…, or \"\" for none"
+    } else {
+        "http://HOST:PORT or https://HOST:PORT"
+    };
+    c.rule(ok, key, format!("{url:?} is not an HTTP URL"), expected);
+}

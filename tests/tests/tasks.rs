@@ -121,6 +121,31 @@ impl Api {
     }
 }
 
+/// Cloud sync on free ports with the factory's webhook receiver, its
+/// configuration adjusted by `tune`.
+struct Cloud {
+    hook: Webhook,
+    service: Service,
+    api: Api,
+    /// `mqtt://…` of the embedded broker, and cloud sync's HTTP address.
+    broker: String,
+    http: String,
+}
+
+impl Cloud {
+    async fn start(dir: &Path, tune: impl FnOnce(&mut gantry_config::CloudConfig)) -> Self {
+        let hook = Webhook::start().await.unwrap();
+        let mut cloud = cloud_config(&dir.join("cloud"), "127.0.0.1:0");
+        cloud.factory.webhook_url = hook.url.clone();
+        tune(&mut cloud);
+        let service = Service::start(&cloud).await.unwrap();
+        let api = Api::new(&service);
+        let broker = format!("mqtt://{}", service.mqtt_addr.unwrap());
+        let http = service.http_addr.to_string();
+        Self { hook, service, api, broker, http }
+    }
+}
+
 fn ns(v: &Value) -> u64 {
     v.as_str().and_then(parse_rfc3339).unwrap_or(u64::MAX)
 }
@@ -153,14 +178,7 @@ const REASONS: [&str; 12] = [
 async fn sixty_tasks_of_mixed_priority_on_three_robots() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let hook = Webhook::start().await.unwrap();
-    let mut cloud = cloud_config(&dir.path().join("cloud"), "127.0.0.1:0");
-    cloud.factory.webhook_url = hook.url.clone();
-    cloud.lake.export_period_s = 1;
-    let service = Service::start(&cloud).await.unwrap();
-    let api = Api::new(&service);
-    let broker = format!("mqtt://{}", service.mqtt_addr.unwrap());
-    let http = service.http_addr.to_string();
+    let Cloud { hook, service, api, broker, http } = Cloud::start(dir.path(), |c| c.lake.export_period_s = 1).await;
     let mut robots = Vec::new();
     for i in 0..3 {
         let mut c = task_robot(&format!("robot-{i}"), dir.path(), &broker, &http);
@@ -404,14 +422,7 @@ fn spawn_killed_robot(dir: &Path, broker: &str, http: &str) -> Child {
 async fn a_robot_killed_mid_task_loses_it_to_another_and_it_completes_once() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let hook = Webhook::start().await.unwrap();
-    let mut cloud = cloud_config(&dir.path().join("cloud"), "127.0.0.1:0");
-    cloud.factory.webhook_url = hook.url.clone();
-    cloud.tasks.lease_s = 3;
-    let service = Service::start(&cloud).await.unwrap();
-    let api = Api::new(&service);
-    let broker = format!("mqtt://{}", service.mqtt_addr.unwrap());
-    let http = service.http_addr.to_string();
+    let Cloud { hook, service, api, broker, http } = Cloud::start(dir.path(), |c| c.tasks.lease_s = 3).await;
     let mut killed = spawn_killed_robot(dir.path(), &broker, &http);
     wait_until_idle(&api, &["robot-killed"]).await;
 
@@ -469,14 +480,8 @@ async fn wait_until_idle(api: &Api, robots: &[&str]) {
 async fn cut_off_mid_task(lease_s: u64) -> (Value, BTreeMap<String, u32>) {
     const CUT: Duration = Duration::from_secs(30);
     let dir = tempfile::tempdir().unwrap();
-    let hook = Webhook::start().await.unwrap();
-    let mut cloud = cloud_config(&dir.path().join("cloud"), "127.0.0.1:0");
-    cloud.factory.webhook_url = hook.url.clone();
-    cloud.tasks.lease_s = lease_s;
-    let service = Service::start(&cloud).await.unwrap();
-    let api = Api::new(&service);
+    let Cloud { hook, service, api, broker, http } = Cloud::start(dir.path(), |c| c.tasks.lease_s = lease_s).await;
     let mqtt = service.mqtt_addr.unwrap();
-    let http = service.http_addr.to_string();
     let net = Partition::start(mqtt).await.unwrap();
     let mut c = task_robot("robot-far", dir.path(), &format!("mqtt://{}", net.addr), &http);
     c.tasks.work_s = 8.0;
@@ -488,7 +493,7 @@ async fn cut_off_mid_task(lease_s: u64) -> (Value, BTreeMap<String, u32>) {
     })
     .await;
     // Another robot joins once the task is taken: the one a moved task goes to.
-    let mut c = task_robot("robot-near", dir.path(), &format!("mqtt://{mqtt}"), &http);
+    let mut c = task_robot("robot-near", dir.path(), &broker, &http);
     c.tasks.work_s = 20.0;
     let near = start_robot(&c).await;
     // Cut halfway through the work: what is left takes less than the lease.
