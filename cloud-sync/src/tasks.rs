@@ -310,8 +310,6 @@ pub trait TaskCatalog: Send + Sync {
     fn save_task(&self, t: &mut Task, events: &[(String, Value)], now: u64) -> anyhow::Result<bool>;
     fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<FactoryEvent>>;
     fn event_attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()>;
-    /// Tasks finished since `since_unix_ns`: (completed, failed).
-    fn finished_since(&self, since_unix_ns: u64) -> anyhow::Result<(u64, u64)>;
 }
 
 /// Creates the task tables in a SQLite catalog.
@@ -441,15 +439,6 @@ impl TaskCatalog for SqliteCatalog {
             params![key, delivered.map(|v| v as i64)],
         )?;
         Ok(())
-    }
-
-    fn finished_since(&self, since_unix_ns: u64) -> anyhow::Result<(u64, u64)> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(SUM(state = 'completed'), 0), COALESCE(SUM(state = 'failed'), 0) FROM tasks \
-             WHERE finished_unix_ns >= ?1",
-            [since_unix_ns as i64],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )?)
     }
 }
 
@@ -771,7 +760,7 @@ impl Tasks {
         let robots = self.robots();
         let open = self.catalog.open_tasks()?;
         let silent_after = (self.settings.lease_s + wire::STATE_PERIOD_S) * NS + REASSIGN_MARGIN_NS;
-        let mut busy: HashMap<String, ()> = HashMap::new();
+        let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut queued = Vec::new();
         for mut task in open {
             if task.state == TaskState::Queued {
@@ -822,7 +811,7 @@ impl Tasks {
                 }
                 continue;
             }
-            busy.insert(robot.clone(), ());
+            busy.insert(robot.clone());
             // The robot says idle well after the order went out and has no
             // result for it: it never got the order (or restarted).
             if let Some(s) = seen {
@@ -853,7 +842,7 @@ impl Tasks {
             .iter()
             .filter(|(id, s)| {
                 !s.offline
-                    && !busy.contains_key(*id)
+                    && !busy.contains(*id)
                     && now.saturating_sub(s.received_unix_ns) <= (wire::STATE_PERIOD_S * 2 + 5) * NS
                     && s.state.phase == Phase::Idle
                     && s.state.health == "green"
