@@ -81,16 +81,47 @@ impl Assignments {
     }
 }
 
+/// Logs each model newly assigned to robots (one entry per version).
+fn log_deployments(
+    journal: &crate::ops::Journal,
+    deployed: &mut std::collections::HashMap<String, String>,
+    plan: &[(String, ModelAssignment)],
+) {
+    let mut by_version: std::collections::BTreeMap<(&str, &str), Vec<&str>> = std::collections::BTreeMap::new();
+    for (robot, a) in plan {
+        if deployed.get(robot) != Some(&a.version) {
+            deployed.insert(robot.clone(), a.version.clone());
+            by_version.entry((a.version.as_str(), a.status.as_str())).or_default().push(robot);
+        }
+    }
+    for ((version, status), robots) in by_version {
+        let shown: Vec<&str> = robots.iter().take(10).copied().collect();
+        let more = if robots.len() > 10 { format!(" and {} more", robots.len() - 10) } else { String::new() };
+        journal.log(
+            crate::unix_now_ns(),
+            "model.deployed",
+            version,
+            crate::ops::SERVICE,
+            &format!("deployed {version} ({status}) to {} robot(s): {}{more}", robots.len(), shown.join(", ")),
+            serde_json::json!({"status": status, "robots": robots}),
+        );
+    }
+}
+
 /// Publishes assignments until `stopped`.
 pub async fn run(
     assignments: Arc<Assignments>,
     catalog: Arc<dyn CloudCatalog>,
     registry: Arc<Registry>,
+    journal: Arc<crate::ops::Journal>,
     uploads: Uploads,
     options: MqttOptions,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (client, mut events) = AsyncClient::new(options, 256);
+    // Each robot's model as last logged; the first plan after a start is
+    // what was already deployed, not a deployment.
+    let mut deployed: Option<std::collections::HashMap<String, String>> = None;
     let mut connected = false;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -133,7 +164,10 @@ pub async fn run(
         };
         let windows = assignments.recompute(&uploads, &robots, crate::unix_now_ns());
         let models = match registry.assignments(&robots) {
-            Ok(plan) => assignments.recompute_models(plan),
+            Ok(plan) => {
+                log_deployments(&journal, deployed.get_or_insert_with(|| plan.iter().map(|(r, a)| (r.clone(), a.version.clone())).collect()), &plan);
+                assignments.recompute_models(plan)
+            }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "assignments: cannot read the model registry");
                 Vec::new()

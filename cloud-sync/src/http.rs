@@ -20,6 +20,9 @@ use crate::store::CloudCatalog;
 use crate::uploads::{Completion, Progress, UploadError, Uploads, CHUNK_SHA256};
 
 pub struct AppState {
+    pub fleet: Arc<crate::fleet::Fleet>,
+    pub journal: Arc<crate::ops::Journal>,
+    pub alert_webhooks: Arc<crate::webhook::Counts>,
     pub tasks: Arc<crate::tasks::Tasks>,
     pub catalog: Arc<dyn CloudCatalog>,
     pub store: Arc<dyn ObjectStore>,
@@ -41,6 +44,11 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/api/fleet", get(fleet))
+        .route("/api/alerts", get(alerts))
+        .route("/api/incidents", get(incidents))
+        .route("/ui/tasks", post(ui_submit_task))
+        .route("/ui/tasks/{id}/cancel", post(ui_cancel_task))
         .route("/api/robots", get(robots))
         .route("/api/segments", get(segments))
         .route("/api/segments/{id}", get(segment))
@@ -503,73 +511,139 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
-async fn page(State(s): State<Arc<AppState>>) -> Response {
-    let robots = robot_list(&s).unwrap_or_default();
-    let mut rows = String::new();
-    for r in &robots {
-        let esc = |v: &serde_json::Value| {
-            v.as_str().unwrap_or("–").replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-        };
-        let rollout = &r["model_rollout"];
-        let rollout = match rollout["state"].as_str() {
-            Some("refused" | "rolled_back") => {
-                format!("{} {}: {}", esc(&rollout["state"]), esc(&rollout["assigned"]), esc(&rollout["reason"]))
-            }
-            Some(state) => esc(&serde_json::Value::from(state)),
-            None => "–".into(),
-        };
-        let window = r["upload_window"]["start_unix_ns"].as_u64().map_or("–".to_string(), |ns| {
-            let (y, m, d) = gantry_config::wire::civil_from_days((ns / gantry_config::wire::DAY_NS) as i64);
-            let secs = (ns % gantry_config::wire::DAY_NS) / 1_000_000_000;
-            format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, secs / 60 % 60)
-        });
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td></tr>",
-            esc(&r["robot_id"]),
-            if r["online"] == true { "on" } else { "off" },
-            if r["online"] == true { "online" } else { "offline" },
-            esc(&r["mode"]),
-            esc(&r["model_version"]),
-            esc(&r["assigned_model"]["version"]),
-            rollout,
-            r["backlog"].as_u64().map_or("–".to_string(), |b| b.to_string()),
-            window,
-        ));
+async fn fleet(State(s): State<Arc<AppState>>) -> Response {
+    let now = crate::unix_now_ns();
+    let found = s.fleet.snapshot(now).and_then(|snap| Ok((snap, s.fleet.trends(now)?, s.journal.firing()?.len())));
+    match found {
+        Ok((snap, trends, firing)) => {
+            ([(header::CACHE_CONTROL, "no-store")], Json(snap.to_json(firing, &trends))).into_response()
+        }
+        Err(e) => internal(e),
     }
-    let i = &s.ingest;
-    let a = s.lake.analytics().unwrap_or_default();
-    let esc = |v: &str| v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    let list = |key: &str, name: &str, value: &dyn Fn(&serde_json::Value) -> String| -> String {
-        a[key].as_array().map_or(String::new(), |rows| {
-            rows.iter()
-                .map(|r| {
-                    format!("<tr><td>{}</td><td class=n>{}</td></tr>", esc(r[name].as_str().unwrap_or("–")), value(r))
-                })
-                .collect()
-        })
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn alerts(State(s): State<Arc<AppState>>, Query(q): Query<AlertQuery>) -> Response {
+    let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
+    match s.journal.alerts(limit) {
+        Ok(rows) => {
+            let rows: Vec<_> = rows
+                .iter()
+                .filter(|a| q.state.as_deref().is_none_or(|st| st.is_empty() || a.state == st))
+                .map(|a| a.to_json())
+                .collect();
+            ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "alerts": rows }))).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// The incident log, newest first; `since` (an entry id) gives only newer ones.
+async fn incidents(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Response {
+    let Ok(since) = q.since.as_deref().filter(|v| !v.is_empty()).map_or(Ok(0), str::parse::<u64>) else {
+        return (StatusCode::BAD_REQUEST, "since: expected an entry id (next_cursor)\n").into_response();
     };
-    let by_robot = list("success_rate_by_robot", "key", &|r| {
-        format!("{:.0} % of {}", 100.0 * r["success_rate"].as_f64().unwrap_or(0.0), r["episodes"])
+    let limit = q.limit.unwrap_or(200).clamp(1, 10_000);
+    match s.journal.entries(since, limit) {
+        Ok(rows) => {
+            let next = rows.first().map_or(since, |e| e.id);
+            let rows: Vec<_> = rows.iter().map(|e| e.to_json()).collect();
+            Json(json!({"incidents": rows, "next_cursor": next.to_string()})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// Back to the page's task section with a sentence saying what happened.
+fn back_to_page(note: &str) -> Response {
+    let note: String = url::form_urlencoded::byte_serialize(note.as_bytes()).collect();
+    (StatusCode::SEE_OTHER, [(header::LOCATION, format!("/?note={note}#tasks"))]).into_response()
+}
+
+/// Who an operator says they are, for the incident log.
+fn operator(form: &std::collections::HashMap<String, String>) -> Result<String, Response> {
+    let name = form.get("operator").map(|v| v.trim()).unwrap_or("");
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(back_to_page("Give your name (up to 64 characters): the incident log records who did what."));
+    }
+    Ok(format!("{name} (fleet page)"))
+}
+
+/// The page's task form, onto the task API.
+async fn ui_submit_task(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> Response {
+    let who = match operator(&form) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let params = form.get("params").map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or("{}");
+    let params: serde_json::Value = match serde_json::from_str(params) {
+        Ok(v) => v,
+        Err(e) => return back_to_page(&format!("Params are not JSON ({e}); nothing was submitted.")),
+    };
+    let body = json!({
+        "kind": form.get("kind").map(|v| v.trim()).unwrap_or(""),
+        "priority": form.get("priority").map(String::as_str).unwrap_or("normal"),
+        "params": params,
     });
-    let reasons = list("top_failure_reasons", "reason", &|r| r["episodes"].to_string());
-    let checks = list("incidents_by_check", "check", &|r| r["incidents"].to_string());
-    let analytics = format!(
-        "<h2>Episodes and incidents (exported data)</h2><table><tr><th>robot</th><th>success</th></tr>{by_robot}</table>\
-         <table><tr><th>top failure reasons</th><th>episodes</th></tr>{reasons}</table>\
-         <table><tr><th>incidents by check</th><th>count</th></tr>{checks}</table>"
-    );
-    Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
-<title>Gantry fleet</title><style>body{{font:15px system-ui,sans-serif;margin:1.5rem;color:#202124}}\
-table{{border-collapse:collapse}}td,th{{padding:.3rem .8rem;border-bottom:1px solid #e0e0e0;text-align:left}}\
-.n{{text-align:right}}.on{{color:#1e8e3e;font-weight:600}}.off{{color:#d93025;font-weight:600}}</style></head><body>\
-<h1>Gantry fleet</h1><p>{} robots · {} batches stored · {} duplicates dropped · {} rejected</p>\
-<table><tr><th>robot</th><th>state</th><th>mode</th><th>model</th><th>assigned</th><th>rollout</th><th>backlog</th>\
-<th>upload window</th></tr>{rows}</table>{analytics}</body></html>",
-        robots.len(),
-        i.stored.load(Relaxed),
-        i.duplicates.load(Relaxed),
-        i.rejected(),
-    ))
-    .into_response()
+    let now = crate::unix_now_ns();
+    match s.tasks.submit(&body, now).await {
+        Ok((task, _)) => {
+            let message = format!("submitted task {} ({}, {})", task.id, task.kind, task.priority.as_str());
+            s.journal.log(now, "task.submitted", &task.id, &who, &message, task.to_json());
+            back_to_page(&format!("Task {} ({}) is queued.", task.id, task.kind))
+        }
+        Err(e) => back_to_page(&format!("Not submitted: {}", e.1)),
+    }
+}
+
+async fn ui_cancel_task(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> Response {
+    let who = match operator(&form) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let now = crate::unix_now_ns();
+    match s.tasks.cancel(&id, now).await {
+        Ok(task) => {
+            s.journal.log(now, "task.canceled", &task.id, &who, &format!("canceled task {}", task.id), task.to_json());
+            back_to_page(&format!("Task {} is canceled.", task.id))
+        }
+        Err(e) => back_to_page(&format!("Not canceled: {}", e.1)),
+    }
+}
+
+async fn page(State(s): State<Arc<AppState>>, Query(query): Query<crate::dashboard::GridQuery>) -> Response {
+    let now = crate::unix_now_ns();
+    let gathered = s.fleet.snapshot(now).and_then(|snap| {
+        Ok((snap, s.fleet.trends(now)?, s.journal.alerts(200)?, s.journal.entries(0, 100)?, s.tasks.catalog().open_tasks()?))
+    });
+    let (snap, trends, alerts, incidents, mut open) = match gathered {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    open.sort_by_key(|t| (t.priority.rank(), t.created_unix_ns));
+    let mut kinds: Vec<String> = s.tasks.robots().into_values().flat_map(|r| r.state.kinds).collect();
+    kinds.sort();
+    kinds.dedup();
+    let html = crate::dashboard::render(&crate::dashboard::Page {
+        snap: &snap,
+        trends: &trends,
+        alerts: &alerts,
+        incidents: &incidents,
+        open_tasks: &open,
+        query: &query,
+        kinds,
+    });
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }

@@ -4,18 +4,24 @@
 //! front, or an external broker); they are stored exactly once in an object
 //! store with a catalog, and served over HTTP.
 
+pub mod alerts;
 pub mod assign;
 pub mod broker;
+pub mod dashboard;
+pub mod fleet;
 pub mod front;
 pub mod http;
 pub mod ingest;
 pub mod lake;
 pub mod models;
+pub mod ops;
 pub mod quality;
+pub mod rollout;
 pub mod schedule;
 pub mod store;
 pub mod tasks;
 pub mod uploads;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,6 +62,9 @@ pub struct Service {
     pub registry: Arc<models::Registry>,
     pub lake: Arc<lake::LakeState>,
     pub task_service: Arc<tasks::Tasks>,
+    pub journal: Arc<ops::Journal>,
+    pub fleet: Arc<fleet::Fleet>,
+    pub alert_webhooks: Arc<webhook::Counts>,
 }
 
 /// `mqtt://[user:pass@]host:port` to client options.
@@ -81,7 +90,7 @@ impl Service {
         let http_addr = http.local_addr()?;
         let sqlite = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
         let catalog: Arc<dyn CloudCatalog> = sqlite.clone();
-        let task_service = Arc::new(tasks::Tasks::new(sqlite, (&config.tasks).into(), unix_now_ns()));
+        let task_service = Arc::new(tasks::Tasks::new(sqlite.clone(), (&config.tasks).into(), unix_now_ns()));
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
         // Robots' passwords also guard their HTTP uploads, whichever broker runs.
         let creds = RobotCredentials::load(&config.broker.credentials_path)?;
@@ -185,10 +194,31 @@ impl Service {
         }
         let assignments = Arc::new(assign::Assignments::default());
         let registry = Arc::new(models::Registry::open(data_dir, store.clone(), prefix.clone())?);
+        let journal = Arc::new(ops::Journal::open(data_dir)?);
+        let _ = task_service.journal.set(journal.clone());
+        let fleet = Arc::new(fleet::Fleet::new(
+            sqlite.clone(),
+            task_service.clone(),
+            registry.clone(),
+            config.fleet.clone(),
+            config.ingest.offline_after_s * 1_000_000_000,
+        )?);
+        tasks.push(tokio::spawn(alerts::run(fleet.clone(), journal.clone(), config.clone(), stopped.clone())));
+        let alert_webhooks = Arc::new(webhook::Counts::default());
+        if !config.alerts.webhook_url.is_empty() {
+            tasks.push(tokio::spawn(webhook::deliver(
+                journal.clone(),
+                alert_webhooks.clone(),
+                "alerts",
+                config.alerts.webhook_url.clone(),
+                stopped.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(assign::run(
             assignments.clone(),
             catalog.clone(),
             registry.clone(),
+            journal.clone(),
             config.uploads.clone(),
             options(&format!("{instance}-assign"))?,
             stopped.clone(),
@@ -199,13 +229,18 @@ impl Service {
             stopped.clone(),
         )));
         if !config.factory.webhook_url.is_empty() {
-            tasks.push(tokio::spawn(tasks::deliver(
+            tasks.push(tokio::spawn(webhook::deliver(
                 task_service.clone(),
+                task_service.stats.webhooks.clone(),
+                "factory",
                 config.factory.webhook_url.clone(),
                 stopped.clone(),
             )));
         }
         let state = Arc::new(http::AppState {
+            fleet: fleet.clone(),
+            journal: journal.clone(),
+            alert_webhooks: alert_webhooks.clone(),
             tasks: task_service.clone(),
             catalog: catalog.clone(),
             store,
@@ -246,6 +281,9 @@ impl Service {
             registry,
             lake,
             task_service,
+            journal,
+            fleet,
+            alert_webhooks,
         })
     }
 

@@ -157,6 +157,8 @@ fn model(command: ModelCommand) -> anyhow::Result<()> {
         let (store, prefix) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
         Registry::open(data_dir, store, prefix)
     };
+    // Who, for the incident log: the operator at this command line.
+    let who = format!("{} (command line)", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
     match command {
         ModelCommand::Keygen { out } => {
             let key = package::generate_signing_key()?;
@@ -178,7 +180,7 @@ fn model(command: ModelCommand) -> anyhow::Result<()> {
                 None => serde_json::Value::Null,
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let row = runtime.block_on(registry(&c)?.publish(&dir, &key, fleet.as_ref(), metrics, &notes))?;
+            let row = runtime.block_on(registry(&c)?.publish(&dir, &key, fleet.as_ref(), metrics, &notes, &who))?;
             println!("published {} ({} bytes, sha256 {}) as a candidate", row.version, row.bytes, row.sha256);
         }
         ModelCommand::List { config } => {
@@ -189,20 +191,20 @@ fn model(command: ModelCommand) -> anyhow::Result<()> {
             );
         }
         ModelCommand::Promote { version, config } => {
-            registry(&load(config)?)?.promote(&version)?;
+            registry(&load(config)?)?.promote(&version, &who, "")?;
             println!("{version} is production");
         }
         ModelCommand::Candidate { version, percent, robots, config } => {
             anyhow::ensure!(percent.is_some() || !robots.is_empty(), "give --percent or --robots");
-            registry(&load(config)?)?.set_candidate(&version, percent.unwrap_or(0.0), &robots)?;
+            registry(&load(config)?)?.set_candidate(&version, percent.unwrap_or(0.0), &robots, &who)?;
             println!("{version} is the candidate");
         }
         ModelCommand::EndCandidate { config } => {
-            registry(&load(config)?)?.clear_candidate()?;
+            registry(&load(config)?)?.clear_candidate(&who, "")?;
             println!("no candidate");
         }
         ModelCommand::Rollback { config } => {
-            let back = registry(&load(config)?)?.rollback()?;
+            let back = registry(&load(config)?)?.rollback(&who)?;
             println!("production is {back} again");
         }
     }

@@ -78,6 +78,9 @@ struct Head {
     name: String,
     version: String,
     sha256: String,
+    /// The evaluation a model was published with (e.g. per-task accuracy).
+    #[serde(default)]
+    metrics: Option<toml::Table>,
 }
 
 const SCHEMA: &str = "
@@ -131,6 +134,7 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::ops::SCHEMA)?;
         Ok(Self { conn: Mutex::new(conn), store, prefix })
     }
 
@@ -178,6 +182,7 @@ impl Registry {
         fleet_public_key: Option<&ed25519_dalek::VerifyingKey>,
         metrics: serde_json::Value,
         notes: &str,
+        who: &str,
     ) -> anyhow::Result<ModelRow> {
         let onnx =
             std::fs::read(dir.join("model.onnx")).with_context(|| format!("{}: no model.onnx", dir.display()))?;
@@ -190,7 +195,7 @@ impl Registry {
             dir.display()
         );
         let archive = gantry_config::package::pack(dir, key)?;
-        self.publish_archive(archive, fleet_public_key, metrics, notes).await
+        self.publish_archive(archive, fleet_public_key, metrics, notes, who).await
     }
 
     /// Stores a package archive signed elsewhere (a key kept offline). With
@@ -201,6 +206,7 @@ impl Registry {
         fleet_public_key: Option<&ed25519_dalek::VerifyingKey>,
         metrics: serde_json::Value,
         notes: &str,
+        who: &str,
     ) -> anyhow::Result<ModelRow> {
         let manifest = match fleet_public_key {
             Some(key) => {
@@ -217,6 +223,11 @@ impl Registry {
             head.version
         );
         anyhow::ensure!(self.model(&head.version)?.is_none(), "version {} is already published", head.version);
+        // The manifest's own evaluation, unless one is given at publication.
+        let metrics = match (metrics, &head.metrics) {
+            (serde_json::Value::Null, Some(m)) => serde_json::to_value(m)?,
+            (given, _) => given,
+        };
         let key_path = if self.prefix.as_ref().is_empty() {
             ObjectPath::from(format!("models/{}.tar", head.version))
         } else {
@@ -234,7 +245,9 @@ impl Registry {
             published_unix_ns: crate::unix_now_ns(),
         };
         self.store.put(&key_path, archive.into()).await.context("storing the package")?;
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             &format!("INSERT INTO models ({MODEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             params![
                 row.version,
@@ -248,6 +261,15 @@ impl Registry {
                 row.published_unix_ns as i64
             ],
         )?;
+        let note = crate::ops::Note {
+            kind: "model.published",
+            subject: &row.version,
+            who,
+            message: &format!("published model {} ({} bytes) as a candidate", row.version, row.bytes),
+            details: &serde_json::json!({"sha256": row.sha256, "metrics": row.metrics, "notes": row.notes}),
+        };
+        crate::ops::log_in(&tx, row.published_unix_ns, &note, None)?;
+        tx.commit()?;
         Ok(row)
     }
 
@@ -256,7 +278,7 @@ impl Registry {
     }
 
     /// Makes `version` production for every robot not on a candidate.
-    pub fn promote(&self, version: &str) -> anyhow::Result<()> {
+    pub fn promote(&self, version: &str, who: &str, why: &str) -> anyhow::Result<()> {
         self.require(version)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -272,12 +294,20 @@ impl Registry {
              candidate = CASE WHEN candidate = ?1 THEN NULL ELSE candidate END WHERE id = 1",
             [version],
         )?;
+        let message = format!(
+            "promoted {version} to production (was {}){}",
+            production.as_deref().unwrap_or("none"),
+            if why.is_empty() { String::new() } else { format!(": {why}") }
+        );
+        let details = serde_json::json!({"previous": production});
+        let note = crate::ops::Note { kind: "model.promoted", subject: version, who, message: &message, details: &details };
+        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Puts `version` on a share of the fleet (`percent`) or on named `robots`.
-    pub fn set_candidate(&self, version: &str, percent: f64, robots: &[String]) -> anyhow::Result<()> {
+    pub fn set_candidate(&self, version: &str, percent: f64, robots: &[String], who: &str) -> anyhow::Result<()> {
         self.require(version)?;
         anyhow::ensure!((0.0..=100.0).contains(&percent), "--percent: {percent} is not between 0 and 100");
         let mut conn = self.conn();
@@ -288,21 +318,44 @@ impl Registry {
             "UPDATE rollout SET candidate = ?1, candidate_percent = ?2, candidate_robots = ?3 WHERE id = 1",
             params![version, percent, serde_json::to_string(robots)?],
         )?;
+        let on = if robots.is_empty() { format!("{percent} % of the fleet") } else { robots.join(", ") };
+        let message = format!("started an A/B test of {version} on {on}");
+        let details = serde_json::json!({"percent": percent, "robots": robots});
+        let note = crate::ops::Note { kind: "model.candidate", subject: version, who, message: &message, details: &details };
+        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Ends the candidate test: its robots return to production.
-    pub fn clear_candidate(&self) -> anyhow::Result<()> {
-        self.conn().execute(
+    pub fn clear_candidate(&self, who: &str, why: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let candidate: Option<String> = tx.query_row("SELECT candidate FROM rollout WHERE id = 1", [], |r| r.get(0))?;
+        let Some(candidate) = candidate else { return Ok(()) };
+        tx.execute(
             "UPDATE rollout SET candidate = NULL, candidate_percent = 0, candidate_robots = '[]' WHERE id = 1",
             [],
         )?;
+        tx.execute("UPDATE models SET status = 'archived' WHERE version = ?1 AND status = 'candidate'", [&candidate])?;
+        let message = format!(
+            "ended the A/B test of {candidate}: its robots return to production{}",
+            if why.is_empty() { String::new() } else { format!(" ({why})") }
+        );
+        let note = crate::ops::Note {
+            kind: "model.candidate_ended",
+            subject: &candidate,
+            who,
+            message: &message,
+            details: &serde_json::Value::Null,
+        };
+        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Production goes back to the previous production model.
-    pub fn rollback(&self) -> anyhow::Result<String> {
+    pub fn rollback(&self, who: &str) -> anyhow::Result<String> {
         let plan = self.plan()?;
         let previous = plan.previous.context("no previous production model to roll back to")?;
         let mut conn = self.conn();
@@ -310,6 +363,11 @@ impl Registry {
         tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", [])?;
         tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", [&previous])?;
         tx.execute("UPDATE rollout SET production = previous, previous = NULL WHERE id = 1", [])?;
+        let from = plan.production.unwrap_or_default();
+        let message = format!("rolled production back from {from} to {previous}");
+        let details = serde_json::json!({"from": from, "to": previous});
+        let note = crate::ops::Note { kind: "model.rolled_back", subject: &previous, who, message: &message, details: &details };
+        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
         tx.commit()?;
         Ok(previous)
     }

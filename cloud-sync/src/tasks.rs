@@ -218,12 +218,18 @@ pub struct Filter {
     pub limit: usize,
 }
 
-/// An event for the factory's systems, kept until delivered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FactoryEvent {
-    pub key: String,
-    pub body: Value,
-    pub attempts: u32,
+/// How one attempt ended, as its robot reported it, with the model that ran
+/// it: what the A/B comparison of models and the per-model success rate read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub order_id: String,
+    pub task_id: String,
+    pub robot_id: String,
+    pub kind: String,
+    pub model_version: String,
+    pub success: bool,
+    pub reason: String,
+    pub finished_unix_ns: u64,
 }
 
 const SCHEMA: &str = "
@@ -251,6 +257,18 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_rev ON tasks (rev);
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks (state) WHERE state IN ('queued', 'assigned', 'running');
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_unix_ns) WHERE finished_unix_ns IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outcomes (
+    order_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    robot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    finished_unix_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_finished ON outcomes (finished_unix_ns);
 CREATE TABLE IF NOT EXISTS task_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
@@ -308,8 +326,14 @@ pub trait TaskCatalog: Send + Sync {
     /// Writes `t` (a new rev) if its rev is still `t.rev`, with `events` in the
     /// same transaction; `false` when someone else changed it first.
     fn save_task(&self, t: &mut Task, events: &[(String, Value)], now: u64) -> anyhow::Result<bool>;
-    fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<FactoryEvent>>;
+    fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<crate::webhook::Event>>;
     fn event_attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()>;
+    /// Keeps a robot's report of an attempt (once per order).
+    fn record_outcome(&self, o: &Outcome) -> anyhow::Result<()>;
+    /// Attempts reported finished at or after `since`.
+    fn outcomes_since(&self, since: u64) -> anyhow::Result<Vec<Outcome>>;
+    /// Tasks finished at or after `since` (newest first, at most `limit`).
+    fn finished_since(&self, since: u64, limit: usize) -> anyhow::Result<Vec<Task>>;
 }
 
 /// Creates the task tables in a SQLite catalog.
@@ -416,29 +440,62 @@ impl TaskCatalog for SqliteCatalog {
         Ok(true)
     }
 
-    fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<FactoryEvent>> {
+    fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<crate::webhook::Event>> {
+        crate::webhook::pending_in(&self.conn(), "task_events", limit)
+    }
+
+    fn event_attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()> {
+        crate::webhook::attempted_in(&self.conn(), "task_events", key, delivered)
+    }
+
+    fn record_outcome(&self, o: &Outcome) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO outcomes (order_id, task_id, robot_id, kind, model_version, success, reason, \
+             finished_unix_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                o.order_id,
+                o.task_id,
+                o.robot_id,
+                o.kind,
+                o.model_version,
+                o.success,
+                o.reason,
+                o.finished_unix_ns as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn outcomes_since(&self, since: u64) -> anyhow::Result<Vec<Outcome>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT key, body, attempts FROM task_events WHERE delivered_unix_ns IS NULL ORDER BY seq LIMIT ?1",
+            "SELECT order_id, task_id, robot_id, kind, model_version, success, reason, finished_unix_ns \
+             FROM outcomes WHERE finished_unix_ns >= ?1 ORDER BY finished_unix_ns",
         )?;
         let rows = stmt
-            .query_map([limit as i64], |r| {
-                Ok(FactoryEvent {
-                    key: r.get(0)?,
-                    body: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or(Value::Null),
-                    attempts: r.get::<_, i64>(2)? as u32,
+            .query_map([since as i64], |r| {
+                Ok(Outcome {
+                    order_id: r.get(0)?,
+                    task_id: r.get(1)?,
+                    robot_id: r.get(2)?,
+                    kind: r.get(3)?,
+                    model_version: r.get(4)?,
+                    success: r.get(5)?,
+                    reason: r.get(6)?,
+                    finished_unix_ns: r.get::<_, i64>(7)? as u64,
                 })
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
-    fn event_attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE task_events SET attempts = attempts + 1, delivered_unix_ns = ?2 WHERE key = ?1",
-            params![key, delivered.map(|v| v as i64)],
-        )?;
-        Ok(())
+    fn finished_since(&self, since: u64, limit: usize) -> anyhow::Result<Vec<Task>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE finished_unix_ns >= ?1 ORDER BY finished_unix_ns DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![since as i64, limit as i64], task_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 }
 
@@ -472,8 +529,7 @@ pub struct TaskStats {
     pub duplicates_canceled: AtomicU64,
     pub states_received: AtomicU64,
     pub states_rejected: AtomicU64,
-    pub webhooks_delivered: AtomicU64,
-    pub webhook_failures: AtomicU64,
+    pub webhooks: Arc<crate::webhook::Counts>,
 }
 
 /// What the cloud knows of a robot from its `state` messages.
@@ -524,6 +580,8 @@ pub struct Tasks {
     started_unix_ns: u64,
     pub changed: Notify,
     pub stats: TaskStats,
+    /// The incident log, for the automatic actions taken here.
+    pub journal: std::sync::OnceLock<Arc<crate::ops::Journal>>,
 }
 
 /// An API error: status code and sentence.
@@ -541,6 +599,7 @@ impl Tasks {
             started_unix_ns: now,
             changed: Notify::new(),
             stats: TaskStats::default(),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -711,6 +770,16 @@ impl Tasks {
         if !ours {
             return Ok(());
         }
+        self.catalog.record_outcome(&Outcome {
+            order_id: result.order_id.clone(),
+            task_id: task.id.clone(),
+            robot_id: robot.to_string(),
+            kind: task.kind.clone(),
+            model_version: result.model_version.clone(),
+            success: result.success,
+            reason: result.reason.clone(),
+            finished_unix_ns: now,
+        })?;
         let mut events = Vec::new();
         if result.success {
             if !current {
@@ -806,6 +875,17 @@ impl Tasks {
                     events.push(robot_event(&robot, why, now));
                 }
                 tracing::warn!(task = %task.id, %robot, reason = why, "took the task from its robot");
+                if let Some(journal) = self.journal.get() {
+                    let next = if task.state == TaskState::Failed { "failed it (no attempts left)" } else { "queued it for another robot" };
+                    journal.log(
+                        now,
+                        "action.task_reassigned",
+                        &robot,
+                        crate::ops::SERVICE,
+                        &format!("took task {} from {robot} ({why}) and {next}", task.id),
+                        json!({"task_id": task.id, "reason": why, "attempts": task.attempts, "state": task.state.as_str()}),
+                    );
+                }
                 if self.catalog.save_task(&mut task, &events, now)? && task.state == TaskState::Queued {
                     queued.push(task);
                 }
@@ -1019,68 +1099,13 @@ async fn schedule_rounds(
     }
 }
 
-/// Delivers the factory's events to `url`, oldest first, each until a 2xx,
-/// with backoff while the receiver is down.
-pub async fn deliver(tasks: Arc<Tasks>, url: String, mut stopped: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "factory webhook: no HTTP client; events stay queued");
-            return;
-        }
-    };
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let pending = match tasks.catalog().pending_events(32) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "factory webhook: cannot read the outbox");
-                Vec::new()
-            }
-        };
-        let mut failed = false;
-        for event in &pending {
-            let sent = client
-                .post(&url)
-                .header("Idempotency-Key", &event.key)
-                .header("Content-Type", "application/json")
-                .body(event.body.to_string())
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    tasks.stats.webhooks_delivered.fetch_add(1, Relaxed);
-                    let _ = tasks.catalog().event_attempted(&event.key, Some(crate::unix_now_ns()));
-                }
-                other => {
-                    tasks.stats.webhook_failures.fetch_add(1, Relaxed);
-                    let _ = tasks.catalog().event_attempted(&event.key, None);
-                    let why = match other {
-                        Ok(r) => r.status().to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    if event.attempts == 0 {
-                        tracing::warn!(%url, key = %event.key, %why, "factory webhook not accepted; retrying with backoff");
-                    }
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        let wait = if failed {
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-            backoff
-        } else {
-            backoff = Duration::from_millis(500);
-            if pending.len() == 32 {
-                continue;
-            }
-            Duration::from_millis(500)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
+impl crate::webhook::Outbox for Tasks {
+    fn pending(&self, limit: usize) -> anyhow::Result<Vec<crate::webhook::Event>> {
+        self.catalog.pending_events(limit)
+    }
+
+    fn attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()> {
+        self.catalog.event_attempted(key, delivered)
     }
 }
 
@@ -1106,6 +1131,7 @@ mod tests {
             kinds: vec!["pick".into()],
             errors: vec![],
             results: vec![],
+            telemetry: Default::default(),
         })
         .unwrap()
     }

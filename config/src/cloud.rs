@@ -18,6 +18,173 @@ pub struct CloudConfig {
     pub lake: Lake,
     pub tasks: Tasks,
     pub factory: Factory,
+    pub fleet: Fleet,
+    pub alerts: Alerts,
+    pub rollout: Rollout,
+}
+
+/// The fleet page's targets: each headline figure is shown against one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fleet {
+    /// Share of today's finished tasks that succeed.
+    pub success_rate_target: f64,
+    /// Share of robots green (as each reports itself).
+    pub healthy_target: f64,
+    /// Frame-to-command latency, p95 over the fleet.
+    pub latency_p95_target_ms: f64,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self { success_rate_target: 0.98, healthy_target: 0.95, latency_p95_target_ms: 100.0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One alert rule: its condition must hold `for_s` before it fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long the condition must hold before the alert fires.
+    pub for_s: u64,
+    pub severity: Severity,
+    /// The rule's limit, in the unit its name says (see `[alerts]`).
+    #[serde(default)]
+    pub threshold: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl AlertRule {
+    fn new(for_s: u64, severity: Severity, threshold: f64) -> Self {
+        Self { enabled: true, for_s, severity, threshold }
+    }
+}
+
+/// The operator's alerts: each rule fires once per robot (or fleet, or model)
+/// while its condition holds, and resolves when it clears.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Alerts {
+    /// `http(s)://…` receiving each alert's firing and resolution as a JSON POST
+    /// with an `Idempotency-Key` header, retried until a 2xx; empty: none sent.
+    pub webhook_url: String,
+    /// The rules are evaluated this often.
+    pub eval_period_ms: u64,
+    /// No word from the robot (threshold unused).
+    pub robot_offline: AlertRule,
+    /// A task on the robot without progress for `threshold` seconds.
+    pub robot_stuck: AlertRule,
+    /// Task success rate below `threshold` (0-1) over the last
+    /// `success_window_s`, with at least `success_min_tasks` finished; for the
+    /// fleet, each robot and each model.
+    pub success_rate_low: AlertRule,
+    pub success_window_s: u64,
+    pub success_min_tasks: u64,
+    /// Frame-to-command latency p95 above `threshold` milliseconds.
+    pub latency_high: AlertRule,
+    /// Broker round trip above `threshold` milliseconds.
+    pub network_latency_high: AlertRule,
+    /// Free space on the robot's data disk below `threshold` percent.
+    pub disk_nearly_full: AlertRule,
+    /// The robot is in e-stop (threshold unused).
+    pub robot_estop: AlertRule,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            eval_period_ms: 1000,
+            robot_offline: AlertRule::new(60, Severity::Critical, 0.0),
+            robot_stuck: AlertRule::new(0, Severity::Warning, 60.0),
+            success_rate_low: AlertRule::new(300, Severity::Warning, 0.9),
+            success_window_s: 3600,
+            success_min_tasks: 20,
+            latency_high: AlertRule::new(60, Severity::Warning, 100.0),
+            network_latency_high: AlertRule::new(120, Severity::Warning, 500.0),
+            disk_nearly_full: AlertRule::new(300, Severity::Warning, 10.0),
+            robot_estop: AlertRule::new(0, Severity::Critical, 0.0),
+        }
+    }
+}
+
+impl Alerts {
+    /// Each rule by its name (the `rule` of an alert).
+    pub fn rules(&self) -> [(&'static str, &AlertRule); 7] {
+        [
+            ("robot_offline", &self.robot_offline),
+            ("robot_stuck", &self.robot_stuck),
+            ("success_rate_low", &self.success_rate_low),
+            ("latency_high", &self.latency_high),
+            ("network_latency_high", &self.network_latency_high),
+            ("disk_nearly_full", &self.disk_nearly_full),
+            ("robot_estop", &self.robot_estop),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decide {
+    /// Promote or roll back by itself, and log why.
+    Auto,
+    /// Log the recommendation; an operator acts on it.
+    Recommend,
+}
+
+/// The A/B test of a candidate model, decided on task outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rollout {
+    pub decide: Decide,
+    /// Finished attempts each of candidate and production needs before a verdict.
+    pub min_attempts: u64,
+    /// Attempts of a task kind on each side before that kind is judged.
+    pub min_attempts_per_kind: u64,
+    /// The candidate may be at most this much worse (success rate, 0-1):
+    /// the confidence interval's lower end of (candidate − production) must
+    /// stay above −margin to promote; its upper end below −margin rolls back.
+    pub margin: f64,
+    /// A task kind on which the candidate does this much worse rolls it back.
+    pub max_kind_drop: f64,
+    /// Two-sided confidence of the interval on the difference.
+    pub confidence: f64,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            decide: Decide::Auto,
+            min_attempts: 40,
+            min_attempts_per_kind: 10,
+            margin: 0.05,
+            max_kind_drop: 0.2,
+            confidence: 0.95,
+        }
+    }
 }
 
 /// The task queue and its allocation to robots (`docs/PROTOCOL.md`, "Tasks").
@@ -222,6 +389,28 @@ impl CloudConfig {
         c.range("tasks.max_attempts", self.tasks.max_attempts, 1..=100);
         c.range("tasks.safe_stop_grace_s", self.tasks.safe_stop_grace_s, 0..=3_600);
         check_http_url(c, "factory.webhook_url", &self.factory.webhook_url, true);
+        check_http_url(c, "alerts.webhook_url", &self.alerts.webhook_url, true);
+        c.range_f64("fleet.success_rate_target", self.fleet.success_rate_target, 0.0..=1.0);
+        c.range_f64("fleet.healthy_target", self.fleet.healthy_target, 0.0..=1.0);
+        c.range_f64("fleet.latency_p95_target_ms", self.fleet.latency_p95_target_ms, 0.1..=60_000.0);
+        let a = &self.alerts;
+        c.range("alerts.eval_period_ms", a.eval_period_ms, 50..=60_000);
+        c.range("alerts.success_window_s", a.success_window_s, 60..=30 * 86_400);
+        c.range("alerts.success_min_tasks", a.success_min_tasks, 1..=1_000_000);
+        for (name, rule) in a.rules() {
+            c.range(&format!("alerts.{name}.for_s"), rule.for_s, 0..=7 * 86_400);
+        }
+        c.range_f64("alerts.robot_stuck.threshold", a.robot_stuck.threshold, 1.0..=86_400.0);
+        c.range_f64("alerts.success_rate_low.threshold", a.success_rate_low.threshold, 0.0..=1.0);
+        c.range_f64("alerts.latency_high.threshold", a.latency_high.threshold, 0.1..=60_000.0);
+        c.range_f64("alerts.network_latency_high.threshold", a.network_latency_high.threshold, 0.1..=600_000.0);
+        c.range_f64("alerts.disk_nearly_full.threshold", a.disk_nearly_full.threshold, 0.0..=100.0);
+        let r = &self.rollout;
+        c.range("rollout.min_attempts", r.min_attempts, 1..=10_000_000);
+        c.range("rollout.min_attempts_per_kind", r.min_attempts_per_kind, 1..=10_000_000);
+        c.range_f64("rollout.margin", r.margin, 0.0..=1.0);
+        c.range_f64("rollout.max_kind_drop", r.max_kind_drop, 0.0..=1.0);
+        c.range_f64("rollout.confidence", r.confidence, 0.5..=0.9999);
         match self.broker.mode {
             BrokerMode::Embedded => check_socket_addr(c, "broker.listen", &self.broker.listen),
             BrokerMode::External => check_broker_url(c, "broker.url", &self.broker.url),

@@ -85,11 +85,14 @@ impl Default for Models {
 pub struct Robot {
     pub id: String,
     pub data_dir: String,
+    /// The factory site or cell the robot stands in, for the fleet page's
+    /// filter; empty: none.
+    pub site: String,
 }
 
 impl Default for Robot {
     fn default() -> Self {
-        Self { id: "robot-0".into(), data_dir: "./gantry-data/robot-0".into() }
+        Self { id: "robot-0".into(), data_dir: "./gantry-data/robot-0".into(), site: String::new() }
     }
 }
 
@@ -588,6 +591,9 @@ impl EdgeConfig {
     /// file system holding the data directory, when known.
     pub fn check(&self, c: &mut Checker, disk_size_bytes: Option<u64>) {
         check_id(c, "robot.id", &self.robot.id);
+        if !self.robot.site.is_empty() {
+            check_id(c, "robot.site", &self.robot.site);
+        }
         c.non_empty("robot.data_dir", &self.robot.data_dir, "a directory path");
         // Files `run` reads and refuses to start without.
         c.file("governor.safety_model", &self.governor.safety_model, "an ONNX safety model file, or \"\" for none");

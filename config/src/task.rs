@@ -172,6 +172,37 @@ pub struct OrderResult {
     pub reason: String,
     pub started_at: String,
     pub finished_at: String,
+    /// The model that ran the attempt (for the A/B comparison); empty from
+    /// robots older than this field.
+    #[serde(default)]
+    pub model_version: String,
+}
+
+/// Gantry's addition to the VDA 5050 state: the figures the fleet dashboard
+/// and its alert rules read. Absent figures are `null` (never a made-up zero).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Telemetry {
+    pub model_version: String,
+    /// `robot.site` of the robot's configuration; empty when not set.
+    pub site: String,
+    /// Frame-to-command latency over the control loop's recent window.
+    pub latency_mean_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    /// Broker round trip (a QoS 1 publish to its PUBACK), smoothed.
+    pub net_rtt_ms: Option<f64>,
+    /// Free space on the data disk, percent.
+    pub disk_free_pct: Option<f64>,
+}
+
+impl Telemetry {
+    /// Whether every figure present is a finite, non-negative number.
+    pub fn is_valid(&self) -> bool {
+        [self.latency_mean_ms, self.latency_p95_ms, self.net_rtt_ms, self.disk_free_pct]
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite() && *v >= 0.0)
+    }
 }
 
 /// `gantry/{robot}/state` (robot → cloud, QoS 1).
@@ -200,6 +231,8 @@ pub struct RobotState {
     /// The last finished attempts, newest last, repeated until they fall out
     /// (at most [`MAX_RESULTS`]); the cloud applies each once.
     pub results: Vec<OrderResult>,
+    #[serde(default)]
+    pub telemetry: Telemetry,
 }
 
 /// `unix_ns` as RFC 3339 UTC with milliseconds.
@@ -249,6 +282,7 @@ mod tests {
             kinds: vec!["pick".into()],
             errors: vec![],
             results: vec![],
+            telemetry: Telemetry::default(),
         };
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"header_id\":7"), "{json}");

@@ -58,6 +58,10 @@ pub struct Manifest {
     pub latency_budget_ms: f64,
     pub inputs: Vec<InputSpec>,
     pub output: OutputSpec,
+    /// The evaluation the model was published with (e.g. per-task accuracy);
+    /// the robot does not act on it, the fleet page shows it.
+    #[serde(default)]
+    pub metrics: Option<toml::Table>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -149,6 +149,8 @@ pub struct PipelineStatus {
     pub safe_stops: AtomicU64,
     pub on_baseline: AtomicBool,
     pub latency_p50_ns: AtomicU64,
+    pub latency_p95_ns: AtomicU64,
+    pub latency_mean_ns: AtomicU64,
     pub latency_p99_ns: AtomicU64,
     pub latency_p999_ns: AtomicU64,
     pub latency_max_ns: AtomicU64,
@@ -1108,6 +1110,8 @@ fn control_loop(
         let ticks = status.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         if ticks.is_multiple_of(100) {
             status.latency_p50_ns.store(latency.value_at_quantile(0.5), Ordering::Relaxed);
+            status.latency_p95_ns.store(latency.value_at_quantile(0.95), Ordering::Relaxed);
+            status.latency_mean_ns.store(latency.mean() as u64, Ordering::Relaxed);
             status.latency_p99_ns.store(latency.value_at_quantile(0.99), Ordering::Relaxed);
             status.latency_p999_ns.store(latency.value_at_quantile(0.999), Ordering::Relaxed);
             status.latency_max_ns.store(latency.max(), Ordering::Relaxed);

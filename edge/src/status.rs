@@ -24,6 +24,9 @@ pub struct SyncStatus {
     pub connected: AtomicBool,
     /// Log batches in the outbox, waiting for the broker's acknowledgement.
     pub backlog: AtomicU64,
+    /// Broker round trip (QoS 1 publish to PUBACK), smoothed, microseconds;
+    /// 0 until measured.
+    pub rtt_us: AtomicU64,
 }
 
 pub struct View {

@@ -17,7 +17,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 
-use gantry_config::task::{self as wire, ActionType, ErrorLevel, Order, OrderResult, Phase, RobotError, RobotState};
+use gantry_config::task::{
+    self as wire, ActionType, ErrorLevel, Order, OrderResult, Phase, RobotError, RobotState, Telemetry,
+};
 
 use crate::control::Mode;
 use crate::pipeline::PipelineStatus;
@@ -71,6 +73,9 @@ pub struct Executor {
     /// The state changed since the last message.
     pub dirty: bool,
     events: Vec<TaskEvent>,
+    /// The dashboard's figures, refreshed by the uplink before each state
+    /// message; its model version also marks each result.
+    pub telemetry: Telemetry,
 }
 
 impl Executor {
@@ -101,6 +106,7 @@ impl Executor {
             header_id: 0,
             dirty: true,
             events: Vec::new(),
+            telemetry: Telemetry { site: config.robot.site.clone(), ..Telemetry::default() },
         }
     }
 
@@ -255,6 +261,7 @@ impl Executor {
             reason: reason.to_string(),
             started_at: wire::rfc3339(started),
             finished_at: wire::rfc3339(finished),
+            model_version: self.telemetry.model_version.clone(),
         });
         if let Err(e) = self.persist() {
             // The result still goes out in this run's state messages.
@@ -312,6 +319,7 @@ impl Executor {
             kinds: self.kinds.clone(),
             errors: self.errors.clone(),
             results: self.results.iter().cloned().collect(),
+            telemetry: self.telemetry.clone(),
         }
     }
 }

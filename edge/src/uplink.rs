@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,6 +201,33 @@ fn publish_status(client: &AsyncClient, robot: &str, cx: &Context) -> bool {
     client.try_publish(wire::topic(robot, wire::STATUS), QoS::AtLeastOnce, true, status.to_string()).is_ok()
 }
 
+/// Folds one broker round trip into the smoothed figure (weight 1/8, as TCP's SRTT).
+fn note_rtt(rtt_us: &AtomicU64, rtt: Duration) {
+    let sample = rtt.as_micros().min(u128::from(u32::MAX)) as u64;
+    let _ = rtt_us.fetch_update(Relaxed, Relaxed, |old| {
+        Some(if old == 0 { sample.max(1) } else { (old * 7 + sample).div_ceil(8) })
+    });
+}
+
+/// The dashboard's figures for the next state message.
+fn telemetry(cx: &Context, view: &crate::status::View) -> gantry_config::task::Telemetry {
+    let p = &cx.pipeline;
+    let ms = |ns: u64| (ns > 0).then(|| ns as f64 / 1e6);
+    let (free, total) = {
+        let h = view.health.lock().unwrap_or_else(|e| e.into_inner());
+        (h.system.disk_free_bytes, h.system.disk_total_bytes)
+    };
+    let rtt = cx.sync.rtt_us.load(Relaxed);
+    gantry_config::task::Telemetry {
+        model_version: cx.model.borrow().version.clone(),
+        site: String::new(),
+        latency_mean_ms: ms(p.latency_mean_ns.load(Relaxed)),
+        latency_p95_ms: ms(p.latency_p95_ns.load(Relaxed)),
+        net_rtt_ms: (rtt > 0).then(|| rtt as f64 / 1e3),
+        disk_free_pct: (total > 0).then(|| 100.0 * free as f64 / total as f64),
+    }
+}
+
 /// The task `state` message; whether it was queued.
 fn publish_state(
     client: &AsyncClient,
@@ -264,6 +291,8 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
     let mut executor = Executor::open(&config);
     let mut last_contact = gantry_hal::clock::monotonic_ns();
     let mut last_state = Instant::now();
+    // When each packet id went out, for the broker round trip.
+    let mut sent_at: HashMap<u16, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
@@ -283,6 +312,8 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     executor.sample(&cx.pipeline, fault, now.saturating_sub(last_contact), now, gantry_hal::clock::unix_ns());
                     tasks_to_recorder(&mut executor, link);
                     *link.view.task.lock().unwrap_or_else(|e| e.into_inner()) = executor.current();
+                    let fresh = telemetry(&cx, &link.view);
+                    executor.telemetry = gantry_config::task::Telemetry { site: executor.telemetry.site.clone(), ..fresh };
                     if connected && (executor.dirty || last_state.elapsed() >= STATE_EVERY) {
                         if publish_state(&client, &robot, &mut executor, &cx.pipeline, link.view.light()) {
                             window.unassigned.push_back(None);
@@ -317,6 +348,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     window.fill(&client);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    sent_at.insert(pkid, Instant::now());
                     if let Some(Some(seq)) = window.unassigned.pop_front() {
                         window.inflight.insert(pkid, seq);
                     }
@@ -351,6 +383,9 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     }
                 }
                 Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                    if let Some(at) = sent_at.remove(&ack.pkid) {
+                        note_rtt(&sync.rtt_us, at.elapsed());
+                    }
                     window.acknowledged(ack.pkid);
                     // Refill at once: during a catch-up the link, not the tick, sets the pace.
                     window.fill(&client);
@@ -373,6 +408,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     // The poller dropped the client's resend queue: everything
                     // goes again from the outbox.
                     window.reset();
+                    sent_at.clear();
                 }
             }
             }

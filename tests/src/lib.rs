@@ -3,6 +3,7 @@
 //! chosen by the OS.
 
 pub mod faults;
+pub mod protocol_robot;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -41,10 +41,10 @@ async fn a_candidate_to_20_percent_runs_on_exactly_the_chosen_robots() {
     std::fs::copy(baseline.join("model.onnx"), candidate.join("model.onnx")).unwrap();
     let public = key.verifying_key();
     for dir in [baseline, candidate.as_path()] {
-        service.registry.publish(dir, &key, Some(&public), serde_json::Value::Null, "").await.unwrap();
+        service.registry.publish(dir, &key, Some(&public), serde_json::Value::Null, "", "test").await.unwrap();
     }
-    service.registry.promote("baseline-2").unwrap();
-    service.registry.set_candidate("candidate-1", 20.0, &[]).unwrap();
+    service.registry.promote("baseline-2", "test", "").unwrap();
+    service.registry.set_candidate("candidate-1", 20.0, &[], "test").unwrap();
     service.assignments.poke();
     let chosen = service.registry.plan().unwrap().candidate_set(&ids);
     assert_eq!(chosen.len(), 2, "20 % of ten");

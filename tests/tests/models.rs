@@ -46,12 +46,12 @@ fn archive_of(dir: &Path, signature: Option<&str>) -> Vec<u8> {
 }
 
 async fn publish(service: &Service, archive: Vec<u8>) -> String {
-    service.registry.publish_archive(archive, None, serde_json::Value::Null, "").await.unwrap().version
+    service.registry.publish_archive(archive, None, serde_json::Value::Null, "", "test").await.unwrap().version
 }
 
 /// Points the robot at `version` and waits for its report to settle on `state`.
 async fn assign(service: &Service, robot: &Daemon, version: &str, state: &str) -> gantry_config::wire::ModelReport {
-    service.registry.set_candidate(version, 0.0, &[ROBOT.to_string()]).unwrap();
+    service.registry.set_candidate(version, 0.0, &[ROBOT.to_string()], "test").unwrap();
     service.assignments.poke();
     let view = robot.view();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -18,10 +18,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use gantry_config::task::{self, parse_rfc3339};
+use gantry_config::task::parse_rfc3339;
 use gantry_config::EdgeConfig;
 use gantry_edge::daemon::Daemon;
 use gantry_sync::Service;
+use gantry_tests::protocol_robot::{always_succeeds, Knobs, ProtocolRobot};
 use gantry_tests::{cloud_config, robot_config, wait_for, Partition, Webhook};
 use serde_json::{json, Value};
 
@@ -560,75 +561,9 @@ async fn a_task_moved_from_a_cut_off_robot_that_finished_anyway_is_canceled_on_t
 
 /// A robot written by someone else, speaking only the protocol: it takes every
 /// order and reports it done at once.
-async fn protocol_robot(id: &str, mqtt: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
-    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-    let mut o = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut events) = AsyncClient::new(o, 64);
-    let id = id.to_string();
-    tokio::spawn(async move {
-        let mut results: Vec<task::OrderResult> = Vec::new();
-        let mut header = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(300));
-        loop {
-            let publish = tokio::select! {
-                _ = tick.tick() => true,
-                e = events.poll() => match e {
-                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        let _ = client.try_subscribe(format!("gantry/{id}/order"), QoS::AtLeastOnce);
-                        let _ = client.try_publish(format!("gantry/{id}/status"), QoS::AtLeastOnce, true, r#"{"state":"online"}"#);
-                        true
-                    }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        if let Ok(order) = serde_json::from_slice::<task::Order>(&p.payload) {
-                            if !results.iter().any(|r| r.order_id == order.order_id) {
-                                let now = task::rfc3339(1_800_000_000_000_000_000);
-                                results.push(task::OrderResult {
-                                    order_id: order.order_id,
-                                    task_id: order.task_id,
-                                    success: true,
-                                    reason: String::new(),
-                                    started_at: now.clone(),
-                                    finished_at: now,
-                                });
-                            }
-                        }
-                        true
-                    }
-                    Ok(_) => false,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        false
-                    }
-                }
-            };
-            if publish {
-                header += 1;
-                let tail = results.len().saturating_sub(task::MAX_RESULTS);
-                let state = task::RobotState {
-                    header: task::Header::new(header, 1_800_000_000_000_000_000),
-                    robot_id: id.clone(),
-                    order_id: String::new(),
-                    order_update_id: 0,
-                    task_id: String::new(),
-                    phase: task::Phase::Idle,
-                    progress: 0.0,
-                    operating_mode: "automatic".into(),
-                    mode: "running".into(),
-                    health: "green".into(),
-                    kinds: vec!["pick".into()],
-                    errors: vec![],
-                    results: results[tail..].to_vec(),
-                };
-                let _ = client.try_publish(
-                    format!("gantry/{id}/state"),
-                    QoS::AtLeastOnce,
-                    false,
-                    serde_json::to_vec(&state).unwrap(),
-                );
-            }
-        }
-    })
+fn protocol_robot(id: &str, mqtt: std::net::SocketAddr) -> ProtocolRobot {
+    let knobs = Knobs { kinds: vec!["pick".into()], work: Duration::ZERO, ..Knobs::default() };
+    ProtocolRobot::start(id, mqtt, "", knobs, always_succeeds())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,7 +575,7 @@ async fn factory_webhooks_arrive_once_per_key_through_an_outage_and_a_restart() 
     cloud.factory.webhook_url = hook.url.clone();
     let service = Service::start(&cloud).await.unwrap();
     let api = Api::new(&service);
-    let robot = protocol_robot("robot-proto", service.mqtt_addr.unwrap()).await;
+    let robot = protocol_robot("robot-proto", service.mqtt_addr.unwrap());
     hook.down.store(true, Relaxed);
     for i in 0..10 {
         api.submit(json!({"id": format!("w-{i}"), "kind": "pick"})).await;
@@ -652,14 +587,14 @@ async fn factory_webhooks_arrive_once_per_key_through_an_outage_and_a_restart() 
     wait_for("a refused delivery", Duration::from_secs(30), || hook.refused.load(Relaxed) > 0).await;
     assert!(hook.keys().is_empty());
     service.stop().await;
-    robot.abort();
+    drop(robot);
 
     // Cloud sync restarts on the same catalog; the receiver comes back.
     let mut cloud = cloud_config(&dir.path().join("cloud"), &format!("127.0.0.1:{port}"));
     cloud.factory.webhook_url = hook.url.clone();
     let service = Service::start(&cloud).await.unwrap();
     let api = Api::new(&service);
-    let robot = protocol_robot("robot-proto", service.mqtt_addr.unwrap()).await;
+    let robot = protocol_robot("robot-proto", service.mqtt_addr.unwrap());
     for i in 10..15 {
         api.submit(json!({"id": format!("w-{i}"), "kind": "pick"})).await;
     }
@@ -678,6 +613,6 @@ async fn factory_webhooks_arrive_once_per_key_through_an_outage_and_a_restart() 
     assert!(hook.keys().values().all(|n| *n == 1), "{:?}", hook.keys());
     let all = api.all().await;
     assert!(all.iter().all(|t| t["attempts"] == 1 && state(t) == "completed"), "{all:#?}");
-    robot.abort();
+    drop(robot);
     service.stop().await;
 }

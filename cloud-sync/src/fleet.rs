@@ -1,0 +1,409 @@
+//! The fleet's figures, as the operator reads them first: robots healthy by
+//! their own account, today's tasks and success rate, frame-to-command
+//! latency, models in use; each against its target. Also each robot's line of
+//! the grid, the 7-day trends and today's top failure modes. `GET /api/fleet`,
+//! the fleet page and the alert rules all read one [`Snapshot`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rusqlite::params;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::store::{CloudCatalog, SqliteCatalog};
+use crate::tasks::{TaskCatalog, TaskState, Tasks};
+
+const NS: u64 = 1_000_000_000;
+pub const HOUR_NS: u64 = 3600 * NS;
+pub const DAY_NS: u64 = 24 * HOUR_NS;
+/// Days of trends kept and shown.
+pub const TREND_DAYS: u64 = 7;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS fleet_trend (
+    hour INTEGER PRIMARY KEY,
+    samples INTEGER NOT NULL,
+    robots_sum INTEGER NOT NULL,
+    healthy_sum INTEGER NOT NULL,
+    latency_samples INTEGER NOT NULL,
+    latency_mean_sum REAL NOT NULL,
+    latency_p95_sum REAL NOT NULL
+);
+";
+
+/// One robot, as the fleet grid shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RobotLine {
+    pub robot_id: String,
+    pub site: String,
+    pub online: bool,
+    /// `green`, `amber`, `red` as the robot reports itself; `offline`; or
+    /// `unknown` before its first state message.
+    pub state: String,
+    /// The daemon's mode (`running`, `degraded`, `safe_stop`, `estop`), or
+    /// `offline`.
+    pub mode: String,
+    pub model_version: Option<String>,
+    pub task: Option<String>,
+    pub progress: Option<f64>,
+    pub latency_mean_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub net_rtt_ms: Option<f64>,
+    pub disk_free_pct: Option<f64>,
+    pub backlog: Option<u64>,
+    pub last_seen_unix_ns: u64,
+    /// Tasks this robot finished today (UTC): completed, failed.
+    pub completed_today: u64,
+    pub failed_today: u64,
+    /// Errors the robot reports (VDA 5050 `errors`), in its words.
+    pub errors: Vec<String>,
+}
+
+/// One hour of the trends.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrendPoint {
+    pub hour_unix_s: u64,
+    pub success_rate: Option<f64>,
+    pub tasks: u64,
+    pub healthy: Option<f64>,
+    pub latency_mean_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+}
+
+/// A model in the registry beside its live figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelLine {
+    pub version: String,
+    pub status: String,
+    pub robots: u64,
+    pub share: f64,
+    /// What it was published with (its manifest's or the publisher's).
+    pub metrics: Value,
+    /// Attempts its robots reported over the last day, and the share that succeeded.
+    pub attempts: u64,
+    pub success_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub unix_ns: u64,
+    pub robots: u64,
+    pub online: u64,
+    pub healthy: u64,
+    pub amber: u64,
+    pub red: u64,
+    pub offline: u64,
+    pub tasks_completed_today: u64,
+    pub tasks_failed_today: u64,
+    pub tasks_queued: u64,
+    pub tasks_running: u64,
+    pub success_rate: Option<f64>,
+    pub latency_mean_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    /// Model version → robots running it.
+    pub models: BTreeMap<String, u64>,
+    pub model_lines: Vec<ModelLine>,
+    /// Today's failure reasons, most frequent first.
+    pub top_failures: Vec<(String, u64)>,
+    pub lines: Vec<RobotLine>,
+    pub targets: gantry_config::cloud::Fleet,
+}
+
+impl Snapshot {
+    /// The contract's `GET /api/fleet` (and more).
+    pub fn to_json(&self, alerts_firing: usize, trends: &[TrendPoint]) -> Value {
+        json!({
+            "robots": self.robots,
+            "online": self.online,
+            "healthy": self.healthy,
+            "amber": self.amber,
+            "red": self.red,
+            "offline": self.offline,
+            "tasks_completed_today": self.tasks_completed_today,
+            "tasks_failed_today": self.tasks_failed_today,
+            "tasks_queued": self.tasks_queued,
+            "tasks_running": self.tasks_running,
+            "success_rate": self.success_rate,
+            "latency_ms": {"mean": self.latency_mean_ms, "p95": self.latency_p95_ms},
+            "models": self.models,
+            "model_lines": self.model_lines,
+            "top_failures": self.top_failures.iter().map(|(r, n)| json!({"reason": r, "tasks": n})).collect::<Vec<_>>(),
+            "alerts_firing": alerts_firing,
+            "targets": {
+                "success_rate": self.targets.success_rate_target,
+                "healthy": self.targets.healthy_target,
+                "latency_p95_ms": self.targets.latency_p95_target_ms,
+            },
+            "trends": trends,
+            "at": gantry_config::task::rfc3339(self.unix_ns),
+        })
+    }
+}
+
+/// The `q`-quantile (0-1) of `values` by nearest rank; `None` when empty.
+pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+pub struct Fleet {
+    pub catalog: Arc<SqliteCatalog>,
+    pub tasks: Arc<Tasks>,
+    pub registry: Arc<crate::models::Registry>,
+    pub targets: gantry_config::cloud::Fleet,
+    pub offline_after_ns: u64,
+}
+
+impl Fleet {
+    pub fn new(
+        catalog: Arc<SqliteCatalog>,
+        tasks: Arc<Tasks>,
+        registry: Arc<crate::models::Registry>,
+        targets: gantry_config::cloud::Fleet,
+        offline_after_ns: u64,
+    ) -> anyhow::Result<Self> {
+        catalog.conn().execute_batch(SCHEMA)?;
+        Ok(Self { catalog, tasks, registry, targets, offline_after_ns })
+    }
+
+    pub fn snapshot(&self, now: u64) -> anyhow::Result<Snapshot> {
+        let seen = self.tasks.robots();
+        let today = now - now % DAY_NS;
+        let finished = self.catalog.finished_since(today, 1_000_000)?;
+        let mut per_robot: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut failures: HashMap<String, u64> = HashMap::new();
+        let (mut completed, mut failed) = (0, 0);
+        for t in &finished {
+            let entry = per_robot.entry(t.robot_id.as_deref().unwrap_or("")).or_default();
+            match t.state {
+                TaskState::Completed => {
+                    completed += 1;
+                    entry.0 += 1;
+                }
+                TaskState::Failed => {
+                    failed += 1;
+                    entry.1 += 1;
+                    *failures.entry(t.reason.clone().unwrap_or_default()).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        let open = self.catalog.open_tasks()?;
+        let queued = open.iter().filter(|t| t.state == TaskState::Queued).count() as u64;
+        let mut lines = Vec::new();
+        for r in self.catalog.robots()? {
+            let s = seen.get(&r.robot_id);
+            let heard = s.map_or(0, |s| s.received_unix_ns).max(r.last_seen_unix_ns);
+            let online =
+                now.saturating_sub(heard) < self.offline_after_ns && r.state != "offline" && !s.is_some_and(|s| s.offline);
+            let t = s.map(|s| &s.state.telemetry);
+            let (state, mode) = match (online, s) {
+                (false, _) => ("offline".to_string(), "offline".to_string()),
+                (true, Some(s)) => (s.state.health.clone(), s.state.mode.clone()),
+                (true, None) => ("unknown".to_string(), r.mode.clone().unwrap_or_else(|| "unknown".into())),
+            };
+            let (done, fail) = per_robot.get(r.robot_id.as_str()).copied().unwrap_or_default();
+            let model = t.map(|t| t.model_version.clone()).filter(|v| !v.is_empty()).or(r.model_version.clone());
+            lines.push(RobotLine {
+                site: t.map(|t| t.site.clone()).unwrap_or_default(),
+                online,
+                state,
+                mode,
+                model_version: model,
+                task: s.and_then(|s| (!s.state.task_id.is_empty()).then(|| s.state.task_id.clone())),
+                progress: s.and_then(|s| (!s.state.task_id.is_empty()).then_some(s.state.progress)),
+                latency_mean_ms: t.and_then(|t| t.latency_mean_ms),
+                latency_p95_ms: t.and_then(|t| t.latency_p95_ms),
+                net_rtt_ms: t.and_then(|t| t.net_rtt_ms),
+                disk_free_pct: t.and_then(|t| t.disk_free_pct),
+                backlog: r.backlog,
+                last_seen_unix_ns: heard,
+                completed_today: done,
+                failed_today: fail,
+                errors: s.map(|s| s.state.errors.iter().map(|e| e.error_description.clone()).collect()).unwrap_or_default(),
+                robot_id: r.robot_id,
+            });
+        }
+        let count = |state: &str| lines.iter().filter(|l| l.state == state).count() as u64;
+        let live: Vec<&RobotLine> = lines.iter().filter(|l| l.online).collect();
+        let means: Vec<f64> = live.iter().filter_map(|l| l.latency_mean_ms).collect();
+        let mut p95s: Vec<f64> = live.iter().filter_map(|l| l.latency_p95_ms).collect();
+        let mut models: BTreeMap<String, u64> = BTreeMap::new();
+        for l in &live {
+            if let Some(v) = &l.model_version {
+                *models.entry(v.clone()).or_default() += 1;
+            }
+        }
+        let mut top_failures: Vec<(String, u64)> = failures.into_iter().collect();
+        top_failures.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        top_failures.truncate(10);
+        let model_lines = self.model_lines(now, &models, live.len() as u64)?;
+        Ok(Snapshot {
+            unix_ns: now,
+            robots: lines.len() as u64,
+            online: live.len() as u64,
+            healthy: live.iter().filter(|l| l.state == "green").count() as u64,
+            amber: count("amber"),
+            red: count("red"),
+            offline: count("offline"),
+            tasks_completed_today: completed,
+            tasks_failed_today: failed,
+            tasks_queued: queued,
+            tasks_running: open.len() as u64 - queued,
+            success_rate: (completed + failed > 0).then(|| completed as f64 / (completed + failed) as f64),
+            latency_mean_ms: (!means.is_empty()).then(|| means.iter().sum::<f64>() / means.len() as f64),
+            latency_p95_ms: quantile(&mut p95s, 0.95),
+            models,
+            model_lines,
+            top_failures,
+            lines,
+            targets: self.targets.clone(),
+        })
+    }
+
+    /// Registry models (newest first) with the robots on each and their
+    /// reported success over the last day.
+    fn model_lines(&self, now: u64, models: &BTreeMap<String, u64>, online: u64) -> anyhow::Result<Vec<ModelLine>> {
+        let mut live: HashMap<String, (u64, u64)> = HashMap::new();
+        for o in self.catalog.outcomes_since(now.saturating_sub(DAY_NS))? {
+            if !crate::rollout::counts(&o.reason, o.success) {
+                continue;
+            }
+            let e = live.entry(o.model_version).or_default();
+            e.0 += 1;
+            e.1 += u64::from(o.success);
+        }
+        let mut rows = self.registry.models()?;
+        rows.sort_by(|a, b| b.published_unix_ns.cmp(&a.published_unix_ns));
+        let mut lines: Vec<ModelLine> = rows
+            .into_iter()
+            .map(|m| {
+                let (attempts, ok) = live.get(&m.version).copied().unwrap_or_default();
+                let robots = models.get(&m.version).copied().unwrap_or(0);
+                ModelLine {
+                    share: if online > 0 { robots as f64 / online as f64 } else { 0.0 },
+                    robots,
+                    attempts,
+                    success_rate: (attempts > 0).then(|| ok as f64 / attempts as f64),
+                    status: m.status,
+                    metrics: m.metrics,
+                    version: m.version,
+                }
+            })
+            .collect();
+        // Models robots run that the registry does not know (a built-in baseline).
+        for (version, robots) in models {
+            if !lines.iter().any(|l| &l.version == version) {
+                let (attempts, ok) = live.get(version).copied().unwrap_or_default();
+                lines.push(ModelLine {
+                    version: version.clone(),
+                    status: "not in the registry".into(),
+                    robots: *robots,
+                    share: if online > 0 { *robots as f64 / online as f64 } else { 0.0 },
+                    metrics: Value::Null,
+                    attempts,
+                    success_rate: (attempts > 0).then(|| ok as f64 / attempts as f64),
+                });
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Adds `s` to its hour of the trends (and forgets hours past the window).
+    pub fn sample_trend(&self, s: &Snapshot) -> anyhow::Result<()> {
+        let hour = (s.unix_ns / HOUR_NS) as i64;
+        let latency = s.latency_mean_ms.zip(s.latency_p95_ms);
+        let conn = self.catalog.conn();
+        conn.execute(
+            "INSERT INTO fleet_trend (hour, samples, robots_sum, healthy_sum, latency_samples, latency_mean_sum, latency_p95_sum) \
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (hour) DO UPDATE SET samples = samples + 1, \
+             robots_sum = robots_sum + ?2, healthy_sum = healthy_sum + ?3, latency_samples = latency_samples + ?4, \
+             latency_mean_sum = latency_mean_sum + ?5, latency_p95_sum = latency_p95_sum + ?6",
+            params![
+                hour,
+                s.robots as i64,
+                s.healthy as i64,
+                i64::from(latency.is_some()),
+                latency.map_or(0.0, |l| l.0),
+                latency.map_or(0.0, |l| l.1)
+            ],
+        )?;
+        conn.execute("DELETE FROM fleet_trend WHERE hour < ?1", [hour - (TREND_DAYS * 24) as i64])?;
+        Ok(())
+    }
+
+    /// The last 7 days by hour, oldest first (hours without data left out).
+    pub fn trends(&self, now: u64) -> anyhow::Result<Vec<TrendPoint>> {
+        let from_hour = now / HOUR_NS - TREND_DAYS * 24 + 1;
+        let conn = self.catalog.conn();
+        let mut points: BTreeMap<u64, TrendPoint> = BTreeMap::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hour, samples, robots_sum, healthy_sum, latency_samples, latency_mean_sum, latency_p95_sum \
+             FROM fleet_trend WHERE hour >= ?1",
+        )?;
+        let rows = stmt.query_map([from_hour as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(2)? as f64,
+                r.get::<_, i64>(3)? as f64,
+                r.get::<_, i64>(4)? as f64,
+                r.get::<_, f64>(5)?,
+                r.get::<_, f64>(6)?,
+            ))
+        })?;
+        for row in rows {
+            let (hour, robots, healthy, lat_n, mean_sum, p95_sum) = row?;
+            points.insert(
+                hour,
+                TrendPoint {
+                    hour_unix_s: hour * 3600,
+                    success_rate: None,
+                    tasks: 0,
+                    healthy: (robots > 0.0).then(|| healthy / robots),
+                    latency_mean_ms: (lat_n > 0.0).then(|| mean_sum / lat_n),
+                    latency_p95_ms: (lat_n > 0.0).then(|| p95_sum / lat_n),
+                },
+            );
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT finished_unix_ns / ?1 AS h, SUM(state = 'completed'), SUM(state = 'failed') FROM tasks \
+             WHERE finished_unix_ns >= ?2 AND state IN ('completed', 'failed') GROUP BY h",
+        )?;
+        let rows = stmt.query_map(params![HOUR_NS as i64, (from_hour * HOUR_NS) as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        })?;
+        for row in rows {
+            let (hour, ok, bad) = row?;
+            let p = points.entry(hour).or_insert(TrendPoint {
+                hour_unix_s: hour * 3600,
+                success_rate: None,
+                tasks: 0,
+                healthy: None,
+                latency_mean_ms: None,
+                latency_p95_ms: None,
+            });
+            p.tasks = ok + bad;
+            p.success_rate = (ok + bad > 0).then(|| ok as f64 / (ok + bad) as f64);
+        }
+        Ok(points.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&mut v, 0.95), Some(95.0));
+        assert_eq!(quantile(&mut v, 0.5), Some(50.0));
+        assert_eq!(quantile(&mut [7.0], 0.95), Some(7.0));
+        assert_eq!(quantile(&mut [], 0.95), None);
+    }
+}
