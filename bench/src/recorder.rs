@@ -101,6 +101,7 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
                 failed: r.failed,
                 value: 1800.0,
                 limit: 0.0,
+                measure: gantry_edge::governor::Measure::DistanceM,
                 joint: None,
                 rejected: Command::default(),
                 substituted: Command::default(),

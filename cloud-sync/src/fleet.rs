@@ -316,6 +316,10 @@ impl Fleet {
 
     /// Adds `s` to its hour of the trends (and forgets hours past the window).
     pub fn sample_trend(&self, s: &Snapshot) -> anyhow::Result<()> {
+        if s.robots == 0 {
+            // Nothing known yet (a fresh start): not a point of the trend.
+            return Ok(());
+        }
         let hour = (s.unix_ns / HOUR_NS) as i64;
         let latency = s.latency_mean_ms.zip(s.latency_p95_ms);
         let conn = self.catalog.conn();

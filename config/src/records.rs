@@ -78,6 +78,10 @@ pub struct IncidentMsg {
     pub failed: Vec<String>,
     pub value: f64,
     pub limit: f64,
+    /// The unit of `value` and `limit` (`ms`, `m`, `rad/s`, `°C`, …; empty
+    /// for a yes/no condition, a code or a count).
+    #[serde(default)]
+    pub unit: String,
     pub joint: Option<u8>,
     pub frame_seq: u64,
     pub rejected_rad: Vec<f32>,

@@ -83,6 +83,7 @@ impl Daemon {
             operator_token_file: config.status_http.operator_token_file.clone(),
             health: Mutex::new(Default::default()),
             task: Mutex::new(None),
+            latency_window: Mutex::new(Default::default()),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -182,6 +183,7 @@ async fn health_task(
         }
         let snap = health::snapshot(&view, sampler.sample());
         *view.health.lock().unwrap_or_else(|e| e.into_inner()) = snap.clone();
+        view.note_latency_histogram();
         // The first sample has no CPU delta yet; report from the second on.
         if last_report.is_none_or(|t| t.elapsed() >= period) && snap.uptime_s >= 1.0 {
             last_report = Some(Instant::now());

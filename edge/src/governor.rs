@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
-pub use gantry_safety::governor::{Check, Command, FaultReport, Incident, Limits, RobotState, Verdict};
+pub use gantry_safety::governor::{Check, Command, FaultReport, Incident, Limits, Measure, RobotState, Verdict};
 use gantry_safety::governor::{Governor, MAX_KEEP_OUT};
 use gantry_safety::kinematics::Arm;
 use gantry_safety::separation::Separation;

@@ -13,6 +13,7 @@ pub mod governor;
 pub mod health;
 pub mod infer;
 pub mod model;
+pub mod page;
 pub mod pipeline;
 pub mod preprocess;
 #[cfg(feature = "cuda")]
@@ -26,6 +27,7 @@ pub mod status_http;
 pub mod tasks;
 pub mod uplink;
 pub mod upload;
+pub mod words;
 pub mod zone;
 
 use std::sync::atomic::Ordering::Relaxed;

@@ -1214,6 +1214,7 @@ fn supervisor(shared: &Shared, recent: &RecentIncidents, watch: Watch) {
                     failed: Check::RealtimeThreads.bit(),
                     value: silent as f64 / 1e6,
                     limit: limit as f64 / 1e6,
+                    measure: crate::governor::Measure::AgeMs,
                     joint: Some(t as u8),
                     rejected: hold,
                     substituted: hold,

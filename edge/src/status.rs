@@ -10,7 +10,7 @@ use gantry_firmware_bridge::link::FirmwareLink;
 use gantry_hal::CaptureStats;
 use serde_json::{json, Value};
 
-use crate::governor::{Check, GovernorStats};
+use crate::governor::{Check, GovernorStats, Incident};
 use crate::health::HealthSnapshot;
 use crate::pipeline::{PipelineStatus, RecentIncidents, LATENCY_BUCKETS_MS};
 use crate::record::quota::ImageLevel;
@@ -55,10 +55,15 @@ pub struct View {
     pub health: Mutex<HealthSnapshot>,
     /// The task being worked on (id, progress 0-1), as the last state message said.
     pub task: Mutex<Option<(String, f64)>>,
+    /// The latency histogram's counts once a second, the last 11: the page
+    /// shows the last 10 s.
+    pub latency_window: Mutex<std::collections::VecDeque<Vec<u64>>>,
 }
 
 /// A camera or the policy silent this long is reported on the status page.
 const STALL_S: f64 = 1.0;
+/// A rejection this recent means the arm is held now.
+const HELD_WITHIN_NS: u64 = 500_000_000;
 
 impl View {
     /// The newest depth reading in the robot's terms: who is how near, and
@@ -94,25 +99,95 @@ impl View {
         self.state(&self.health()).0
     }
 
-    /// Red, amber or green, and why, for the technician's page.
+    /// Keeps this second's latency histogram counts (called once a second).
+    pub fn note_latency_histogram(&self) {
+        let counts: Vec<u64> = self.pipeline.latency_buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let mut w = self.latency_window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() >= 11 {
+            w.pop_front();
+        }
+        w.push_back(counts);
+    }
+
+    /// Frames per latency bucket over the last 10 s (since start, for the first 10 s).
+    pub fn recent_latency_counts(&self) -> Vec<u64> {
+        let w = self.latency_window.lock().unwrap_or_else(|e| e.into_inner());
+        let now: Vec<u64> = self.pipeline.latency_buckets.iter().map(|b| b.load(Relaxed)).collect();
+        match w.front() {
+            Some(first) if w.len() > 1 => now.iter().zip(first).map(|(n, f)| n.saturating_sub(*f)).collect(),
+            _ => now,
+        }
+    }
+
+    /// What the arm is doing, in one word consistent with the banner:
+    /// `e-stop`, `safe stop`, `held` (the governor refused the last
+    /// commands: a person, a limit, stale evidence) or `running`.
+    pub fn activity(&self) -> &'static str {
+        match self.pipeline.mode() {
+            crate::control::Mode::EStop => "e-stop",
+            crate::control::Mode::SafeStop => "safe stop",
+            crate::control::Mode::Degraded | crate::control::Mode::Running => {
+                let now = gantry_hal::clock::monotonic_ns();
+                let held = self
+                    .recent_incidents
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .back()
+                    .is_some_and(|i| now.saturating_sub(i.time_ns) < HELD_WITHIN_NS);
+                if held {
+                    "held"
+                } else {
+                    "running"
+                }
+            }
+        }
+    }
+
+    /// Red, amber or green, and why: one sentence per finding saying what
+    /// happened, what the arm does and what to do; what stops the arm first.
     pub fn state(&self, h: &HealthSnapshot) -> (&'static str, Vec<String>) {
         let mut red = Vec::new();
         let mut amber = Vec::new();
         match self.pipeline.mode() {
-            crate::control::Mode::EStop => red.push("e-stop latched".to_string()),
-            crate::control::Mode::SafeStop => red.push("safe stop: no usable policy output".to_string()),
-            crate::control::Mode::Degraded => amber.push("degraded: running the baseline policy".to_string()),
+            crate::control::Mode::EStop => {
+                let e = self.pipeline.estop();
+                red.push(if !e.known {
+                    "The motor controller has not reported the e-stop state: check its cable and power; the arm stays still."
+                } else if e.pressed {
+                    "The e-stop button is pressed: make the cell safe, release the button, then reset the e-stop."
+                } else if e.fault_latched {
+                    "The motor controller latched a fault: check its display and clear the cause, then reset the e-stop."
+                } else {
+                    "The e-stop was pressed and is released: once the cell is safe, reset it; the arm stays still until then."
+                }
+                .to_string());
+            }
+            crate::control::Mode::SafeStop => red.push(
+                "Safe stop: the policy gives no usable action, so the arm holds still; it resumes by itself when actions return."
+                    .to_string(),
+            ),
+            crate::control::Mode::Degraded => amber.push(
+                "Running the baseline policy: the configured model could not be used (see Model); tasks go on, perhaps slower."
+                    .to_string(),
+            ),
             crate::control::Mode::Running => {}
         }
         if !self.link.is_alive() {
-            red.push("firmware link down".to_string());
+            red.push(match self.link.status().last_rx_age {
+                Some(age) => format!(
+                    "Firmware link lost for {:.0} s: check the motor controller's power and its serial cable; the arm is stopped.",
+                    age.as_secs_f64()
+                ),
+                None => "No word from the motor controller since start: check its power and serial cable (firmware.port)."
+                    .to_string(),
+            });
         }
         let now = gantry_hal::clock::monotonic_ns();
         for (thread, since, dead) in self.pipeline.stalled_threads() {
             let for_s = now.saturating_sub(since) as f64 / 1e9;
-            let what = if dead { "died (panicked)" } else { "stalled" };
+            let what = if dead { "died" } else { "stalled" };
             red.push(format!(
-                "real-time thread {} {what}: no progress for {for_s:.1} s; holding the robot in safe stop",
+                "The real-time thread {} {what} {for_s:.1} s ago: the arm is held in safe stop; restart the daemon (systemctl restart gantry-edge) and send its log to support.",
                 thread.name()
             ));
         }
@@ -123,29 +198,39 @@ impl View {
             Some(now.saturating_sub(since) as f64 / 1e9).filter(|s| *s >= STALL_S)
         };
         if let Some(s) = silent_s(self.rgb.last_capture_ns.load(Relaxed)) {
-            red.push(format!("camera delivering no frames for {s:.1} s"));
+            red.push(format!("The camera has delivered no frames for {s:.1} s: check its cable; the arm holds."));
         }
         if let Some(s) = self.depth.as_ref().and_then(|d| silent_s(d.last_capture_ns.load(Relaxed))) {
-            red.push(format!("depth camera delivering no frames for {s:.1} s"));
+            red.push(format!(
+                "The depth camera has delivered no frames for {s:.1} s: check its cable; without it the arm cannot see people, so it holds."
+            ));
         }
         if let Some(s) = silent_s(self.pipeline.last_output_ns.load(Relaxed)) {
-            red.push(format!("no policy output for {s:.1} s: inference failing or hung"));
+            red.push(format!(
+                "No action from the policy for {s:.1} s (inference failing or hung): the arm holds; restart the daemon if it does not recover."
+            ));
         }
         if self.recorder.disk_alert.load(Relaxed) {
-            red.push("disk nearly full of unsynced data".to_string());
+            red.push(
+                "The disk is nearly full of data not yet sent to the cloud: check the network; images are thinned out first."
+                    .to_string(),
+            );
         }
         // Every kind of rejection in the last 5 s, in words; bad numbers and
-        // broken sensors are red, the rest (a person, a limit) amber.
+        // broken sensors are red, the rest (a person, a limit) amber. The
+        // e-stop, the link and the threads are said above already.
         let mut seen = 0u32;
         for i in self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner()).iter().rev() {
             if now.saturating_sub(i.time_ns) >= 5_000_000_000 {
                 break;
             }
-            if seen & i.check.bit() != 0 || i.check == Check::RealtimeThreads {
+            if seen & i.check.bit() != 0
+                || matches!(i.check, Check::RealtimeThreads | Check::EStop | Check::FirmwareLink)
+            {
                 continue;
             }
             seen |= i.check.bit();
-            let reason = format!("safety governor holding the robot: {}", i.check.describe());
+            let reason = crate::words::incident(i);
             if i.check.is_fault() {
                 red.push(reason);
             } else {
@@ -153,33 +238,44 @@ impl View {
             }
         }
         if self.pipeline.rt_degraded.load(Relaxed) {
-            amber.push("real-time scheduling not granted".to_string());
+            amber.push(
+                "Real-time scheduling was not granted, so timing may suffer: run the daemon from its systemd unit, which grants it."
+                    .to_string(),
+            );
         }
         if self.recorder.image_level.load(Relaxed) != ImageLevel::Normal as u8 {
-            amber.push("recording fewer images to save disk".to_string());
+            amber.push("Recording fewer camera images to save disk space until the cloud takes the backlog.".to_string());
         }
         if !h.net_connected {
-            amber.push("cloud unreachable: buffering locally".to_string());
+            amber.push(
+                "The cloud is unreachable: the robot works on and keeps its data until the connection returns; check the network if this lasts."
+                    .to_string(),
+            );
         }
         if self.recorder.failing.load(Relaxed) {
             let lost = self.recorder.dropped.load(Relaxed);
             if self.recorder.disk_full.load(Relaxed) {
-                red.push(format!("disk full: recording stopped, {lost} records lost so far"));
+                red.push(format!(
+                    "The disk is full: recording stopped, {lost} records lost so far; free space on the data disk."
+                ));
             } else {
-                red.push(format!("recorder cannot write to disk: recording stopped, {lost} records lost so far"));
+                red.push(format!(
+                    "The recorder cannot write to disk: recording stopped, {lost} records lost so far; check the data disk."
+                ));
             }
         }
         let model = self.model.report();
         if matches!(model.state.as_str(), "refused" | "rolled_back") {
             amber.push(format!(
-                "model {} {}: {}",
+                "Model {} was {}: {}; the robot runs {}.",
                 model.assigned.as_deref().unwrap_or("?"),
                 if model.state == "refused" { "refused" } else { "rolled back" },
-                model.reason.as_deref().unwrap_or("")
+                model.reason.as_deref().unwrap_or("no reason given"),
+                model.version
             ));
         }
         for f in &self.policy_failures {
-            let reason = format!("configured policy unavailable: {f}");
+            let reason = format!("The configured policy is unavailable ({f}): the robot runs the baseline.");
             if !amber.contains(&reason) {
                 amber.push(reason);
             }
@@ -192,6 +288,42 @@ impl View {
         } else {
             ("green", Vec::new())
         }
+    }
+
+    /// The recent incidents by check (and joint), newest first: how many, the
+    /// last value against its limit with units, and what it means.
+    pub fn incident_groups(&self) -> Vec<Value> {
+        let now = gantry_hal::clock::monotonic_ns();
+        let recent = self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups: Vec<(Incident, u64, u64)> = Vec::new();
+        for i in recent.iter().rev() {
+            match groups.iter_mut().find(|(g, _, _)| g.check == i.check && g.joint == i.joint && g.measure == i.measure)
+            {
+                Some(g) => {
+                    g.1 += 1;
+                    g.2 = i.time_ns;
+                }
+                None => groups.push((*i, 1, i.time_ns)),
+            }
+        }
+        groups
+            .iter()
+            .take(12)
+            .map(|(i, n, first)| {
+                json!({
+                    "check": i.check.name(),
+                    "joint": i.joint,
+                    "count": n,
+                    "last_age_s": now.saturating_sub(i.time_ns) as f64 / 1e9,
+                    "first_age_s": now.saturating_sub(*first) as f64 / 1e9,
+                    "value": i.value.is_finite().then_some(i.value),
+                    "limit": i.limit.is_finite().then_some(i.limit),
+                    "unit": i.measure.unit(),
+                    "meaning": crate::words::incident(i),
+                    "fault": i.check.is_fault(),
+                })
+            })
+            .collect()
     }
 
     /// The contract's `/api/status` document (and more).
@@ -213,6 +345,7 @@ impl View {
                         "age_s": now.saturating_sub(i.time_ns) as f64 / 1e9,
                         "value": i.value,
                         "limit": i.limit,
+                        "unit": i.measure.unit(),
                         "joint": i.joint,
                     })
                 })
@@ -236,6 +369,7 @@ impl View {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "mode": p.mode().as_str(),
+            "activity": self.activity(),
             "state": state,
             "estop": {
                 "known": estop.known,
@@ -279,6 +413,7 @@ impl View {
                 "rejects": self.governor.rejects.load(Relaxed),
                 "rejects_by_check": per_check,
                 "recent_incidents": incidents,
+                "incident_groups": self.incident_groups(),
             },
             "camera": {
                 "captured": self.rgb.captured.load(Relaxed),

@@ -15,8 +15,6 @@ use serde_json::json;
 use crate::pipeline::ResetOutcome;
 use crate::status::View;
 
-const PAGE: &str = include_str!("../assets/status.html");
-
 pub fn router(view: Arc<View>) -> Router {
     Router::new()
         .route("/", get(page))
@@ -42,16 +40,9 @@ pub async fn serve(
     axum::serve(listener, router(view)).with_graceful_shutdown(shutdown).await
 }
 
-/// The page, with the essentials filled in so it reads right before its script runs.
+/// The page, rendered here: it reads the same without JavaScript.
 async fn page(State(view): State<Arc<View>>) -> impl IntoResponse {
-    let status = view.api_status();
-    let field = |v: &serde_json::Value| escape_html(v.as_str().unwrap_or(""));
-    let html = PAGE
-        .replace("{{robot_id}}", &escape_html(&view.robot_id))
-        .replace("{{mode}}", &field(&status["mode"]))
-        .replace("{{state}}", &field(&status["state"]))
-        .replace("{{model_version}}", &escape_html(&view.model.report().version))
-        .replace("{{backend}}", &escape_html(&view.backend));
+    let html = crate::page::render(&view.api_status(), &view.recent_latency_counts());
     ([(header::CACHE_CONTROL, "no-store")], Html(html))
 }
 
@@ -136,8 +127,4 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics(State(view): State<Arc<View>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], view.metrics())
-}
-
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }

@@ -39,6 +39,7 @@ fn every_channel_and_message_count_reads_back() {
             failed: 1 << (Check::WorkspaceClear as u16) | 1 << (Check::JointVelocity as u16),
             value: 0.4,
             limit: 0.5,
+            measure: gantry_edge::governor::Measure::DistanceM,
             joint: None,
             rejected: Command::default(),
             substituted: Command::default(),

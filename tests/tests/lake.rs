@@ -96,6 +96,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
     let end = t0 + TICKS * 10_000_000;
     if fault == Fault::LabelContradicts {
         let i = IncidentMsg {
+            unit: "m".into(),
             boot_id: "boot-1".into(),
             task_id: None,
             unix_ns: t0 + 100_000_000,

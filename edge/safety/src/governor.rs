@@ -292,6 +292,78 @@ pub struct FaultReport {
 }
 
 /// A rejected command, and why.
+/// What an incident's value and limit measure, so a reader can say it in
+/// words and units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// A yes/no condition: the value says nothing more.
+    Flag,
+    /// Age of a reading against the oldest allowed, milliseconds.
+    AgeMs,
+    /// Time since the workspace was last blocked against `resume_after`, milliseconds.
+    ClearForMs,
+    /// Depth pixels without a reading against the zone's footprint.
+    BlindPixels,
+    /// Nearest person or object against the stop distance, metres.
+    DistanceM,
+    /// Joint or tool position, radians or metres as the check's name says.
+    Rad,
+    Metres,
+    RadPerS,
+    RadPerS2,
+    /// Tool speed against the allowed speed, m/s.
+    MPerS,
+    Celsius,
+    KPa,
+    /// A firmware fault code.
+    Code,
+    /// A count (joints, stalled threads) against the expected.
+    Count,
+    /// A keep-out box's index.
+    Index,
+}
+
+impl Measure {
+    /// The unit to print after a value, or "" where there is none.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Measure::AgeMs | Measure::ClearForMs => "ms",
+            Measure::DistanceM | Measure::Metres => "m",
+            Measure::Rad => "rad",
+            Measure::RadPerS => "rad/s",
+            Measure::RadPerS2 => "rad/s²",
+            Measure::MPerS => "m/s",
+            Measure::Celsius => "°C",
+            Measure::KPa => "kPa",
+            Measure::BlindPixels => "pixels",
+            Measure::Flag | Measure::Code | Measure::Count | Measure::Index => "",
+        }
+    }
+}
+
+impl Check {
+    /// What a failure's value measures (the workspace check says per cause).
+    pub fn measure(self) -> Measure {
+        match self {
+            Check::EStop | Check::FirmwareLink | Check::InferenceDeadline | Check::PolicyOutputFinite => Measure::Flag,
+            Check::JointPositionsFinite | Check::JointVelocitiesFinite | Check::TelemetryFinite => Measure::Flag,
+            Check::EncodersOk | Check::SafetyModel => Measure::Flag,
+            Check::RealtimeThreads | Check::JointCount => Measure::Count,
+            Check::FirmwareFault | Check::FirmwareStopped => Measure::Code,
+            Check::JointStateFresh | Check::PolicyOutputFresh | Check::TelemetryFresh => Measure::AgeMs,
+            Check::WorkspaceClear => Measure::DistanceM,
+            Check::SeparationDistance => Measure::MPerS,
+            Check::MeasuredVelocity | Check::JointVelocity => Measure::RadPerS,
+            Check::JointPosition => Measure::Rad,
+            Check::JointAcceleration => Measure::RadPerS2,
+            Check::ToolAboveTable | Check::ArmAboveTable | Check::ToolInBox => Measure::Metres,
+            Check::KeepOut => Measure::Index,
+            Check::MotorTemperature => Measure::Celsius,
+            Check::GripperPressure => Measure::KPa,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Incident {
     pub time_ns: u64,
@@ -302,6 +374,8 @@ pub struct Incident {
     /// The measured value and the limit of the first failed check.
     pub value: f64,
     pub limit: f64,
+    /// What they measure.
+    pub measure: Measure,
     pub joint: Option<u8>,
     pub rejected: Command,
     pub substituted: Command,
@@ -619,14 +693,19 @@ impl Governor {
         if zone_fresh && (zone.blind || !within(nearest, stop_distance, f64::INFINITY)) {
             self.zone_blocked_ns = self.zone_blocked_ns.max(zone.capture_ns);
         }
+        // The workspace check has four causes, each measured differently.
+        let mut workspace = Measure::DistanceM;
         if !zone_fresh {
+            workspace = Measure::AgeMs;
             fail(Check::WorkspaceClear, age(zone.capture_ns) as f64 / 1e6, l.depth_max_age_ns as f64 / 1e6, None);
         } else if zone.blind {
+            workspace = Measure::BlindPixels;
             fail(Check::WorkspaceClear, f64::from(zone.invalid_pixels), f64::from(zone.footprint_pixels), None);
         } else if !within(nearest, stop_distance, f64::INFINITY) {
             fail(Check::WorkspaceClear, nearest, stop_distance, None);
         } else if self.zone_blocked_ns != 0 && zone.capture_ns.saturating_sub(self.zone_blocked_ns) < l.resume_after_ns
         {
+            workspace = Measure::ClearForMs;
             fail(
                 Check::WorkspaceClear,
                 zone.capture_ns.saturating_sub(self.zone_blocked_ns) as f64 / 1e6,
@@ -755,6 +834,7 @@ impl Governor {
                     failed,
                     value,
                     limit,
+                    measure: if check == Check::WorkspaceClear { workspace } else { check.measure() },
                     joint,
                     rejected: *proposed,
                     substituted: s.command,

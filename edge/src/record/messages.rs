@@ -44,7 +44,7 @@ pub const FRAMES: ChannelDef = ChannelDef {
 pub const INCIDENTS: ChannelDef = ChannelDef {
     topic: "/incidents",
     schema_name: "gantry.Incident",
-    schema: r#"{"type":"object","title":"gantry.Incident","description":"A command the safety governor rejected, and what it sent instead.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"check":{"type":"string"},"failed":{"type":"array","items":{"type":"string"}},"value":{"type":"number"},"limit":{"type":"number"},"joint":{"type":["integer","null"]},"frame_seq":{"type":"integer"},"rejected_rad":{"type":"array","items":{"type":"number"}},"rejected_gripper":{"type":"number"},"substituted_rad":{"type":"array","items":{"type":"number"}},"substituted_gripper":{"type":"number"}},"required":["unix_ns","check","failed","value","limit"]}"#,
+    schema: r#"{"type":"object","title":"gantry.Incident","description":"A command the safety governor rejected, and what it sent instead.","properties":{"boot_id":{"type":"string","description":"This start of the robot's daemon"},"task_id":{"type":["string","null"],"description":"The task being worked on"},"unix_ns":{"type":"integer"},"mono_ns":{"type":"integer"},"check":{"type":"string"},"failed":{"type":"array","items":{"type":"string"}},"value":{"type":"number"},"limit":{"type":"number"},"unit":{"type":"string","description":"Unit of value and limit; empty for a yes/no condition, a code or a count"},"joint":{"type":["integer","null"]},"frame_seq":{"type":"integer"},"rejected_rad":{"type":"array","items":{"type":"number"}},"rejected_gripper":{"type":"number"},"substituted_rad":{"type":"array","items":{"type":"number"}},"substituted_gripper":{"type":"number"}},"required":["unix_ns","check","failed","value","limit"]}"#,
 };
 
 pub const EPISODES: ChannelDef = ChannelDef {
@@ -166,6 +166,7 @@ pub fn incident_msg(i: &Incident, joints: usize, unix_ns: u64, k: &Keys) -> Inci
         failed: failed_checks(i.failed),
         value: i.value,
         limit: i.limit,
+        unit: i.measure.unit().to_string(),
         joint: i.joint,
         frame_seq: i.frame_seq,
         rejected_rad: i.rejected.targets_rad[..joints].to_vec(),
