@@ -167,7 +167,7 @@ impl View {
                     .to_string(),
             ),
             crate::control::Mode::Degraded => amber.push(
-                "Running the baseline policy: the configured model could not be used (see Model); tasks go on, perhaps slower."
+                "Degraded: running the baseline policy, as the configured model could not be used (see Model); tasks go on, perhaps slower."
                     .to_string(),
             ),
             crate::control::Mode::Running => {}
@@ -175,10 +175,10 @@ impl View {
         if !self.link.is_alive() {
             red.push(match self.link.status().last_rx_age {
                 Some(age) => format!(
-                    "Firmware link lost for {:.0} s: check the motor controller's power and its serial cable; the arm is stopped.",
+                    "Firmware link down for {:.0} s: check the motor controller's power and its serial cable; the arm is stopped.",
                     age.as_secs_f64()
                 ),
-                None => "No word from the motor controller since start: check its power and serial cable (firmware.port)."
+                None => "Firmware link down since start: check the motor controller's power and serial cable (firmware.port)."
                     .to_string(),
             });
         }
@@ -198,16 +198,16 @@ impl View {
             Some(now.saturating_sub(since) as f64 / 1e9).filter(|s| *s >= STALL_S)
         };
         if let Some(s) = silent_s(self.rgb.last_capture_ns.load(Relaxed)) {
-            red.push(format!("The camera has delivered no frames for {s:.1} s: check its cable; the arm holds."));
+            red.push(format!("Camera delivering no frames for {s:.1} s: check its cable; the arm holds."));
         }
         if let Some(s) = self.depth.as_ref().and_then(|d| silent_s(d.last_capture_ns.load(Relaxed))) {
             red.push(format!(
-                "The depth camera has delivered no frames for {s:.1} s: check its cable; without it the arm cannot see people, so it holds."
+                "Depth camera delivering no frames for {s:.1} s: check its cable; without it the arm cannot see people, so it holds."
             ));
         }
         if let Some(s) = silent_s(self.pipeline.last_output_ns.load(Relaxed)) {
             red.push(format!(
-                "No action from the policy for {s:.1} s (inference failing or hung): the arm holds; restart the daemon if it does not recover."
+                "No policy output for {s:.1} s (inference failing or hung): the arm holds; restart the daemon if it does not recover."
             ));
         }
         if self.recorder.disk_alert.load(Relaxed) {
@@ -248,7 +248,7 @@ impl View {
         }
         if !h.net_connected {
             amber.push(
-                "The cloud is unreachable: the robot works on and keeps its data until the connection returns; check the network if this lasts."
+                "Cloud unreachable: the robot works on and keeps its data until the connection returns; check the network if this lasts."
                     .to_string(),
             );
         }
@@ -256,7 +256,7 @@ impl View {
             let lost = self.recorder.dropped.load(Relaxed);
             if self.recorder.disk_full.load(Relaxed) {
                 red.push(format!(
-                    "The disk is full: recording stopped, {lost} records lost so far; free space on the data disk."
+                    "Disk full: recording stopped, {lost} records lost so far; free space on the data disk."
                 ));
             } else {
                 red.push(format!(

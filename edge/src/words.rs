@@ -53,10 +53,17 @@ pub fn incident(i: &Incident) -> String {
             q(v),
             q(l)
         ),
-        Check::JointPositionsFinite | Check::JointVelocitiesFinite | Check::EncodersOk => format!(
-            "Joint{} reports readings that make no sense: check that joint's encoder cable; the arm holds.",
+        Check::JointPositionsFinite => format!(
+            "Joint{} reports joint positions that are not numbers: check its encoder cable; the arm holds.",
             joint(i)
         ),
+        Check::JointVelocitiesFinite => format!(
+            "Joint{} reports joint velocities that are not numbers: check its encoder cable; the arm holds.",
+            joint(i)
+        ),
+        Check::EncodersOk => {
+            "The motor controller reports a failed joint encoder: check the encoder cables; the arm holds.".into()
+        }
         Check::MeasuredVelocity => format!(
             "Joint{} was measured moving at {}, above its limit of {}: the arm is stopped; inspect it before going on.",
             joint(i),
@@ -142,7 +149,7 @@ pub fn incident(i: &Incident) -> String {
             q(l)
         ),
         Check::TelemetryFinite => {
-            "The motor controller reports temperatures or pressure that make no sense: check its sensors; the arm holds."
+            "The motor controller reports temperatures or pressure that are not numbers: check its sensors; the arm holds."
                 .into()
         }
         Check::MotorTemperature => format!(

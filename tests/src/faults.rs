@@ -157,9 +157,10 @@ impl StatusPage {
     }
 }
 
-/// Whether one of the status page's reasons contains `text`.
+/// Whether one of the status page's reasons contains `text` (in any case).
 pub fn says(s: &serde_json::Value, text: &str) -> bool {
-    s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(text))
+    let text = text.to_lowercase();
+    s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().to_lowercase().contains(&text))
 }
 
 /// The arm moves: within [`LIMIT`], some joint of the simulated arm travels

@@ -2,6 +2,7 @@
 //! sync service, robots and a Mosquitto broker on loopback, with every port
 //! chosen by the OS.
 
+pub mod browser;
 pub mod faults;
 pub mod protocol_robot;
 
