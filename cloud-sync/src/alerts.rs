@@ -283,24 +283,23 @@ pub async fn run(
         let sample = now.saturating_sub(last_sample) >= 60 * NS;
         let (fleet, journal, engine, config) = (fleet.clone(), journal.clone(), engine.clone(), config.clone());
         // SQLite calls block: off the runtime's worker threads.
-        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             let snap = fleet.snapshot(now)?;
-            if sample {
-                fleet.sample_trend(&snap)?;
-            }
+            let sampled = sample && fleet.sample_trend(&snap)?;
             if review {
                 crate::rollout::review(&fleet.registry, &journal, &*fleet.catalog, &config.rollout, now)?;
             }
             let found = conditions(&snap, &*fleet.catalog, &config.alerts, now)?;
-            engine.lock().unwrap_or_else(|e| e.into_inner()).step(found, now)
+            engine.lock().unwrap_or_else(|e| e.into_inner()).step(found, now)?;
+            Ok(sampled)
         })
         .await;
         match result {
-            Ok(Ok(())) => {
+            Ok(Ok(sampled)) => {
                 if review {
                     last_review = now;
                 }
-                if sample {
+                if sampled {
                     last_sample = now;
                 }
             }

@@ -314,11 +314,11 @@ impl Fleet {
         Ok(lines)
     }
 
-    /// Adds `s` to its hour of the trends (and forgets hours past the window).
-    pub fn sample_trend(&self, s: &Snapshot) -> anyhow::Result<()> {
+    /// Adds `s` to its hour of the trends (and forgets hours past the window);
+    /// whether it did (a fleet of no robots is not a point of the trend).
+    pub fn sample_trend(&self, s: &Snapshot) -> anyhow::Result<bool> {
         if s.robots == 0 {
-            // Nothing known yet (a fresh start): not a point of the trend.
-            return Ok(());
+            return Ok(false);
         }
         let hour = (s.unix_ns / HOUR_NS) as i64;
         let latency = s.latency_mean_ms.zip(s.latency_p95_ms);
@@ -338,7 +338,7 @@ impl Fleet {
             ],
         )?;
         conn.execute("DELETE FROM fleet_trend WHERE hour < ?1", [hour - (TREND_DAYS * 24) as i64])?;
-        Ok(())
+        Ok(true)
     }
 
     /// The last 7 days by hour, oldest first (hours without data left out).

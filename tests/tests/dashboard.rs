@@ -88,7 +88,7 @@ async fn a_thousand_robots_on_the_fleet_page() {
         s.healthy = 940 + (h % 40);
         s.latency_mean_ms = Some(8.0 + (h % 7) as f64);
         s.latency_p95_ms = Some(15.0 + (h % 11) as f64);
-        service.fleet.sample_trend(&s).unwrap();
+        assert!(service.fleet.sample_trend(&s).unwrap());
         // Tasks of earlier days only: today's figures are the feed's below.
         let midnight = t0 - t0 % (24 * 3600 * NS);
         for k in (0..10u64).filter(|_| at < midnight) {
