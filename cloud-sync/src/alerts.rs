@@ -33,12 +33,7 @@ pub struct Condition {
 
 /// Every condition true in `snap` (and the task catalog, for stuck tasks and
 /// success over the window).
-pub fn conditions(
-    snap: &Snapshot,
-    catalog: &dyn TaskCatalog,
-    a: &Alerts,
-    now: u64,
-) -> anyhow::Result<Vec<Condition>> {
+pub fn conditions(snap: &Snapshot, catalog: &dyn TaskCatalog, a: &Alerts, now: u64) -> anyhow::Result<Vec<Condition>> {
     let mut found = Vec::new();
     let robot = |rule: &'static str, id: &str, message: String, value: Option<f64>| Condition {
         rule,
@@ -74,8 +69,10 @@ pub fn conditions(
         if let Some(v) =
             l.net_rtt_ms.filter(|v| a.network_latency_high.enabled && *v > a.network_latency_high.threshold)
         {
-            let message =
-                format!("{}: broker round trip {v:.0} ms, above {:.0} ms", l.robot_id, a.network_latency_high.threshold);
+            let message = format!(
+                "{}: broker round trip {v:.0} ms, above {:.0} ms",
+                l.robot_id, a.network_latency_high.threshold
+            );
             found.push(robot("network_latency_high", &l.robot_id, message, Some(v)));
         }
         if let Some(v) = l.disk_free_pct.filter(|v| a.disk_nearly_full.enabled && *v < a.disk_nearly_full.threshold) {

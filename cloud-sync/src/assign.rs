@@ -165,7 +165,11 @@ pub async fn run(
         let windows = assignments.recompute(&uploads, &robots, crate::unix_now_ns());
         let models = match registry.assignments(&robots) {
             Ok(plan) => {
-                log_deployments(&journal, deployed.get_or_insert_with(|| plan.iter().map(|(r, a)| (r.clone(), a.version.clone())).collect()), &plan);
+                log_deployments(
+                    &journal,
+                    deployed.get_or_insert_with(|| plan.iter().map(|(r, a)| (r.clone(), a.version.clone())).collect()),
+                    &plan,
+                );
                 assignments.recompute_models(plan)
             }
             Err(e) => {

@@ -126,7 +126,15 @@ fn kpi(out: &mut String, id: &str, title: &str, value: &str, data: &str, detail:
 }
 
 /// A 7-day line plot of `series` (values 0..max), one point per hour.
-fn plot(id: &str, title: &str, points: &[TrendPoint], now_unix_s: u64, series: &[(&str, &str, fn(&TrendPoint) -> Option<f64>)], max: f64, unit: &str) -> String {
+fn plot(
+    id: &str,
+    title: &str,
+    points: &[TrendPoint],
+    now_unix_s: u64,
+    series: &[(&str, &str, fn(&TrendPoint) -> Option<f64>)],
+    max: f64,
+    unit: &str,
+) -> String {
     const W: f64 = 560.0;
     const H: f64 = 140.0;
     let start = now_unix_s.saturating_sub(crate::fleet::TREND_DAYS * 86_400) as f64;
@@ -167,7 +175,12 @@ fn plot(id: &str, title: &str, points: &[TrendPoint], now_unix_s: u64, series: &
             let (x, y) = pts[0].split_once(',').unwrap_or(("0", "0"));
             let _ = write!(svg, "<circle cx={x} cy={y} r=3 class=\"{class}\"><title>{}</title></circle>", esc(name));
         } else if !pts.is_empty() {
-            let _ = write!(svg, "<polyline points=\"{}\" class=\"{class}\"><title>{}</title></polyline>", pts.join(" "), esc(name));
+            let _ = write!(
+                svg,
+                "<polyline points=\"{}\" class=\"{class}\"><title>{}</title></polyline>",
+                pts.join(" "),
+                esc(name)
+            );
         }
     }
     svg.push_str("</svg>");
@@ -262,11 +275,8 @@ pub fn render(p: &Page<'_>) -> String {
         s.latency_p95_ms.map(|v| v <= t.latency_p95_target_ms),
     );
     let online = s.online.max(1) as f64;
-    let models: Vec<String> = s
-        .models
-        .iter()
-        .map(|(v, n)| format!("{} {:.0} %", esc(v), 100.0 * *n as f64 / online))
-        .collect();
+    let models: Vec<String> =
+        s.models.iter().map(|(v, n)| format!("{} {:.0} %", esc(v), 100.0 * *n as f64 / online)).collect();
     kpi(
         &mut out,
         "kpi-models",
@@ -347,7 +357,15 @@ pub fn render(p: &Page<'_>) -> String {
     );
     let head = |key: &str, label: &str| {
         let desc = p.query.sort == key && !p.query.desc;
-        let mark = if p.query.sort == key { if p.query.desc { " ▼" } else { " ▲" } } else { "" };
+        let mark = if p.query.sort == key {
+            if p.query.desc {
+                " ▼"
+            } else {
+                " ▲"
+            }
+        } else {
+            ""
+        };
         format!(
             "<th><a href=\"/?state={}&amp;model={}&amp;site={}&amp;q={}&amp;sort={key}&amp;desc={desc}#robots\">{label}{mark}</a></th>",
             enc(&p.query.state),
@@ -403,13 +421,16 @@ pub fn render(p: &Page<'_>) -> String {
     // Trends and failure modes.
     let now_s = s.unix_ns / 1_000_000_000;
     out.push_str("<section id=trends><h2>Last 7 days</h2><div class=plots>");
-    out.push_str(&plot("trend-success", "Task success rate", p.trends, now_s, &[("success", "s1", |p| p.success_rate.map(|v| v * 100.0))], 100.0, " %"));
-    let lat_max = p
-        .trends
-        .iter()
-        .filter_map(|p| p.latency_p95_ms)
-        .fold(t.latency_p95_target_ms, f64::max)
-        .max(1.0);
+    out.push_str(&plot(
+        "trend-success",
+        "Task success rate",
+        p.trends,
+        now_s,
+        &[("success", "s1", |p| p.success_rate.map(|v| v * 100.0))],
+        100.0,
+        " %",
+    ));
+    let lat_max = p.trends.iter().filter_map(|p| p.latency_p95_ms).fold(t.latency_p95_target_ms, f64::max).max(1.0);
     out.push_str(&plot(
         "trend-latency",
         "Frame-to-command latency",
@@ -419,7 +440,15 @@ pub fn render(p: &Page<'_>) -> String {
         lat_max,
         " ms",
     ));
-    out.push_str(&plot("trend-healthy", "Healthy robots", p.trends, now_s, &[("healthy", "s3", |p| p.healthy.map(|v| v * 100.0))], 100.0, " %"));
+    out.push_str(&plot(
+        "trend-healthy",
+        "Healthy robots",
+        p.trends,
+        now_s,
+        &[("healthy", "s3", |p| p.healthy.map(|v| v * 100.0))],
+        100.0,
+        " %",
+    ));
     out.push_str("</div></section>");
     out.push_str("<section id=failures><h2>Top failure modes today</h2>");
     if s.top_failures.is_empty() {
@@ -427,7 +456,12 @@ pub fn render(p: &Page<'_>) -> String {
     } else {
         out.push_str("<table><thead><tr><th>reason</th><th>tasks</th></tr></thead><tbody>");
         for (reason, n) in &s.top_failures {
-            let _ = write!(out, "<tr data-reason=\"{}\"><td>{}</td><td class=n>{n}</td></tr>", esc(reason), esc(&reason.replace('_', " ")));
+            let _ = write!(
+                out,
+                "<tr data-reason=\"{}\"><td>{}</td><td class=n>{n}</td></tr>",
+                esc(reason),
+                esc(&reason.replace('_', " "))
+            );
         }
         out.push_str("</tbody></table>");
     }

@@ -199,8 +199,9 @@ impl Fleet {
         for r in self.catalog.robots()? {
             let s = seen.get(&r.robot_id);
             let heard = s.map_or(0, |s| s.received_unix_ns).max(r.last_seen_unix_ns);
-            let online =
-                now.saturating_sub(heard) < self.offline_after_ns && r.state != "offline" && !s.is_some_and(|s| s.offline);
+            let online = now.saturating_sub(heard) < self.offline_after_ns
+                && r.state != "offline"
+                && !s.is_some_and(|s| s.offline);
             let t = s.map(|s| &s.state.telemetry);
             let (state, mode) = match (online, s) {
                 (false, _) => ("offline".to_string(), "offline".to_string()),
@@ -225,7 +226,9 @@ impl Fleet {
                 last_seen_unix_ns: heard,
                 completed_today: done,
                 failed_today: fail,
-                errors: s.map(|s| s.state.errors.iter().map(|e| e.error_description.clone()).collect()).unwrap_or_default(),
+                errors: s
+                    .map(|s| s.state.errors.iter().map(|e| e.error_description.clone()).collect())
+                    .unwrap_or_default(),
                 robot_id: r.robot_id,
             });
         }

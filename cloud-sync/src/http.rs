@@ -626,7 +626,13 @@ async fn ui_cancel_task(
 async fn page(State(s): State<Arc<AppState>>, Query(query): Query<crate::dashboard::GridQuery>) -> Response {
     let now = crate::unix_now_ns();
     let gathered = s.fleet.snapshot(now).and_then(|snap| {
-        Ok((snap, s.fleet.trends(now)?, s.journal.alerts(200)?, s.journal.entries(0, 100)?, s.tasks.catalog().open_tasks()?))
+        Ok((
+            snap,
+            s.fleet.trends(now)?,
+            s.journal.alerts(200)?,
+            s.journal.entries(0, 100)?,
+            s.tasks.catalog().open_tasks()?,
+        ))
     });
     let (snap, trends, alerts, incidents, mut open) = match gathered {
         Ok(v) => v,

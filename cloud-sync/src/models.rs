@@ -300,7 +300,8 @@ impl Registry {
             if why.is_empty() { String::new() } else { format!(": {why}") }
         );
         let details = serde_json::json!({"previous": production});
-        let note = crate::ops::Note { kind: "model.promoted", subject: version, who, message: &message, details: &details };
+        let note =
+            crate::ops::Note { kind: "model.promoted", subject: version, who, message: &message, details: &details };
         crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
         tx.commit()?;
         Ok(())
@@ -321,7 +322,8 @@ impl Registry {
         let on = if robots.is_empty() { format!("{percent} % of the fleet") } else { robots.join(", ") };
         let message = format!("started an A/B test of {version} on {on}");
         let details = serde_json::json!({"percent": percent, "robots": robots});
-        let note = crate::ops::Note { kind: "model.candidate", subject: version, who, message: &message, details: &details };
+        let note =
+            crate::ops::Note { kind: "model.candidate", subject: version, who, message: &message, details: &details };
         crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
         tx.commit()?;
         Ok(())
@@ -366,7 +368,13 @@ impl Registry {
         let from = plan.production.unwrap_or_default();
         let message = format!("rolled production back from {from} to {previous}");
         let details = serde_json::json!({"from": from, "to": previous});
-        let note = crate::ops::Note { kind: "model.rolled_back", subject: &previous, who, message: &message, details: &details };
+        let note = crate::ops::Note {
+            kind: "model.rolled_back",
+            subject: &previous,
+            who,
+            message: &message,
+            details: &details,
+        };
         crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
         tx.commit()?;
         Ok(previous)

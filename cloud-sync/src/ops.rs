@@ -259,9 +259,11 @@ impl Journal {
             return Ok(None);
         }
         let id = tx.last_insert_rowid() as u64;
-        let alert = tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id as i64], alert_row)?;
+        let alert =
+            tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id as i64], alert_row)?;
         let details = alert.to_json();
-        let note = Note { kind: "alert.fired", subject: f.subject, who: SERVICE, message: f.message, details: &details };
+        let note =
+            Note { kind: "alert.fired", subject: f.subject, who: SERVICE, message: f.message, details: &details };
         log_in(&tx, now, &note, Some(id))?;
         queue_in(&tx, &format!("alert-{id}-firing"), &json!({"event": "alert.firing", "alert": alert.to_json()}), now)?;
         tx.commit()?;
@@ -279,12 +281,24 @@ impl Journal {
         if changed == 0 {
             return Ok(None);
         }
-        let alert = tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id as i64], alert_row)?;
+        let alert =
+            tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id as i64], alert_row)?;
         let message = format!("{} — cleared: {why}", alert.message);
         let details = alert.to_json();
-        let note = Note { kind: "alert.resolved", subject: &alert.subject, who: SERVICE, message: &message, details: &details };
+        let note = Note {
+            kind: "alert.resolved",
+            subject: &alert.subject,
+            who: SERVICE,
+            message: &message,
+            details: &details,
+        };
         log_in(&tx, now, &note, Some(id))?;
-        queue_in(&tx, &format!("alert-{id}-resolved"), &json!({"event": "alert.resolved", "alert": alert.to_json()}), now)?;
+        queue_in(
+            &tx,
+            &format!("alert-{id}-resolved"),
+            &json!({"event": "alert.resolved", "alert": alert.to_json()}),
+            now,
+        )?;
         tx.commit()?;
         Ok(Some(alert))
     }
@@ -296,11 +310,9 @@ impl Journal {
             "INSERT OR IGNORE INTO ab_tests (candidate, production, since_unix_ns) VALUES (?1, ?2, ?3)",
             params![candidate, production, now as i64],
         )?;
-        Ok(conn.query_row(
-            "SELECT since_unix_ns, verdict FROM ab_tests WHERE candidate = ?1",
-            [candidate],
-            |r| Ok(AbTest { since_unix_ns: r.get::<_, i64>(0)? as u64, verdict: r.get(1)? }),
-        )?)
+        Ok(conn.query_row("SELECT since_unix_ns, verdict FROM ab_tests WHERE candidate = ?1", [candidate], |r| {
+            Ok(AbTest { since_unix_ns: r.get::<_, i64>(0)? as u64, verdict: r.get(1)? })
+        })?)
     }
 
     pub fn set_verdict(&self, candidate: &str, verdict: &str, now: u64) -> anyhow::Result<()> {

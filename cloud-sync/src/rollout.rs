@@ -247,17 +247,38 @@ pub fn review(
             if auto {
                 registry.promote(&candidate, crate::ops::SERVICE, &format!("A/B test: {why}"))?;
             }
-            let (kind, what) = if auto { ("rollout.promoted", "promoted") } else { ("rollout.recommend_promote", "recommends promoting") };
-            journal.log(now, kind, &candidate, crate::ops::SERVICE, &format!("A/B test {what} {candidate}: {why}"), details);
+            let (kind, what) = if auto {
+                ("rollout.promoted", "promoted")
+            } else {
+                ("rollout.recommend_promote", "recommends promoting")
+            };
+            journal.log(
+                now,
+                kind,
+                &candidate,
+                crate::ops::SERVICE,
+                &format!("A/B test {what} {candidate}: {why}"),
+                details,
+            );
             journal.set_verdict(&candidate, "promote", now)?;
         }
         Verdict::Rollback(why) => {
             if auto {
                 registry.clear_candidate(crate::ops::SERVICE, "A/B test failed")?;
             }
-            let (kind, what) =
-                if auto { ("rollout.rolled_back", "rolled back") } else { ("rollout.recommend_rollback", "recommends rolling back") };
-            journal.log(now, kind, &candidate, crate::ops::SERVICE, &format!("A/B test {what} {candidate} fleet-wide: {why}"), details);
+            let (kind, what) = if auto {
+                ("rollout.rolled_back", "rolled back")
+            } else {
+                ("rollout.recommend_rollback", "recommends rolling back")
+            };
+            journal.log(
+                now,
+                kind,
+                &candidate,
+                crate::ops::SERVICE,
+                &format!("A/B test {what} {candidate} fleet-wide: {why}"),
+                details,
+            );
             journal.set_verdict(&candidate, "rollback", now)?;
         }
     }

@@ -876,7 +876,11 @@ impl Tasks {
                 }
                 tracing::warn!(task = %task.id, %robot, reason = why, "took the task from its robot");
                 if let Some(journal) = self.journal.get() {
-                    let next = if task.state == TaskState::Failed { "failed it (no attempts left)" } else { "queued it for another robot" };
+                    let next = if task.state == TaskState::Failed {
+                        "failed it (no attempts left)"
+                    } else {
+                        "queued it for another robot"
+                    };
                     journal.log(
                         now,
                         "action.task_reassigned",

@@ -2,7 +2,7 @@
 //! the counters the status page reads and the queue that carries each
 //! incident to the supervisor and the recorder. No allocation, no lock, no I/O.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -26,6 +26,10 @@ pub struct GovernorStats {
     pub per_check: [AtomicU64; Check::ALL.len()],
     /// Incidents dropped because nobody drained the queue (never expected).
     pub incidents_dropped: AtomicU64,
+    /// The checks the last command failed (one bit per [`Check`]); 0 after an approval.
+    pub failing_now: AtomicU32,
+    /// Monotonic time of the last rejection; 0 before any.
+    pub last_reject_ns: AtomicU64,
 }
 
 pub struct SafetyGovernor {
@@ -175,8 +179,10 @@ impl SafetyGovernor {
     pub fn check(&mut self, proposed: &Command, state: &RobotState) -> Verdict {
         let (verdict, incident) = self.governor.check(proposed, state);
         self.stats.checks.fetch_add(1, Ordering::Relaxed);
+        self.stats.failing_now.store(verdict.failed, Ordering::Relaxed);
         if let Some(incident) = incident {
             self.stats.rejects.fetch_add(1, Ordering::Relaxed);
+            self.stats.last_reject_ns.store(state.now_ns, Ordering::Relaxed);
             let mut blames_policy = false;
             for c in Check::ALL {
                 if incident.failed & c.bit() != 0 {

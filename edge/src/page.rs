@@ -74,10 +74,7 @@ fn workspace(w: &Value) -> String {
         (Some(d), Some(stop)) if d < stop => {
             format!("someone {d:.2} m from the arm: stopped (stop distance {stop:.2} m)")
         }
-        (Some(d), _) => format!(
-            "someone {d:.2} m from the arm: slowed to {} m/s",
-            num(&w["allowed_speed_m_s"], 2)
-        ),
+        (Some(d), _) => format!("someone {d:.2} m from the arm: slowed to {} m/s", num(&w["allowed_speed_m_s"], 2)),
     }
 }
 
@@ -151,7 +148,11 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
     m.push_str("<section><h2>Frame-to-command latency (last 10 s)</h2><div class=bars id=bars>");
     for (i, n) in recent_latency.iter().enumerate() {
         let label = LATENCY_BUCKETS_MS.get(i).map_or("more".to_string(), |le| format!("≤ {le} ms"));
-        let _ = write!(m, "<div style=\"height:{:.0}%\" title=\"{label}: {n} frames\"></div>", 100.0 * *n as f64 / max as f64);
+        let _ = write!(
+            m,
+            "<div style=\"height:{:.0}%\" title=\"{label}: {n} frames\"></div>",
+            100.0 * *n as f64 / max as f64
+        );
     }
     m.push_str("</div><div class=labels>");
     for i in 0..recent_latency.len() {
@@ -181,7 +182,12 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
             if l["realtime"].as_bool().unwrap_or(false) { "" } else { " (no RT)" }
         ),
     );
-    row(&mut m, "deadline misses / fallbacks", "misses", &format!("{} / {}", num(&l["deadline_misses"], 0), num(&l["fallbacks"], 0)));
+    row(
+        &mut m,
+        "deadline misses / fallbacks",
+        "misses",
+        &format!("{} / {}", num(&l["deadline_misses"], 0), num(&l["fallbacks"], 0)),
+    );
     m.push_str("</table></section>");
 
     // The governor and its recent incidents, grouped, in words.
@@ -199,12 +205,7 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
         m.push_str("<tr><th>what happened</th><th>times</th><th>last</th><th>last value / limit</th></tr>");
     }
     for i in &groups {
-        let unit = i["unit"].as_str().unwrap_or("");
-        let value = if unit.is_empty() {
-            "–".to_string()
-        } else {
-            format!("{} / {} {}", num(&i["value"], 2), num(&i["limit"], 2), esc(unit))
-        };
+        let value = esc(i["reading"].as_str().unwrap_or("–"));
         let _ = write!(
             m,
             "<tr class=\"{}\" data-check=\"{}\"><td>{}</td><td class=n>{}</td><td class=n>{} s ago</td><td class=n>{value}</td></tr>",
@@ -220,9 +221,19 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
     // Health.
     let h = &s["health"];
     m.push_str("<section><h2>Health</h2><table>");
-    row(&mut m, "CPU", "cpu", &format!("{} % (daemon {} % of a core)", num(&h["cpu_pct"], 0), num(&h["process_cpu_pct"], 0)));
+    row(
+        &mut m,
+        "CPU",
+        "cpu",
+        &format!("{} % (daemon {} % of a core)", num(&h["cpu_pct"], 0), num(&h["process_cpu_pct"], 0)),
+    );
     row(&mut m, "memory", "mem", &format!("{} of {}", bytes(&h["mem_used_bytes"]), bytes(&h["mem_total_bytes"])));
-    row(&mut m, "GPU", "gpu", &if h["gpu_pct"].is_null() { "none".into() } else { format!("{} %", num(&h["gpu_pct"], 0)) });
+    row(
+        &mut m,
+        "GPU",
+        "gpu",
+        &if h["gpu_pct"].is_null() { "none".into() } else { format!("{} %", num(&h["gpu_pct"], 0)) },
+    );
     row(
         &mut m,
         "firmware link",
@@ -230,12 +241,21 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
         if s["firmware"]["link_alive"].as_bool().unwrap_or(false) { "alive" } else { "DOWN" },
     );
     let temps: Vec<String> = h["motor_temp_c"].as_array().map_or(Vec::new(), |t| t.iter().map(|v| num(v, 0)).collect());
-    row(&mut m, "motor temperatures", "temps", &if temps.is_empty() { "–".into() } else { format!("{} °C", temps.join(" · ")) });
+    row(
+        &mut m,
+        "motor temperatures",
+        "temps",
+        &if temps.is_empty() { "–".into() } else { format!("{} °C", temps.join(" · ")) },
+    );
     row(
         &mut m,
         "gripper pressure",
         "pressure",
-        &if h["gripper_pressure_kpa"].is_null() { "–".into() } else { format!("{} kPa", num(&h["gripper_pressure_kpa"], 0)) },
+        &if h["gripper_pressure_kpa"].is_null() {
+            "–".into()
+        } else {
+            format!("{} kPa", num(&h["gripper_pressure_kpa"], 0))
+        },
     );
     m.push_str("</table></section>");
 
@@ -248,12 +268,25 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
         (Some(f), Some(t)) if t > 0.0 => 100.0 * (1.0 - f / t),
         _ => 0.0,
     };
-    let _ = write!(m, "<section><h2>Disk and sync</h2><div class=meter><div style=\"width:{used:.0}%\"></div></div><table>");
+    let _ = write!(
+        m,
+        "<section><h2>Disk and sync</h2><div class=meter><div style=\"width:{used:.0}%\"></div></div><table>"
+    );
     row(&mut m, "disk free", "disk", &format!("{} of {}", bytes(&h["disk_free_bytes"]), bytes(&h["disk_total_bytes"])));
     row(&mut m, "recorded today", "today", &bytes(&r["bytes_today"]));
     row(&mut m, "not yet synced", "unsynced", &bytes(&r["unsynced_bytes"]));
-    row(&mut m, "images", "images", &format!("{} ({})", num(&r["images"], 0), esc(r["image_level"].as_str().unwrap_or(""))));
-    row(&mut m, "cloud", "cloud", if sync["connected"].as_bool().unwrap_or(false) { "connected" } else { "unreachable, keeping data locally" });
+    row(
+        &mut m,
+        "images",
+        "images",
+        &format!("{} ({})", num(&r["images"], 0), esc(r["image_level"].as_str().unwrap_or(""))),
+    );
+    row(
+        &mut m,
+        "cloud",
+        "cloud",
+        if sync["connected"].as_bool().unwrap_or(false) { "connected" } else { "unreachable, keeping data locally" },
+    );
     row(&mut m, "sync backlog", "backlog", &format!("{} batches", num(&sync["backlog"], 0)));
     row(
         &mut m,

@@ -127,13 +127,8 @@ impl View {
             crate::control::Mode::EStop => "e-stop",
             crate::control::Mode::SafeStop => "safe stop",
             crate::control::Mode::Degraded | crate::control::Mode::Running => {
-                let now = gantry_hal::clock::monotonic_ns();
-                let held = self
-                    .recent_incidents
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .back()
-                    .is_some_and(|i| now.saturating_sub(i.time_ns) < HELD_WITHIN_NS);
+                let last = self.governor.last_reject_ns.load(Relaxed);
+                let held = last != 0 && gantry_hal::clock::monotonic_ns().saturating_sub(last) < HELD_WITHIN_NS;
                 if held {
                     "held"
                 } else {
@@ -216,13 +211,17 @@ impl View {
                     .to_string(),
             );
         }
-        // Every kind of rejection in the last 5 s, in words; bad numbers and
+        // Every check failing now, and every kind of rejection in the last
+        // 5 s, in words (an incident is kept once per run of rejections, so
+        // a long hold is found by the checks failing now); bad numbers and
         // broken sensors are red, the rest (a person, a limit) amber. The
         // e-stop, the link and the threads are said above already.
+        let failing = self.governor.failing_now.load(Relaxed);
         let mut seen = 0u32;
         for i in self.recent_incidents.lock().unwrap_or_else(|e| e.into_inner()).iter().rev() {
-            if now.saturating_sub(i.time_ns) >= 5_000_000_000 {
-                break;
+            let now_failing = failing & i.check.bit() != 0;
+            if !now_failing && now.saturating_sub(i.time_ns) >= 5_000_000_000 {
+                continue;
             }
             if seen & i.check.bit() != 0
                 || matches!(i.check, Check::RealtimeThreads | Check::EStop | Check::FirmwareLink)
@@ -244,7 +243,9 @@ impl View {
             );
         }
         if self.recorder.image_level.load(Relaxed) != ImageLevel::Normal as u8 {
-            amber.push("Recording fewer camera images to save disk space until the cloud takes the backlog.".to_string());
+            amber.push(
+                "Recording fewer camera images to save disk space until the cloud takes the backlog.".to_string(),
+            );
         }
         if !h.net_connected {
             amber.push(
@@ -319,6 +320,11 @@ impl View {
                     "value": i.value.is_finite().then_some(i.value),
                     "limit": i.limit.is_finite().then_some(i.limit),
                     "unit": i.measure.unit(),
+                    "reading": (!i.measure.unit().is_empty()).then(|| format!(
+                        "{} / {}",
+                        crate::words::quantity(i.value, i.measure),
+                        crate::words::quantity(i.limit, i.measure)
+                    )),
                     "meaning": crate::words::incident(i),
                     "fault": i.check.is_fault(),
                 })

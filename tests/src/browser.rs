@@ -8,7 +8,10 @@ use std::process::Command;
 pub fn chromium() -> String {
     let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let found = Command::new(&bin).arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(found, "{bin} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does) or set CHROMIUM");
+    assert!(
+        found,
+        "{bin} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does) or set CHROMIUM"
+    );
     bin
 }
 

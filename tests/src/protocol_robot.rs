@@ -155,7 +155,12 @@ impl ProtocolRobot {
                     results: results[tail..].to_vec(),
                     telemetry: Telemetry { model_version: version, ..knobs.telemetry.clone() },
                 };
-                let _ = client.try_publish(format!("gantry/{id}/state"), QoS::AtLeastOnce, false, serde_json::to_vec(&state).unwrap_or_default());
+                let _ = client.try_publish(
+                    format!("gantry/{id}/state"),
+                    QoS::AtLeastOnce,
+                    false,
+                    serde_json::to_vec(&state).unwrap_or_default(),
+                );
             }
         });
         Self { id: id.to_string(), knobs, model, task }

@@ -52,7 +52,13 @@ impl Rig {
     async fn alerts(&self, rule: &str, subject: &str) -> Vec<serde_json::Value> {
         let url = format!("http://{}/api/alerts", self.service.http_addr);
         let all: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        all["alerts"].as_array().unwrap().iter().filter(|a| a["rule"] == rule && a["subject"] == subject).cloned().collect()
+        all["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == rule && a["subject"] == subject)
+            .cloned()
+            .collect()
     }
 
     fn firing(&self, rule: &str, subject: &str) -> Option<Alert> {
@@ -157,8 +163,12 @@ async fn robot_estop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_high() {
-    knob_rule("latency_high", |k| k.telemetry.latency_p95_ms = Some(250.0), |k| k.telemetry.latency_p95_ms = Some(14.0))
-        .await;
+    knob_rule(
+        "latency_high",
+        |k| k.telemetry.latency_p95_ms = Some(250.0),
+        |k| k.telemetry.latency_p95_ms = Some(14.0),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,8 +179,12 @@ async fn network_latency_high() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_nearly_full() {
-    knob_rule("disk_nearly_full", |k| k.telemetry.disk_free_pct = Some(4.0), |k| k.telemetry.disk_free_pct = Some(60.0))
-        .await;
+    knob_rule(
+        "disk_nearly_full",
+        |k| k.telemetry.disk_free_pct = Some(4.0),
+        |k| k.telemetry.disk_free_pct = Some(60.0),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,7 +93,15 @@ async fn a_thousand_robots_on_the_fleet_page() {
         let midnight = t0 - t0 % (24 * 3600 * NS);
         for k in (0..10u64).filter(|_| at < midnight) {
             let ok = (h + k) % 23 != 0;
-            finished_task(catalog, &format!("past-{h}-{k}"), "pick", &robot_id((h + k) as usize % 990), at, ok, "blocked");
+            finished_task(
+                catalog,
+                &format!("past-{h}-{k}"),
+                "pick",
+                &robot_id((h + k) as usize % 990),
+                at,
+                ok,
+                "blocked",
+            );
         }
     }
 
@@ -143,7 +151,15 @@ async fn a_thousand_robots_on_the_fleet_page() {
             3 => (false, "estop"),
             _ => (true, ""),
         };
-        finished_task(catalog, &format!("today-{k}"), if k % 2 == 0 { "pick" } else { "place" }, &robot_id(k * 3 % 990), today, ok, reason);
+        finished_task(
+            catalog,
+            &format!("today-{k}"),
+            if k % 2 == 0 { "pick" } else { "place" },
+            &robot_id(k * 3 % 990),
+            today,
+            ok,
+            reason,
+        );
     }
 
     // The e-stop alert fires (the rule is for_s = 0 by default).
@@ -186,7 +202,9 @@ async fn a_thousand_robots_on_the_fleet_page() {
     assert_eq!(attr(&dom, "id=\"kpi-models\"", "data-value").as_deref(), Some("2"));
     assert!(dom.contains("cand-8 20 %") && dom.contains("prod-7 80 %"), "model shares");
     assert!(
-        dom.contains("class=\"alert firing\" data-rule=\"robot_estop\" data-state=\"firing\" data-subject=\"robot-0007\""),
+        dom.contains(
+            "class=\"alert firing\" data-rule=\"robot_estop\" data-state=\"firing\" data-subject=\"robot-0007\""
+        ),
         "the firing e-stop alert is on the page"
     );
     assert_eq!(attr(&dom, "id=\"grid-count\"", "data-shown").as_deref(), Some("1000"));

@@ -91,12 +91,17 @@ async fn a_candidate_worse_on_picks_is_rolled_back_and_an_equal_one_promoted() {
 
     let packages = dir.path().join("packages");
     for (version, acc) in [("prod-1", 0.97), ("cand-2", 0.98), ("cand-3", 0.97)] {
-        service.registry.publish_archive(package_as(&packages, version, acc), None, serde_json::Value::Null, "", "ci").await.unwrap();
+        service
+            .registry
+            .publish_archive(package_as(&packages, version, acc), None, serde_json::Value::Null, "", "ci")
+            .await
+            .unwrap();
     }
     service.registry.promote("prod-1", "ci", "").unwrap();
     service.registry.set_candidate("cand-2", 50.0, &[], "ci").unwrap();
     service.assignments.poke();
-    let chosen = service.registry.plan().unwrap().candidate_set(&(0..10).map(|i| format!("ab-{i}")).collect::<Vec<_>>());
+    let chosen =
+        service.registry.plan().unwrap().candidate_set(&(0..10).map(|i| format!("ab-{i}")).collect::<Vec<_>>());
     assert_eq!(chosen.len(), 5);
     wait_for("the candidate's robots on it", LIMIT, || {
         robots.iter().filter(|r| *r.model.lock().unwrap() == "cand-2").count() == 5
@@ -115,10 +120,15 @@ async fn a_candidate_worse_on_picks_is_rolled_back_and_an_equal_one_promoted() {
     let rate = |t: &serde_json::Value| t["successes"].as_f64().unwrap() / t["attempts"].as_f64().unwrap();
     assert!(cand["attempts"].as_u64().unwrap() >= 10 && prod["attempts"].as_u64().unwrap() >= 10, "{eval}");
     assert!(rate(prod) - rate(cand) > 0.2, "{eval}");
-    assert!(why.message.contains(&format!("{} of {}", cand["successes"], cand["attempts"])), "the numbers: {}", why.message);
+    assert!(
+        why.message.contains(&format!("{} of {}", cand["successes"], cand["attempts"])),
+        "the numbers: {}",
+        why.message
+    );
     let plan = service.registry.plan().unwrap();
     assert_eq!((plan.production.as_deref(), plan.candidate.as_deref()), (Some("prod-1"), None));
-    wait_for("every robot back on production", LIMIT, || robots.iter().all(|r| *r.model.lock().unwrap() == "prod-1")).await;
+    wait_for("every robot back on production", LIMIT, || robots.iter().all(|r| *r.model.lock().unwrap() == "prod-1"))
+        .await;
     assert!(logged(&service, "model.candidate_ended", "cand-2").is_some());
 
     // The published evaluation beside the live success.
@@ -136,7 +146,10 @@ async fn a_candidate_worse_on_picks_is_rolled_back_and_an_equal_one_promoted() {
     eprintln!("incident log: {}", why.message);
     assert!(why.message.contains("not worse overall") && why.message.contains("interval"), "{}", why.message);
     assert_eq!(service.registry.plan().unwrap().production.as_deref(), Some("cand-3"));
-    wait_for("every robot on the new production", LIMIT, || robots.iter().all(|r| *r.model.lock().unwrap() == "cand-3")).await;
+    wait_for("every robot on the new production", LIMIT, || {
+        robots.iter().all(|r| *r.model.lock().unwrap() == "cand-3")
+    })
+    .await;
     assert!(logged(&service, "model.promoted", "cand-3").is_some_and(|e| e.who == "gantry-sync"));
     assert!(logged(&service, "model.deployed", "cand-3").is_some());
     drop(robots);
