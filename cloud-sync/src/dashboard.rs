@@ -125,13 +125,16 @@ fn kpi(out: &mut String, id: &str, title: &str, value: &str, data: &str, detail:
     );
 }
 
+/// A plotted series: name, CSS class, and its value at a point.
+type Series<'a> = (&'a str, &'a str, fn(&TrendPoint) -> Option<f64>);
+
 /// A 7-day line plot of `series` (values 0..max), one point per hour.
 fn plot(
     id: &str,
     title: &str,
     points: &[TrendPoint],
     now_unix_s: u64,
-    series: &[(&str, &str, fn(&TrendPoint) -> Option<f64>)],
+    series: &[Series<'_>],
     max: f64,
     unit: &str,
 ) -> String {

@@ -282,7 +282,7 @@ impl Fleet {
             e.1 += u64::from(o.success);
         }
         let mut rows = self.registry.models()?;
-        rows.sort_by(|a, b| b.published_unix_ns.cmp(&a.published_unix_ns));
+        rows.sort_by_key(|m| std::cmp::Reverse(m.published_unix_ns));
         let mut lines: Vec<ModelLine> = rows
             .into_iter()
             .map(|m| {

@@ -566,23 +566,20 @@ fn back_to_page(note: &str) -> Response {
 }
 
 /// Who an operator says they are, for the incident log.
-fn operator(form: &std::collections::HashMap<String, String>) -> Result<String, Response> {
+fn operator(form: &std::collections::HashMap<String, String>) -> Option<String> {
     let name = form.get("operator").map(|v| v.trim()).unwrap_or("");
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(back_to_page("Give your name (up to 64 characters): the incident log records who did what."));
-    }
-    Ok(format!("{name} (fleet page)"))
+    (!name.is_empty() && name.len() <= 64 && !name.chars().any(char::is_control))
+        .then(|| format!("{name} (fleet page)"))
 }
+
+const NAME_NEEDED: &str = "Give your name (up to 64 characters): the incident log records who did what.";
 
 /// The page's task form, onto the task API.
 async fn ui_submit_task(
     State(s): State<Arc<AppState>>,
     axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let who = match operator(&form) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let Some(who) = operator(&form) else { return back_to_page(NAME_NEEDED) };
     let params = form.get("params").map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or("{}");
     let params: serde_json::Value = match serde_json::from_str(params) {
         Ok(v) => v,
@@ -609,10 +606,7 @@ async fn ui_cancel_task(
     Path(id): Path<String>,
     axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let who = match operator(&form) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let Some(who) = operator(&form) else { return back_to_page(NAME_NEEDED) };
     let now = crate::unix_now_ns();
     match s.tasks.cancel(&id, now).await {
         Ok(task) => {

@@ -37,14 +37,14 @@ struct Shape {
 fn shape(i: usize) -> Shape {
     let offline = i % 100 == 99;
     let estop = i == 7;
-    let health = if estop || i % 97 == 0 {
+    let health = if estop || i.is_multiple_of(97) {
         "red"
     } else if i % 50 == 25 {
         "amber"
     } else {
         "green"
     };
-    Shape { offline, estop, health, model: if i % 5 == 0 { "cand-8" } else { "prod-7" } }
+    Shape { offline, estop, health, model: if i.is_multiple_of(5) { "cand-8" } else { "prod-7" } }
 }
 
 fn robot_id(i: usize) -> String {

@@ -47,7 +47,7 @@ async fn feed(service: &Service, tag: &str, done: impl Fn() -> bool) {
     while !done() {
         assert!(std::time::Instant::now() < deadline, "no verdict on {tag} after {n} tasks");
         if service.task_service.catalog().open_tasks().unwrap().len() < 20 {
-            let kind = if n % 2 == 0 { "pick" } else { "place" };
+            let kind = if n.is_multiple_of(2) { "pick" } else { "place" };
             let body = serde_json::json!({"id": format!("{tag}-{kind}-{n}"), "kind": kind});
             assert_eq!(http.post(&url).json(&body).send().await.unwrap().status(), 201);
             n += 1;
