@@ -296,11 +296,24 @@ pub fn render(p: &Page<'_>) -> String {
     if p.alerts.is_empty() {
         out.push_str("<p class=sub>No alerts.</p>");
     } else {
-        out.push_str("<table><thead><tr><th>state</th><th>severity</th><th>rule</th><th>subject</th><th>since</th><th>resolved</th><th>what</th></tr></thead><tbody>");
+        out.push_str("<table><thead><tr><th>state</th><th>severity</th><th>rule</th><th>subject</th><th>since</th><th>resolved</th><th>what</th><th>what was done</th></tr></thead><tbody>");
         for a in p.alerts.iter().take(50) {
+            // The automatic and operators' actions on the alert's subject while it fired.
+            let until = a.resolved_unix_ns.unwrap_or(u64::MAX);
+            let done: Vec<String> = p
+                .incidents
+                .iter()
+                .filter(|e| {
+                    !e.kind.starts_with("alert.")
+                        && (e.subject == a.subject || a.robot_id.as_deref() == Some(e.subject.as_str()))
+                        && (a.since_unix_ns..=until).contains(&e.unix_ns)
+                })
+                .map(|e| format!("{} {}", utc(e.unix_ns).get(11..).unwrap_or(""), esc(&e.message)))
+                .collect();
+            let done = if done.is_empty() { "–".to_string() } else { done.join("<br>") };
             let _ = write!(
                 out,
-                "<tr class=\"alert {}\" data-rule=\"{}\" data-state=\"{}\" data-subject=\"{}\"><td>{}</td><td class=\"sev-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"alert {}\" data-rule=\"{}\" data-state=\"{}\" data-subject=\"{}\"><td>{}</td><td class=\"sev-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=done>{done}</td></tr>",
                 esc(&a.state),
                 esc(&a.rule),
                 esc(&a.state),

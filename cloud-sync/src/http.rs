@@ -503,6 +503,39 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             f.denied_publishes.load(Relaxed) as f64,
         );
     }
+    let t = &s.tasks.stats;
+    out.push_str(
+        "# HELP gantry_sync_tasks_total Task events, by what happened.\n# TYPE gantry_sync_tasks_total counter\n",
+    );
+    for (event, v) in [
+        ("submitted", &t.submitted),
+        ("assigned", &t.assigned),
+        ("reassigned", &t.reassigned),
+        ("completed", &t.completed),
+        ("failed", &t.failed),
+        ("canceled", &t.canceled),
+    ] {
+        out.push_str(&format!("gantry_sync_tasks_total{{event=\"{event}\"}} {}\n", v.load(Relaxed)));
+    }
+    put(
+        &mut out,
+        "gantry_sync_robot_states_rejected_total",
+        "counter",
+        "Robot state messages refused (malformed or non-finite).",
+        t.states_rejected.load(Relaxed) as f64,
+    );
+    out.push_str("# HELP gantry_sync_webhooks_total Webhook POSTs, by receiver and result.\n# TYPE gantry_sync_webhooks_total counter\n");
+    for (hook, c) in [("factory", &t.webhooks), ("alerts", &s.alert_webhooks)] {
+        for (result, v) in [("delivered", &c.delivered), ("failed", &c.failures)] {
+            out.push_str(&format!(
+                "gantry_sync_webhooks_total{{webhook=\"{hook}\",result=\"{result}\"}} {}\n",
+                v.load(Relaxed)
+            ));
+        }
+    }
+    if let Ok(firing) = s.journal.firing() {
+        put(&mut out, "gantry_sync_alerts_firing", "gauge", "Alerts firing now.", firing.len() as f64);
+    }
     if let Ok(robots) = robot_list(&s) {
         let online = robots.iter().filter(|r| r["online"] == true).count();
         put(&mut out, "gantry_sync_robots", "gauge", "Known robots.", robots.len() as f64);

@@ -698,12 +698,13 @@ impl Tasks {
                 anyhow::bail!("state from {robot}: {e}");
             }
         };
-        if state.robot_id != robot || !state.progress.is_finite() {
+        if state.robot_id != robot || !state.progress.is_finite() || !state.telemetry.is_valid() {
             self.stats.states_rejected.fetch_add(1, Relaxed);
             anyhow::bail!(
-                "state from {robot}: robot_id {:?} or progress {} does not fit",
+                "state from {robot}: robot_id {:?}, progress {} or telemetry {:?} does not fit",
                 state.robot_id,
-                state.progress
+                state.progress,
+                state.telemetry
             );
         }
         let mut out = self.lock.lock().await;
