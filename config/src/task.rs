@@ -259,6 +259,20 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_refuses_non_finite_and_negative_figures() {
+        let ok = Telemetry { latency_p95_ms: Some(14.0), disk_free_pct: Some(0.0), ..Telemetry::default() };
+        assert!(ok.is_valid());
+        assert!(Telemetry::default().is_valid(), "absent figures are fine");
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            assert!(!Telemetry { net_rtt_ms: Some(bad), ..ok.clone() }.is_valid(), "{bad}");
+        }
+        // A robot older than the field: the state still parses.
+        let old = r#"{"header_id":1,"timestamp":"2026-12-05T00:00:00Z","version":"1","robot_id":"r","order_id":"","order_update_id":0,"task_id":"","phase":"idle","progress":0,"operating_mode":"automatic","mode":"running","health":"green","kinds":[],"errors":[],"results":[]}"#;
+        let s: RobotState = serde_json::from_str(old).unwrap();
+        assert_eq!(s.telemetry, Telemetry::default());
+    }
+
+    #[test]
     fn rfc3339_round_trips_to_the_millisecond() {
         let t = 1_796_601_600_123_000_000;
         assert_eq!(rfc3339(t), "2026-12-07T00:00:00.123Z");
