@@ -127,14 +127,8 @@ impl Registry {
     /// `registry.sqlite` in the data directory (shared by the service and the
     /// CLI); packages go to `store` under `prefix`.
     pub fn open(data_dir: &Path, store: std::sync::Arc<dyn ObjectStore>, prefix: ObjectPath) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join("registry.sqlite");
-        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = crate::ops::open_registry_db(data_dir)?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(crate::ops::SCHEMA)?;
         Ok(Self { conn: Mutex::new(conn), store, prefix })
     }
 

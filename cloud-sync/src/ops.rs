@@ -179,17 +179,24 @@ pub struct Journal {
     conn: Mutex<Connection>,
 }
 
+/// A connection to `data_dir/registry.sqlite` (the service and the command
+/// line share the file: WAL, a busy timeout, every commit synced), with the
+/// operator's tables in place.
+pub(crate) fn open_registry_db(data_dir: &Path) -> anyhow::Result<Connection> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("registry.sqlite");
+    let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
 impl Journal {
     /// The records in `data_dir/registry.sqlite`.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join("registry.sqlite");
-        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(open_registry_db(data_dir)?) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
