@@ -110,28 +110,26 @@ fn success_conditions(catalog: &dyn TaskCatalog, a: &Alerts, now: u64) -> anyhow
     let since = now.saturating_sub(a.success_window_s * NS);
     let mut fleet = (0u64, 0u64);
     let mut robots: HashMap<String, (u64, u64)> = HashMap::new();
-    for t in catalog.finished_since(since, 1_000_000)? {
-        let ok = match t.state {
-            TaskState::Completed => true,
-            TaskState::Failed => false,
-            _ => continue,
-        };
-        fleet.0 += 1;
-        fleet.1 += u64::from(ok);
-        if let Some(r) = t.robot_id {
-            let e = robots.entry(r).or_default();
-            e.0 += 1;
-            e.1 += u64::from(ok);
+    for c in catalog.finished_counts(since)? {
+        fleet.0 += c.tasks;
+        let e = robots.entry(c.robot_id).or_default();
+        e.0 += c.tasks;
+        if c.success {
+            fleet.1 += c.tasks;
+            e.1 += c.tasks;
         }
     }
+    robots.remove("");
     let mut models: HashMap<String, (u64, u64)> = HashMap::new();
-    for o in catalog.outcomes_since(since)? {
+    for o in catalog.outcome_counts(since)? {
         if o.model_version.is_empty() || !crate::rollout::counts(&o.reason, o.success) {
             continue;
         }
         let e = models.entry(o.model_version).or_default();
-        e.0 += 1;
-        e.1 += u64::from(o.success);
+        e.0 += o.attempts;
+        if o.success {
+            e.1 += o.attempts;
+        }
     }
     let threshold = a.success_rate_low.threshold;
     let window = format!("{} min", a.success_window_s / 60);

@@ -174,23 +174,18 @@ impl Fleet {
     pub fn snapshot(&self, now: u64) -> anyhow::Result<Snapshot> {
         let seen = self.tasks.robots();
         let today = now - now % DAY_NS;
-        let finished = self.catalog.finished_since(today, 1_000_000)?;
-        let mut per_robot: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut per_robot: HashMap<String, (u64, u64)> = HashMap::new();
         let mut failures: HashMap<String, u64> = HashMap::new();
         let (mut completed, mut failed) = (0, 0);
-        for t in &finished {
-            let entry = per_robot.entry(t.robot_id.as_deref().unwrap_or("")).or_default();
-            match t.state {
-                TaskState::Completed => {
-                    completed += 1;
-                    entry.0 += 1;
-                }
-                TaskState::Failed => {
-                    failed += 1;
-                    entry.1 += 1;
-                    *failures.entry(t.reason.clone().unwrap_or_default()).or_default() += 1;
-                }
-                _ => {}
+        for c in self.catalog.finished_counts(today)? {
+            let entry = per_robot.entry(c.robot_id).or_default();
+            if c.success {
+                completed += c.tasks;
+                entry.0 += c.tasks;
+            } else {
+                failed += c.tasks;
+                entry.1 += c.tasks;
+                *failures.entry(c.reason).or_default() += c.tasks;
             }
         }
         let open = self.catalog.open_tasks()?;
@@ -273,13 +268,15 @@ impl Fleet {
     /// reported success over the last day.
     fn model_lines(&self, now: u64, models: &BTreeMap<String, u64>, online: u64) -> anyhow::Result<Vec<ModelLine>> {
         let mut live: HashMap<String, (u64, u64)> = HashMap::new();
-        for o in self.catalog.outcomes_since(now.saturating_sub(DAY_NS))? {
+        for o in self.catalog.outcome_counts(now.saturating_sub(DAY_NS))? {
             if !crate::rollout::counts(&o.reason, o.success) {
                 continue;
             }
             let e = live.entry(o.model_version).or_default();
-            e.0 += 1;
-            e.1 += u64::from(o.success);
+            e.0 += o.attempts;
+            if o.success {
+                e.1 += o.attempts;
+            }
         }
         let mut rows = self.registry.models()?;
         rows.sort_by_key(|m| std::cmp::Reverse(m.published_unix_ns));

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::tasks::Outcome;
+use crate::tasks::OutcomeCount;
 
 /// Whether an attempt's outcome speaks about the model that ran it: a success,
 /// or a failure of the work itself. E-stops, interruptions, lost leases and
@@ -43,9 +43,11 @@ impl Tally {
         (self.attempts > 0).then(|| self.successes as f64 / self.attempts as f64)
     }
 
-    fn add(&mut self, success: bool) {
-        self.attempts += 1;
-        self.successes += u64::from(success);
+    pub(crate) fn add(&mut self, success: bool, n: u64) {
+        self.attempts += n;
+        if success {
+            self.successes += n;
+        }
     }
 }
 
@@ -119,9 +121,9 @@ pub fn difference_interval(a: Tally, b: Tally, confidence: f64) -> (f64, f64) {
 }
 
 /// Judges `candidate` against `production` on `outcomes` (attempts since the
-/// test began).
+/// test began, counted).
 pub fn evaluate(
-    outcomes: &[Outcome],
+    outcomes: &[OutcomeCount],
     candidate: &str,
     production: &str,
     r: &gantry_config::cloud::Rollout,
@@ -137,9 +139,9 @@ pub fn evaluate(
         };
         let e = by_kind.entry(o.kind.clone()).or_default();
         if side == 0 {
-            e.0.add(o.success)
+            e.0.add(o.success, o.attempts)
         } else {
-            e.1.add(o.success)
+            e.1.add(o.success, o.attempts)
         }
     }
     // Only kinds both ran are compared: the same work on each side.
@@ -232,7 +234,7 @@ pub fn review(
     if test.verdict.is_some() {
         return Ok(None);
     }
-    let outcomes = catalog.outcomes_since(test.since_unix_ns)?;
+    let outcomes = catalog.outcome_counts(test.since_unix_ns)?;
     let (verdict, eval) = evaluate(&outcomes, &candidate, &production, r);
     let auto = r.decide == gantry_config::cloud::Decide::Auto;
     let details = json!({
@@ -290,19 +292,15 @@ pub fn review(
 mod tests {
     use super::*;
 
-    fn outcomes(model: &str, kind: &str, ok: u64, bad: u64) -> Vec<Outcome> {
-        (0..ok + bad)
-            .map(|i| Outcome {
-                order_id: format!("{model}-{kind}-{i}#1"),
-                task_id: format!("{model}-{kind}-{i}"),
-                robot_id: "r".into(),
-                kind: kind.into(),
-                model_version: model.into(),
-                success: i < ok,
-                reason: if i < ok { String::new() } else { "task_failed".into() },
-                finished_unix_ns: i,
-            })
-            .collect()
+    fn outcomes(model: &str, kind: &str, ok: u64, bad: u64) -> Vec<OutcomeCount> {
+        let count = |success: bool, reason: &str, attempts| OutcomeCount {
+            model_version: model.into(),
+            kind: kind.into(),
+            success,
+            reason: reason.into(),
+            attempts,
+        };
+        vec![count(true, "", ok), count(false, "task_failed", bad)]
     }
 
     #[test]
@@ -337,10 +335,13 @@ mod tests {
         // E-stops say nothing about the model.
         let mut o = outcomes("prod", "pick", 100, 0);
         o.extend(outcomes("cand", "pick", 100, 0));
-        o.extend(outcomes("cand", "pick", 0, 30).into_iter().map(|mut x| {
-            x.reason = "estop".into();
-            x
-        }));
+        o.push(OutcomeCount {
+            model_version: "cand".into(),
+            kind: "pick".into(),
+            success: false,
+            reason: "estop".into(),
+            attempts: 30,
+        });
         assert!(matches!(evaluate(&o, "cand", "prod", &r).0, Verdict::Promote(_)));
     }
 }

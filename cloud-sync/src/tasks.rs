@@ -330,10 +330,30 @@ pub trait TaskCatalog: Send + Sync {
     fn event_attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()>;
     /// Keeps a robot's report of an attempt (once per order).
     fn record_outcome(&self, o: &Outcome) -> anyhow::Result<()>;
-    /// Attempts reported finished at or after `since`.
-    fn outcomes_since(&self, since: u64) -> anyhow::Result<Vec<Outcome>>;
-    /// Tasks finished at or after `since` (newest first, at most `limit`).
-    fn finished_since(&self, since: u64, limit: usize) -> anyhow::Result<Vec<Task>>;
+    /// Attempts reported at or after `since`, counted by model, kind, success
+    /// and reason (counted in the database: a day of a large fleet is many rows).
+    fn outcome_counts(&self, since: u64) -> anyhow::Result<Vec<OutcomeCount>>;
+    /// Tasks completed or failed at or after `since`, counted by robot, state and reason.
+    fn finished_counts(&self, since: u64) -> anyhow::Result<Vec<FinishedCount>>;
+}
+
+/// Reported attempts of one model, kind, success and reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeCount {
+    pub model_version: String,
+    pub kind: String,
+    pub success: bool,
+    pub reason: String,
+    pub attempts: u64,
+}
+
+/// Finished tasks of one robot, outcome and reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedCount {
+    pub robot_id: String,
+    pub success: bool,
+    pub reason: String,
+    pub tasks: u64,
 }
 
 /// Creates the task tables in a SQLite catalog.
@@ -466,35 +486,42 @@ impl TaskCatalog for SqliteCatalog {
         Ok(())
     }
 
-    fn outcomes_since(&self, since: u64) -> anyhow::Result<Vec<Outcome>> {
+    fn outcome_counts(&self, since: u64) -> anyhow::Result<Vec<OutcomeCount>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT order_id, task_id, robot_id, kind, model_version, success, reason, finished_unix_ns \
-             FROM outcomes WHERE finished_unix_ns >= ?1 ORDER BY finished_unix_ns",
+            "SELECT model_version, kind, success, reason, COUNT(*) FROM outcomes WHERE finished_unix_ns >= ?1 \
+             GROUP BY model_version, kind, success, reason",
         )?;
         let rows = stmt
             .query_map([since as i64], |r| {
-                Ok(Outcome {
-                    order_id: r.get(0)?,
-                    task_id: r.get(1)?,
-                    robot_id: r.get(2)?,
-                    kind: r.get(3)?,
-                    model_version: r.get(4)?,
-                    success: r.get(5)?,
-                    reason: r.get(6)?,
-                    finished_unix_ns: r.get::<_, i64>(7)? as u64,
+                Ok(OutcomeCount {
+                    model_version: r.get(0)?,
+                    kind: r.get(1)?,
+                    success: r.get(2)?,
+                    reason: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? as u64,
                 })
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
-    fn finished_since(&self, since: u64, limit: usize) -> anyhow::Result<Vec<Task>> {
+    fn finished_counts(&self, since: u64) -> anyhow::Result<Vec<FinishedCount>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE finished_unix_ns >= ?1 ORDER BY finished_unix_ns DESC LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![since as i64, limit as i64], task_row)?.collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT COALESCE(robot_id, ''), state = 'completed', COALESCE(reason, ''), COUNT(*) FROM tasks \
+             WHERE finished_unix_ns >= ?1 AND state IN ('completed', 'failed') GROUP BY 1, 2, 3",
+        )?;
+        let rows = stmt
+            .query_map([since as i64], |r| {
+                Ok(FinishedCount {
+                    robot_id: r.get(0)?,
+                    success: r.get(1)?,
+                    reason: r.get(2)?,
+                    tasks: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 }
