@@ -524,6 +524,13 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         "Robot state messages refused (malformed or non-finite).",
         t.states_rejected.load(Relaxed) as f64,
     );
+    put(
+        &mut out,
+        "gantry_sync_robot_telemetry_refused_total",
+        "counter",
+        "Robot state messages whose non-finite or negative telemetry figures were dropped.",
+        t.telemetry_refused.load(Relaxed) as f64,
+    );
     out.push_str("# HELP gantry_sync_webhooks_total Webhook POSTs, by receiver and result.\n# TYPE gantry_sync_webhooks_total counter\n");
     for (hook, c) in [("factory", &t.webhooks), ("alerts", &s.alert_webhooks)] {
         for (result, v) in [("delivered", &c.delivered), ("failed", &c.failures)] {

@@ -556,6 +556,8 @@ pub struct TaskStats {
     pub duplicates_canceled: AtomicU64,
     pub states_received: AtomicU64,
     pub states_rejected: AtomicU64,
+    /// State messages whose telemetry had non-finite or negative figures (dropped).
+    pub telemetry_refused: AtomicU64,
     pub webhooks: Arc<crate::webhook::Counts>,
 }
 
@@ -718,21 +720,26 @@ impl Tasks {
     /// malformed message (counted; the caller logs it).
     pub async fn on_state(&self, robot: &str, payload: &[u8], now: u64) -> anyhow::Result<()> {
         self.stats.states_received.fetch_add(1, Relaxed);
-        let state: RobotState = match serde_json::from_slice(payload) {
+        let mut state: RobotState = match serde_json::from_slice(payload) {
             Ok(s) => s,
             Err(e) => {
                 self.stats.states_rejected.fetch_add(1, Relaxed);
                 anyhow::bail!("state from {robot}: {e}");
             }
         };
-        if state.robot_id != robot || !state.progress.is_finite() || !state.telemetry.is_valid() {
+        if state.robot_id != robot || !state.progress.is_finite() {
             self.stats.states_rejected.fetch_add(1, Relaxed);
             anyhow::bail!(
-                "state from {robot}: robot_id {:?}, progress {} or telemetry {:?} does not fit",
+                "state from {robot}: robot_id {:?} or progress {} does not fit",
                 state.robot_id,
-                state.progress,
-                state.telemetry
+                state.progress
             );
+        }
+        if !state.telemetry.is_valid() {
+            // The task part still counts; the bad figures are dropped, not shown.
+            self.stats.telemetry_refused.fetch_add(1, Relaxed);
+            tracing::warn!(%robot, telemetry = ?state.telemetry, "dropped non-finite or negative telemetry figures");
+            state.telemetry = state.telemetry.sanitized();
         }
         let mut out = self.lock.lock().await;
         {
@@ -1179,6 +1186,23 @@ mod tests {
                 (m.topic.clone(), what)
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn bad_telemetry_figures_are_dropped_and_the_state_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap());
+        let settings = Settings { stuck_after_ns: 60 * S, lease_s: 60, max_attempts: 2, safe_stop_grace_ns: 10 * S };
+        let t0 = crate::unix_now_ns();
+        let tasks = Tasks::new(catalog, settings, t0);
+        let mut msg: Value = serde_json::from_slice(&state("r1", "", Phase::Idle, 0.0, "running")).unwrap();
+        msg["telemetry"] = json!({"latency_p95_ms": -3.0, "disk_free_pct": 42.0});
+        tasks.on_state("r1", &serde_json::to_vec(&msg).unwrap(), t0).await.unwrap();
+        let seen = tasks.robots();
+        let t = &seen["r1"].state.telemetry;
+        assert_eq!((t.latency_p95_ms, t.disk_free_pct), (None, Some(42.0)));
+        assert_eq!(tasks.stats.telemetry_refused.load(Relaxed), 1);
+        assert_eq!(tasks.stats.states_rejected.load(Relaxed), 0);
     }
 
     /// An e-stop takes the task from its robot at once; no progress for

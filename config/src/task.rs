@@ -203,6 +203,19 @@ impl Telemetry {
             .flatten()
             .all(|v| v.is_finite() && *v >= 0.0)
     }
+
+    /// The figures that are valid; the others become absent (a bad reading
+    /// must not be shown as a number, nor cost the rest of the message).
+    pub fn sanitized(&self) -> Self {
+        let ok = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0);
+        Self {
+            latency_mean_ms: ok(self.latency_mean_ms),
+            latency_p95_ms: ok(self.latency_p95_ms),
+            net_rtt_ms: ok(self.net_rtt_ms),
+            disk_free_pct: ok(self.disk_free_pct),
+            ..self.clone()
+        }
+    }
 }
 
 /// `gantry/{robot}/state` (robot → cloud, QoS 1).
@@ -264,7 +277,9 @@ mod tests {
         assert!(ok.is_valid());
         assert!(Telemetry::default().is_valid(), "absent figures are fine");
         for bad in [f64::NAN, f64::INFINITY, -1.0] {
-            assert!(!Telemetry { net_rtt_ms: Some(bad), ..ok.clone() }.is_valid(), "{bad}");
+            let t = Telemetry { net_rtt_ms: Some(bad), ..ok.clone() };
+            assert!(!t.is_valid(), "{bad}");
+            assert_eq!(t.sanitized(), Telemetry { net_rtt_ms: None, ..ok.clone() }, "only the bad figure goes");
         }
         // A robot older than the field: the state still parses.
         let old = r#"{"header_id":1,"timestamp":"2026-12-05T00:00:00Z","version":"1","robot_id":"r","order_id":"","order_update_id":0,"task_id":"","phase":"idle","progress":0,"operating_mode":"automatic","mode":"running","health":"green","kinds":[],"errors":[],"results":[]}"#;
