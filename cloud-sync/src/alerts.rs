@@ -31,8 +31,8 @@ pub struct Condition {
     pub value: Option<f64>,
 }
 
-/// Every condition true in `snap` (and the task catalog, for stuck tasks and
-/// success over the window).
+/// Every condition true in `snap` (its robots and open tasks) and in the task
+/// catalog (success over the window).
 pub fn conditions(snap: &Snapshot, catalog: &dyn TaskCatalog, a: &Alerts, now: u64) -> anyhow::Result<Vec<Condition>> {
     let mut found = Vec::new();
     let robot = |rule: &'static str, id: &str, message: String, value: Option<f64>| Condition {
@@ -83,7 +83,7 @@ pub fn conditions(snap: &Snapshot, catalog: &dyn TaskCatalog, a: &Alerts, now: u
     }
     if a.robot_stuck.enabled {
         let limit = (a.robot_stuck.threshold * 1e9) as u64;
-        for t in catalog.open_tasks()? {
+        for t in &snap.open_tasks {
             let Some(id) = t.robot_id.as_deref() else { continue };
             if t.state == TaskState::Queued || now.saturating_sub(t.progress_unix_ns) <= limit {
                 continue;
@@ -199,13 +199,11 @@ pub struct Engine {
     journal: Arc<Journal>,
     config: Alerts,
     pending: HashMap<(&'static str, String), u64>,
-    pub fired: u64,
-    pub resolved: u64,
 }
 
 impl Engine {
     pub fn new(journal: Arc<Journal>, config: Alerts) -> Self {
-        Self { journal, config, pending: HashMap::new(), fired: 0, resolved: 0 }
+        Self { journal, config, pending: HashMap::new() }
     }
 
     fn rule(&self, name: &str) -> Option<&AlertRule> {
@@ -238,7 +236,6 @@ impl Engine {
                 value: c.value,
             };
             if let Some(alert) = self.journal.fire(&f, now)? {
-                self.fired += 1;
                 tracing::warn!(rule = %alert.rule, subject = %alert.subject, severity = %alert.severity, message = %alert.message, "alert firing");
             }
         }
@@ -247,7 +244,6 @@ impl Engine {
             if !holding.contains(&(f.rule.clone(), f.subject.clone())) {
                 let for_s = now.saturating_sub(f.fired_unix_ns) as f64 / 1e9;
                 if self.journal.resolve(f.id, now, &format!("the condition cleared after {for_s:.0} s"))?.is_some() {
-                    self.resolved += 1;
                     tracing::info!(rule = %f.rule, subject = %f.subject, "alert resolved");
                 }
             }
@@ -265,6 +261,7 @@ pub async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let engine = Arc::new(std::sync::Mutex::new(Engine::new(journal.clone(), config.alerts.clone())));
+    let config = Arc::new(config);
     let mut tick = tokio::time::interval(Duration::from_millis(config.alerts.eval_period_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_review, mut last_sample) = (0u64, 0u64);

@@ -206,7 +206,7 @@ pub struct Page<'a> {
     pub trends: &'a [TrendPoint],
     pub alerts: &'a [Alert],
     pub incidents: &'a [Entry],
-    pub open_tasks: &'a [Task],
+    pub open_tasks: &'a [&'a Task],
     pub query: &'a GridQuery,
     pub kinds: Vec<String>,
 }

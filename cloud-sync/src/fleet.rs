@@ -85,7 +85,7 @@ pub struct ModelLine {
     pub success_rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub unix_ns: u64,
     pub robots: u64,
@@ -108,6 +108,9 @@ pub struct Snapshot {
     pub top_failures: Vec<(String, u64)>,
     pub lines: Vec<RobotLine>,
     pub targets: gantry_config::cloud::Fleet,
+    /// Queued, assigned and running tasks, as read for this snapshot (the
+    /// page lists them, the stuck rule reads their progress).
+    pub open_tasks: Vec<crate::tasks::Task>,
 }
 
 impl Snapshot {
@@ -171,6 +174,17 @@ impl Fleet {
         Ok(Self { catalog, tasks, registry, targets, offline_after_ns })
     }
 
+    /// When a robot was last heard (status, log batches or state messages),
+    /// and whether it is online: heard within `ingest.offline_after_s`, and
+    /// its last word was not `offline`.
+    pub fn presence(&self, now: u64, r: &crate::store::RobotRow, seen: Option<&crate::tasks::Seen>) -> (u64, bool) {
+        let heard = seen.map_or(0, |s| s.received_unix_ns).max(r.last_seen_unix_ns);
+        let online = now.saturating_sub(heard) < self.offline_after_ns
+            && r.state != "offline"
+            && !seen.is_some_and(|s| s.offline);
+        (heard, online)
+    }
+
     pub fn snapshot(&self, now: u64) -> anyhow::Result<Snapshot> {
         let seen = self.tasks.robots();
         let today = now - now % DAY_NS;
@@ -193,10 +207,7 @@ impl Fleet {
         let mut lines = Vec::new();
         for r in self.catalog.robots()? {
             let s = seen.get(&r.robot_id);
-            let heard = s.map_or(0, |s| s.received_unix_ns).max(r.last_seen_unix_ns);
-            let online = now.saturating_sub(heard) < self.offline_after_ns
-                && r.state != "offline"
-                && !s.is_some_and(|s| s.offline);
+            let (heard, online) = self.presence(now, &r, s);
             let t = s.map(|s| &s.state.telemetry);
             let (state, mode) = match (online, s) {
                 (false, _) => ("offline".to_string(), "offline".to_string()),
@@ -261,6 +272,7 @@ impl Fleet {
             top_failures,
             lines,
             targets: self.targets.clone(),
+            open_tasks: open,
         })
     }
 

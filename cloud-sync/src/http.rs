@@ -37,7 +37,6 @@ pub struct AppState {
     pub upload_now_ns: u64,
     /// With a credentials file, uploads need the robot's own HTTP Basic login.
     pub creds: RobotCredentials,
-    pub offline_after_ns: u64,
     pub started: std::time::Instant,
 }
 
@@ -154,14 +153,14 @@ fn robot_list(s: &AppState) -> anyhow::Result<Vec<serde_json::Value>> {
         .robots()?
         .into_iter()
         .map(|r| {
-            let recent = now.saturating_sub(r.last_seen_unix_ns) < s.offline_after_ns;
+            let (_, online) = s.fleet.presence(now, &r, seen.get(&r.robot_id));
             let state = seen.get(&r.robot_id).map(|t| &t.state);
             json!({
                 "task": state.and_then(|t| (!t.task_id.is_empty()).then(|| t.task_id.clone())),
                 "idle": state.is_some_and(|t| t.phase == gantry_config::task::Phase::Idle),
                 "health": state.map(|t| t.health.clone()),
                 "robot_id": r.robot_id,
-                "online": recent && r.state != "offline",
+                "online": online,
                 "last_seen": r.last_seen_unix_ns as f64 / 1e9,
                 "last_seen_unix_ns": r.last_seen_unix_ns,
                 "mode": r.mode,
@@ -659,19 +658,15 @@ async fn ui_cancel_task(
 
 async fn page(State(s): State<Arc<AppState>>, Query(query): Query<crate::dashboard::GridQuery>) -> Response {
     let now = crate::unix_now_ns();
-    let gathered = s.fleet.snapshot(now).and_then(|snap| {
-        Ok((
-            snap,
-            s.fleet.trends(now)?,
-            s.journal.alerts(200)?,
-            s.journal.entries(0, 100)?,
-            s.tasks.catalog().open_tasks()?,
-        ))
-    });
-    let (snap, trends, alerts, incidents, mut open) = match gathered {
+    let gathered = s
+        .fleet
+        .snapshot(now)
+        .and_then(|snap| Ok((snap, s.fleet.trends(now)?, s.journal.alerts(200)?, s.journal.entries(0, 100)?)));
+    let (snap, trends, alerts, incidents) = match gathered {
         Ok(v) => v,
         Err(e) => return internal(e),
     };
+    let mut open: Vec<&crate::tasks::Task> = snap.open_tasks.iter().collect();
     open.sort_by_key(|t| (t.priority.rank(), t.created_unix_ns));
     let mut kinds: Vec<String> = s.tasks.robots().into_values().flat_map(|r| r.state.kinds).collect();
     kinds.sort();

@@ -253,7 +253,6 @@ impl Service {
             lake_root: lake::lake_root(&prefix),
             upload_now_ns: u64::from(config.uploads.window_hours) * 3_600_000_000_000,
             creds,
-            offline_after_ns: config.ingest.offline_after_s * 1_000_000_000,
             started: std::time::Instant::now(),
         });
         {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -328,15 +328,6 @@ impl Journal {
             params![candidate, verdict, now as i64],
         )?;
         Ok(())
-    }
-
-    /// When the candidate's verdict was given, if it was.
-    pub fn verdict(&self, candidate: &str) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row("SELECT verdict FROM ab_tests WHERE candidate = ?1", [candidate], |r| r.get(0))
-            .optional()?
-            .flatten())
     }
 }
 

@@ -74,7 +74,8 @@ pub struct Executor {
     pub dirty: bool,
     events: Vec<TaskEvent>,
     /// The dashboard's figures, refreshed by the uplink before each state
-    /// message; its model version also marks each result.
+    /// message; its model version (kept current by the uplink) also marks
+    /// each result.
     pub telemetry: Telemetry,
 }
 
@@ -106,7 +107,7 @@ impl Executor {
             header_id: 0,
             dirty: true,
             events: Vec::new(),
-            telemetry: Telemetry { site: config.robot.site.clone(), ..Telemetry::default() },
+            telemetry: Telemetry::default(),
         }
     }
 

@@ -210,7 +210,7 @@ fn note_rtt(rtt_us: &AtomicU64, rtt: Duration) {
 }
 
 /// The dashboard's figures for the next state message.
-fn telemetry(cx: &Context, view: &crate::status::View) -> gantry_config::task::Telemetry {
+fn telemetry(cx: &Context, view: &crate::status::View, site: &str) -> gantry_config::task::Telemetry {
     let p = &cx.pipeline;
     let ms = |ns: u64| (ns > 0).then(|| ns as f64 / 1e6);
     let (free, total) = {
@@ -220,7 +220,7 @@ fn telemetry(cx: &Context, view: &crate::status::View) -> gantry_config::task::T
     let rtt = cx.sync.rtt_us.load(Relaxed);
     gantry_config::task::Telemetry {
         model_version: cx.model.borrow().version.clone(),
-        site: String::new(),
+        site: site.to_string(),
         latency_mean_ms: ms(p.latency_mean_ns.load(Relaxed)),
         latency_p95_ms: ms(p.latency_p95_ns.load(Relaxed)),
         net_rtt_ms: (rtt > 0).then(|| rtt as f64 / 1e3),
@@ -289,6 +289,8 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
     let (started, mut ever_connected) = (Instant::now(), false);
     let mut model_gone = false;
     let mut executor = Executor::open(&config);
+    // Results name the model that ran them: kept current as models change.
+    executor.telemetry.model_version = cx.model.borrow().version.clone();
     let mut last_contact = gantry_hal::clock::monotonic_ns();
     let mut last_state = Instant::now();
     // When each packet id went out, for the broker round trip.
@@ -298,6 +300,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
             _ = stopped.wait_for(|s| *s) => break,
             changed = cx.model.changed(), if !model_gone => {
                 model_gone = changed.is_err();
+                executor.telemetry.model_version = cx.model.borrow().version.clone();
                 if !model_gone && connected && publish_status(&client, &robot, &cx) {
                     window.unassigned.push_back(None);
                 }
@@ -312,9 +315,8 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     executor.sample(&cx.pipeline, fault, now.saturating_sub(last_contact), now, gantry_hal::clock::unix_ns());
                     tasks_to_recorder(&mut executor, link);
                     *link.view.task.lock().unwrap_or_else(|e| e.into_inner()) = executor.current();
-                    let fresh = telemetry(&cx, &link.view);
-                    executor.telemetry = gantry_config::task::Telemetry { site: executor.telemetry.site.clone(), ..fresh };
                     if connected && (executor.dirty || last_state.elapsed() >= STATE_EVERY) {
+                        executor.telemetry = telemetry(&cx, &link.view, &config.robot.site);
                         if publish_state(&client, &robot, &mut executor, &cx.pipeline, link.view.light()) {
                             window.unassigned.push_back(None);
                         }
