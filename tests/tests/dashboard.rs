@@ -56,15 +56,22 @@ fn finished_task(catalog: &dyn TaskCatalog, id: &str, kind: &str, robot: &str, a
     let new = NewTask::from_json(&serde_json::json!({"id": id, "kind": kind}), at).unwrap();
     let (mut t, created) = catalog.insert_task(&new, at).unwrap();
     assert!(created);
-    t.state = if ok { TaskState::Completed } else { TaskState::Failed };
-    t.robot_id = Some(robot.into());
-    t.attempts = 1;
-    t.started_unix_ns = Some(at.saturating_sub(20 * NS));
-    t.finished_unix_ns = Some(at);
-    t.success = Some(ok);
-    t.reason = (!ok).then(|| reason.to_string());
-    t.progress = 1.0;
-    assert!(catalog.save_task(&mut t, &[], at).unwrap());
+    // The service's scheduler may assign the new task first (its rev moves
+    // on): read it again and finish it then.
+    loop {
+        t.state = if ok { TaskState::Completed } else { TaskState::Failed };
+        t.robot_id = Some(robot.into());
+        t.attempts = 1;
+        t.started_unix_ns = Some(at.saturating_sub(20 * NS));
+        t.finished_unix_ns = Some(at);
+        t.success = Some(ok);
+        t.reason = (!ok).then(|| reason.to_string());
+        t.progress = 1.0;
+        if catalog.save_task(&mut t, &[], at).unwrap() {
+            return;
+        }
+        t = catalog.task(id).unwrap().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
