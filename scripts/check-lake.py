@@ -1,53 +1,103 @@
 #!/usr/bin/env python3
-"""Reads a Gantry lake export back with DuckDB and checks every partition's row
-count against what the exporter recorded writing (DIR/_gantry_lake.sqlite).
+"""Reads a Gantry lake export back with DuckDB, polars and Spark, every table,
+every column, and checks each (table, date, robot) partition's row count
+against the exporter's file list (DIR/_gantry_lake.sqlite, live files only).
+No reader gets options beyond Hive partitioning.
 
-    python3 -m pip install duckdb
+    GANTRY_LAKE_PYTHON=$(scripts/lake-python.sh)
     ./target/release/gantry-sync lake export --out /tmp/lake
-    python3 scripts/check-lake.py /tmp/lake
+    $GANTRY_LAKE_PYTHON scripts/check-lake.py /tmp/lake [duckdb polars spark]
 
-Exit 0 when every (table, date, robot) partition matches; 1 otherwise.
+Prints "ENGINE: every table matches" per engine; exit 0 when all do.
 """
 
 import collections
+import os
 import sqlite3
 import sys
 
-import duckdb
-
-TABLES = ["episodes", "actions", "incidents", "health", "frames"]
+TABLES = ["tasks", "observations", "actions", "frames", "incidents", "health"]
 
 
-def main(lake: str) -> int:
-    expected = collections.Counter()
+def expected_rows(lake):
+    want = collections.Counter()
     state = sqlite3.connect(f"file:{lake}/_gantry_lake.sqlite?mode=ro", uri=True)
-    for table, partition, rows in state.execute("SELECT table_name, partition, rows FROM files"):
-        expected[(table, partition)] += rows
+    query = "SELECT table_name, partition, rows FROM files WHERE superseded_by IS NULL"
+    for table, partition, rows in state.execute(query):
+        date, robot = (kv.split("=", 1)[1] for kv in partition.split("/"))
+        want[(table, date, robot)] += rows
+    return want
 
-    found = collections.Counter()
-    flagged = collections.Counter()
-    for table in TABLES:
-        if not any(t == table for t, _ in expected):
-            continue
-        query = f"""
-            SELECT date, robot, count(*), count(*) FILTER (WHERE len(flags) > 0)
-            FROM read_parquet('{lake}/{table}/*/*/*.parquet', hive_partitioning = true)
-            GROUP BY ALL"""
-        for date, robot, rows, bad in duckdb.sql(query).fetchall():
-            found[(table, f"date={date}/robot={robot}")] += rows
-            flagged[(table, f"date={date}/robot={robot}")] += bad
 
-    print(f"{'table':<10} {'partition':<36} {'rows':>8} {'flagged':>8} {'expected':>8}")
-    wrong = 0
-    for key in sorted(set(expected) | set(found)):
-        mark = "" if expected[key] == found[key] else "  MISMATCH"
-        wrong += bool(mark)
-        print(f"{key[0]:<10} {key[1]:<36} {found[key]:>8} {flagged[key]:>8} {expected[key]:>8}{mark}")
-    print(f"{len(expected)} partitions, {sum(found.values())} rows, {wrong} mismatched")
-    return 1 if wrong or not expected else 0
+def with_duckdb(lake, table):
+    import duckdb
+
+    glob = f"{lake}/{table}/*/*/*.parquet"
+    rel = duckdb.sql(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+    rel.fetchall()  # every column decodes
+    rows = duckdb.sql(
+        f"SELECT CAST(date AS VARCHAR), robot, count(*) FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY ALL"
+    ).fetchall()
+    return {(table, d, r): n for d, r, n in rows}
+
+
+def with_polars(lake, table):
+    import polars as pl
+
+    df = pl.scan_parquet(f"{lake}/{table}/**/*.parquet", hive_partitioning=True).collect()
+    counts = df.group_by(pl.col("date").cast(pl.Utf8), pl.col("robot").cast(pl.Utf8)).len()
+    return {(table, d, r): n for d, r, n in counts.iter_rows()}
+
+
+_spark = None
+
+
+def with_spark(lake, table):
+    global _spark
+    if _spark is None:
+        from pyspark.sql import SparkSession
+
+        _spark = (
+            SparkSession.builder.master("local[1]")
+            .appName("gantry-check-lake")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate()
+        )
+        _spark.sparkContext.setLogLevel("ERROR")
+    df = _spark.read.parquet(f"{lake}/{table}")
+    df.collect()  # every column decodes
+    out = {}
+    for row in df.groupBy("date", "robot").count().collect():
+        out[(table, str(row["date"]), str(row["robot"]))] = row["count"]
+    return out
+
+
+ENGINES = {"duckdb": with_duckdb, "polars": with_polars, "spark": with_spark}
+
+
+def main(lake, engines):
+    want = expected_rows(lake)
+    if not want:
+        print("no files in the export's list")
+        return 1
+    failed = 0
+    for engine in engines:
+        found = {}
+        for table in TABLES:
+            if os.path.isdir(os.path.join(lake, table)):
+                found.update(ENGINES[engine](lake, table))
+        wrong = [(k, found.get(k, 0), want.get(k, 0)) for k in sorted(set(want) | set(found)) if found.get(k, 0) != want.get(k, 0)]
+        for key, got, expected in wrong:
+            print(f"{engine}: {'/'.join(key)}: {got} rows, the file list says {expected}")
+        if wrong:
+            failed += 1
+        else:
+            print(f"{engine}: every table matches ({sum(found.values())} rows in {len(found)} partitions)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2:] or list(ENGINES)))

@@ -284,7 +284,8 @@ async fn lake_files(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> R
     match s.lake.files_since(cursor, limit) {
         Ok(files) => {
             let next = files.last().map_or(cursor, |f| f.id);
-            Json(json!({"files": files, "next_cursor": next.to_string()})).into_response()
+            Json(json!({"files": files, "next_cursor": next.to_string(), "schema_version": crate::lake::schema::SCHEMA_VERSION}))
+                .into_response()
         }
         Err(e) => internal(e),
     }
@@ -296,6 +297,9 @@ async fn lake_file(State(s): State<Arc<AppState>>, Path(id): Path<u64>) -> Respo
         Ok(None) => return (StatusCode::NOT_FOUND, "no such file\n").into_response(),
         Err(e) => return internal(e),
     };
+    if let Some(by) = file.superseded_by {
+        return (StatusCode::GONE, format!("compacted into file {by}\n")).into_response();
+    }
     let key = object_store::path::Path::from(format!("{}/{}", s.lake_root, file.path));
     match s.store.get(&key).await {
         Ok(got) => match got.bytes().await {

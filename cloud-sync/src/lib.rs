@@ -189,6 +189,15 @@ impl Service {
                             tracing::error!(error = %format!("{e:#}"), "lake export failed; retrying next period")
                         }
                     }
+                    // Today's partitions still grow; earlier days are done.
+                    let today = lake::rows::date_of(unix_now_ns());
+                    match exporter.compact(&today).await {
+                        Ok(files) if !files.is_empty() => tracing::info!(files = files.len(), "lake compaction"),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "lake compaction failed; retrying next period")
+                        }
+                    }
                 }
             }));
         }

@@ -145,7 +145,9 @@ fn lake_export(out: &std::path::Path, config: Option<PathBuf>) -> anyhow::Result
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let files = runtime.block_on(exporter.run())?;
     let rows: u64 = files.iter().map(|f| f.rows).sum();
-    println!("{} files, {rows} rows in {}", files.len(), out.display());
+    // A one-off export is complete: every day's partitions are merged.
+    let compacted = runtime.block_on(exporter.compact("9999-12-31"))?;
+    println!("{} files, {rows} rows in {}; {} partitions compacted", files.len(), out.display(), compacted.len());
     Ok(())
 }
 

@@ -14,12 +14,13 @@
 
 use std::collections::HashMap;
 
-use gantry_config::records::{ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg};
+use gantry_config::records::{ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg};
 
 /// What a batch holds, parsed.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub control: Vec<ControlMsg>,
+    pub joints: Vec<JointStateMsg>,
     pub frames: Vec<FrameMsg>,
     pub incidents: Vec<IncidentMsg>,
     pub episodes: Vec<EpisodeMsg>,
@@ -94,6 +95,7 @@ impl Parsed {
         }
         let ok = match topic {
             "/control" => json(&m.data).map(|v| self.control.push(v)),
+            "/joint_states" => json(&m.data).map(|v| self.joints.push(v)),
             "/frames" => json(&m.data).map(|v| self.frames.push(v)),
             "/incidents" => json(&m.data).map(|v| self.incidents.push(v)),
             "/episodes" => json(&m.data).map(|v| self.episodes.push(v)),
@@ -120,11 +122,16 @@ fn json<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
 pub struct Limits {
     pub max_abs_joint_rad: f32,
     pub max_motor_temp_c: f32,
+    pub max_goal_step_rad: f32,
 }
 
 impl From<&gantry_config::cloud::Quality> for Limits {
     fn from(q: &gantry_config::cloud::Quality) -> Self {
-        Self { max_abs_joint_rad: q.max_abs_joint_rad, max_motor_temp_c: q.max_motor_temp_c }
+        Self {
+            max_abs_joint_rad: q.max_abs_joint_rad,
+            max_motor_temp_c: q.max_motor_temp_c,
+            max_goal_step_rad: q.max_goal_step_rad,
+        }
     }
 }
 
@@ -135,6 +142,92 @@ pub const UNHEALTHY: &str = "robot_unhealthy";
 pub const VIDEO: &str = "video_corrupted";
 pub const MALFORMED: &str = "malformed_messages";
 
+// Row flags: what happened on one row (a tick, a frame, a task). The lake's
+// rows carry these; a task carries its own and those of the rows inside it.
+pub const REJECTED: &str = "rejected";
+pub const STOPPED: &str = "stopped";
+pub const LINK_DOWN: &str = "link_down";
+pub const OUTLIER: &str = "action_outlier";
+pub const LATE: &str = "late";
+pub const INFERENCE_FAILED: &str = "inference_failed";
+pub const STALE: &str = "stale_joint_state";
+pub const TRUNCATED: &str = "truncated";
+
+/// A joint state older than this when the tick read it is stale: two control
+/// ticks at 100 Hz. (The governor refuses to act on one past
+/// `governor.command_max_age_ms`; this flags the data well before that.)
+pub const STALE_JOINT_STATE_NS: u64 = 20_000_000;
+
+/// The governor checks that fail when the firmware link is down.
+const LINK_CHECKS: [&str; 2] = ["firmware_link", "joint_state_fresh"];
+
+/// Flags of one action; `prev` is the previous tick's action in the batch.
+pub fn action_flags(c: &ControlMsg, prev: Option<&ControlMsg>, l: &Limits) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if prev.is_some_and(|p| c.unix_ns <= p.unix_ns) {
+        f.push(TIMESTAMPS);
+    }
+    if !action_in_bounds(c, l) {
+        f.push(BOUNDS);
+    }
+    let jump = prev.is_some_and(|p| {
+        p.goal_rad.len() == c.goal_rad.len()
+            && p.goal_rad.iter().zip(&c.goal_rad).any(|(a, b)| (b - a).abs() > l.max_goal_step_rad)
+    });
+    if jump {
+        f.push(OUTLIER);
+    }
+    if !c.approved {
+        f.push(REJECTED);
+    }
+    if c.rejected_by.iter().any(|r| LINK_CHECKS.contains(&r.as_str())) {
+        f.push(LINK_DOWN);
+    }
+    if !matches!(c.mode.as_str(), "running" | "degraded") {
+        f.push(STOPPED);
+    }
+    f
+}
+
+/// Flags of one joint state.
+pub fn joint_state_flags(j: &JointStateMsg, prev: Option<&JointStateMsg>) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if prev.is_some_and(|p| j.unix_ns <= p.unix_ns) {
+        f.push(TIMESTAMPS);
+    }
+    if j.age_ns > STALE_JOINT_STATE_NS {
+        f.push(STALE);
+    }
+    f
+}
+
+/// Flags of one inference.
+pub fn frame_flags(fr: &FrameMsg, prev: Option<&FrameMsg>) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if prev.is_some_and(|p| fr.unix_ns <= p.unix_ns) {
+        f.push(TIMESTAMPS);
+    }
+    if fr.late {
+        f.push(LATE);
+    }
+    if !fr.ok {
+        f.push(INFERENCE_FAILED);
+    }
+    f
+}
+
+/// Flags of one health snapshot.
+pub fn health_flags(h: &serde_json::Value, l: &Limits) -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if !health_ok(h, l) {
+        f.push(UNHEALTHY);
+    }
+    if h["link_alive"].as_bool() == Some(false) {
+        f.push(LINK_DOWN);
+    }
+    f
+}
+
 pub fn action_in_bounds(c: &ControlMsg, l: &Limits) -> bool {
     c.command_rad.iter().chain(&c.goal_rad).all(|q| q.is_finite() && q.abs() <= l.max_abs_joint_rad)
 }
@@ -144,11 +237,14 @@ pub fn episode_flags(e: &EpisodeMsg, incidents: &[IncidentMsg]) -> Vec<&'static 
     let inside = incidents.iter().any(|i| (e.start_unix_ns..=e.end_unix_ns).contains(&i.unix_ns));
     let contradicts =
         if e.success { e.rejects > 0 || inside } else { e.failure_reason.as_deref().is_none_or(str::is_empty) };
+    let mut f = Vec::new();
     if contradicts {
-        vec![LABEL]
-    } else {
-        Vec::new()
+        f.push(LABEL);
     }
+    if e.failure_reason.as_deref() == Some("interrupted") {
+        f.push(TRUNCATED);
+    }
+    f
 }
 
 pub fn health_ok(h: &serde_json::Value, l: &Limits) -> bool {
@@ -203,7 +299,7 @@ pub fn batch_flags(p: &Parsed, l: &Limits) -> Vec<String> {
     if !p.control.iter().all(|c| action_in_bounds(c, l)) {
         flags.push(BOUNDS);
     }
-    if p.episodes.iter().any(|e| !episode_flags(e, &p.incidents).is_empty()) {
+    if p.episodes.iter().any(|e| episode_flags(e, &p.incidents).contains(&LABEL)) {
         flags.push(LABEL);
     }
     if !p.health.iter().all(|h| health_ok(h, l)) {
@@ -321,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_costs_its_frames_only_and_is_flagged() {
-        let limits = Limits { max_abs_joint_rad: 3.2, max_motor_temp_c: 80.0 };
+        let limits = Limits { max_abs_joint_rad: 3.2, max_motor_temp_c: 80.0, max_goal_step_rad: 0.5 };
         let (whole, chunks) = segment(3);
         assert_eq!(chunks.len(), 3);
         let p = parse(&whole).unwrap();

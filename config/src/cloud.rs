@@ -241,11 +241,14 @@ pub struct Quality {
     pub max_abs_joint_rad: f32,
     /// A motor hotter than this makes the robot unhealthy.
     pub max_motor_temp_c: f32,
+    /// A policy goal that moves a joint further than this from the previous
+    /// tick's goal is an outlier.
+    pub max_goal_step_rad: f32,
 }
 
 impl Default for Quality {
     fn default() -> Self {
-        Self { max_abs_joint_rad: std::f32::consts::PI, max_motor_temp_c: 80.0 }
+        Self { max_abs_joint_rad: std::f32::consts::PI, max_motor_temp_c: 80.0, max_goal_step_rad: 0.5 }
     }
 }
 
@@ -450,5 +453,6 @@ impl CloudConfig {
         c.range_f64("quality.max_abs_joint_rad", f64::from(self.quality.max_abs_joint_rad), 0.01..=100.0);
         c.range("lake.export_period_s", self.lake.export_period_s, 1..=86_400);
         c.range_f64("quality.max_motor_temp_c", f64::from(self.quality.max_motor_temp_c), 0.0..=300.0);
+        c.range_f64("quality.max_goal_step_rad", f64::from(self.quality.max_goal_step_rad), 0.001..=100.0);
     }
 }

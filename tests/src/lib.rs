@@ -107,6 +107,18 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
     }
 }
 
+/// The Python with the lake's readers (DuckDB, polars, PySpark):
+/// `GANTRY_LAKE_PYTHON`, which `scripts/test` sets from `scripts/lake-python.sh`.
+pub fn lake_python() -> String {
+    match std::env::var("GANTRY_LAKE_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "GANTRY_LAKE_PYTHON is not set: run the tests with scripts/test, or set it to the python \
+             that scripts/lake-python.sh prints"
+        ),
+    }
+}
+
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

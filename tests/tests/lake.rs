@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_config::records::{CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, Time};
+use gantry_config::records::{CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg, Time};
 use gantry_config::wire::{BatchKind, DAY_NS};
 use gantry_edge::record::batch::Batcher;
-use gantry_edge::record::{CH_CONTROL, CH_EPISODES, CH_FRAMES, CH_HEALTH, CH_IMAGES, CH_INCIDENTS};
+use gantry_edge::record::{CH_CONTROL, CH_EPISODES, CH_FRAMES, CH_HEALTH, CH_IMAGES, CH_INCIDENTS, CH_JOINTS};
 use gantry_sync::ingest::{Ingest, IngestStats};
 use gantry_sync::lake::{Exporter, LakeState};
 use gantry_sync::quality;
@@ -75,6 +75,16 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
             command_gripper: 0.5,
         };
         b.add(CH_CONTROL, t, &json(&c)).unwrap();
+        let j = JointStateMsg {
+            boot_id: "boot-1".into(),
+            task_id: None,
+            unix_ns: t,
+            mono_ns: i,
+            age_ns: 1_000_000,
+            positions_rad: vec![0.3; 6],
+            velocities_rad_s: vec![0.0; 6],
+        };
+        b.add(CH_JOINTS, t, &json(&j)).unwrap();
     }
     for f in 0..FRAMES {
         let t = t0 + f * 33_000_000 + 1;
@@ -165,14 +175,20 @@ fn injected(robot: usize, day: u64) -> Fault {
     }
 }
 
-fn expected_flag(f: Fault) -> Option<&'static str> {
+/// The batch's flag (the catalog's) for a fault.
+fn batch_flag(f: Fault) -> Option<&'static str> {
+    expected_flag(f).map(|f| f[0])
+}
+
+/// The flags of the day's task for a fault.
+fn expected_flag(f: Fault) -> Option<&'static [&'static str]> {
     match f {
         Fault::None => None,
-        Fault::OutOfOrder => Some(quality::TIMESTAMPS),
-        Fault::OutOfBounds => Some(quality::BOUNDS),
-        Fault::LabelContradicts => Some(quality::LABEL),
-        Fault::Unhealthy => Some(quality::UNHEALTHY),
-        Fault::CorruptImage => Some(quality::VIDEO),
+        Fault::OutOfOrder => Some(&[quality::TIMESTAMPS]),
+        Fault::OutOfBounds => Some(&[quality::BOUNDS, quality::OUTLIER]),
+        Fault::LabelContradicts => Some(&[quality::LABEL]),
+        Fault::Unhealthy => Some(&[quality::UNHEALTHY]),
+        Fault::CorruptImage => Some(&[quality::VIDEO]),
     }
 }
 
@@ -225,7 +241,7 @@ async fn a_week_is_flagged_exported_and_read_back() {
             let fault = injected(r, day);
             let seq = day + 1;
             ingest.handle(&format!("gantry/{robot}/logs"), &day_batch(&robot, day, seq, fault)).await.unwrap();
-            expected.insert((robot.clone(), seq), expected_flag(fault));
+            expected.insert((robot.clone(), seq), batch_flag(fault));
         }
     }
     assert_eq!(ingest.stats.stored.load(std::sync::atomic::Ordering::Relaxed), (ROBOTS as u64) * DAYS);
@@ -259,42 +275,53 @@ async fn a_week_is_flagged_exported_and_read_back() {
             let date = format!("date=2026-11-{:02}/robot=robot-{r}", 16 + day);
             let count = |t: &str| rows.get(&(t.to_string(), date.clone())).copied().unwrap_or(0);
             assert_eq!(count("actions"), TICKS as usize, "{date}");
+            assert_eq!(count("observations"), TICKS as usize, "{date}");
             assert_eq!(count("frames"), FRAMES as usize, "{date}");
-            assert_eq!(count("episodes"), 1, "{date}");
+            assert_eq!(count("tasks"), 1, "{date}");
             assert_eq!(count("health"), 1, "{date}");
             let incidents = usize::from(injected(r, day) == Fault::LabelContradicts);
             assert_eq!(count("incidents"), incidents, "{date}");
         }
     }
-    // The flags travel with the rows: each spoiled day's episode carries its
-    // flag (collected while unhealthy, out of order, …), the clean ones none.
-    let mut flagged = read_flags(&out, "episodes");
+    // The flags travel with the rows: each spoiled day's task carries the
+    // flags of what happened inside it (or, for damage that cannot be pinned
+    // on a row, in its batch), the clean ones none.
+    let mut flagged = read_flags(&out, "tasks");
     flagged.sort();
     let mut want: Vec<(String, Vec<String>)> = (0..ROBOTS)
         .flat_map(|r| (0..DAYS).map(move |d| (r, d)))
-        .filter_map(|(r, d)| expected_flag(injected(r, d)).map(|f| (format!("robot-{r}"), vec![f.to_string()])))
+        .filter_map(|(r, d)| {
+            let mut f: Vec<String> = expected_flag(injected(r, d))?.iter().map(|s| s.to_string()).collect();
+            f.sort();
+            Some((format!("robot-{r}"), f))
+        })
         .collect();
     want.sort();
     assert_eq!(flagged, want);
-    // Actions: only the out-of-bounds day's rows say so, all of its rows (the batch's flag).
-    let actions_oob =
-        read_flags(&out, "actions").into_iter().filter(|(_, f)| f.iter().any(|x| x == quality::BOUNDS)).count();
-    assert_eq!(actions_oob, TICKS as usize);
-    // Frames point at their image: the recording segment and the image's log time there.
+    // Actions: the out-of-bounds tick says so, alone; the goal's jump there
+    // and back makes it and the next tick outliers.
+    let actions = read_flags(&out, "actions");
+    let count = |flag: &str| actions.iter().filter(|(_, f)| f.iter().any(|x| x == flag)).count();
+    assert_eq!(count(quality::BOUNDS), 1, "{actions:?}");
+    assert_eq!(count(quality::OUTLIER), 2, "{actions:?}");
+    assert_eq!(count(quality::TIMESTAMPS), 1, "the tick logged before its predecessor: {actions:?}");
+    assert_eq!(actions.len(), 3, "no other action is flagged: {actions:?}");
+    // Frames: their capture time and the recording segment they were in.
     for file in walk(&out.join("frames")) {
         use arrow_array::cast::AsArray;
-        use arrow_array::types::{TimestampNanosecondType, UInt64Type};
+        use arrow_array::types::TimestampMicrosecondType;
         let reader =
             ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap()).unwrap().build().unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let robot = batch.column_by_name("robot_id").unwrap().as_string::<i32>().clone();
-            let time = batch.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>().clone();
-            let image = batch.column_by_name("image_log_time_ns").unwrap().as_primitive::<UInt64Type>().clone();
-            let segment = batch.column_by_name("edge_segment_id").unwrap().as_string::<i32>().clone();
+            let time = batch.column_by_name("time").unwrap().as_primitive::<TimestampMicrosecondType>().clone();
+            let capture =
+                batch.column_by_name("capture_time").unwrap().as_primitive::<TimestampMicrosecondType>().clone();
+            let segment = batch.column_by_name("recording_id").unwrap().as_string::<i32>().clone();
             for i in 0..batch.num_rows() {
-                assert_eq!(image.value(i), time.value(i) as u64 - 9_000_000, "capture = done - latency");
-                let day = (time.value(i) as u64 - WEEK_START) / DAY_NS;
+                assert_eq!(capture.value(i), time.value(i) - 9_000, "capture = done - latency, in µs");
+                let day = (time.value(i) as u64 * 1000 - WEEK_START) / DAY_NS;
                 assert_eq!(segment.value(i), format!("{}-seg-{day}", robot.value(i)));
             }
         }
@@ -321,8 +348,49 @@ async fn a_week_is_flagged_exported_and_read_back() {
     ingest.handle("gantry/robot-0/logs", &day_batch("robot-0", 6, 100, Fault::None)).await.unwrap();
     let new = exporter.run().await.unwrap();
     let added: u64 = new.iter().map(|f| f.rows).sum();
-    assert_eq!(added, TICKS + FRAMES + 1 + 1);
-    assert_eq!(rows_on_disk(&out).values().sum::<usize>(), before + added as usize);
+    assert_eq!(added, 2 * TICKS + FRAMES + 1 + 1);
+    let after = rows_on_disk(&out);
+    assert_eq!(after.values().sum::<usize>(), before + added as usize);
+
+    // Compaction: robot-0's last day now has two files per table; merged
+    // into one each, with every row kept and the merged files gone.
+    let files_in = |t: &str| walk(&out.join(t).join(format!("date={}", day_date(6))).join("robot=robot-0")).len();
+    assert_eq!(files_in("actions"), 2);
+    let merged = exporter.compact("9999-12-31").await.unwrap();
+    assert_eq!(merged.len(), new.len(), "one merged file per table the new batch touched: {merged:?}");
+    assert!(merged.iter().all(|f| f.replaces.len() == 2 && f.schema_version == 2 && f.sha256.len() == 64));
+    assert_eq!(files_in("actions"), 1);
+    assert_eq!(rows_on_disk(&out), after, "compaction keeps every row");
+    assert!(exporter.compact("9999-12-31").await.unwrap().is_empty(), "nothing left to merge");
+    let listed = state.files_since(0, 10_000).unwrap();
+    let live: u64 = listed.iter().filter(|f| f.superseded_by.is_none()).map(|f| f.rows).sum();
+    assert_eq!(live as usize, after.values().sum::<usize>(), "the file list's live rows are the lake's");
+    for f in listed.iter().filter(|f| f.superseded_by.is_none()) {
+        let bytes = std::fs::read(out.join(&f.path)).unwrap();
+        use sha2::Digest as _;
+        let hex: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, f.sha256, "{}", f.path);
+    }
+
+    // Every table reads back in DuckDB, polars and Spark with no options but
+    // Hive partitioning, with exactly the rows the file list says.
+    readers_agree(&out);
+}
+
+fn day_date(day: u64) -> String {
+    gantry_sync::lake::rows::date_of(WEEK_START + day * DAY_NS)
+}
+
+/// Runs `scripts/check-lake.py` (DuckDB, polars, Spark) on an export.
+fn readers_agree(dir: &std::path::Path) {
+    let python = gantry_tests::lake_python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check-lake.py");
+    let out = std::process::Command::new(python).arg(script).arg(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "check-lake.py failed:\n{text}");
+    for engine in ["duckdb", "polars", "spark"] {
+        assert!(text.contains(&format!("{engine}: every table matches")), "{engine} did not confirm:\n{text}");
+    }
 }
 
 /// (robot, flags) of every row of `table` whose flags are not empty.

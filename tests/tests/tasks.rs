@@ -329,7 +329,7 @@ async fn sixty_tasks_of_mixed_priority_on_three_robots() {
     // Every lake row carries the boot that made it, and rows made during a
     // task carry its id: one boot per robot here, and the tasks' ids.
     let lake = dir.path().join("cloud/objects/lake");
-    for table in ["actions", "frames", "episodes"] {
+    for table in ["actions", "frames", "tasks", "observations"] {
         let (boots, tasks) = keys_of(&lake.join(table));
         assert_eq!(boots.len(), 3, "{table}: one boot per robot: {boots:?}");
         assert!(!tasks.is_empty() && tasks.iter().all(|t| by_id.contains_key(t.as_str())), "{table}: {tasks:?}");

@@ -3,38 +3,31 @@
 //! (contract: Files), written incrementally: each run takes the batches stored
 //! since the last one (by catalog cursor) and adds files for them only. A run
 //! cut short rewrites the same file names, so re-running never duplicates rows.
+//! Past days' partitions are then compacted into one file each.
 //!
-//! Tables: `episodes`, `actions`, `incidents`, `health`, `frames`. A frame row
-//! is the inference's metadata plus where its image is: `edge_segment_id`
-//! names the robot's recording segment, uploaded in bulk as
-//! `segments/robot=ID/date=…/SEGMENT.mcap`, and `image_log_time_ns` the log
-//! time of its `/camera/image` message there (when the recorder kept that
-//! frame's image). The bulk segments themselves are not turned into rows: the
-//! log batches already carry every message they hold except the images. Every
-//! row carries its batch's quality `flags`; episodes add their own.
+//! Tables and columns: [`schema`] and `docs/LAKE.md`. Every row carries
+//! `robot_id`, `boot_id` (`seq` and `frame_seq` restart with it), `task_id`
+//! during a task, and its own quality `flags`.
+
+pub mod rows;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
-use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, ListBuilder, StringBuilder,
-    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
-};
-use arrow_array::{ArrayRef, RecordBatch};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::quality::{self, Limits, Parsed};
-use crate::store::{CloudCatalog, StoredSegment};
+use crate::store::CloudCatalog;
+use rows::Partitions;
 
-pub const TABLES: [&str; 5] = ["episodes", "actions", "incidents", "health", "frames"];
+/// The tables' names, in `docs/LAKE.md`'s order.
+pub const TABLES: [&str; 6] = ["tasks", "observations", "actions", "frames", "incidents", "health"];
 
 /// One exported Parquet file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +41,14 @@ pub struct LakeFile {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Of the file's bytes, hex.
+    pub sha256: String,
+    /// The lake schema the file follows ([`schema::SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Files this one holds the rows of (a compaction): a copy should drop them.
+    pub replaces: Vec<u64>,
+    /// A compaction replaced this file (by that file's id): its object is gone.
+    pub superseded_by: Option<u64>,
 }
 
 /// What has been exported: the last catalog cursor and the files written.
@@ -88,6 +89,23 @@ impl LakeState {
                  bytes INTEGER NOT NULL
              );",
         )?;
+        // Columns added with schema version 2; files written before them are
+        // version 1 (nanosecond, unsigned) and never compacted with newer ones.
+        for (column, decl) in [
+            ("sha256", "TEXT NOT NULL DEFAULT ''"),
+            ("schema_version", "INTEGER NOT NULL DEFAULT 1"),
+            ("replaces", "TEXT NOT NULL DEFAULT ''"),
+            ("superseded_by", "INTEGER"),
+            ("removed", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            let exists: bool =
+                conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('files') WHERE name = ?1", [column], |r| {
+                    r.get(0)
+                })?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE files ADD COLUMN {column} {decl}"))?;
+            }
+        }
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -122,10 +140,7 @@ impl LakeState {
             )?;
         }
         for f in files {
-            tx.execute(
-                "INSERT OR REPLACE INTO files (table_name, partition, path, rows, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![f.table, f.partition, f.path, f.rows as i64, f.bytes as i64],
-            )?;
+            insert_file(&tx, f)?;
         }
         tx.execute("UPDATE exported SET cursor = ?1 WHERE id = 1", [cursor as i64])?;
         tx.commit()?;
@@ -135,9 +150,8 @@ impl LakeState {
     /// Files written after `since`, oldest first.
     pub fn files_since(&self, since: u64, limit: usize) -> anyhow::Result<Vec<LakeFile>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, table_name, partition, path, rows, bytes FROM files WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
         let rows = stmt.query_map(params![since as i64, limit as i64], file_row)?.collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -193,19 +207,64 @@ impl LakeState {
         }))
     }
 
+    /// (table, partition, live files oldest first) of every partition of a
+    /// day before `before_date` with more than one live file of this schema.
+    fn compactable(&self, before_date: &str) -> anyhow::Result<Vec<(String, String, Vec<LakeFile>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE superseded_by IS NULL AND schema_version = ?1 \
+             AND substr(partition, 6, 10) < ?2 ORDER BY table_name, partition, id"
+        ))?;
+        let live: Vec<LakeFile> =
+            stmt.query_map(params![schema::SCHEMA_VERSION, before_date], file_row)?.collect::<Result<_, _>>()?;
+        let mut groups: BTreeMap<(String, String), Vec<LakeFile>> = BTreeMap::new();
+        for f in live {
+            groups.entry((f.table.clone(), f.partition.clone())).or_default().push(f);
+        }
+        Ok(groups.into_iter().filter(|(_, v)| v.len() > 1).map(|((t, p), v)| (t, p, v)).collect())
+    }
+
+    /// Records a compacted file and marks the files it replaces; returns its id.
+    fn replace(&self, file: &LakeFile) -> anyhow::Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = insert_file(&tx, file)?;
+        for old in &file.replaces {
+            tx.execute("UPDATE files SET superseded_by = ?1 WHERE id = ?2", params![id as i64, *old as i64])?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Replaced files whose objects may still be there.
+    fn superseded_on_disk(&self) -> anyhow::Result<Vec<LakeFile>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE superseded_by IS NOT NULL AND NOT removed ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], file_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// A replaced file's object is gone.
+    fn deleted(&self, id: u64) -> anyhow::Result<()> {
+        self.conn().execute("UPDATE files SET removed = 1 WHERE id = ?1", [id as i64])?;
+        Ok(())
+    }
+
     pub fn file(&self, id: u64) -> anyhow::Result<Option<LakeFile>> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT id, table_name, partition, path, rows, bytes FROM files WHERE id = ?1",
-                [id as i64],
-                file_row,
-            )
+            .query_row(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"), [id as i64], file_row)
             .optional()?)
     }
 }
 
+const FILE_COLUMNS: &str =
+    "id, table_name, partition, path, rows, bytes, sha256, schema_version, replaces, superseded_by";
+
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LakeFile> {
+    let replaces: String = r.get(8)?;
     Ok(LakeFile {
         id: r.get::<_, i64>(0)? as u64,
         table: r.get(1)?,
@@ -213,104 +272,38 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LakeFile> {
         path: r.get(3)?,
         rows: r.get::<_, i64>(4)? as u64,
         bytes: r.get::<_, i64>(5)? as u64,
+        sha256: r.get(6)?,
+        schema_version: r.get(7)?,
+        replaces: replaces.split(',').filter_map(|x| x.parse().ok()).collect(),
+        superseded_by: r.get::<_, Option<i64>>(9)?.map(|x| x as u64),
     })
 }
 
-fn date_of(unix_ns: u64) -> String {
-    let (y, m, d) = gantry_config::wire::civil_from_days((unix_ns / gantry_config::wire::DAY_NS) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
+/// Inserts (or, for a file written again after a crash, replaces) a file's row;
+/// returns its id.
+fn insert_file(tx: &rusqlite::Transaction<'_>, f: &LakeFile) -> rusqlite::Result<u64> {
+    let replaces: Vec<String> = f.replaces.iter().map(u64::to_string).collect();
+    tx.execute(
+        "INSERT OR REPLACE INTO files (table_name, partition, path, rows, bytes, sha256, schema_version, replaces) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            f.table,
+            f.partition,
+            f.path,
+            f.rows as i64,
+            f.bytes as i64,
+            f.sha256,
+            f.schema_version,
+            replaces.join(",")
+        ],
+    )?;
+    Ok(tx.last_insert_rowid() as u64)
 }
 
-/// Rows of one table in one partition, column by column.
-#[derive(Default)]
-struct Columns {
-    rows: u64,
-    robot: StringBuilder,
-    batch: StringBuilder,
-    flags: ListBuilder<StringBuilder>,
-    time: TimestampNanosecondBuilder,
-    strings: BTreeMap<&'static str, StringBuilder>,
-    u64s: BTreeMap<&'static str, UInt64Builder>,
-    f64s: BTreeMap<&'static str, Float64Builder>,
-    bools: BTreeMap<&'static str, BooleanBuilder>,
-    lists: BTreeMap<&'static str, ListBuilder<Float32Builder>>,
-    string_lists: BTreeMap<&'static str, ListBuilder<StringBuilder>>,
-    u32s: BTreeMap<&'static str, UInt32Builder>,
-    i32s: BTreeMap<&'static str, Int32Builder>,
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
-
-impl Columns {
-    fn row(&mut self, b: &StoredSegment, unix_ns: u64, flags: &[String]) -> &mut Self {
-        self.rows += 1;
-        self.robot.append_value(&b.robot_id);
-        self.batch.append_value(&b.id);
-        self.time.append_value(unix_ns as i64);
-        for f in flags {
-            self.flags.values().append_value(f);
-        }
-        self.flags.append(true);
-        self
-    }
-    fn s(&mut self, k: &'static str, v: Option<&str>) -> &mut Self {
-        self.strings.entry(k).or_default().append_option(v);
-        self
-    }
-    fn u(&mut self, k: &'static str, v: Option<u64>) -> &mut Self {
-        self.u64s.entry(k).or_default().append_option(v);
-        self
-    }
-    fn u32(&mut self, k: &'static str, v: u32) -> &mut Self {
-        self.u32s.entry(k).or_default().append_value(v);
-        self
-    }
-    fn i32(&mut self, k: &'static str, v: Option<i32>) -> &mut Self {
-        self.i32s.entry(k).or_default().append_option(v);
-        self
-    }
-    fn f(&mut self, k: &'static str, v: Option<f64>) -> &mut Self {
-        self.f64s.entry(k).or_default().append_option(v);
-        self
-    }
-    fn b(&mut self, k: &'static str, v: bool) -> &mut Self {
-        self.bools.entry(k).or_default().append_value(v);
-        self
-    }
-    fn l(&mut self, k: &'static str, v: &[f32]) -> &mut Self {
-        let l = self.lists.entry(k).or_default();
-        l.values().append_slice(v);
-        l.append(true);
-        self
-    }
-    fn sl(&mut self, k: &'static str, v: &[String]) -> &mut Self {
-        let l = self.string_lists.entry(k).or_default();
-        for s in v {
-            l.values().append_value(s);
-        }
-        l.append(true);
-        self
-    }
-
-    fn finish(mut self, time_name: &str) -> anyhow::Result<RecordBatch> {
-        let mut cols: Vec<(String, ArrayRef)> = vec![
-            ("robot_id".into(), Arc::new(self.robot.finish())),
-            (time_name.into(), Arc::new(self.time.finish().with_timezone("UTC"))),
-        ];
-        cols.extend(self.strings.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.u64s.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.u32s.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.i32s.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.f64s.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.bools.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.lists.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.extend(self.string_lists.iter_mut().map(|(k, v)| (k.to_string(), Arc::new(v.finish()) as ArrayRef)));
-        cols.push(("flags".into(), Arc::new(self.flags.finish())));
-        cols.push(("batch_id".into(), Arc::new(self.batch.finish())));
-        Ok(RecordBatch::try_from_iter(cols)?)
-    }
-}
-
-/// Rows of every table, by (table, date, robot).
-type Partitions = BTreeMap<(&'static str, String, String), Columns>;
 
 /// Running totals for the analytics, added in the same transaction as the files.
 #[derive(Default)]
@@ -349,105 +342,6 @@ impl Aggregates {
     }
 }
 
-fn columns<'a>(parts: &'a mut Partitions, table: &'static str, unix_ns: u64, robot: &str) -> &'a mut Columns {
-    parts.entry((table, date_of(unix_ns), robot.to_string())).or_default()
-}
-
-fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, flags: &[String], limits: &Limits) {
-    let robot = b.robot_id.as_str();
-    for e in &p.episodes {
-        let mut f = flags.to_vec();
-        f.retain(|x| x != quality::LABEL);
-        f.extend(quality::episode_flags(e, &p.incidents).into_iter().map(String::from));
-        columns(parts, "episodes", e.start_unix_ns, robot)
-            .row(b, e.start_unix_ns, &f)
-            .s("boot_id", Some(&e.boot_id))
-            .s("task_id", Some(&e.task_id))
-            .s("kind", Some(&e.kind))
-            .s("model_version", Some(&e.model_version))
-            .u("end_unix_ns", Some(e.end_unix_ns))
-            .u("duration_ms", Some(e.end_unix_ns.saturating_sub(e.start_unix_ns) / 1_000_000))
-            .b("success", e.success)
-            .s("failure_reason", e.failure_reason.as_deref())
-            .u("ticks", Some(e.ticks))
-            .u("rejects", Some(e.rejects));
-    }
-    for c in &p.control {
-        let mut f = flags.to_vec();
-        if !quality::action_in_bounds(c, limits) && !f.iter().any(|x| x == quality::BOUNDS) {
-            f.push(quality::BOUNDS.into());
-        }
-        columns(parts, "actions", c.unix_ns, robot)
-            .row(b, c.unix_ns, &f)
-            .s("boot_id", Some(&c.boot_id))
-            .s("task_id", c.task_id.as_deref())
-            .u32("seq", c.seq)
-            .s("mode", Some(&c.mode))
-            .b("approved", c.approved)
-            .sl("rejected_by", &c.rejected_by)
-            .b("from_baseline", c.from_baseline)
-            .u("frame_seq", Some(c.frame_seq))
-            .l("goal_rad", &c.goal_rad)
-            .f("goal_gripper", Some(f64::from(c.goal_gripper)))
-            .l("command_rad", &c.command_rad)
-            .f("command_gripper", Some(f64::from(c.command_gripper)));
-    }
-    for i in &p.incidents {
-        columns(parts, "incidents", i.unix_ns, robot)
-            .row(b, i.unix_ns, flags)
-            .s("boot_id", Some(&i.boot_id))
-            .s("task_id", i.task_id.as_deref())
-            .s("check", Some(&i.check))
-            .sl("failed", &i.failed)
-            .f("value", Some(i.value))
-            .f("limit", Some(i.limit))
-            .i32("joint", i.joint.map(i32::from))
-            .u("frame_seq", Some(i.frame_seq));
-    }
-    for h in &p.health {
-        let unix_ns = h["unix_ns"].as_u64().unwrap_or(b.start_unix_ns);
-        let temps = h["motor_temp_c"].as_array().map(|t| t.iter().filter_map(|v| v.as_f64()).fold(f64::NAN, f64::max));
-        columns(parts, "health", unix_ns, robot)
-            .row(b, unix_ns, flags)
-            .s("boot_id", Some(h["boot_id"].as_str().unwrap_or_default()))
-            .s("task_id", h["task_id"].as_str())
-            .s("mode", h["mode"].as_str())
-            .f("cpu_pct", h["cpu_pct"].as_f64())
-            .u("mem_used_bytes", h["mem_used_bytes"].as_u64())
-            .u("disk_free_bytes", h["disk_free_bytes"].as_u64())
-            .f("motor_temp_max_c", temps.filter(|t| !t.is_nan()))
-            .f("gripper_pressure_kpa", h["gripper_pressure_kpa"].as_f64())
-            .f("latency_p99_ms", h["latency_p99_ms"].as_f64())
-            .u("deadline_misses", h["deadline_misses"].as_u64())
-            .u("governor_rejects", h["governor_rejects"].as_u64())
-            .b("link_alive", h["link_alive"].as_bool().unwrap_or(false));
-    }
-    for fr in &p.frames {
-        let capture = fr.unix_ns.saturating_sub(fr.done_mono_ns.saturating_sub(fr.capture_mono_ns));
-        columns(parts, "frames", fr.unix_ns, robot)
-            .row(b, fr.unix_ns, flags)
-            .s("boot_id", Some(&fr.boot_id))
-            .s("task_id", fr.task_id.as_deref())
-            .u("frame_seq", Some(fr.frame_seq))
-            .f("latency_ms", Some(fr.latency_ms))
-            .b("late", fr.late)
-            .b("unsafe_action", fr.unsafe_action)
-            .b("from_baseline", fr.from_baseline)
-            .b("ok", fr.ok)
-            .s("edge_segment_id", Some(&b.edge_segment_id))
-            .u("image_log_time_ns", Some(capture));
-    }
-}
-
-fn parquet_bytes(batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(out)
-}
-
 /// `lake/` under the object store's prefix.
 pub fn lake_root(prefix: &ObjectPath) -> ObjectPath {
     if prefix.as_ref().is_empty() {
@@ -470,6 +364,21 @@ pub struct Exporter<'a> {
 }
 
 impl Exporter<'_> {
+    fn key(&self, path: &str) -> ObjectPath {
+        if self.root.as_ref().is_empty() {
+            ObjectPath::from(path)
+        } else {
+            ObjectPath::from(format!("{}/{path}", self.root))
+        }
+    }
+
+    async fn put(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<(u64, String)> {
+        let key = self.key(path);
+        let (n, sha256) = (bytes.len() as u64, sha256_hex(&bytes));
+        self.dest.put(&key, bytes.into()).await.with_context(|| format!("writing {key}"))?;
+        Ok((n, sha256))
+    }
+
     /// Exports every batch stored since the last run; returns the new files.
     pub async fn run(&self) -> anyhow::Result<Vec<LakeFile>> {
         let mut written = Vec::new();
@@ -483,29 +392,81 @@ impl Exporter<'_> {
                 let key = ObjectPath::from(b.object_key.as_str());
                 let body = self.source.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
                 let parsed = quality::parse(&body).with_context(|| format!("parsing {key}"))?;
-                add_batch(&mut parts, b, &parsed, &b.flags, &self.limits);
+                rows::add_batch(&mut parts, b, &parsed, &self.limits)?;
                 stats.add(&b.robot_id, &parsed);
             }
             let mut files = Vec::new();
             for ((table, date, robot), cols) in parts {
-                let rows = cols.rows;
-                let time = if table == "episodes" { "start" } else { "time" };
-                let bytes = parquet_bytes(&cols.finish(time)?)?;
+                let (spec, rows) = (cols.table, cols.rows);
+                let bytes = schema::parquet_bytes(spec, &[cols.finish()?])?;
                 let partition = format!("date={date}/robot={robot}");
                 let path = format!("{table}/{partition}/part-{:012}-{last:012}.parquet", since + 1);
-                let key = if self.root.as_ref().is_empty() {
-                    ObjectPath::from(path.as_str())
-                } else {
-                    ObjectPath::from(format!("{}/{path}", self.root))
-                };
-                let n = bytes.len() as u64;
-                self.dest.put(&key, bytes.into()).await.with_context(|| format!("writing {key}"))?;
-                files.push(LakeFile { id: 0, table: table.into(), partition, path, rows, bytes: n });
+                let (bytes, sha256) = self.put(&path, bytes).await?;
+                files.push(LakeFile {
+                    id: 0,
+                    table: table.into(),
+                    partition,
+                    path,
+                    rows,
+                    bytes,
+                    sha256,
+                    schema_version: schema::SCHEMA_VERSION,
+                    replaces: Vec::new(),
+                    superseded_by: None,
+                });
             }
             // The cursor moves only once every file is written: a crash before
             // this point rewrites the same files next time.
             self.state.commit(&files, &stats, last)?;
             written.extend(files);
+        }
+        Ok(written)
+    }
+
+    /// Merges each partition of a day before `before_date` (`YYYY-MM-DD`)
+    /// that holds several files into one, then deletes the merged files;
+    /// returns the new files. Each step can be cut short: the merged file's
+    /// name is fixed by what it merges, and deletion is retried every run.
+    pub async fn compact(&self, before_date: &str) -> anyhow::Result<Vec<LakeFile>> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let mut written = Vec::new();
+        for (table, partition, files) in self.state.compactable(before_date)? {
+            let Some(spec) = schema::ALL.iter().find(|t| t.name == table) else { continue };
+            let mut batches = Vec::new();
+            for f in &files {
+                let key = self.key(&f.path);
+                let body = self.dest.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(body)?.build()?;
+                for b in reader {
+                    batches.push(b?);
+                }
+            }
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let bytes = schema::parquet_bytes(spec, &batches)?;
+            let (first, last) = (files[0].id, files[files.len() - 1].id);
+            let path = format!("{table}/{partition}/compact-{first:012}-{last:012}.parquet");
+            let (bytes, sha256) = self.put(&path, bytes).await?;
+            let file = LakeFile {
+                id: 0,
+                table: table.clone(),
+                partition,
+                path,
+                rows,
+                bytes,
+                sha256,
+                schema_version: schema::SCHEMA_VERSION,
+                replaces: files.iter().map(|f| f.id).collect(),
+                superseded_by: None,
+            };
+            let id = self.state.replace(&file)?;
+            written.push(LakeFile { id, ..file });
+        }
+        for f in self.state.superseded_on_disk()? {
+            let key = self.key(&f.path);
+            match self.dest.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => self.state.deleted(f.id)?,
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("deleting {key}"))),
+            }
         }
         Ok(written)
     }
