@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use object_store::ObjectStore;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::front::{FrontStats, RobotCredentials, Role};
 use crate::ingest::IngestStats;
@@ -53,6 +53,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments/{id}", get(segment))
         .route("/api/robots/{robot}/upload-now", post(upload_now))
         .route("/api/analytics", get(analytics))
+        .route("/api/recordings", get(recordings))
+        .route("/api/recordings/{id}", get(recording))
         .route("/api/lake/files", get(lake_files))
         .route("/api/lake/files/{id}", get(lake_file))
         .route("/api/models", get(models))
@@ -219,6 +221,57 @@ async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
                     (header::CONTENT_TYPE, "application/x-mcap".to_string()),
                     (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.mcap\"", row.id)),
                     (header::ETAG, format!("\"{}\"", row.sha256)),
+                ],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => internal(e.into()),
+        },
+        Err(e) => internal(e.into()),
+    }
+}
+
+/// Bulk-uploaded recordings (whole MCAP segments, images included), oldest first.
+async fn recordings(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Response {
+    let Ok(cursor) = q.since.as_deref().map_or(Ok(0), str::parse::<u64>) else {
+        return (StatusCode::BAD_REQUEST, "since: expected a cursor (an integer from next_cursor)\n").into_response();
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match s.catalog.recordings_since(cursor, limit) {
+        Ok(rows) => {
+            let next = rows.last().map_or(cursor, |(c, _)| *c);
+            let recordings: Vec<Value> = rows
+                .into_iter()
+                .map(|(c, u)| {
+                    json!({
+                        "id": u.segment_id, "robot_id": u.robot_id, "cursor": c, "bytes": u.bytes,
+                        "sha256": u.sha256, "messages": u.messages,
+                        "start": gantry_config::task::rfc3339(u.start_unix_ns), "end": gantry_config::task::rfc3339(u.end_unix_ns),
+                        "received": gantry_config::task::rfc3339(u.received_unix_ns), "flags": u.flags,
+                        "url": format!("/api/recordings/{}", u.segment_id),
+                    })
+                })
+                .collect();
+            Json(json!({"recordings": recordings, "next_cursor": next.to_string()})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn recording(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let row = match s.catalog.recording(&id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such recording\n").into_response(),
+        Err(e) => return internal(e),
+    };
+    match s.store.get(&object_store::path::Path::from(row.object_key.as_str())).await {
+        Ok(got) => match got.bytes().await {
+            Ok(bytes) => (
+                [
+                    (header::CONTENT_TYPE, "application/x-mcap".to_string()),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.mcap\"", row.segment_id)),
+                    (header::ETAG, format!("\"{}\"", row.sha256)),
+                    (header::HeaderName::from_static("x-gantry-sha256"), row.sha256.clone()),
                 ],
                 bytes,
             )

@@ -82,6 +82,10 @@ pub trait CloudCatalog: Send + Sync {
     /// Records a verified upload; `false` when it was already there.
     fn insert_upload(&self, u: &UploadedSegment) -> anyhow::Result<bool>;
     fn uploads(&self, robot: &str) -> anyhow::Result<Vec<UploadedSegment>>;
+    /// Bulk-uploaded recordings stored after `cursor`, oldest first, with their cursors.
+    fn recordings_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<(u64, UploadedSegment)>>;
+    /// A recording by its segment id (which names its robot).
+    fn recording(&self, id: &str) -> anyhow::Result<Option<UploadedSegment>>;
 }
 
 pub struct SqliteCatalog {
@@ -332,6 +336,14 @@ impl CloudCatalog for SqliteCatalog {
         Ok(n == 1)
     }
 
+    fn recordings_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<(u64, UploadedSegment)>> {
+        self.recordings_query("WHERE rowid > ?1 ORDER BY rowid LIMIT ?2", &[&(cursor as i64), &(limit as i64)])
+    }
+
+    fn recording(&self, id: &str) -> anyhow::Result<Option<UploadedSegment>> {
+        Ok(self.recordings_query("WHERE segment_id = ?1 ORDER BY rowid LIMIT 1", &[&id])?.pop().map(|(_, u)| u))
+    }
+
     fn uploads(&self, robot: &str) -> anyhow::Result<Vec<UploadedSegment>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
@@ -342,21 +354,41 @@ impl CloudCatalog for SqliteCatalog {
     }
 }
 
+impl SqliteCatalog {
+    fn recordings_query(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> anyhow::Result<Vec<(u64, UploadedSegment)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("SELECT rowid, {UPLOAD_COLUMNS} FROM uploads {filter}"))?;
+        let rows = stmt
+            .query_map(args, |r| Ok((r.get::<_, i64>(0)? as u64, upload_row_from(r, 1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
 const UPLOAD_COLUMNS: &str =
     "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
 
 fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadedSegment> {
+    upload_row_from(r, 0)
+}
+
+/// An upload row whose columns start at `at`.
+fn upload_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UploadedSegment> {
     Ok(UploadedSegment {
-        robot_id: r.get(0)?,
-        segment_id: r.get(1)?,
-        object_key: r.get(2)?,
-        bytes: r.get::<_, i64>(3)? as u64,
-        sha256: r.get(4)?,
-        messages: r.get::<_, i64>(5)? as u64,
-        start_unix_ns: r.get::<_, i64>(6)? as u64,
-        end_unix_ns: r.get::<_, i64>(7)? as u64,
-        received_unix_ns: r.get::<_, i64>(8)? as u64,
-        flags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+        robot_id: r.get(at)?,
+        segment_id: r.get(at + 1)?,
+        object_key: r.get(at + 2)?,
+        bytes: r.get::<_, i64>(at + 3)? as u64,
+        sha256: r.get(at + 4)?,
+        messages: r.get::<_, i64>(at + 5)? as u64,
+        start_unix_ns: r.get::<_, i64>(at + 6)? as u64,
+        end_unix_ns: r.get::<_, i64>(at + 7)? as u64,
+        received_unix_ns: r.get::<_, i64>(at + 8)? as u64,
+        flags: serde_json::from_str(&r.get::<_, String>(at + 9)?).unwrap_or_default(),
     })
 }
 

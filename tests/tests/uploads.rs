@@ -149,6 +149,40 @@ async fn interrupted_and_corrupted_uploads_complete_with_identical_bytes() {
     assert_eq!(service.uploads.stats.chunks_refused.load(Relaxed), 1, "the corrupted chunk was refused");
     assert_eq!(service.uploads.stats.completed.load(Relaxed), 3);
     assert!(uploader.pending().unwrap().is_empty());
+
+    // A data team lists the recordings (two pages) and fetches each: the
+    // robot's bytes, with the SHA-256 the listing gave.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", service.http_addr);
+    let mut listed = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let page: serde_json::Value = http
+            .get(format!("{base}/api/recordings?since={cursor}&limit=2"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = page["recordings"].as_array().unwrap().clone();
+        if rows.is_empty() {
+            break;
+        }
+        cursor = page["next_cursor"].as_str().unwrap().to_string();
+        listed.extend(rows);
+    }
+    let ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, segments.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), "oldest first, each once");
+    for (r, seg) in listed.iter().zip(&segments) {
+        assert_eq!(r["sha256"], seg.sha256);
+        let got = http.get(format!("{base}{}", r["url"].as_str().unwrap())).send().await.unwrap();
+        assert_eq!(got.headers()["x-gantry-sha256"].to_str().unwrap(), seg.sha256);
+        let bytes = got.bytes().await.unwrap();
+        assert_eq!(gantry_config::wire::sha256_hex(&bytes), seg.sha256, "{}", seg.id);
+    }
+    let missing = http.get(format!("{base}/api/recordings/no-such-segment")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
     service.stop().await;
 }
 
