@@ -187,7 +187,8 @@ async fn health_task(
         // The first sample has no CPU delta yet; report from the second on.
         if last_report.is_none_or(|t| t.elapsed() >= period) && snap.uptime_s >= 1.0 {
             last_report = Some(Instant::now());
-            let _ = recorder.send(record::Command::Health(Box::new(snap)));
+            let json = serde_json::to_value(&snap).unwrap_or_default();
+            let _ = recorder.send(record::Command::Health(snap.unix_ns, Box::new(json)));
         }
     }
 }

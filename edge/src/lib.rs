@@ -8,6 +8,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod control;
+/// The recorder, in its own crate (`edge/recorder/`).
+pub use gantry_recorder as record;
 pub mod daemon;
 pub mod governor;
 pub mod health;
@@ -19,7 +21,6 @@ pub mod preprocess;
 #[cfg(feature = "cuda")]
 pub mod preprocess_cuda;
 pub mod realtime;
-pub mod record;
 pub mod rollout;
 pub mod sd_notify;
 pub mod status;

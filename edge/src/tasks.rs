@@ -24,12 +24,7 @@ use gantry_config::task::{
 use crate::control::Mode;
 use crate::pipeline::PipelineStatus;
 
-/// What the recorder hears about tasks, to cut episodes at their edges.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskEvent {
-    Started { task_id: String, kind: String },
-    Finished { task_id: String, success: bool, reason: String },
-}
+pub use gantry_recorder::TaskEvent;
 
 /// How many results `tasks.json` keeps.
 const KEPT: usize = wire::MAX_RESULTS;

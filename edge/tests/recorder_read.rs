@@ -47,11 +47,8 @@ fn every_channel_and_message_count_reads_back() {
         });
     }
     for i in 0..4 {
-        rec.record_health(&HealthSnapshot {
-            unix_ns: 1_700_000_000_000_000_000 + i,
-            robot_id: "robot-t".into(),
-            ..Default::default()
-        });
+        let unix_ns = 1_700_000_000_000_000_000 + i;
+        rec.record_health(unix_ns, &HealthSnapshot { unix_ns, robot_id: "robot-t".into(), ..Default::default() });
     }
     for i in 0..30u64 {
         let (w, h) = (160u32, 90u32);

@@ -19,6 +19,7 @@
 
 pub mod governor;
 pub mod kinematics;
+pub mod mode;
 pub mod separation;
 pub mod shaper;
 pub mod zone;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::control::Mode;
+use gantry_safety::mode::Mode;
 
 use super::messages::{failed_checks, EpisodeMsg};
 use super::taps::ControlRecord;
@@ -132,7 +132,7 @@ impl Episodes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::governor::Check;
+    use gantry_safety::governor::Check;
 
     fn tick(t_s: f64, approved: bool, mode: Mode) -> ControlRecord {
         ControlRecord {

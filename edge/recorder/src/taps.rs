@@ -8,7 +8,7 @@ use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
 use gantry_hal::{FrameBuf, PixelFormat, StreamInfo};
 
-use crate::governor::Incident;
+use gantry_safety::governor::Incident;
 
 /// One control tick: what the policy asked for, what the governor sent, and the
 /// joint state it decided on.
@@ -19,7 +19,7 @@ pub struct ControlRecord {
     pub mode: u8,
     pub joints: u8,
     pub approved: bool,
-    /// Failed checks, one bit per [`crate::governor::Check`].
+    /// Failed checks, one bit per [`gantry_safety::governor::Check`].
     pub failed: u32,
     pub from_baseline: bool,
     pub frame_seq: u64,

@@ -1,9 +1,14 @@
 //! The recorder: everything the robot does, as MCAP segments on the local disk,
-//! with a SQLite catalog, a disk quota and crash recovery.
+//! with a SQLite catalog, a disk quota, crash recovery and the uplink's outbox
+//! of log batches.
 //!
-//! It runs on its own thread (`gantry-recorder`, normal priority), draining the
-//! real-time threads' [`taps::Taps`]. Files live in `DATA_DIR/segments/`, the
-//! catalog in `DATA_DIR/catalog.sqlite`.
+//! Data enters through [`taps::Taps`], which the real-time threads fill with
+//! fixed-size records and preallocated images (wait-free, never blocking
+//! them), and through [`Command`]s from the daemon (health, task edges). It
+//! runs on its own thread (`gantry-recorder`, normal priority). Data leaves as
+//! segment files in `DATA_DIR/segments/` (catalogued in
+//! `DATA_DIR/catalog.sqlite`, uploaded in bulk) and as log batches in the
+//! catalog's outbox, which the daemon's uplink publishes.
 
 pub mod batch;
 pub mod catalog;
@@ -28,15 +33,21 @@ use gantry_config::EdgeConfig;
 use gantry_hal::clock::{monotonic_ns, unix_ns};
 use serde::Serialize;
 
-use crate::governor::Incident;
-use crate::health::HealthSnapshot;
 use catalog::{Catalog, SegmentRow, SegmentState};
 use episodes::Episodes;
 use gantry_config::wire::BatchKind;
+use gantry_safety::governor::Incident;
 use messages::{CompressedImageMsg, Time};
 use quota::ImageLevel;
 use segment::{Encoding, Recovered, SegmentWriter};
 use taps::{ControlRecord, FrameRecord, Taps, Thumb};
+
+/// What the recorder hears about tasks, to cut episodes at their edges.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    Started { task_id: String, kind: String },
+    Finished { task_id: String, success: bool, reason: String },
+}
 
 /// Channel indices into [`messages::ALL`].
 pub const CH_CONTROL: usize = 0;
@@ -257,8 +268,7 @@ impl Recorder {
     }
 
     /// A task's start or end: the episode's edge.
-    pub fn record_task(&mut self, event: &crate::tasks::TaskEvent) {
-        use crate::tasks::TaskEvent;
+    pub fn record_task(&mut self, event: &TaskEvent) {
         let now = monotonic_ns();
         let unix = self.unix(now);
         let done = match event {
@@ -297,10 +307,11 @@ impl Recorder {
         }
     }
 
-    pub fn record_health(&mut self, h: &HealthSnapshot) {
+    /// Records the daemon's health snapshot (`unix_ns` is its time).
+    pub fn record_health<H: Serialize>(&mut self, unix_ns: u64, h: &H) {
         let keys = self.keys.clone();
         let keyed = messages::Keyed { msg: h, boot_id: &keys.boot_id, task_id: keys.task_id.as_deref() };
-        self.write_json(CH_HEALTH, h.unix_ns, &keyed);
+        self.write_json(CH_HEALTH, unix_ns, &keyed);
     }
 
     /// Encodes a thumbnail and writes it (or keeps it in the pre-roll ring) per
@@ -749,9 +760,10 @@ fn reconcile(data_dir: &Path, dir: &Path, catalog: &Catalog, enc: Encoding) -> a
 
 /// Commands to the recorder thread from the rest of the daemon.
 pub enum Command {
-    Health(Box<HealthSnapshot>),
+    /// A health snapshot: its time and its JSON form (`docs/PROTOCOL.md`).
+    Health(u64, Box<serde_json::Value>),
     /// A task started or ended: an episode's edge.
-    Task(crate::tasks::TaskEvent),
+    Task(TaskEvent),
     /// Close the open segment now (tests, uploads).
     Roll(Sender<Option<SegmentRow>>),
 }
@@ -817,7 +829,7 @@ fn run(recorder: &mut Recorder, taps: &Taps, rx: &Receiver<Command>, stop: &Atom
         // The queues hold seconds of records; draining every 20 ms keeps them
         // nearly empty and the wait doubles as the command inbox.
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(Command::Health(h)) => recorder.record_health(&h),
+            Ok(Command::Health(unix_ns, h)) => recorder.record_health(unix_ns, &*h),
             Ok(Command::Task(event)) => {
                 recorder.drain(taps);
                 recorder.record_task(&event);

@@ -10,8 +10,8 @@ pub use gantry_config::records::{
     CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg, Time,
 };
 
-use crate::control::Mode;
-use crate::governor::{Check, Incident};
+use gantry_safety::governor::{Check, Incident};
+use gantry_safety::mode::Mode;
 
 use super::taps::{ControlRecord, FrameRecord};
 
