@@ -149,7 +149,7 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
                 gripper_pressure_kpa: Some(280.0),
                 ..HealthSnapshot::default()
             };
-            timed(&mut || rec.record_health(h.unix_ns, &h), &mut in_rec);
+            timed(&mut || rec.record_health(&h.to_record()), &mut in_rec);
         }
     }
     let t = Instant::now();

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use gantry_config::records::{ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg};
+use gantry_config::records::{foxglove, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg};
 
 /// What a batch holds, parsed.
 #[derive(Debug, Default)]
@@ -93,13 +93,21 @@ impl Parsed {
                 self.out_of_order.push(topic.to_string());
             }
         }
+        let proto = m.channel.message_encoding == "protobuf";
         let ok = match topic {
-            "/control" => json(&m.data).map(|v| self.control.push(v)),
-            "/joint_states" => json(&m.data).map(|v| self.joints.push(v)),
-            "/frames" => json(&m.data).map(|v| self.frames.push(v)),
-            "/incidents" => json(&m.data).map(|v| self.incidents.push(v)),
-            "/episodes" => json(&m.data).map(|v| self.episodes.push(v)),
+            "/control" => decode(proto, &m.data).map(|v| self.control.push(v)),
+            "/joint_states" => decode(proto, &m.data).map(|v| self.joints.push(v)),
+            "/frames" => decode(proto, &m.data).map(|v| self.frames.push(v)),
+            "/incidents" => decode(proto, &m.data).map(|v| self.incidents.push(v)),
+            "/episodes" => decode(proto, &m.data).map(|v| self.episodes.push(v)),
+            // Health is read by field name; the protobuf message has the JSON's names.
+            "/health" if proto => decode::<HealthMsg>(true, &m.data)
+                .and_then(|h| serde_json::to_value(h).ok())
+                .map(|v| self.health.push(v)),
             "/health" => json(&m.data).map(|v| self.health.push(v)),
+            "/camera/image" if proto => {
+                decode::<foxglove::CompressedImage>(true, &m.data).map(|img| self.images.push((m.log_time, img.data)))
+            }
             "/camera/image" => json::<gantry_config::records::CompressedImageMsg>(&m.data).map(|img| {
                 use base64::Engine as _;
                 let jpeg = base64::engine::general_purpose::STANDARD.decode(img.data.as_bytes()).unwrap_or_default();
@@ -115,6 +123,16 @@ impl Parsed {
 
 fn json<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
     serde_json::from_slice(data).ok()
+}
+
+/// A message in its channel's encoding: protobuf (recordings since schema
+/// version 2) or JSON (before).
+fn decode<T: serde::de::DeserializeOwned + prost::Message + Default>(proto: bool, data: &[u8]) -> Option<T> {
+    if proto {
+        T::decode(data).ok()
+    } else {
+        json(data)
+    }
 }
 
 /// Limits the checks use.

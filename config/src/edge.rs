@@ -499,6 +499,10 @@ pub struct Recorder {
     pub jpeg_quality: u8,
     /// Seconds of full-rate images kept in memory and written around an incident.
     pub incident_preroll_s: f64,
+    /// Training samples (the policy's own inputs, its action and the governed
+    /// command) recorded per second while a task runs (0: none); every frame's
+    /// around an incident.
+    pub sample_hz: f64,
     /// The open chunk is written out at least this often: what a crash can lose.
     pub flush_s: u64,
     /// Episodes are the cloud's tasks; a robot without them may cut its work
@@ -517,6 +521,7 @@ impl Default for Recorder {
             image_width: 480,
             jpeg_quality: 70,
             incident_preroll_s: 2.0,
+            sample_hz: 1.0,
             flush_s: 5,
             episode_s: 0,
         }
@@ -758,6 +763,7 @@ impl EdgeConfig {
         c.range("recorder.image_width", r.image_width, 16..=7680);
         c.range("recorder.jpeg_quality", r.jpeg_quality, 1..=100);
         c.range_f64("recorder.incident_preroll_s", r.incident_preroll_s, 0.0..=30.0);
+        c.range_f64("recorder.sample_hz", r.sample_hz, 0.0..=240.0);
         c.range("recorder.flush_s", r.flush_s, 1..=600);
         c.range("recorder.episode_s", r.episode_s, 0..=86_400);
         let quota_bytes = r.quota_gb * 1e9;

@@ -49,7 +49,8 @@ impl Daemon {
         for failure in &parts.policy_failures {
             tracing::warn!(%failure, "configured policy unavailable; running the baseline");
         }
-        let settings = record::Settings::from_config(config, &parts.primary.manifest().version);
+        let settings = record::Settings::from_config(config, &parts.primary.manifest().version)
+            .with_streams(parts.camera.info(), parts.depth.as_ref().map(|d| d.info()));
         let (recorder, report) = Recorder::open(settings).context("opening the recorder")?;
         tracing::info!(
             recovered = report.recovered.len(),
@@ -187,8 +188,7 @@ async fn health_task(
         // The first sample has no CPU delta yet; report from the second on.
         if last_report.is_none_or(|t| t.elapsed() >= period) && snap.uptime_s >= 1.0 {
             last_report = Some(Instant::now());
-            let json = serde_json::to_value(&snap).unwrap_or_default();
-            let _ = recorder.send(record::Command::Health(snap.unix_ns, Box::new(json)));
+            let _ = recorder.send(record::Command::Health(Box::new(snap.to_record())));
         }
     }
 }

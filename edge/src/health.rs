@@ -42,6 +42,50 @@ pub struct HealthSnapshot {
     pub sync_backlog: u64,
 }
 
+impl HealthSnapshot {
+    /// The snapshot as the recorder writes it (flat; the recorder adds the keys).
+    pub fn to_record(&self) -> gantry_recorder::messages::HealthMsg {
+        let s = &self.system;
+        gantry_recorder::messages::HealthMsg {
+            boot_id: String::new(),
+            task_id: None,
+            unix_ns: self.unix_ns,
+            robot_id: self.robot_id.clone(),
+            uptime_s: self.uptime_s,
+            mode: self.mode.clone(),
+            cpu_pct: s.cpu_pct,
+            process_cpu_pct: s.process_cpu_pct,
+            mem_used_bytes: s.mem_used_bytes,
+            mem_total_bytes: s.mem_total_bytes,
+            process_rss_bytes: s.process_rss_bytes,
+            gpu_pct: s.gpu_pct,
+            gpu_mem_used_bytes: s.gpu_mem_used_bytes,
+            disk_free_bytes: s.disk_free_bytes,
+            disk_total_bytes: s.disk_total_bytes,
+            net_connected: self.net_connected,
+            link_alive: self.link_alive,
+            motor_temp_c: self.motor_temp_c.clone(),
+            gripper_pressure_kpa: self.gripper_pressure_kpa,
+            loop_rate_hz: self.loop_rate_hz,
+            latency_p50_ms: self.latency_p50_ms,
+            latency_p99_ms: self.latency_p99_ms,
+            latency_max_ms: self.latency_max_ms,
+            jitter_p99_us: self.jitter_p99_us,
+            deadline_misses: self.deadline_misses,
+            fallbacks: self.fallbacks,
+            governor_checks: self.governor_checks,
+            governor_rejects: self.governor_rejects,
+            frames_captured: self.frames_captured,
+            frames_dropped: self.frames_dropped,
+            recorder_disk_used_bytes: self.recorder_disk_used_bytes,
+            recorder_unsynced_bytes: self.recorder_unsynced_bytes,
+            recorder_dropped: self.recorder_dropped,
+            disk_alert: self.disk_alert,
+            sync_backlog: self.sync_backlog,
+        }
+    }
+}
+
 /// CPU and memory from `/proc`, as deltas between two samples.
 pub struct SystemSampler {
     data_dir: PathBuf,

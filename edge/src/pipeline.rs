@@ -44,7 +44,7 @@ use crate::infer::PolicyBackend;
 use crate::model::ModelError;
 use crate::preprocess::Preprocessor;
 use crate::realtime::{place_current_thread, sleep_until};
-use crate::record::taps::{ControlRecord, FrameRecord, Taps};
+use crate::record::taps::{ControlRecord, FrameRecord, SampleInput, SampleTap, Taps};
 use crate::zone::{self, ZoneReading};
 
 /// The real-time threads, for hooks, the supervisor and reports.
@@ -378,6 +378,21 @@ const THUMB_POOL: usize = 8;
 /// Seconds of records the taps hold if the recorder stalls (a segment being hashed).
 const TAP_SLACK_S: u32 = 4;
 
+/// The training samples' tap: buffers for the largest of the models' inputs,
+/// enough for the recorder's pre-roll at the camera's rate; none when the
+/// recorder keeps no samples.
+fn sample_tap(config: &EdgeConfig, fps: u32, models: &[crate::model::IoShape]) -> SampleTap {
+    let r = &config.recorder;
+    let preroll_frames = (r.incident_preroll_s * f64::from(fps.max(1))).ceil() as usize;
+    let pool = if r.sample_hz > 0.0 || r.incident_preroll_s > 0.0 { preroll_frames + SAMPLE_SLACK } else { 0 };
+    let rgb = models.iter().map(|io| io.rgb.0 * io.rgb.1 * 3).max().unwrap_or(0);
+    let depth = models.iter().map(|io| io.depth.0 * io.depth.1).max().unwrap_or(0);
+    SampleTap::new(rgb, depth, pool)
+}
+
+/// Sample buffers beyond the pre-roll: those on their way to the recorder.
+const SAMPLE_SLACK: usize = 8;
+
 impl Pipeline {
     /// Opens the firmware link (starting the simulator when configured) and runs
     /// the pipeline on `parts`.
@@ -429,6 +444,20 @@ impl Pipeline {
             depth: depth_dims,
             joints: config.firmware.joints.min(MAX_JOINTS),
         });
+        let rgb_info = parts.camera.info();
+        let depth_info = parts.depth.as_ref().map(|d| d.info());
+        let depth_src = depth_info.map_or((1, 1), |i| (i.width, i.height));
+        let preprocess = |p: &dyn PolicyBackend| -> Result<Preprocessor, ModelError> {
+            let pkg = crate::model::ModelPackage {
+                dir: Default::default(),
+                manifest: p.manifest().clone(),
+                onnx: Vec::new(),
+            };
+            Preprocessor::new(&pkg, (rgb_info.width, rgb_info.height), depth_src)
+        };
+        let primary_pre = preprocess(&*parts.primary)?;
+        let baseline_pre = preprocess(&*parts.baseline)?;
+        let samples = sample_tap(config, rgb_info.fps, &[primary_pre.io(), baseline_pre.io()]);
         let command_port = link.command_port().context("the firmware link's command port is already in use")?;
         let (zone_out, zone) = snapshot(ZoneReading::default());
         let (policy_out, policy) = snapshot(PolicyOutput::default());
@@ -445,6 +474,7 @@ impl Pipeline {
                 parts.camera.info(),
                 config.recorder.image_width,
                 THUMB_POOL,
+                samples,
                 TAP_SLACK_S,
             )),
             options,
@@ -454,26 +484,15 @@ impl Pipeline {
         let model_version = parts.primary.manifest().version.clone();
         let backend = parts.primary.execution_path().to_string();
 
-        let rgb_info = parts.camera.info();
-        let depth_info = parts.depth.as_ref().map(|d| d.info());
         let mut rgb_capture = Capture::new(parts.camera, config.camera.pool_frames);
         let rgb_queue = rgb_capture.queue();
         let rgb_stats = rgb_capture.stats();
         let mut depth_capture = parts.depth.map(|d| Capture::new(d, config.depth.pool_frames));
         let depth_queue = depth_capture.as_ref().map(|c| c.queue());
         let depth_stats = depth_capture.as_ref().map(|c| c.stats());
-        let depth_src = depth_info.map_or((1, 1), |i| (i.width, i.height));
-        let preprocess = |p: &dyn PolicyBackend| -> Result<Preprocessor, ModelError> {
-            let pkg = crate::model::ModelPackage {
-                dir: Default::default(),
-                manifest: p.manifest().clone(),
-                onnx: Vec::new(),
-            };
-            Preprocessor::new(&pkg, (rgb_info.width, rgb_info.height), depth_src)
-        };
         let inference = Inference {
-            primary_pre: preprocess(&*parts.primary)?,
-            baseline_pre: preprocess(&*parts.baseline)?,
+            primary_pre,
+            baseline_pre,
             primary: parts.primary,
             baseline: parts.baseline,
             safety: parts.safety,
@@ -855,6 +874,23 @@ fn inference_loop(
             let gripper = if non_finite { 0.0 } else { action.last().copied().unwrap_or(0.0) };
             record.unsafe_action = unsafe_action;
             status.last_output_ns.store(done, Ordering::Relaxed);
+            let (ih, iw) = pre.io().rgb;
+            let (dh, dw) = if depth.is_some() { pre.io().depth } else { (0, 0) };
+            shared.taps.samples.offer(&SampleInput {
+                frame_seq: meta.seq,
+                capture_ns: meta.capture_ns,
+                rgb_size: (iw as u32, ih as u32),
+                rgb: pre.model_rgb(),
+                depth_size: (dw as u32, dh as u32),
+                depth: if depth.is_some() { pre.model_depth() } else { &[] },
+                depth_unit_mm: inf.depth_unit_mm,
+                joints: inf.joints,
+                positions_rad: &js.positions_rad,
+                velocities_rad_s: &js.velocities_rad_s,
+                goal_rad: &goal,
+                goal_gripper: gripper,
+                from_baseline: active != Active::Primary,
+            });
             out.publish(PolicyOutput {
                 frame_ns: meta.capture_ns,
                 frame_seq: meta.seq,

@@ -50,6 +50,11 @@ pub struct Preprocessor {
     /// `(v / 255 - mean[c]) / std[c]` for every byte value, per channel.
     rgb_lut: [[f32; 256]; 3],
     depth_scale_mm: f32,
+    /// The last frame at the model's resolution, before normalisation:
+    /// interleaved RGB8 and depth in the camera's units. What a training
+    /// sample records, and what a replay feeds back in.
+    rgb_u8: Vec<u8>,
+    depth_u16: Vec<u16>,
 }
 
 impl Preprocessor {
@@ -78,6 +83,8 @@ impl Preprocessor {
             depth_rows: nearest(dh.max(1), odh),
             rgb_lut,
             depth_scale_mm: model.depth()?.scale_mm.unwrap_or(1.0),
+            rgb_u8: vec![0; oh * ow * 3],
+            depth_u16: vec![0; odh * odw],
         })
     }
 
@@ -118,6 +125,7 @@ impl Preprocessor {
                 let i = oy * ow + ox;
                 for c in 0..3 {
                     let mean = (self.acc[ox * 3 + c] + n / 2) / n;
+                    self.rgb_u8[i * 3 + c] = mean as u8;
                     out[c * plane + i] = self.rgb_lut[c][mean as usize];
                 }
             }
@@ -141,8 +149,49 @@ impl Preprocessor {
             let row = &frame[y * w * 2..(y + 1) * w * 2];
             for (ox, &x) in self.depth_cols.iter().enumerate() {
                 let mm = u16::from_le_bytes([row[2 * x], row[2 * x + 1]]);
+                self.depth_u16[oy * ow + ox] = mm;
                 out[oy * ow + ox] = (f32::from(mm) * k).min(1.0);
             }
+        }
+        Ok(())
+    }
+
+    /// The last [`Self::rgb`] frame at the model's resolution, RGB8 interleaved.
+    pub fn model_rgb(&self) -> &[u8] {
+        &self.rgb_u8
+    }
+
+    /// The last [`Self::depth`] frame at the model's resolution, camera units.
+    pub fn model_depth(&self) -> &[u16] {
+        &self.depth_u16
+    }
+
+    /// Model-resolution RGB8 (as [`Self::model_rgb`] gives it) → the model's
+    /// tensor: exactly what [`Self::rgb`] computes from the full frame.
+    pub fn rgb_from_model_res(&self, rgb: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (oh, ow) = self.io.rgb;
+        if rgb.len() != oh * ow * 3 || out.len() != 3 * oh * ow {
+            return Err(PreprocessError::TensorSize { got: rgb.len(), want: oh * ow * 3 });
+        }
+        let plane = oh * ow;
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = self.rgb_lut[c][usize::from(px[c])];
+            }
+        }
+        Ok(())
+    }
+
+    /// Model-resolution depth (as [`Self::model_depth`] gives it) → the
+    /// model's tensor: exactly what [`Self::depth`] computes from the full frame.
+    pub fn depth_from_model_res(&self, depth: &[u16], unit_mm: f32, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (oh, ow) = self.io.depth;
+        if depth.len() != oh * ow || out.len() != oh * ow {
+            return Err(PreprocessError::TensorSize { got: depth.len(), want: oh * ow });
+        }
+        let k = unit_mm / self.depth_scale_mm;
+        for (o, &mm) in out.iter_mut().zip(depth) {
+            *o = (f32::from(mm) * k).min(1.0);
         }
         Ok(())
     }

@@ -1,19 +1,20 @@
 //! A recorded segment read back through the `mcap` crate's reader (a path
-//! independent of the writer): every channel is there with its schema, every
-//! message is counted, every payload parses, images are JPEG.
+//! independent of the writer): every channel is there with its protobuf
+//! schema, every message is counted, every payload decodes, images are JPEG.
+//! (`tests/tests/recording.rs` reads them with Python's `mcap` and protobuf.)
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use gantry_edge::governor::{Check, Command, Incident};
 use gantry_edge::health::HealthSnapshot;
 use gantry_edge::record::messages::{
-    self, CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg,
+    self, foxglove, ArmModelMsg, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg,
 };
 use gantry_edge::record::taps::{FrameRecord, Thumb};
 use gantry_edge::record::Recorder;
+use prost::Message as _;
 
 #[test]
 fn every_channel_and_message_count_reads_back() {
@@ -48,7 +49,7 @@ fn every_channel_and_message_count_reads_back() {
     }
     for i in 0..4 {
         let unix_ns = 1_700_000_000_000_000_000 + i;
-        rec.record_health(unix_ns, &HealthSnapshot { unix_ns, robot_id: "robot-t".into(), ..Default::default() });
+        rec.record_health(&HealthSnapshot { unix_ns, robot_id: "robot-t".into(), ..Default::default() }.to_record());
     }
     for i in 0..30u64 {
         let (w, h) = (160u32, 90u32);
@@ -79,9 +80,14 @@ fn every_channel_and_message_count_reads_back() {
         for def in messages::ALL {
             let ch = summary.channels.values().find(|c| c.topic == def.topic).expect(def.topic);
             let schema = ch.schema.as_ref().expect("a schema");
-            assert_eq!((schema.name.as_str(), schema.encoding.as_str()), (def.schema_name, "jsonschema"));
-            assert_eq!(ch.message_encoding, "json");
-            serde_json::from_slice::<serde_json::Value>(&schema.data).expect("the schema is JSON");
+            assert_eq!((schema.name.as_str(), schema.encoding.as_str()), (def.schema_name, "protobuf"));
+            assert_eq!(ch.message_encoding, "protobuf");
+            let short = def.schema_name.rsplit('.').next().unwrap();
+            assert!(
+                schema.data.windows(short.len()).any(|w| w == short.as_bytes()),
+                "{}: the descriptor set defines {short}",
+                def.topic
+            );
         }
         for (id, n) in &summary.stats.as_ref().unwrap().channel_message_counts {
             *summary_counts.entry(channels[id].clone()).or_default() += n;
@@ -94,22 +100,25 @@ fn every_channel_and_message_count_reads_back() {
             *counts.entry(topic.to_string()).or_default() += 1;
             let d = &m.data;
             match topic {
-                "/control" => drop(serde_json::from_slice::<ControlMsg>(d).unwrap()),
-                "/joint_states" => drop(serde_json::from_slice::<JointStateMsg>(d).unwrap()),
-                "/frames" => drop(serde_json::from_slice::<FrameMsg>(d).unwrap()),
+                "/control" => drop(ControlMsg::decode(&d[..]).unwrap()),
+                "/joint_states" => drop(JointStateMsg::decode(&d[..]).unwrap()),
+                "/frames" => drop(FrameMsg::decode(&d[..]).unwrap()),
                 "/incidents" => {
-                    let i: IncidentMsg = serde_json::from_slice(d).unwrap();
+                    let i = IncidentMsg::decode(&d[..]).unwrap();
                     assert_eq!(i.failed, ["workspace_clear", "joint_velocity"]);
                 }
-                "/episodes" => drop(serde_json::from_slice::<EpisodeMsg>(d).unwrap()),
-                "/health" => drop(serde_json::from_slice::<HealthSnapshot>(d).unwrap()),
+                "/episodes" => drop(EpisodeMsg::decode(&d[..]).unwrap()),
+                "/health" => assert_eq!(HealthMsg::decode(&d[..]).unwrap().robot_id, "robot-t"),
                 "/camera/image" => {
-                    let img: CompressedImageMsg = serde_json::from_slice(d).unwrap();
-                    let jpeg = base64::engine::general_purpose::STANDARD.decode(img.data).unwrap();
-                    assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+                    let img = foxglove::CompressedImage::decode(&d[..]).unwrap();
+                    assert_eq!(&img.data[..3], &[0xFF, 0xD8, 0xFF], "a JPEG, as raw bytes");
                     assert_eq!(img.format, "jpeg");
+                    assert_eq!(img.timestamp.unwrap().unix_ns(), m.log_time);
                     jpegs += 1;
                 }
+                "/tf" => assert_eq!(foxglove::FrameTransforms::decode(&d[..]).unwrap().transforms.len(), 7),
+                "/tf_static" => assert_eq!(foxglove::FrameTransforms::decode(&d[..]).unwrap().transforms.len(), 1),
+                "/arm" => assert_eq!(ArmModelMsg::decode(&d[..]).unwrap().joints, 6),
                 other => panic!("unexpected topic {other}"),
             }
         }
@@ -124,6 +133,11 @@ fn every_channel_and_message_count_reads_back() {
         ("/episodes", 3),
         ("/health", 4),
         ("/camera/image", 30),
+        // The arm at 10 Hz of the 100 Hz ticks; the camera's place and the
+        // arm's model at the start of every segment.
+        ("/tf", 250),
+        ("/tf_static", rows.len() as u64),
+        ("/arm", rows.len() as u64),
     ]
     .into_iter()
     .map(|(t, n)| (t.to_string(), n))

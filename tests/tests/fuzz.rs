@@ -8,7 +8,7 @@
 //! asserts what must hold for any input, not only that nothing panics.
 
 use bolero::check;
-use gantry_config::records::{ControlMsg, Time};
+use gantry_config::records::ControlMsg;
 use gantry_config::wire::{self, BatchKind};
 use gantry_config::{load_str, CloudConfig, Configuration, EdgeConfig};
 use gantry_edge::record::batch::Batcher;
@@ -154,19 +154,18 @@ fn valid_batch() -> Vec<u8> {
             command_rad: vec![0.1; 6],
             command_gripper: 0.5,
         };
-        b.add(CH_CONTROL, c.unix_ns, &serde_json::to_vec(&c).unwrap()).unwrap();
+        b.add(CH_CONTROL, c.unix_ns, &prost::Message::encode_to_vec(&c)).unwrap();
     }
     let rgb: Vec<u8> = (0..32 * 16 * 3).map(|i| (i * 7 % 251) as u8).collect();
     let mut jpeg = Vec::new();
     jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(&rgb, 32, 16, jpeg_encoder::ColorType::Rgb).unwrap();
-    use base64::Engine as _;
-    let img = gantry_config::records::CompressedImageMsg {
-        timestamp: Time { sec: (t0 / 1_000_000_000) as u32, nsec: 1 },
+    let img = gantry_config::records::foxglove::CompressedImage {
+        timestamp: Some(gantry_config::records::foxglove::Timestamp::from_unix_ns(t0 + 1)),
         frame_id: "camera".into(),
-        data: base64::engine::general_purpose::STANDARD.encode(&jpeg),
+        data: jpeg,
         format: "jpeg".into(),
     };
-    b.add(CH_IMAGES, t0 + 400_000_000, &serde_json::to_vec(&img).unwrap()).unwrap();
+    b.add(CH_IMAGES, t0 + 400_000_000, &prost::Message::encode_to_vec(&img)).unwrap();
     b.cut().unwrap().unwrap().encode("robot-fuzz", "robot-fuzz-seg", 1)
 }
 

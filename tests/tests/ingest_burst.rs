@@ -5,6 +5,7 @@
 //! waited for room in the MQTT client's request queue from the task that
 //! empties that queue).
 
+use gantry_config::records::ControlMsg;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -22,7 +23,12 @@ const PER_ROBOT: u64 = 250;
 fn batch(robot: &str, seq: u64) -> Vec<u8> {
     let mut b = Batcher::new(BatchKind::Logs, 64_000, Duration::from_secs(5));
     for i in 0..20u64 {
-        b.add(CH_CONTROL, 1_700_000_000_000_000_000 + seq * 1000 + i, br#"{"seq":1,"joints":[0.1,0.2]}"#).unwrap();
+        b.add(
+            CH_CONTROL,
+            1_700_000_000_000_000_000 + seq * 1000 + i,
+            &prost::Message::encode_to_vec(&ControlMsg { seq: 1, goal_rad: vec![0.1, 0.2], ..Default::default() }),
+        )
+        .unwrap();
     }
     b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_config::records::{CompressedImageMsg, ControlMsg, EpisodeMsg, FrameMsg, IncidentMsg, JointStateMsg, Time};
+use gantry_config::records::{foxglove, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg};
 use gantry_config::wire::{BatchKind, DAY_NS};
 use gantry_edge::record::batch::Batcher;
 use gantry_edge::record::{CH_CONTROL, CH_EPISODES, CH_FRAMES, CH_HEALTH, CH_IMAGES, CH_INCIDENTS, CH_JOINTS};
@@ -20,6 +20,7 @@ use gantry_sync::quality;
 use gantry_sync::store::{CloudCatalog, SqliteCatalog};
 use object_store::path::Path as ObjectPath;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use prost::Message as _;
 
 /// 2026-11-16 00:00 UTC, a Monday.
 const WEEK_START: u64 = 1_794_787_200_000_000_000;
@@ -74,7 +75,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
             command_rad: vec![q; 6],
             command_gripper: 0.5,
         };
-        b.add(CH_CONTROL, t, &json(&c)).unwrap();
+        b.add(CH_CONTROL, t, &c.encode_to_vec()).unwrap();
         let j = JointStateMsg {
             boot_id: "boot-1".into(),
             task_id: None,
@@ -84,7 +85,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
             positions_rad: vec![0.3; 6],
             velocities_rad_s: vec![0.0; 6],
         };
-        b.add(CH_JOINTS, t, &json(&j)).unwrap();
+        b.add(CH_JOINTS, t, &j.encode_to_vec()).unwrap();
     }
     for f in 0..FRAMES {
         let t = t0 + f * 33_000_000 + 1;
@@ -101,7 +102,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
             from_baseline: false,
             ok: true,
         };
-        b.add(CH_FRAMES, t, &json(&m)).unwrap();
+        b.add(CH_FRAMES, t, &m.encode_to_vec()).unwrap();
     }
     let end = t0 + TICKS * 10_000_000;
     if fault == Fault::LabelContradicts {
@@ -122,7 +123,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
             substituted_rad: vec![0.0; 6],
             substituted_gripper: 0.0,
         };
-        b.add(CH_INCIDENTS, i.unix_ns, &json(&i)).unwrap();
+        b.add(CH_INCIDENTS, i.unix_ns, &i.encode_to_vec()).unwrap();
     }
     let e = EpisodeMsg {
         boot_id: "boot-1".into(),
@@ -137,31 +138,32 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
         ticks: TICKS,
         rejects: if fault == Fault::LabelContradicts { 1 } else { 0 },
     };
-    b.add(CH_EPISODES, end, &json(&e)).unwrap();
+    b.add(CH_EPISODES, end, &e.encode_to_vec()).unwrap();
     let temp = if fault == Fault::Unhealthy { 96.0 } else { 41.0 };
-    let h = serde_json::json!({
-        "unix_ns": end + 1, "robot_id": robot, "mode": "running", "cpu_pct": 30.0, "link_alive": true,
-        "motor_temp_c": [40.0, temp, 39.0, 38.0, 37.0, 36.0], "latency_p99_ms": 12.0,
-    });
-    b.add(CH_HEALTH, end + 1, h.to_string().as_bytes()).unwrap();
+    let h = HealthMsg {
+        unix_ns: end + 1,
+        robot_id: robot.into(),
+        mode: "running".into(),
+        cpu_pct: 30.0,
+        link_alive: true,
+        motor_temp_c: vec![40.0, temp, 39.0, 38.0, 37.0, 36.0],
+        latency_p99_ms: 12.0,
+        ..HealthMsg::default()
+    };
+    b.add(CH_HEALTH, end + 1, &h.encode_to_vec()).unwrap();
     let mut image = jpeg();
     if fault == Fault::CorruptImage {
         // Half a frame, as a camera that drops out mid-transfer delivers it.
         image.truncate(image.len() / 2);
     }
-    use base64::Engine as _;
-    let img = CompressedImageMsg {
-        timestamp: Time { sec: ((end + 2) / 1_000_000_000) as u32, nsec: 2 },
+    let img = foxglove::CompressedImage {
+        timestamp: Some(foxglove::Timestamp::from_unix_ns(end + 2)),
         frame_id: "camera".into(),
-        data: base64::engine::general_purpose::STANDARD.encode(&image),
+        data: image,
         format: "jpeg".into(),
     };
-    b.add(CH_IMAGES, end + 2, &json(&img)).unwrap();
+    b.add(CH_IMAGES, end + 2, &img.encode_to_vec()).unwrap();
     b.cut().unwrap().unwrap().encode(robot, &format!("{robot}-seg-{day}"), seq)
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
 }
 
 fn injected(robot: usize, day: u64) -> Fault {

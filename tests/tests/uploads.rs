@@ -50,6 +50,8 @@ fn record_segments(dir: &std::path::Path, count: usize, bytes: u64) -> Vec<Segme
         episode: Duration::ZERO,
         joints: 6,
         model_version: "test-1".into(),
+        sample_hz: 0.0,
+        rig: Default::default(),
         batch_max_bytes: 64_000,
         batch_period: Duration::from_secs(5),
         outbox_max_bytes: 100_000_000,

@@ -12,7 +12,7 @@ use gantry_config::wire::{self, BatchHeader, BatchKind};
 use mcap::records::MessageHeader;
 use mcap::{Compression, WriteOptions, Writer};
 
-use super::messages::ALL;
+use super::messages::{ALL, MESSAGE_ENCODING, SCHEMA_ENCODING};
 
 /// One batch being filled.
 struct Open {
@@ -71,8 +71,8 @@ impl Batcher {
             Some(id) => id,
             None => {
                 let def = ALL[channel];
-                let schema = open.writer.add_schema(def.schema_name, "jsonschema", def.schema.as_bytes())?;
-                let id = open.writer.add_channel(schema, def.topic, "json", &BTreeMap::new())?;
+                let schema = open.writer.add_schema(def.schema_name, SCHEMA_ENCODING, def.schema())?;
+                let id = open.writer.add_channel(schema, def.topic, MESSAGE_ENCODING, &BTreeMap::new())?;
                 open.channels[channel] = Some(id);
                 id
             }
@@ -124,12 +124,14 @@ impl Cut {
     }
 }
 
-/// Which batch stream a recorded channel feeds; images stay in the segments.
+/// Which batch stream a recorded channel feeds (none: bulk upload only).
 pub fn kind_of(channel: usize) -> Option<BatchKind> {
     match channel {
         super::CH_INCIDENTS => Some(BatchKind::Incidents),
         super::CH_HEALTH => Some(BatchKind::Health),
-        super::CH_IMAGES => None,
-        _ => Some(BatchKind::Logs),
+        super::CH_CONTROL | super::CH_JOINTS | super::CH_FRAMES | super::CH_EPISODES => Some(BatchKind::Logs),
+        // Images, samples, transforms and calibration travel in the bulk
+        // upload of whole segments only.
+        _ => None,
     }
 }

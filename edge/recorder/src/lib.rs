@@ -28,19 +28,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use gantry_config::EdgeConfig;
 use gantry_hal::clock::{monotonic_ns, unix_ns};
-use serde::Serialize;
 
 use catalog::{Catalog, SegmentRow, SegmentState};
 use episodes::Episodes;
 use gantry_config::wire::BatchKind;
 use gantry_safety::governor::Incident;
-use messages::{CompressedImageMsg, Time};
+use messages::foxglove;
 use quota::ImageLevel;
 use segment::{Encoding, Recovered, SegmentWriter};
-use taps::{ControlRecord, FrameRecord, Taps, Thumb};
+use taps::{ControlRecord, FrameRecord, SampleBuf, Taps, Thumb};
 
 /// What the recorder hears about tasks, to cut episodes at their edges.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +55,22 @@ pub const CH_INCIDENTS: usize = 3;
 pub const CH_EPISODES: usize = 4;
 pub const CH_HEALTH: usize = 5;
 pub const CH_IMAGES: usize = 6;
+pub const CH_TF: usize = 7;
+pub const CH_TF_STATIC: usize = 8;
+pub const CH_SAMPLES: usize = 9;
+pub const CH_MODEL_RGB: usize = 10;
+pub const CH_MODEL_DEPTH: usize = 11;
+pub const CH_CAMERA_CALIBRATION: usize = 12;
+pub const CH_DEPTH_CALIBRATION: usize = 13;
+pub const CH_ARM: usize = 14;
+
+/// The arm's transforms are recorded on every this many control ticks (10 Hz
+/// at 100 Hz): smooth in Foxglove's 3D panel, a fraction of the joint states.
+const TF_EVERY_TICKS: u32 = 10;
+
+/// Samples waiting for the control tick that followed their frame are
+/// written without a command after this long (a stopped control loop).
+const SAMPLE_WAIT_NS: u64 = 500_000_000;
 
 /// After a full-rate image window around an incident, the next incident opens
 /// another only after this long.
@@ -78,6 +92,9 @@ pub struct Settings {
     pub episode: Duration,
     pub joints: usize,
     pub model_version: String,
+    /// Training samples per second during a task (0: none).
+    pub sample_hz: f64,
+    pub rig: messages::Rig,
     pub batch_max_bytes: u64,
     pub batch_period: Duration,
     pub outbox_max_bytes: u64,
@@ -102,10 +119,29 @@ impl Settings {
             episode: Duration::from_secs(r.episode_s),
             joints: config.firmware.joints.min(gantry_config::edge::MAX_JOINTS),
             model_version: model_version.to_string(),
+            sample_hz: r.sample_hz,
+            rig: messages::Rig {
+                rgb: None,
+                depth: None,
+                camera_position_m: config.governor.camera_position_m,
+                camera_rpy_rad: config.governor.camera_rpy_rad,
+                dh: config.arm.dh.clone(),
+                tool_offset_m: config.arm.tool_offset_m,
+                position_min_rad: config.governor.joint_min_rad.clone(),
+                position_max_rad: config.governor.joint_max_rad.clone(),
+                velocity_max_rad_s: config.governor.max_velocity_rad_s.clone(),
+            },
             batch_max_bytes: config.uplink.batch_max_kb * 1000,
             batch_period: Duration::from_secs(config.uplink.batch_period_s),
             outbox_max_bytes: config.uplink.outbox_max_mb * 1_000_000,
         }
+    }
+
+    /// The camera and depth streams, for the calibration each segment starts with.
+    pub fn with_streams(mut self, rgb: gantry_hal::StreamInfo, depth: Option<gantry_hal::StreamInfo>) -> Self {
+        self.rig.rgb = Some(rgb);
+        self.rig.depth = depth;
+        self
     }
 
     /// How often the capture thread should thumbnail a frame at `level`.
@@ -133,6 +169,9 @@ pub struct RecorderStats {
     pub unsynced_bytes: AtomicU64,
     pub segments_on_disk: AtomicU64,
     pub images: AtomicU64,
+    /// Training samples written, and those written without a command.
+    pub samples: AtomicU64,
+    pub samples_without_command: AtomicU64,
     pub image_level: AtomicU8,
     pub disk_alert: AtomicBool,
     /// Messages lost to write errors (disk full, I/O errors).
@@ -177,6 +216,19 @@ pub struct Recorder {
     preroll: VecDeque<(u64, u64, Vec<u8>)>,
     post_roll_until_ns: u64,
     last_image_seq: Option<u64>,
+    /// Recent samples (all frames), for the full-rate window around an incident.
+    sample_preroll: VecDeque<Box<SampleBuf>>,
+    /// Samples kept, waiting for the tick that followed their frame.
+    pending_samples: VecDeque<(Box<SampleBuf>, &'static str)>,
+    /// The first tick that followed each recent frame: (frame_seq, record).
+    first_ticks: VecDeque<ControlRecord>,
+    next_sample_ns: u64,
+    last_sample_seq: Option<u64>,
+    /// Sample buffers to give back to the tap: boxed because the tap's pool
+    /// moves them between its queues without copying.
+    #[allow(clippy::vec_box)]
+    spent_samples: Vec<Box<SampleBuf>>,
+    ticks: u32,
     episodes: Episodes,
     /// The keys every message carries (boot, current task).
     keys: messages::Keys,
@@ -221,6 +273,13 @@ impl Recorder {
             preroll: VecDeque::new(),
             post_roll_until_ns: 0,
             last_image_seq: None,
+            sample_preroll: VecDeque::new(),
+            pending_samples: VecDeque::new(),
+            first_ticks: VecDeque::new(),
+            next_sample_ns: 0,
+            last_sample_seq: None,
+            spent_samples: Vec::new(),
+            ticks: 0,
             episodes,
             keys,
             buf: Vec::with_capacity(64 * 1024),
@@ -258,13 +317,25 @@ impl Recorder {
 
     pub fn record_control(&mut self, r: &ControlRecord) {
         let unix = self.unix(r.t_ns);
-        self.write_json(CH_CONTROL, unix, &messages::control_msg(r, unix, &self.keys));
+        self.write_proto(CH_CONTROL, unix, &messages::control_msg(r, unix, &self.keys));
         if let Some(js) = messages::joint_state_msg(r, unix, &self.keys) {
-            self.write_json(CH_JOINTS, unix, &js);
+            self.write_proto(CH_JOINTS, unix, &js);
+            self.ticks = self.ticks.wrapping_add(1);
+            if self.ticks.is_multiple_of(TF_EVERY_TICKS) {
+                let tf = self.s.rig.arm_transforms(&r.positions_rad[..usize::from(r.joints)], unix);
+                self.write_proto(CH_TF, unix, &tf);
+            }
         }
         if let Some(ep) = self.episodes.on_control(r, unix) {
-            self.write_json(CH_EPISODES, unix, &ep);
+            self.write_proto(CH_EPISODES, unix, &ep);
         }
+        if self.first_ticks.back().is_none_or(|t| t.frame_seq != r.frame_seq) {
+            if self.first_ticks.len() >= 256 {
+                self.first_ticks.pop_front();
+            }
+            self.first_ticks.push_back(*r);
+        }
+        self.flush_samples(false);
     }
 
     /// A task's start or end: the episode's edge.
@@ -282,20 +353,20 @@ impl Recorder {
             }
         };
         if let Some(ep) = done {
-            self.write_json(CH_EPISODES, ep.end_unix_ns, &ep);
+            self.write_proto(CH_EPISODES, ep.end_unix_ns, &ep);
         }
     }
 
     pub fn record_frame(&mut self, r: &FrameRecord) {
         let unix = self.unix(r.done_ns);
-        self.write_json(CH_FRAMES, unix, &messages::frame_msg(r, unix, &self.keys));
+        self.write_proto(CH_FRAMES, unix, &messages::frame_msg(r, unix, &self.keys));
     }
 
     /// Records the incident and the pre-roll of images before it; images keep
     /// coming at full rate for as long again after it.
     pub fn record_incident(&mut self, i: &Incident) {
         let unix = self.unix(i.time_ns);
-        self.write_json(CH_INCIDENTS, unix, &messages::incident_msg(i, self.s.joints, unix, &self.keys));
+        self.write_proto(CH_INCIDENTS, unix, &messages::incident_msg(i, self.s.joints, unix, &self.keys));
         // One full-rate window per burst: a robot held by the governor for
         // minutes would otherwise record video the whole time.
         let cooled = i.time_ns > self.post_roll_until_ns + INCIDENT_COOLDOWN.as_nanos() as u64;
@@ -304,14 +375,125 @@ impl Recorder {
             for (capture_ns, seq, jpeg) in std::mem::take(&mut self.preroll) {
                 self.write_image(capture_ns, seq, &jpeg);
             }
+            for sample in std::mem::take(&mut self.sample_preroll) {
+                self.keep_sample(sample, "incident");
+            }
         }
     }
 
-    /// Records the daemon's health snapshot (`unix_ns` is its time).
-    pub fn record_health<H: Serialize>(&mut self, unix_ns: u64, h: &H) {
-        let keys = self.keys.clone();
-        let keyed = messages::Keyed { msg: h, boot_id: &keys.boot_id, task_id: keys.task_id.as_deref() };
-        self.write_json(CH_HEALTH, unix_ns, &keyed);
+    /// A frame's policy inputs and action: kept at `sample_hz` during a task
+    /// and at full rate around an incident; else held for the pre-roll.
+    pub fn record_sample(&mut self, s: Box<SampleBuf>) {
+        let in_window = s.capture_ns <= self.post_roll_until_ns;
+        let due = self.keys.task_id.is_some()
+            && self.s.sample_hz > 0.0
+            && self.level == ImageLevel::Normal
+            && s.capture_ns >= self.next_sample_ns;
+        if in_window && self.level == ImageLevel::Normal {
+            self.keep_sample(s, "incident");
+        } else if due {
+            self.next_sample_ns = s.capture_ns + (1e9 / self.s.sample_hz) as u64;
+            self.keep_sample(s, "rate");
+        } else if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() {
+            let horizon = s.capture_ns.saturating_sub(self.s.preroll.as_nanos() as u64);
+            while self.sample_preroll.front().is_some_and(|p| p.capture_ns < horizon) {
+                if let Some(old) = self.sample_preroll.pop_front() {
+                    self.spent_samples.push(old);
+                }
+            }
+            self.sample_preroll.push_back(s);
+        } else {
+            self.spent_samples.push(s);
+        }
+    }
+
+    fn keep_sample(&mut self, s: Box<SampleBuf>, reason: &'static str) {
+        if self.last_sample_seq.is_some_and(|seq| seq >= s.frame_seq) {
+            self.spent_samples.push(s);
+            return;
+        }
+        self.last_sample_seq = Some(s.frame_seq);
+        self.pending_samples.push_back((s, reason));
+        self.flush_samples(false);
+    }
+
+    /// Writes the kept samples whose frame's first tick is known (or, with
+    /// `all`, or after [`SAMPLE_WAIT_NS`], without one).
+    fn flush_samples(&mut self, all: bool) {
+        let latest = self.first_ticks.back().map(|t| (t.frame_seq, t.t_ns));
+        while let Some((s, _)) = self.pending_samples.front() {
+            let tick = self.first_ticks.iter().find(|t| t.frame_seq == s.frame_seq).copied();
+            let passed = latest.is_some_and(|(seq, t)| seq > s.frame_seq || t > s.capture_ns + SAMPLE_WAIT_NS);
+            if tick.is_none() && !passed && !all {
+                break;
+            }
+            let Some((s, reason)) = self.pending_samples.pop_front() else { break };
+            self.write_sample(&s, tick.as_ref(), reason);
+            self.spent_samples.push(s);
+        }
+    }
+
+    fn write_sample(&mut self, s: &SampleBuf, tick: Option<&ControlRecord>, reason: &str) {
+        let unix = self.unix(s.capture_ns);
+        let stamp = Some(foxglove::Timestamp::from_unix_ns(unix));
+        let (w, h) = s.rgb_size;
+        let rgb = foxglove::RawImage {
+            timestamp: stamp,
+            frame_id: messages::CAMERA_FRAME.to_string(),
+            width: w,
+            height: h,
+            encoding: "rgb8".to_string(),
+            step: w * 3,
+            data: s.rgb().to_vec(),
+        };
+        self.write_proto(CH_MODEL_RGB, unix, &rgb);
+        let has_depth = s.depth_len > 0;
+        if has_depth {
+            let (w, h) = s.depth_size;
+            let depth = foxglove::RawImage {
+                timestamp: stamp,
+                frame_id: messages::CAMERA_FRAME.to_string(),
+                width: w,
+                height: h,
+                encoding: "16UC1".to_string(),
+                step: w * 2,
+                data: s.depth().iter().flat_map(|d| d.to_le_bytes()).collect(),
+            };
+            self.write_proto(CH_MODEL_DEPTH, unix, &depth);
+        }
+        let n = usize::from(s.joints);
+        let msg = messages::SampleMsg {
+            boot_id: self.keys.boot_id.clone(),
+            task_id: self.keys.task_id.clone(),
+            unix_ns: unix,
+            frame_seq: s.frame_seq,
+            model_version: self.s.model_version.clone(),
+            has_depth,
+            depth_unit_mm: s.depth_unit_mm,
+            joint_positions_rad: s.positions_rad[..n].to_vec(),
+            joint_velocities_rad_s: s.velocities_rad_s[..n].to_vec(),
+            goal_rad: s.goal_rad[..n].to_vec(),
+            goal_gripper: s.goal_gripper,
+            from_baseline: s.from_baseline,
+            has_command: tick.is_some(),
+            approved: tick.is_some_and(|t| t.approved),
+            rejected_by: tick.map_or_else(Vec::new, |t| messages::failed_checks(t.failed)),
+            command_rad: tick.map_or_else(Vec::new, |t| t.command_rad[..usize::from(t.joints)].to_vec()),
+            command_gripper: tick.map_or(0.0, |t| t.command_gripper),
+            reason: reason.to_string(),
+        };
+        self.write_proto(CH_SAMPLES, unix, &msg);
+        self.stats.samples.fetch_add(1, Relaxed);
+        if tick.is_none() {
+            self.stats.samples_without_command.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records the daemon's health snapshot, with this boot's keys.
+    pub fn record_health(&mut self, h: &messages::HealthMsg) {
+        let keyed =
+            messages::HealthMsg { boot_id: self.keys.boot_id.clone(), task_id: self.keys.task_id.clone(), ..h.clone() };
+        self.write_proto(CH_HEALTH, h.unix_ns, &keyed);
     }
 
     /// Encodes a thumbnail and writes it (or keeps it in the pre-roll ring) per
@@ -353,19 +535,19 @@ impl Recorder {
         }
         self.last_image_seq = Some(frame_seq);
         let unix = self.unix(capture_ns);
-        let msg = CompressedImageMsg {
-            timestamp: Time { sec: (unix / 1_000_000_000) as u32, nsec: (unix % 1_000_000_000) as u32 },
-            frame_id: "camera".into(),
-            data: base64::engine::general_purpose::STANDARD.encode(jpeg),
+        let msg = foxglove::CompressedImage {
+            timestamp: Some(foxglove::Timestamp::from_unix_ns(unix)),
+            frame_id: messages::CAMERA_FRAME.into(),
+            data: jpeg.to_vec(),
             format: "jpeg".into(),
         };
-        self.write_json(CH_IMAGES, unix, &msg);
+        self.write_proto(CH_IMAGES, unix, &msg);
         self.stats.images.fetch_add(1, Relaxed);
     }
 
-    fn write_json<T: Serialize>(&mut self, channel: usize, unix_ns: u64, msg: &T) {
+    fn write_proto<M: prost::Message>(&mut self, channel: usize, unix_ns: u64, msg: &M) {
         self.buf.clear();
-        if serde_json::to_writer(&mut self.buf, msg).is_err() {
+        if msg.encode(&mut self.buf).is_err() {
             return;
         }
         let data = std::mem::take(&mut self.buf);
@@ -424,6 +606,7 @@ impl Recorder {
                 self.retry_at = None;
                 self.last_segment_id = id.clone();
                 self.seg = Some(Open { w, opened: Instant::now(), created_unix_ns: now, last_flush: Instant::now() });
+                self.write_calibration(now);
                 true
             }
             Err(e) => {
@@ -431,6 +614,21 @@ impl Recorder {
                 false
             }
         }
+    }
+
+    /// What every segment starts with, so each can be read alone: the
+    /// cameras' intrinsics, the camera's place on the robot and the arm.
+    fn write_calibration(&mut self, unix_ns: u64) {
+        let rig = self.s.rig.clone();
+        if let Some(rgb) = &rig.rgb {
+            self.write_proto(CH_CAMERA_CALIBRATION, unix_ns, &messages::Rig::calibration(rgb, unix_ns));
+        }
+        if let Some(depth) = &rig.depth {
+            self.write_proto(CH_DEPTH_CALIBRATION, unix_ns, &messages::Rig::calibration(depth, unix_ns));
+        }
+        self.write_proto(CH_TF_STATIC, unix_ns, &rig.camera_transform(unix_ns));
+        let arm = rig.arm_model(&self.keys.boot_id, &self.s.robot_id, &self.s.model_version, unix_ns);
+        self.write_proto(CH_ARM, unix_ns, &arm);
     }
 
     /// A write failed: keep what the open segment holds (its complete chunks),
@@ -635,9 +833,10 @@ impl Recorder {
     /// segment: the clean shutdown.
     pub fn close(mut self) -> Option<SegmentRow> {
         let now = monotonic_ns();
+        self.flush_samples(true);
         if let Some(ep) = self.episodes.interrupt(self.unix(now)) {
             let unix = ep.end_unix_ns;
-            self.write_json(CH_EPISODES, unix, &ep);
+            self.write_proto(CH_EPISODES, unix, &ep);
         }
         self.cut_batches(true);
         self.roll()
@@ -662,6 +861,13 @@ impl Recorder {
             self.record_thumb(&t);
             taps.thumbs.recycle(t);
             n += 1;
+        }
+        while let Some(s) = taps.samples.take() {
+            self.record_sample(s);
+            n += 1;
+        }
+        for s in self.spent_samples.drain(..) {
+            taps.samples.recycle(s);
         }
         taps.thumbs.set_every_n(self.s.thumb_every_n(self.level));
         self.cut_batches(false);
@@ -760,8 +966,7 @@ fn reconcile(data_dir: &Path, dir: &Path, catalog: &Catalog, enc: Encoding) -> a
 
 /// Commands to the recorder thread from the rest of the daemon.
 pub enum Command {
-    /// A health snapshot: its time and its JSON form (`docs/PROTOCOL.md`).
-    Health(u64, Box<serde_json::Value>),
+    Health(Box<messages::HealthMsg>),
     /// A task started or ended: an episode's edge.
     Task(TaskEvent),
     /// Close the open segment now (tests, uploads).
@@ -829,7 +1034,7 @@ fn run(recorder: &mut Recorder, taps: &Taps, rx: &Receiver<Command>, stop: &Atom
         // The queues hold seconds of records; draining every 20 ms keeps them
         // nearly empty and the wait doubles as the command inbox.
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(Command::Health(unix_ns, h)) => recorder.record_health(unix_ns, &*h),
+            Ok(Command::Health(h)) => recorder.record_health(&h),
             Ok(Command::Task(event)) => {
                 recorder.drain(taps);
                 recorder.record_task(&event);

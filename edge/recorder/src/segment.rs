@@ -15,7 +15,7 @@ use mcap::records::MessageHeader;
 use mcap::{Compression, WriteOptions, Writer};
 
 use super::catalog::{SegmentRow, SegmentState};
-use super::messages::ALL;
+use super::messages::{ALL, MESSAGE_ENCODING, SCHEMA_ENCODING};
 
 pub const PARTIAL: &str = ".mcap.partial";
 pub const FINAL: &str = ".mcap";
@@ -97,8 +97,8 @@ impl SegmentWriter {
         let mut writer = write_options(enc).create(tracked).context("starting the MCAP file")?;
         let mut channels = [0u16; ALL.len()];
         for (slot, def) in channels.iter_mut().zip(ALL.iter()) {
-            let schema = writer.add_schema(def.schema_name, "jsonschema", def.schema.as_bytes())?;
-            *slot = writer.add_channel(schema, def.topic, "json", &BTreeMap::new())?;
+            let schema = writer.add_schema(def.schema_name, SCHEMA_ENCODING, def.schema())?;
+            *slot = writer.add_channel(schema, def.topic, MESSAGE_ENCODING, &BTreeMap::new())?;
         }
         Ok(Self {
             id: id.to_string(),

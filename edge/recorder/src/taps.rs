@@ -2,7 +2,7 @@
 //! records and preallocated thumbnails through lock-free queues. A full queue
 //! drops the record and counts it; the real-time thread never waits.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
@@ -168,25 +168,171 @@ impl ThumbTap {
     }
 }
 
+/// One frame's policy inputs at the model's resolution, the action it gave,
+/// in a buffer allocated once (sized for the largest model the daemon runs).
+pub struct SampleBuf {
+    pub frame_seq: u64,
+    pub capture_ns: u64,
+    /// Width and height of `rgb[..rgb_len]` (RGB8 interleaved).
+    pub rgb_size: (u32, u32),
+    pub rgb_len: usize,
+    pub rgb: Box<[u8]>,
+    /// Width and height of `depth[..depth_len]`; 0 × 0 without a depth camera.
+    pub depth_size: (u32, u32),
+    pub depth_len: usize,
+    pub depth: Box<[u16]>,
+    pub depth_unit_mm: f32,
+    pub joints: u8,
+    pub positions_rad: [f32; MAX_JOINTS],
+    pub velocities_rad_s: [f32; MAX_JOINTS],
+    pub goal_rad: [f32; MAX_JOINTS],
+    pub goal_gripper: f32,
+    pub from_baseline: bool,
+}
+
+impl SampleBuf {
+    pub fn rgb(&self) -> &[u8] {
+        self.rgb.get(..self.rgb_len).unwrap_or(&[])
+    }
+
+    pub fn depth(&self) -> &[u16] {
+        self.depth.get(..self.depth_len).unwrap_or(&[])
+    }
+}
+
+/// What the inference thread offers for a sample.
+pub struct SampleInput<'a> {
+    pub frame_seq: u64,
+    pub capture_ns: u64,
+    pub rgb_size: (u32, u32),
+    pub rgb: &'a [u8],
+    pub depth_size: (u32, u32),
+    pub depth: &'a [u16],
+    pub depth_unit_mm: f32,
+    pub joints: usize,
+    pub positions_rad: &'a [f32; MAX_JOINTS],
+    pub velocities_rad_s: &'a [f32; MAX_JOINTS],
+    pub goal_rad: &'a [f32; MAX_JOINTS],
+    pub goal_gripper: f32,
+    pub from_baseline: bool,
+}
+
+/// Every inference's inputs, copied into a pool of preallocated buffers: the
+/// recorder keeps a pre-roll of them and writes the ones it samples.
+pub struct SampleTap {
+    free: ArrayQueue<Box<SampleBuf>>,
+    full: ArrayQueue<Box<SampleBuf>>,
+    enabled: AtomicBool,
+    /// Offers with no free buffer, or inputs larger than the buffers.
+    pub dropped: AtomicU64,
+}
+
+impl SampleTap {
+    /// `pool` buffers of `rgb_bytes` and `depth_pixels`; none when `pool` is 0.
+    pub fn new(rgb_bytes: usize, depth_pixels: usize, pool: usize) -> Self {
+        let free = ArrayQueue::new(pool.max(1));
+        let full = ArrayQueue::new(pool.max(1));
+        for _ in 0..pool {
+            let buf = SampleBuf {
+                frame_seq: 0,
+                capture_ns: 0,
+                rgb_size: (0, 0),
+                rgb_len: 0,
+                rgb: vec![0; rgb_bytes].into_boxed_slice(),
+                depth_size: (0, 0),
+                depth_len: 0,
+                depth: vec![0; depth_pixels].into_boxed_slice(),
+                depth_unit_mm: 1.0,
+                joints: 0,
+                positions_rad: [0.0; MAX_JOINTS],
+                velocities_rad_s: [0.0; MAX_JOINTS],
+                goal_rad: [0.0; MAX_JOINTS],
+                goal_gripper: 0.0,
+                from_baseline: false,
+            };
+            let _ = free.push(Box::new(buf));
+        }
+        Self { free, full, enabled: AtomicBool::new(pool > 0), dropped: AtomicU64::new(0) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// On the inference thread: copies the inputs into a free buffer.
+    /// Allocation-free; drops (counted) when none is free.
+    pub fn offer(&self, s: &SampleInput<'_>) {
+        if !self.enabled() {
+            return;
+        }
+        let Some(mut buf) = self.free.pop() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (Some(rgb), Some(depth)) = (buf.rgb.get_mut(..s.rgb.len()), buf.depth.get_mut(..s.depth.len())) else {
+            let _ = self.free.push(buf);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        rgb.copy_from_slice(s.rgb);
+        depth.copy_from_slice(s.depth);
+        buf.frame_seq = s.frame_seq;
+        buf.capture_ns = s.capture_ns;
+        buf.rgb_size = s.rgb_size;
+        buf.rgb_len = s.rgb.len();
+        buf.depth_size = s.depth_size;
+        buf.depth_len = s.depth.len();
+        buf.depth_unit_mm = s.depth_unit_mm;
+        buf.joints = s.joints.min(MAX_JOINTS) as u8;
+        buf.positions_rad = *s.positions_rad;
+        buf.velocities_rad_s = *s.velocities_rad_s;
+        buf.goal_rad = *s.goal_rad;
+        buf.goal_gripper = s.goal_gripper;
+        buf.from_baseline = s.from_baseline;
+        if let Err(buf) = self.full.push(buf) {
+            let _ = self.free.push(buf);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// On the recorder thread: the next sample; give it back with [`Self::recycle`].
+    pub fn take(&self) -> Option<Box<SampleBuf>> {
+        self.full.pop()
+    }
+
+    pub fn recycle(&self, buf: Box<SampleBuf>) {
+        let _ = self.free.push(buf);
+    }
+}
+
 /// Everything the real-time threads hand to the recorder.
 pub struct Taps {
     pub control: ArrayQueue<ControlRecord>,
     pub frames: ArrayQueue<FrameRecord>,
     pub incidents: ArrayQueue<Incident>,
     pub thumbs: ThumbTap,
+    pub samples: SampleTap,
     /// Records dropped because the recorder fell behind (or none is attached).
     pub dropped: AtomicU64,
 }
 
 impl Taps {
     /// Queues sized for `slack_s` seconds of records at the given rates.
-    pub fn new(control_hz: u32, camera: StreamInfo, thumb_width: u32, thumb_pool: usize, slack_s: u32) -> Self {
+    pub fn new(
+        control_hz: u32,
+        camera: StreamInfo,
+        thumb_width: u32,
+        thumb_pool: usize,
+        samples: SampleTap,
+        slack_s: u32,
+    ) -> Self {
         let slack = slack_s.max(1) as usize;
         Self {
             control: ArrayQueue::new(control_hz.max(1) as usize * slack),
             frames: ArrayQueue::new((camera.fps.max(1) as usize) * slack),
             incidents: ArrayQueue::new(control_hz.max(1) as usize * slack),
             thumbs: ThumbTap::new(camera, thumb_width, thumb_pool),
+            samples,
             dropped: AtomicU64::new(0),
         }
     }

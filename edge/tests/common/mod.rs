@@ -26,6 +26,14 @@ pub fn settings(dir: &Path, segment_max_bytes: u64, quota_bytes: u64) -> Setting
         episode: Duration::from_secs(10),
         joints: 6,
         model_version: "test-1".into(),
+        sample_hz: 0.0,
+        rig: gantry_edge::record::messages::Rig {
+            dh: gantry_config::edge::Arm::default().dh,
+            position_min_rad: vec![-2.9; 6],
+            position_max_rad: vec![2.9; 6],
+            velocity_max_rad_s: vec![2.0; 6],
+            ..Default::default()
+        },
         batch_max_bytes: 64_000,
         batch_period: Duration::from_secs(5),
         outbox_max_bytes: 100_000_000,
