@@ -224,6 +224,9 @@ pub struct Recorder {
     first_ticks: VecDeque<ControlRecord>,
     next_sample_ns: u64,
     last_sample_seq: Option<u64>,
+    /// When the current task started (monotonic): pre-roll samples from
+    /// before it are not the task's.
+    task_since_ns: u64,
     /// Sample buffers to give back to the tap: boxed because the tap's pool
     /// moves them between its queues without copying.
     #[allow(clippy::vec_box)]
@@ -278,6 +281,7 @@ impl Recorder {
             first_ticks: VecDeque::new(),
             next_sample_ns: 0,
             last_sample_seq: None,
+            task_since_ns: 0,
             spent_samples: Vec::new(),
             ticks: 0,
             episodes,
@@ -340,11 +344,16 @@ impl Recorder {
 
     /// A task's start or end: the episode's edge.
     pub fn record_task(&mut self, event: &TaskEvent) {
-        let now = monotonic_ns();
+        self.record_task_at(event, monotonic_ns());
+    }
+
+    /// [`Self::record_task`] at a given time on the monotonic clock.
+    pub fn record_task_at(&mut self, event: &TaskEvent, now: u64) {
         let unix = self.unix(now);
         let done = match event {
             TaskEvent::Started { task_id, kind } => {
                 self.keys.task_id = Some(task_id.clone());
+                self.task_since_ns = now;
                 self.episodes.begin_task(task_id, kind, now, unix)
             }
             TaskEvent::Finished { task_id, success, reason } => {
@@ -462,9 +471,10 @@ impl Recorder {
             self.write_proto(CH_MODEL_DEPTH, unix, &depth);
         }
         let n = usize::from(s.joints);
+        let task_id = self.keys.task_id.clone().filter(|_| s.capture_ns >= self.task_since_ns);
         let msg = messages::SampleMsg {
             boot_id: self.keys.boot_id.clone(),
-            task_id: self.keys.task_id.clone(),
+            task_id,
             unix_ns: unix,
             frame_seq: s.frame_seq,
             model_version: self.s.model_version.clone(),
