@@ -103,7 +103,7 @@ fn every_channel_decodes_in_python_with_the_embedded_schemas() {
                 ok: true,
                 ..FrameRecord::default()
             });
-            if frame_seq % 15 == 0 {
+            if frame_seq.is_multiple_of(15) {
                 let thumb: Vec<u8> = (0..64 * 36 * 3).map(|i| ((i as u64 * 13 + frame_seq) % 241) as u8).collect();
                 rec.record_thumb(&Thumb { frame_seq, capture_ns: capture, width: 64, height: 36, rgb: thumb.into() });
             }
@@ -142,7 +142,7 @@ fn every_channel_decodes_in_python_with_the_embedded_schemas() {
             let done = TaskEvent::Finished { task_id: "task-7".into(), success: true, reason: String::new() };
             rec.record_task_at(&done, now);
         }
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             rec.drain(&taps);
         }
     }
