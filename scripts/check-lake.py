@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 
-TABLES = ["tasks", "observations", "actions", "frames", "incidents", "health"]
+TABLES = ["tasks", "observations", "actions", "frames", "incidents", "health", "samples", "images"]
 
 
 def expected_rows(lake):
@@ -75,6 +75,30 @@ def with_spark(lake, table):
 
 ENGINES = {"duckdb": with_duckdb, "polars": with_polars, "spark": with_spark}
 
+# Every sample with its model-input image and (when it has one) its task:
+# keyed by boot, since a boot restarts frame numbers.
+JOIN = """
+SELECT count(*) FROM samples s
+JOIN images i ON i.robot_id = s.robot_id AND i.boot_id = s.boot_id AND i.frame_seq = s.frame_seq
+             AND i.kind = 'model_rgb'
+LEFT JOIN tasks t ON t.robot_id = s.robot_id AND t.boot_id = s.boot_id AND t.task_id = s.task_id
+"""
+
+
+def join_counts(lake, engine):
+    """(samples, rows of JOIN) in DuckDB or Spark SQL."""
+    if engine == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        for t in ("samples", "images", "tasks"):
+            con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/*/*/*.parquet', hive_partitioning = true)")
+        return con.execute("SELECT count(*) FROM samples").fetchone()[0], con.execute(JOIN).fetchone()[0]
+    with_spark(lake, "samples")  # starts the session
+    for t in ("samples", "images", "tasks"):
+        _spark.read.parquet(f"{lake}/{t}").createOrReplaceTempView(t)
+    return _spark.sql("SELECT count(*) FROM samples").collect()[0][0], _spark.sql(JOIN).collect()[0][0]
+
 
 def main(lake, engines):
     want = expected_rows(lake)
@@ -94,6 +118,11 @@ def main(lake, engines):
             failed += 1
         else:
             print(f"{engine}: every table matches ({sum(found.values())} rows in {len(found)} partitions)")
+        if engine != "polars" and all(os.path.isdir(os.path.join(lake, t)) for t in ("samples", "images", "tasks")):
+            n, joined = join_counts(lake, engine)
+            verdict = "one row per sample" if n == joined and n > 0 else "MISMATCH"
+            print(f"{engine}: samples ⋈ images ⋈ tasks: {joined} rows for {n} samples: {verdict}")
+            failed += verdict != "one row per sample"
     return 1 if failed else 0
 
 

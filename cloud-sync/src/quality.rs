@@ -141,6 +141,7 @@ pub struct Limits {
     pub max_abs_joint_rad: f32,
     pub max_motor_temp_c: f32,
     pub max_goal_step_rad: f32,
+    pub min_blur_score: f32,
 }
 
 impl From<&gantry_config::cloud::Quality> for Limits {
@@ -149,6 +150,7 @@ impl From<&gantry_config::cloud::Quality> for Limits {
             max_abs_joint_rad: q.max_abs_joint_rad,
             max_motor_temp_c: q.max_motor_temp_c,
             max_goal_step_rad: q.max_goal_step_rad,
+            min_blur_score: q.min_blur_score,
         }
     }
 }
@@ -170,6 +172,8 @@ pub const LATE: &str = "late";
 pub const INFERENCE_FAILED: &str = "inference_failed";
 pub const STALE: &str = "stale_joint_state";
 pub const TRUNCATED: &str = "truncated";
+pub const NO_COMMAND: &str = "no_command";
+pub const BLURRED: &str = "blurred";
 
 /// A joint state older than this when the tick read it is stale: two control
 /// ticks at 100 Hz. (The governor refuses to act on one past
@@ -300,6 +304,44 @@ pub fn jpeg_size(b: &[u8]) -> Option<(usize, usize)> {
     .flatten()
 }
 
+/// A whole JPEG, decoded: width, height and RGB8 pixels.
+pub fn decode_jpeg(b: &[u8]) -> Option<(usize, usize, Vec<u8>)> {
+    let (w, h) = jpeg_size(b)?;
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
+        .set_max_width(MAX_IMAGE_SIDE)
+        .set_max_height(MAX_IMAGE_SIDE)
+        .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
+    let rgb = std::panic::catch_unwind(|| zune_jpeg::JpegDecoder::new_with_options(b, options).decode().ok())
+        .ok()
+        .flatten()?;
+    (rgb.len() == w * h * 3).then_some((w, h, rgb))
+}
+
+/// Sharpness: the variance of the Laplacian of the image's luma (low:
+/// blurred or featureless). RGB8, interleaved.
+pub fn blur_score(rgb: &[u8], w: usize, h: usize) -> f64 {
+    if w < 3 || h < 3 || rgb.len() < w * h * 3 {
+        return 0.0;
+    }
+    let luma: Vec<f64> = rgb
+        .chunks_exact(3)
+        .take(w * h)
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect();
+    let (mut sum, mut sq, mut n) = (0.0, 0.0, 0.0);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let i = y * w + x;
+            let lap = luma[i - 1] + luma[i + 1] + luma[i - w] + luma[i + w] - 4.0 * luma[i];
+            sum += lap;
+            sq += lap * lap;
+            n += 1.0;
+        }
+    }
+    let mean = sum / n;
+    sq / n - mean * mean
+}
+
 /// The video check: every image decodes, all have one size, and none of
 /// those the statistics count is missing.
 pub fn video_ok(p: &Parsed) -> bool {
@@ -377,6 +419,34 @@ mod tests {
     }
 
     #[test]
+    fn a_blurred_image_scores_lower_than_a_sharp_one() {
+        let (w, h) = (64, 48);
+        let sharp: Vec<u8> =
+            (0..w * h).flat_map(|i| if (i % w / 4 + i / w / 4) % 2 == 0 { [255; 3] } else { [0; 3] }).collect();
+        // The same checkerboard, box-blurred over 5 × 5.
+        let mut blurred = sharp.clone();
+        for y in 2..h - 2 {
+            for x in 2..w - 2 {
+                let mut acc = 0u32;
+                for dy in 0..5 {
+                    for dx in 0..5 {
+                        acc += u32::from(sharp[((y + dy - 2) * w + x + dx - 2) * 3]);
+                    }
+                }
+                blurred[(y * w + x) * 3..][..3].fill((acc / 25) as u8);
+            }
+        }
+        let flat = vec![128u8; w * h * 3];
+        let (s, b, f) = (blur_score(&sharp, w, h), blur_score(&blurred, w, h), blur_score(&flat, w, h));
+        assert!(s > 4.0 * b && b > f, "sharp {s}, blurred {b}, flat {f}");
+        assert_eq!(f, 0.0);
+        let jpeg = jpeg(32, 16);
+        let (jw, jh, rgb) = decode_jpeg(&jpeg).unwrap();
+        assert_eq!((jw, jh, rgb.len()), (32, 16, 32 * 16 * 3));
+        assert!(decode_jpeg(&jpeg[..jpeg.len() / 2]).is_none());
+    }
+
+    #[test]
     fn jpegs_must_decode_whole() {
         let good = jpeg(32, 16);
         assert_eq!(jpeg_size(&good), Some((32, 16)));
@@ -435,7 +505,8 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_costs_its_frames_only_and_is_flagged() {
-        let limits = Limits { max_abs_joint_rad: 3.2, max_motor_temp_c: 80.0, max_goal_step_rad: 0.5 };
+        let limits =
+            Limits { max_abs_joint_rad: 3.2, max_motor_temp_c: 80.0, max_goal_step_rad: 0.5, min_blur_score: 20.0 };
         let (whole, chunks) = segment(3);
         assert_eq!(chunks.len(), 3);
         let p = parse(&whole).unwrap();

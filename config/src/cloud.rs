@@ -244,11 +244,19 @@ pub struct Quality {
     /// A policy goal that moves a joint further than this from the previous
     /// tick's goal is an outlier.
     pub max_goal_step_rad: f32,
+    /// A recorded image whose sharpness (variance of the Laplacian of its
+    /// luma) is below this is flagged `blurred`.
+    pub min_blur_score: f32,
 }
 
 impl Default for Quality {
     fn default() -> Self {
-        Self { max_abs_joint_rad: std::f32::consts::PI, max_motor_temp_c: 80.0, max_goal_step_rad: 0.5 }
+        Self {
+            max_abs_joint_rad: std::f32::consts::PI,
+            max_motor_temp_c: 80.0,
+            max_goal_step_rad: 0.5,
+            min_blur_score: 20.0,
+        }
     }
 }
 
@@ -454,5 +462,6 @@ impl CloudConfig {
         c.range("lake.export_period_s", self.lake.export_period_s, 1..=86_400);
         c.range_f64("quality.max_motor_temp_c", f64::from(self.quality.max_motor_temp_c), 0.0..=300.0);
         c.range_f64("quality.max_goal_step_rad", f64::from(self.quality.max_goal_step_rad), 0.001..=100.0);
+        c.range_f64("quality.min_blur_score", f64::from(self.quality.min_blur_score), 0.0..=100_000.0);
     }
 }

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod faults;
 pub mod protocol_robot;
+pub mod recording;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

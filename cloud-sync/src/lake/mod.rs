@@ -9,6 +9,7 @@
 //! `robot_id`, `boot_id` (`seq` and `frame_seq` restart with it), `task_id`
 //! during a task, and its own quality `flags`.
 
+pub mod recordings;
 pub mod rows;
 pub mod schema;
 
@@ -27,7 +28,8 @@ use crate::store::CloudCatalog;
 use rows::Partitions;
 
 /// The tables' names, in `docs/LAKE.md`'s order.
-pub const TABLES: [&str; 6] = ["tasks", "observations", "actions", "frames", "incidents", "health"];
+pub const TABLES: [&str; 8] =
+    ["tasks", "observations", "actions", "frames", "incidents", "health", "samples", "images"];
 
 /// One exported Parquet file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,6 +91,14 @@ impl LakeState {
                  bytes INTEGER NOT NULL
              );",
         )?;
+        let has_recordings: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('exported') WHERE name = 'recordings_cursor'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_recordings {
+            conn.execute_batch("ALTER TABLE exported ADD COLUMN recordings_cursor INTEGER NOT NULL DEFAULT 0")?;
+        }
         // Columns added with schema version 2; files written before them are
         // version 1 (nanosecond, unsigned) and never compacted with newer ones.
         for (column, decl) in [
@@ -115,6 +125,23 @@ impl LakeState {
 
     pub fn cursor(&self) -> anyhow::Result<u64> {
         Ok(self.conn().query_row("SELECT cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn recordings_cursor(&self) -> anyhow::Result<u64> {
+        Ok(self.conn().query_row("SELECT recordings_cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Records the files made from recordings and moves their cursor, at once.
+    fn commit_recordings(&self, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for f in files {
+            insert_file(&tx, f)?;
+        }
+        tx.execute("UPDATE exported SET recordings_cursor = ?1 WHERE id = 1", [cursor as i64])?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn commit(&self, files: &[LakeFile], stats: &Aggregates, cursor: u64) -> anyhow::Result<()> {
@@ -395,32 +422,53 @@ impl Exporter<'_> {
                 rows::add_batch(&mut parts, b, &parsed, &self.limits)?;
                 stats.add(&b.robot_id, &parsed);
             }
-            let mut files = Vec::new();
-            for ((table, date, robot), cols) in parts {
-                let (spec, rows) = (cols.table, cols.rows);
-                let bytes = schema::parquet_bytes(spec, &[cols.finish()?])?;
-                let partition = format!("date={date}/robot={robot}");
-                let path = format!("{table}/{partition}/part-{:012}-{last:012}.parquet", since + 1);
-                let (bytes, sha256) = self.put(&path, bytes).await?;
-                files.push(LakeFile {
-                    id: 0,
-                    table: table.into(),
-                    partition,
-                    path,
-                    rows,
-                    bytes,
-                    sha256,
-                    schema_version: schema::SCHEMA_VERSION,
-                    replaces: Vec::new(),
-                    superseded_by: None,
-                });
-            }
+            let files = self.write_parts(parts, &format!("part-{:012}-{last:012}", since + 1)).await?;
             // The cursor moves only once every file is written: a crash before
             // this point rewrites the same files next time.
             self.state.commit(&files, &stats, last)?;
             written.extend(files);
         }
+        // Bulk-uploaded recordings: the samples and images.
+        loop {
+            let since = self.state.recordings_cursor()?;
+            let uploads = self.catalog.recordings_since(since, 20)?;
+            let Some(last) = uploads.last().map(|(c, _)| *c) else { break };
+            let mut parts = Partitions::new();
+            for (_, u) in &uploads {
+                let key = ObjectPath::from(u.object_key.as_str());
+                let body = self.source.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
+                recordings::add_recording(&mut parts, u, &body, &self.limits)?;
+            }
+            let files = self.write_parts(parts, &format!("rec-{:012}-{last:012}", since + 1)).await?;
+            self.state.commit_recordings(&files, last)?;
+            written.extend(files);
+        }
         Ok(written)
+    }
+
+    /// Writes each partition's rows as `TABLE/date=…/robot=…/NAME.parquet`.
+    async fn write_parts(&self, parts: Partitions, name: &str) -> anyhow::Result<Vec<LakeFile>> {
+        let mut files = Vec::new();
+        for ((table, date, robot), cols) in parts {
+            let (spec, rows) = (cols.table, cols.rows);
+            let bytes = schema::parquet_bytes(spec, &[cols.finish()?])?;
+            let partition = format!("date={date}/robot={robot}");
+            let path = format!("{table}/{partition}/{name}.parquet");
+            let (bytes, sha256) = self.put(&path, bytes).await?;
+            files.push(LakeFile {
+                id: 0,
+                table: table.into(),
+                partition,
+                path,
+                rows,
+                bytes,
+                sha256,
+                schema_version: schema::SCHEMA_VERSION,
+                replaces: Vec::new(),
+                superseded_by: None,
+            });
+        }
+        Ok(files)
     }
 
     /// Merges each partition of a day before `before_date` (`YYYY-MM-DD`)

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
@@ -33,6 +33,7 @@ pub enum Kind {
     Time,
     F32List,
     StrList,
+    Bytes,
 }
 
 impl Kind {
@@ -45,6 +46,7 @@ impl Kind {
             Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             Kind::F32List => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
             Kind::StrList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            Kind::Bytes => DataType::Binary,
         }
     }
 }
@@ -191,7 +193,57 @@ pub const HEALTH: Table = Table {
     ],
 };
 
-pub const ALL: [&Table; 6] = [&TASKS, &OBSERVATIONS, &ACTIONS, &FRAMES, &INCIDENTS, &HEALTH];
+/// Training samples, from bulk-uploaded recordings.
+pub const SAMPLES: Table = Table {
+    name: "samples",
+    time: "time",
+    columns: &[
+        ("robot_id", Str, false),
+        ("boot_id", Str, false),
+        ("task_id", Str, true),
+        ("time", Time, false),
+        ("frame_seq", I64, false),
+        ("model_version", Str, false),
+        ("has_depth", Bool, false),
+        ("depth_unit_mm", F64, false),
+        ("joint_positions_rad", F32List, false),
+        ("joint_velocities_rad_s", F32List, false),
+        ("goal_rad", F32List, false),
+        ("goal_gripper", F64, false),
+        ("from_baseline", Bool, false),
+        ("has_command", Bool, false),
+        ("approved", Bool, false),
+        ("rejected_by", StrList, false),
+        ("command_rad", F32List, false),
+        ("command_gripper", F64, false),
+        ("reason", Str, false),
+        ("flags", StrList, false),
+        ("recording_id", Str, false),
+    ],
+};
+
+/// Camera images and the model's inputs, from bulk-uploaded recordings.
+pub const IMAGES: Table = Table {
+    name: "images",
+    time: "time",
+    columns: &[
+        ("robot_id", Str, false),
+        ("boot_id", Str, false),
+        ("task_id", Str, true),
+        ("time", Time, false),
+        ("frame_seq", I64, true),
+        ("kind", Str, false),
+        ("format", Str, false),
+        ("width", I64, false),
+        ("height", I64, false),
+        ("data", Bytes, false),
+        ("blur_score", F64, true),
+        ("flags", StrList, false),
+        ("recording_id", Str, false),
+    ],
+};
+
+pub const ALL: [&Table; 8] = [&TASKS, &OBSERVATIONS, &ACTIONS, &FRAMES, &INCIDENTS, &HEALTH, &SAMPLES, &IMAGES];
 
 impl Table {
     pub fn schema(&self) -> Schema {
@@ -211,6 +263,7 @@ pub enum V<'a> {
     T(u64),
     L(&'a [f32]),
     SL(&'a [String]),
+    Bin(&'a [u8]),
 }
 
 enum Builder {
@@ -221,6 +274,7 @@ enum Builder {
     Time(TimestampMicrosecondBuilder),
     F32List(ListBuilder<Float32Builder>),
     StrList(ListBuilder<StringBuilder>),
+    Bytes(BinaryBuilder),
 }
 
 /// Rows of one table, column by column.
@@ -252,6 +306,7 @@ impl Rows {
                 Time => Builder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
                 F32List => Builder::F32List(ListBuilder::new(Float32Builder::new())),
                 StrList => Builder::StrList(ListBuilder::new(StringBuilder::new())),
+                Bytes => Builder::Bytes(BinaryBuilder::new()),
             })
             .collect();
         Self { table, builders, rows: 0 }
@@ -274,6 +329,7 @@ impl Rows {
                             | (V::T(_), Time)
                             | (V::L(_), F32List)
                             | (V::SL(_), StrList)
+                            | (V::Bin(_), Bytes)
                     )
             });
         if !fits {
@@ -301,6 +357,7 @@ impl Rows {
                     }
                     b.append(true);
                 }
+                (V::Bin(x), Builder::Bytes(b)) => b.append_value(x),
                 _ => {}
             }
         }
@@ -321,6 +378,7 @@ impl Rows {
                     Builder::Time(b) => Arc::new(b.finish()),
                     Builder::F32List(b) => Arc::new(b.finish()),
                     Builder::StrList(b) => Arc::new(b.finish()),
+                    Builder::Bytes(b) => Arc::new(b.finish()),
                 }
             })
             .collect();
@@ -404,6 +462,7 @@ mod tests {
                         Time => "timestamp",
                         F32List => "list<float>",
                         StrList => "list<string>",
+                        Bytes => "binary",
                     };
                     (n.to_string(), ty.to_string(), if *null { "yes" } else { "no" }.to_string())
                 })
