@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use prost::Message as _;
 use prost_types::{FileDescriptorProto, FileDescriptorSet};
 
-const FILES: [&str; 15] = [
+const FILES: [&str; 17] = [
     "gantry/Control.proto",
+    "gantry/ReplayTick.proto",
+    "gantry/RobotConfig.proto",
     "gantry/JointState.proto",
     "gantry/Frame.proto",
     "gantry/Incident.proto",

@@ -5,7 +5,10 @@
 //! (metadata, and each one thumbnailed and JPEG-encoded for the incident
 //! pre-roll, every 30th written), a health snapshot every 30 s, an episode a
 //! minute, and one person entering the workspace for 5 s (100 incidents a
-//! second, with their pre-roll images). Log batches for the uplink are cut
+//! second, with their pre-roll images). A task runs the whole time, so every
+//! frame's model inputs (RGB and depth at 128 × 128, the 50M policy's
+//! resolution) go to the sample tap: one sample a second is written, and
+//! every frame's around the incident. Log batches for the uplink are cut
 //! every 20 simulated ms, as the recorder thread does.
 
 use std::path::Path;
@@ -16,9 +19,9 @@ use gantry_config::EdgeConfig;
 use gantry_edge::governor::{Check, Command, Incident};
 use gantry_edge::health::HealthSnapshot;
 use gantry_edge::record::quota::ImageLevel;
-use gantry_edge::record::taps::{ControlRecord, FrameRecord, ThumbTap};
-use gantry_edge::record::{Recorder, Settings};
-use gantry_hal::synthetic::{Scene, SyntheticCamera};
+use gantry_edge::record::taps::{ControlRecord, FrameRecord, SampleInput, SampleTap, ThumbTap};
+use gantry_edge::record::{Recorder, Settings, TaskEvent};
+use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
 use gantry_hal::{FramePool, FrameSource, Pacing};
 
 /// What a simulated run measured.
@@ -33,8 +36,12 @@ pub struct RecorderRun {
     pub file_bytes: u64,
     pub messages: u64,
     pub images: u64,
+    pub samples: u64,
     pub segments: u64,
 }
+
+/// The model's input resolution the samples are recorded at.
+pub const MODEL_SIDE: usize = 128;
 
 impl RecorderRun {
     pub fn bytes_per_day(&self) -> f64 {
@@ -59,6 +66,15 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
     let pool = FramePool::new(1, camera.info().frame_bytes());
     let tap = ThumbTap::new(camera.info(), config.recorder.image_width, 4);
     tap.set_every_n(every_n);
+    let mut depth_cam = SyntheticDepth::new(scene.clone(), config.depth.width, config.depth.height, 30, Pacing::Max);
+    let depth_pool = FramePool::new(1, depth_cam.info().frame_bytes());
+    let preroll_frames = (config.recorder.incident_preroll_s * 30.0).ceil() as usize;
+    let samples = SampleTap::new(MODEL_SIDE * MODEL_SIDE * 3, MODEL_SIDE * MODEL_SIDE, preroll_frames + 8);
+    let (cam_w, cam_h) = (config.camera.width as usize, config.camera.height as usize);
+    let (dep_w, dep_h) = (config.depth.width as usize, config.depth.height as usize);
+    let mut model_rgb = vec![0u8; MODEL_SIDE * MODEL_SIDE * 3];
+    let mut model_depth = vec![0u16; MODEL_SIDE * MODEL_SIDE];
+    rec.record_task_at(&TaskEvent::Started { task_id: "bench-task".into(), kind: "pick".into() }, 1_000_000_000_000);
 
     let base_ns = 1_000_000_000_000u64;
     let ticks = (seconds * 100.0) as u64;
@@ -116,7 +132,40 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
             let meta = gantry_hal::FrameMeta { seq: meta.seq, capture_ns: base_ns + frames * 33_333_333 };
             buf.set_meta(meta);
             timed(&mut || tap.offer(&buf), &mut in_thumb);
+            // The model's inputs, nearest-neighbour (the pipeline area-averages
+            // RGB; the bytes compress alike).
+            for y in 0..MODEL_SIDE {
+                for x in 0..MODEL_SIDE {
+                    let src = ((y * cam_h / MODEL_SIDE) * cam_w + x * cam_w / MODEL_SIDE) * 3;
+                    model_rgb[(y * MODEL_SIDE + x) * 3..][..3].copy_from_slice(&buf[src..src + 3]);
+                }
+            }
             drop(buf);
+            let mut dbuf = depth_pool.acquire().expect("one buffer, returned each frame");
+            depth_cam.next_frame(Some(&mut dbuf))?;
+            for y in 0..MODEL_SIDE {
+                for x in 0..MODEL_SIDE {
+                    let src = ((y * dep_h / MODEL_SIDE) * dep_w + x * dep_w / MODEL_SIDE) * 2;
+                    model_depth[y * MODEL_SIDE + x] = u16::from_le_bytes([dbuf[src], dbuf[src + 1]]);
+                }
+            }
+            drop(dbuf);
+            let side = MODEL_SIDE as u32;
+            samples.offer(&SampleInput {
+                frame_seq: meta.seq,
+                capture_ns: meta.capture_ns,
+                rgb_size: (side, side),
+                rgb: &model_rgb,
+                depth_size: (side, side),
+                depth: &model_depth,
+                depth_unit_mm: 1.0,
+                joints: 6,
+                positions_rad: &r.positions_rad,
+                velocities_rad_s: &r.velocities_rad_s,
+                goal_rad: &r.goal_rad,
+                goal_gripper: r.goal_gripper,
+                from_baseline: false,
+            });
             let fr = FrameRecord {
                 frame_seq: meta.seq,
                 capture_ns: meta.capture_ns,
@@ -130,6 +179,12 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
                     while let Some(thumb) = tap.take() {
                         rec.record_thumb(&thumb);
                         tap.recycle(thumb);
+                    }
+                    while let Some(sample) = samples.take() {
+                        rec.record_sample(sample);
+                    }
+                    for spent in rec.take_spent_samples() {
+                        samples.recycle(spent);
                     }
                 },
                 &mut in_rec,
@@ -165,6 +220,7 @@ pub fn simulated_run(data_dir: &Path, minutes: f64) -> anyhow::Result<RecorderRu
         file_bytes: rows.iter().map(|r| r.bytes).sum(),
         messages: stats.messages.load(Relaxed),
         images: stats.images.load(Relaxed),
+        samples: stats.samples.load(Relaxed),
         segments: rows.len() as u64,
     })
 }

@@ -305,6 +305,40 @@ pub struct SampleMsg {
     pub reason: String,
 }
 
+/// One control tick's inputs and outcome, for replay (`gantry.ReplayTick`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, prost::Message)]
+pub struct ReplayTickMsg {
+    #[prost(string, tag = "1")]
+    pub boot_id: String,
+    #[prost(uint64, tag = "2")]
+    pub unix_ns: u64,
+    #[prost(uint64, tag = "3")]
+    pub mono_ns: u64,
+    #[prost(uint64, tag = "4")]
+    pub frame_seq: u64,
+    #[prost(bool, tag = "5")]
+    pub approved: bool,
+    #[prost(string, tag = "6")]
+    pub encoding: String,
+    #[prost(bytes = "vec", tag = "7")]
+    pub data: Vec<u8>,
+}
+
+/// The configuration the robot ran with, once per segment (`gantry.RobotConfig`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, prost::Message)]
+pub struct RobotConfigMsg {
+    #[prost(string, tag = "1")]
+    pub boot_id: String,
+    #[prost(uint64, tag = "2")]
+    pub unix_ns: u64,
+    #[prost(string, tag = "3")]
+    pub robot_id: String,
+    #[prost(string, tag = "4")]
+    pub model_version: String,
+    #[prost(string, tag = "5")]
+    pub toml: String,
+}
+
 /// The arm, once per segment (`gantry.ArmModel`).
 #[derive(Clone, PartialEq, Serialize, Deserialize, prost::Message)]
 pub struct ArmModelMsg {

@@ -10,32 +10,7 @@ use gantry_safety::shaper::Shaper;
 
 use crate::governor::{Command, RobotState, SafetyGovernor, Verdict};
 
-/// The newest policy result, as the inference thread publishes it.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct PolicyOutput {
-    /// Capture time and sequence of the RGB frame it was computed from; 0 = none yet.
-    pub frame_ns: u64,
-    pub frame_seq: u64,
-    /// When inference finished.
-    pub done_ns: u64,
-    /// How long the model itself ran (`PolicyBackend::run`), for the overhead
-    /// figure: frame-to-command latency less this.
-    pub model_ns: u64,
-    /// Missed its inference deadline.
-    pub late: bool,
-    /// The safety model refused this action.
-    pub unsafe_action: bool,
-    /// The policy's action held a value that is not a finite number; the goal
-    /// is then the joint state it was computed from and must not be followed.
-    pub non_finite: bool,
-    /// Where the policy wants the joints: positions at inference time + its deltas.
-    pub goal_rad: [f32; MAX_JOINTS],
-    pub gripper: f32,
-    /// Produced by the baseline policy (fallback) rather than the primary.
-    pub baseline: bool,
-}
-
-pub use gantry_safety::mode::Mode;
+pub use gantry_safety::mode::{LoopMemory, Mode, PolicyOutput};
 
 /// The control tick's state between ticks.
 pub struct ControlLoop {
@@ -82,6 +57,27 @@ impl ControlLoop {
         self.started = false;
         self.velocity = [0.0; MAX_JOINTS];
         self.min_frame_seq = frame_seq.saturating_add(1);
+    }
+
+    /// What the loop remembers between ticks, for the recorder's replay ticks.
+    pub fn memory(&self) -> LoopMemory {
+        LoopMemory {
+            governor: self.governor.memory(),
+            last: self.last,
+            velocity: self.velocity,
+            started: self.started,
+            min_frame_seq: self.min_frame_seq,
+        }
+    }
+
+    /// Takes up `m` (from [`Self::memory`] of a loop built from the same
+    /// configuration): the next tick decides as that loop's would have.
+    pub fn restore(&mut self, m: &LoopMemory) {
+        self.governor.restore(&m.governor);
+        self.last = m.last;
+        self.velocity = m.velocity;
+        self.started = m.started;
+        self.min_frame_seq = m.min_frame_seq;
     }
 
     /// One tick: shape toward the policy's goal (or hold, without one) and govern.

@@ -159,6 +159,14 @@ impl SafetyGovernor {
         self.episode = None;
     }
 
+    pub fn memory(&self) -> gantry_safety::governor::GovernorMemory {
+        self.governor.memory()
+    }
+
+    pub fn restore(&mut self, m: &gantry_safety::governor::GovernorMemory) {
+        self.governor.restore(m);
+    }
+
     /// The velocity of the last command sent, per joint.
     pub fn last_velocity(&self) -> [f32; MAX_JOINTS] {
         self.governor.last_velocity()

@@ -21,6 +21,7 @@ pub mod preprocess;
 #[cfg(feature = "cuda")]
 pub mod preprocess_cuda;
 pub mod realtime;
+pub mod replay;
 pub mod rollout;
 pub mod sd_notify;
 pub mod status;

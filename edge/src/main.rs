@@ -25,10 +25,41 @@ enum EdgeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a recorded segment through a policy and the safety governor
+    /// offline: the recorded frames' model inputs through the policy, the
+    /// recorded ticks through the control loop; prints what came out against
+    /// what the robot did.
+    Replay {
+        /// A recorded segment (`DATA_DIR/segments/*.mcap`, or one fetched from
+        /// `GET /api/recordings/{id}`).
+        #[arg(long)]
+        recording: PathBuf,
+        /// The policy package to run (the recorded model's reproduces the
+        /// recording bit for bit).
+        #[arg(long)]
+        model: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        EdgeCommand::Replay { recording, model, json } => match gantry_edge::replay::replay(&recording, &model) {
+            Ok(report) if json => {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("replay failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         EdgeCommand::Common(command) => {
             cli::main::<EdgeConfig, _, _>("gantry-edge", command, gantry_edge::preflight, gantry_edge::run)
         }

@@ -863,15 +863,7 @@ fn inference_loop(
                 Some(model) => !model.approves(&js.positions_rad, &js.velocities_rad_s, action).unwrap_or(false),
                 None => false,
             };
-            let mut goal = js.positions_rad;
-            if !non_finite {
-                for (g, delta) in
-                    goal.iter_mut().zip(action.iter().take(inf.joints.min(action.len().saturating_sub(1))))
-                {
-                    *g += *delta;
-                }
-            }
-            let gripper = if non_finite { 0.0 } else { action.last().copied().unwrap_or(0.0) };
+            let (goal, gripper, _) = crate::infer::goal_of(&js.positions_rad, action, inf.joints);
             record.unsafe_action = unsafe_action;
             status.last_output_ns.store(done, Ordering::Relaxed);
             let (ih, iw) = pre.io().rgb;
@@ -1073,6 +1065,7 @@ fn control_loop(
                 latches: f.fault.code != FaultCode::CommandTimeout,
             };
         }
+        let memory = control.memory();
         let verdict = control.tick(&state, &policy);
         seq = seq.wrapping_add(1);
         let targets = Joints::from_slice(verdict.command.targets_rad.get(..joints).unwrap_or(&[])).unwrap_or_default();
@@ -1120,6 +1113,10 @@ fn control_loop(
             goal_gripper: policy.gripper,
             command_rad: verdict.command.targets_rad,
             command_gripper: verdict.command.gripper,
+            state,
+            policy,
+            memory,
+            hold: verdict.hold,
             ..ControlRecord::default()
         };
         if let Some(js) = js {

@@ -51,6 +51,7 @@ fn record_segments(dir: &std::path::Path, count: usize, bytes: u64) -> Vec<Segme
         joints: 6,
         model_version: "test-1".into(),
         sample_hz: 0.0,
+        config_toml: String::new(),
         rig: Default::default(),
         batch_max_bytes: 64_000,
         batch_period: Duration::from_secs(5),

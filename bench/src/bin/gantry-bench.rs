@@ -244,7 +244,7 @@ fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
     let level = EdgeConfig::default().recorder.zstd_level;
     let cli = gantry_bench::recorder::zstd_cli(&data, level)?;
     let _ = std::fs::remove_dir_all(&data);
-    let label = format!("recorder ({minutes:.0}-min simulated run, default policy)");
+    let label = format!("recorder ({minutes:.0}-min simulated run, default policy, samples on)");
     let mb_in = run.payload_bytes as f64 / 1e6 / run.recorder_s;
     let ratio = run.payload_bytes as f64 / run.file_bytes as f64;
     match cli {
@@ -263,6 +263,11 @@ fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
     report.add(format!("{label}: recorder CPU at real time"), 100.0 * run.recorder_s / run.simulated_s, "% of a core");
     report.add(format!("{label}: messages per simulated second"), run.messages as f64 / run.simulated_s, "msg/s");
     report.add(format!("{label}: images written"), run.images as f64, "images");
+    report.add(
+        format!("{label}: training samples written (1/s in a task, every frame around the incident)"),
+        run.samples as f64,
+        "samples",
+    );
     report.add(format!("{label}: segments"), run.segments as f64, "files");
     report.add("recorder: thumbnail on the capture thread (1080p → 480 px)", run.thumb_us, "µs/frame");
     Ok(())

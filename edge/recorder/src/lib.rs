@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod episodes;
 pub mod messages;
 pub mod quota;
+pub mod replay;
 pub mod segment;
 pub mod taps;
 
@@ -63,6 +64,8 @@ pub const CH_MODEL_DEPTH: usize = 11;
 pub const CH_CAMERA_CALIBRATION: usize = 12;
 pub const CH_DEPTH_CALIBRATION: usize = 13;
 pub const CH_ARM: usize = 14;
+pub const CH_REPLAY_TICKS: usize = 15;
+pub const CH_CONFIG: usize = 16;
 
 /// The arm's transforms are recorded on every this many control ticks (10 Hz
 /// at 100 Hz): smooth in Foxglove's 3D panel, a fraction of the joint states.
@@ -95,6 +98,8 @@ pub struct Settings {
     /// Training samples per second during a task (0: none).
     pub sample_hz: f64,
     pub rig: messages::Rig,
+    /// The configuration as TOML, recorded at the start of every segment.
+    pub config_toml: String,
     pub batch_max_bytes: u64,
     pub batch_period: Duration,
     pub outbox_max_bytes: u64,
@@ -131,6 +136,7 @@ impl Settings {
                 position_max_rad: config.governor.joint_max_rad.clone(),
                 velocity_max_rad_s: config.governor.max_velocity_rad_s.clone(),
             },
+            config_toml: toml::to_string(config).unwrap_or_default(),
             batch_max_bytes: config.uplink.batch_max_kb * 1000,
             batch_period: Duration::from_secs(config.uplink.batch_period_s),
             outbox_max_bytes: config.uplink.outbox_max_mb * 1_000_000,
@@ -227,6 +233,13 @@ pub struct Recorder {
     /// When the current task started (monotonic): pre-roll samples from
     /// before it are not the task's.
     task_since_ns: u64,
+    /// A tick has been approved since the start: before, a rejection is the
+    /// start-up hold (the firmware has not yet reported its e-stop), not an
+    /// interruption of work worth a full-rate window.
+    worked: bool,
+    /// Recent ticks, for the replay window around an incident.
+    tick_preroll: VecDeque<ControlRecord>,
+    last_tick_ns: u64,
     /// Sample buffers to give back to the tap: boxed because the tap's pool
     /// moves them between its queues without copying.
     #[allow(clippy::vec_box)]
@@ -283,6 +296,9 @@ impl Recorder {
             last_sample_seq: None,
             task_since_ns: 0,
             spent_samples: Vec::new(),
+            tick_preroll: VecDeque::new(),
+            last_tick_ns: 0,
+            worked: false,
             ticks: 0,
             episodes,
             keys,
@@ -333,6 +349,16 @@ impl Recorder {
         if let Some(ep) = self.episodes.on_control(r, unix) {
             self.write_proto(CH_EPISODES, unix, &ep);
         }
+        self.worked |= r.approved;
+        if r.t_ns <= self.post_roll_until_ns && self.level == ImageLevel::Normal {
+            self.write_tick(r);
+        } else if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() {
+            let horizon = r.t_ns.saturating_sub(self.s.preroll.as_nanos() as u64);
+            while self.tick_preroll.front().is_some_and(|t| t.t_ns < horizon) {
+                self.tick_preroll.pop_front();
+            }
+            self.tick_preroll.push_back(*r);
+        }
         if self.first_ticks.back().is_none_or(|t| t.frame_seq != r.frame_seq) {
             if self.first_ticks.len() >= 256 {
                 self.first_ticks.pop_front();
@@ -379,7 +405,7 @@ impl Recorder {
         // One full-rate window per burst: a robot held by the governor for
         // minutes would otherwise record video the whole time.
         let cooled = i.time_ns > self.post_roll_until_ns + INCIDENT_COOLDOWN.as_nanos() as u64;
-        if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() && cooled {
+        if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() && cooled && self.worked {
             self.post_roll_until_ns = i.time_ns + self.s.preroll.as_nanos() as u64;
             for (capture_ns, seq, jpeg) in std::mem::take(&mut self.preroll) {
                 self.write_image(capture_ns, seq, &jpeg);
@@ -387,7 +413,29 @@ impl Recorder {
             for sample in std::mem::take(&mut self.sample_preroll) {
                 self.keep_sample(sample, "incident");
             }
+            for tick in std::mem::take(&mut self.tick_preroll) {
+                self.write_tick(&tick);
+            }
         }
+    }
+
+    /// A tick's complete inputs and verdict, for replay; once each.
+    fn write_tick(&mut self, r: &ControlRecord) {
+        if r.t_ns <= self.last_tick_ns {
+            return;
+        }
+        self.last_tick_ns = r.t_ns;
+        let unix = self.unix(r.t_ns);
+        let msg = messages::ReplayTickMsg {
+            boot_id: self.keys.boot_id.clone(),
+            unix_ns: unix,
+            mono_ns: r.t_ns,
+            frame_seq: r.frame_seq,
+            approved: r.approved,
+            encoding: replay::ENCODING.to_string(),
+            data: replay::ReplayTick::of(r).encode(),
+        };
+        self.write_proto(CH_REPLAY_TICKS, unix, &msg);
     }
 
     /// A frame's policy inputs and action: kept at `sample_hz` during a task
@@ -414,6 +462,12 @@ impl Recorder {
         } else {
             self.spent_samples.push(s);
         }
+    }
+
+    /// Sample buffers done with, for the tap to reuse ([`Self::drain`] hands
+    /// them back itself).
+    pub fn take_spent_samples(&mut self) -> impl Iterator<Item = Box<SampleBuf>> + '_ {
+        self.spent_samples.drain(..)
     }
 
     fn keep_sample(&mut self, s: Box<SampleBuf>, reason: &'static str) {
@@ -626,8 +680,9 @@ impl Recorder {
         }
     }
 
-    /// What every segment starts with, so each can be read alone: the
-    /// cameras' intrinsics, the camera's place on the robot and the arm.
+    /// What every segment starts with, so each can be read (and replayed)
+    /// alone: the cameras' intrinsics, the camera's place on the robot, the
+    /// arm and the configuration.
     fn write_calibration(&mut self, unix_ns: u64) {
         let rig = self.s.rig.clone();
         if let Some(rgb) = &rig.rgb {
@@ -639,6 +694,14 @@ impl Recorder {
         self.write_proto(CH_TF_STATIC, unix_ns, &rig.camera_transform(unix_ns));
         let arm = rig.arm_model(&self.keys.boot_id, &self.s.robot_id, &self.s.model_version, unix_ns);
         self.write_proto(CH_ARM, unix_ns, &arm);
+        let config = messages::RobotConfigMsg {
+            boot_id: self.keys.boot_id.clone(),
+            unix_ns,
+            robot_id: self.s.robot_id.clone(),
+            model_version: self.s.model_version.clone(),
+            toml: self.s.config_toml.clone(),
+        };
+        self.write_proto(CH_CONFIG, unix_ns, &config);
     }
 
     /// A write failed: keep what the open segment holds (its complete chunks),
@@ -876,7 +939,7 @@ impl Recorder {
             self.record_sample(s);
             n += 1;
         }
-        for s in self.spent_samples.drain(..) {
+        for s in self.take_spent_samples() {
             taps.samples.recycle(s);
         }
         taps.thumbs.set_every_n(self.s.thumb_every_n(self.level));

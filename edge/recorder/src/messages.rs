@@ -11,7 +11,8 @@
 
 pub use gantry_config::records::foxglove;
 pub use gantry_config::records::{
-    ArmModelMsg, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg, SampleMsg,
+    ArmModelMsg, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg, ReplayTickMsg,
+    RobotConfigMsg, SampleMsg,
 };
 
 use gantry_safety::governor::{Check, Incident};
@@ -43,7 +44,7 @@ const fn ch(topic: &'static str, schema_name: &'static str) -> ChannelDef {
 }
 
 /// Every channel a segment may hold, in a fixed order (the `CH_*` indices).
-pub const ALL: [ChannelDef; 15] = [
+pub const ALL: [ChannelDef; 17] = [
     ch("/control", "gantry.Control"),
     ch("/joint_states", "gantry.JointState"),
     ch("/frames", "gantry.Frame"),
@@ -59,6 +60,8 @@ pub const ALL: [ChannelDef; 15] = [
     ch("/camera/calibration", "foxglove.CameraCalibration"),
     ch("/depth/calibration", "foxglove.CameraCalibration"),
     ch("/arm", "gantry.ArmModel"),
+    ch("/replay/ticks", "gantry.ReplayTick"),
+    ch("/config", "gantry.RobotConfig"),
 ];
 
 /// Names of the checks whose bits are set in `failed`.

@@ -8,7 +8,8 @@ use crossbeam_queue::ArrayQueue;
 use gantry_config::edge::MAX_JOINTS;
 use gantry_hal::{FrameBuf, PixelFormat, StreamInfo};
 
-use gantry_safety::governor::Incident;
+use gantry_safety::governor::{Incident, RobotState};
+use gantry_safety::mode::{LoopMemory, PolicyOutput};
 
 /// One control tick: what the policy asked for, what the governor sent, and the
 /// joint state it decided on.
@@ -31,6 +32,13 @@ pub struct ControlRecord {
     pub joint_state_ns: u64,
     pub positions_rad: [f32; MAX_JOINTS],
     pub velocities_rad_s: [f32; MAX_JOINTS],
+    /// The tick's complete inputs, for replay: the state the governor saw,
+    /// the policy output the tick followed, the loop's memory before it, and
+    /// whether the verdict was the protocol's hold.
+    pub state: RobotState,
+    pub policy: PolicyOutput,
+    pub memory: LoopMemory,
+    pub hold: bool,
 }
 
 /// One inference: which frame, how long, on which policy.

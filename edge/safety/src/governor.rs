@@ -48,6 +48,7 @@ pub const MAX_KEEP_OUT: usize = 8;
 
 /// A command for one control tick: absolute joint targets and the gripper.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Command {
     pub targets_rad: [f32; MAX_JOINTS],
     pub gripper: f32,
@@ -239,6 +240,7 @@ impl Check {
 
 /// Everything the governor looks at besides the command, sampled once per tick.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RobotState {
     pub now_ns: u64,
     pub joints: usize,
@@ -278,6 +280,7 @@ pub struct RobotState {
 
 /// A fault message from the firmware, as the governor needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FaultReport {
     /// When it was received; 0 = never. A later time is a new fault.
     pub received_ns: u64,
@@ -384,6 +387,7 @@ pub struct Incident {
 
 /// The governor's decision on one command.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Verdict {
     pub command: Command,
     pub approved: bool,
@@ -445,6 +449,21 @@ pub struct Governor {
     stop_ticks: usize,
 }
 
+/// What the governor remembers from one tick to the next: with its limits
+/// and arm, all its decisions depend on. A replay restores it to decide again
+/// exactly as the robot did.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GovernorMemory {
+    pub last: Command,
+    pub last_velocity: [f32; MAX_JOINTS],
+    pub has_last: bool,
+    pub estop_latched: bool,
+    pub fault_seen_ns: u64,
+    pub fault_latched: Option<FaultReport>,
+    pub zone_blocked_ns: u64,
+}
+
 /// What the governor sends when a check fails.
 struct Substitute {
     command: Command,
@@ -503,6 +522,30 @@ impl Governor {
     /// The velocity of the last command sent, per joint (rad/s).
     pub fn last_velocity(&self) -> [f32; MAX_JOINTS] {
         self.last_velocity
+    }
+
+    pub fn memory(&self) -> GovernorMemory {
+        GovernorMemory {
+            last: self.last,
+            last_velocity: self.last_velocity,
+            has_last: self.has_last,
+            estop_latched: self.estop_latched,
+            fault_seen_ns: self.fault_seen_ns,
+            fault_latched: self.fault_latched,
+            zone_blocked_ns: self.zone_blocked_ns,
+        }
+    }
+
+    /// Takes up `m` (from [`Self::memory`] of a governor with the same limits
+    /// and arm): the next check decides as that governor's would have.
+    pub fn restore(&mut self, m: &GovernorMemory) {
+        self.last = m.last;
+        self.last_velocity = m.last_velocity;
+        self.has_last = m.has_last;
+        self.estop_latched = m.estop_latched;
+        self.fault_seen_ns = m.fault_seen_ns;
+        self.fault_latched = m.fault_latched;
+        self.zone_blocked_ns = m.zone_blocked_ns;
     }
 
     /// The explicit local reset: clears the governor's own e-stop latch and a

@@ -74,6 +74,7 @@ pub const BIN_MM: u32 = 25;
 
 /// What one depth frame says about the safety zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ZoneReading {
     /// Capture time of the depth frame (the robot's monotonic clock); 0 = none yet.
     pub capture_ns: u64,

@@ -2,6 +2,7 @@
 //! backends behind [`PolicyBackend`]. Each backend allocates its input and output
 //! tensors when the model is loaded and reports which execution path really runs.
 
+use gantry_config::edge::MAX_JOINTS;
 use std::fmt;
 
 use crate::model::{IoShape, Manifest, ModelError};
@@ -70,6 +71,23 @@ pub trait PolicyBackend: Send {
 
     /// Runs the policy on the current inputs; the action is J joint deltas and the gripper.
     fn run(&mut self) -> Result<&[f32], InferError>;
+}
+
+/// What the control loop follows, from one action: the joint goal (the
+/// positions the policy saw plus its deltas), the gripper, and whether the
+/// action held a non-finite value (then the goal is the positions, and must
+/// not be followed). The inference thread and `gantry-edge replay` both use
+/// this, so a replay computes the very same goal.
+pub fn goal_of(positions: &[f32; MAX_JOINTS], action: &[f32], joints: usize) -> ([f32; MAX_JOINTS], f32, bool) {
+    let non_finite = action.iter().any(|x| !x.is_finite());
+    let mut goal = *positions;
+    if !non_finite {
+        for (g, delta) in goal.iter_mut().zip(action.iter().take(joints.min(action.len().saturating_sub(1)))) {
+            *g += *delta;
+        }
+    }
+    let gripper = if non_finite { 0.0 } else { action.last().copied().unwrap_or(0.0) };
+    (goal, gripper, non_finite)
 }
 
 /// The policy the daemon runs, and why it is not the configured one if it is not.

@@ -27,6 +27,7 @@ pub fn settings(dir: &Path, segment_max_bytes: u64, quota_bytes: u64) -> Setting
         joints: 6,
         model_version: "test-1".into(),
         sample_hz: 0.0,
+        config_toml: String::new(),
         rig: gantry_edge::record::messages::Rig {
             dh: gantry_config::edge::Arm::default().dh,
             position_min_rad: vec![-2.9; 6],
