@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 
-TABLES = ["tasks", "observations", "actions", "frames", "incidents", "health", "samples", "images"]
+TABLES = ["tasks", "observations", "actions", "frames", "incidents", "health", "samples", "images", "labels"]
 
 
 def expected_rows(lake):

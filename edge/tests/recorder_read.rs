@@ -11,7 +11,9 @@ use gantry_edge::governor::{Check, Command, Incident};
 use gantry_edge::health::HealthSnapshot;
 use gantry_edge::record::messages::{
     self, foxglove, ArmModelMsg, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg,
+    ReplayTickMsg, RobotConfigMsg,
 };
+use gantry_edge::record::replay::ReplayTick;
 use gantry_edge::record::taps::{FrameRecord, Thumb};
 use gantry_edge::record::Recorder;
 use prost::Message as _;
@@ -119,6 +121,11 @@ fn every_channel_and_message_count_reads_back() {
                 "/tf" => assert_eq!(foxglove::FrameTransforms::decode(&d[..]).unwrap().transforms.len(), 7),
                 "/tf_static" => assert_eq!(foxglove::FrameTransforms::decode(&d[..]).unwrap().transforms.len(), 1),
                 "/arm" => assert_eq!(ArmModelMsg::decode(&d[..]).unwrap().joints, 6),
+                "/config" => assert!(RobotConfigMsg::decode(&d[..]).unwrap().robot_id == "robot-t"),
+                "/replay/ticks" => {
+                    let t = ReplayTickMsg::decode(&d[..]).unwrap();
+                    ReplayTick::decode(&t.encoding, &t.data).unwrap();
+                }
                 other => panic!("unexpected topic {other}"),
             }
         }
@@ -138,10 +145,15 @@ fn every_channel_and_message_count_reads_back() {
         ("/tf", 250),
         ("/tf_static", rows.len() as u64),
         ("/arm", rows.len() as u64),
+        ("/config", rows.len() as u64),
     ]
     .into_iter()
     .map(|(t, n)| (t.to_string(), n))
     .collect();
+    // The ticks around the incidents, for replay: the 2 s before them.
+    let replay_ticks = counts.remove("/replay/ticks").unwrap_or(0);
+    let replay_summary = summary_counts.remove("/replay/ticks").unwrap_or(0);
+    assert!(replay_ticks > 0 && replay_ticks == replay_summary, "{replay_ticks} replay ticks");
     assert_eq!(counts, expected);
     assert_eq!(summary_counts, expected, "summary statistics agree");
     assert_eq!(jpegs, 30);

@@ -4,7 +4,6 @@
 //! payloads are rejected and counted while ingestion carries on, and a batch
 //! sent twice is stored once.
 
-use gantry_config::records::ControlMsg;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -19,12 +18,8 @@ use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOpti
 fn batch(robot: &str, seq: u64) -> Vec<u8> {
     let mut b = Batcher::new(BatchKind::Logs, 64_000, Duration::from_secs(5));
     for i in 0..10u64 {
-        b.add(
-            CH_CONTROL,
-            1_700_000_000_000_000_000 + i,
-            &prost::Message::encode_to_vec(&ControlMsg { seq: 1, ..Default::default() }),
-        )
-        .unwrap();
+        // Not a protobuf `gantry.Control` (a JSON object): stored, and flagged.
+        b.add(CH_CONTROL, 1_700_000_000_000_000_000 + i, br#"{"seq":1}"#).unwrap();
     }
     b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
 }

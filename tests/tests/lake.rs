@@ -374,6 +374,40 @@ async fn a_week_is_flagged_exported_and_read_back() {
         assert_eq!(hex, f.sha256, "{}", f.path);
     }
 
+    // The review queue holds the disputed task (and the 1 % sample, by hash);
+    // a person's label lands in `labels`, beside the robot's outcome.
+    let queue = state.review_queue(false, 100).unwrap();
+    let disputed: Vec<_> = queue.iter().filter(|q| q.reason == "disputed").collect();
+    assert_eq!(disputed.len(), 1, "{queue:?}");
+    assert_eq!((disputed[0].robot_id.as_str(), disputed[0].task_id.as_str()), ("robot-0", "robot-0-task-5"));
+    assert!(disputed[0].auto_success && disputed[0].flags.contains(&quality::LABEL.to_string()));
+    let sampled = queue.iter().filter(|q| q.reason == "sampled").count();
+    let expect_sampled = (0..ROBOTS)
+        .flat_map(|r| (0..DAYS).map(move |d| (r, d)))
+        .filter(|(r, d)| {
+            injected(*r, *d) != Fault::LabelContradicts
+                && gantry_sync::lake::review::sampled(&format!("robot-{r}"), "boot-1", &format!("robot-{r}-task-{d}"))
+        })
+        .count();
+    assert_eq!(sampled, expect_sampled, "the 1 % sample is the hash's");
+    let label = gantry_sync::lake::review::Label {
+        success: false,
+        by: "qa-anna".into(),
+        unix_ns: WEEK_START + 8 * DAY_NS,
+        note: None,
+    };
+    assert!(state.label("no-such-task", None, None, &label).is_err());
+    let labelled = state.label("robot-0-task-5", None, None, &label).unwrap();
+    assert_eq!(labelled.label.as_ref().map(|l| l.success), Some(false));
+    assert!(state.review_queue(false, 100).unwrap().iter().all(|q| q.task_id != "robot-0-task-5"));
+    let new = exporter.run().await.unwrap();
+    assert_eq!(new.iter().map(|f| (f.table.as_str(), f.rows)).collect::<Vec<_>>(), [("labels", 1)]);
+    let file = std::fs::File::open(out.join(&new[0].path)).unwrap();
+    let batch = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().next().unwrap().unwrap();
+    use arrow_array::cast::AsArray;
+    let col = |n: &str| batch.column_by_name(n).unwrap().as_boolean().value(0);
+    assert_eq!((col("human_success"), col("auto_success")), (false, true), "the person's label beside the robot's");
+
     // Every table reads back in DuckDB, polars and Spark with no options but
     // Hive partitioning, with exactly the rows the file list says.
     readers_agree(&out);

@@ -10,6 +10,7 @@
 //! during a task, and its own quality `flags`.
 
 pub mod recordings;
+pub mod review;
 pub mod rows;
 pub mod schema;
 
@@ -72,7 +73,7 @@ impl LakeState {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS exported (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
-             INSERT OR IGNORE INTO exported VALUES (1, 0);
+             INSERT OR IGNORE INTO exported (id, cursor) VALUES (1, 0);
              CREATE TABLE IF NOT EXISTS episode_stats (
                  robot_id TEXT NOT NULL, task TEXT NOT NULL, success INTEGER NOT NULL, failure_reason TEXT NOT NULL,
                  episodes INTEGER NOT NULL, PRIMARY KEY (robot_id, task, success, failure_reason));
@@ -97,8 +98,12 @@ impl LakeState {
             |r| r.get(0),
         )?;
         if !has_recordings {
-            conn.execute_batch("ALTER TABLE exported ADD COLUMN recordings_cursor INTEGER NOT NULL DEFAULT 0")?;
+            conn.execute_batch(
+                "ALTER TABLE exported ADD COLUMN recordings_cursor INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE exported ADD COLUMN labels_cursor INTEGER NOT NULL DEFAULT 0;",
+            )?;
         }
+        conn.execute_batch(review::SCHEMA)?;
         // Columns added with schema version 2; files written before them are
         // version 1 (nanosecond, unsigned) and never compacted with newer ones.
         for (column, decl) in [
@@ -144,9 +149,53 @@ impl LakeState {
         Ok(())
     }
 
-    fn commit(&self, files: &[LakeFile], stats: &Aggregates, cursor: u64) -> anyhow::Result<()> {
+    /// The review queue, oldest task first.
+    pub fn review_queue(&self, labelled: bool, limit: usize) -> anyhow::Result<Vec<review::ReviewItem>> {
+        Ok(review::list(&self.conn(), labelled, limit)?)
+    }
+
+    /// A person's label for a queued task.
+    pub fn label(
+        &self,
+        task_id: &str,
+        robot_id: Option<&str>,
+        boot_id: Option<&str>,
+        l: &review::Label,
+    ) -> Result<review::ReviewItem, review::LabelError> {
+        review::label(&mut self.conn(), task_id, robot_id, boot_id, l)
+    }
+
+    fn labels_cursor(&self) -> anyhow::Result<u64> {
+        Ok(self.conn().query_row("SELECT labels_cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn labels_since(&self, cursor: u64) -> anyhow::Result<Vec<(u64, review::ReviewItem)>> {
+        Ok(review::labels_since(&self.conn(), cursor)?)
+    }
+
+    fn commit_labels(&self, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        for f in files {
+            insert_file(&tx, f)?;
+        }
+        tx.execute("UPDATE exported SET labels_cursor = ?1 WHERE id = 1", [cursor as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit(
+        &self,
+        files: &[LakeFile],
+        stats: &Aggregates,
+        reviews: &[review::ReviewItem],
+        cursor: u64,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for r in reviews {
+            review::enqueue(&tx, r)?;
+        }
         for ((robot, task, success, reason), n) in &stats.episodes {
             tx.execute(
                 "INSERT INTO episode_stats VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET episodes = episodes + ?5",
@@ -415,17 +464,18 @@ impl Exporter<'_> {
             let Some(last) = batches.last().map(|b| b.cursor) else { break };
             let mut parts = Partitions::new();
             let mut stats = Aggregates::default();
+            let mut reviews = Vec::new();
             for b in &batches {
                 let key = ObjectPath::from(b.object_key.as_str());
                 let body = self.source.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
                 let parsed = quality::parse(&body).with_context(|| format!("parsing {key}"))?;
-                rows::add_batch(&mut parts, b, &parsed, &self.limits)?;
+                rows::add_batch(&mut parts, b, &parsed, &self.limits, &mut reviews)?;
                 stats.add(&b.robot_id, &parsed);
             }
             let files = self.write_parts(parts, &format!("part-{:012}-{last:012}", since + 1)).await?;
             // The cursor moves only once every file is written: a crash before
             // this point rewrites the same files next time.
-            self.state.commit(&files, &stats, last)?;
+            self.state.commit(&files, &stats, &reviews, last)?;
             written.extend(files);
         }
         // Bulk-uploaded recordings: the samples and images.
@@ -441,6 +491,19 @@ impl Exporter<'_> {
             }
             let files = self.write_parts(parts, &format!("rec-{:012}-{last:012}", since + 1)).await?;
             self.state.commit_recordings(&files, last)?;
+            written.extend(files);
+        }
+        // People's labels from the review queue.
+        loop {
+            let since = self.state.labels_cursor()?;
+            let labels = self.state.labels_since(since)?;
+            let Some(last) = labels.last().map(|(c, _)| *c) else { break };
+            let mut parts = Partitions::new();
+            for (_, item) in &labels {
+                rows::add_label(&mut parts, item)?;
+            }
+            let files = self.write_parts(parts, &format!("labels-{:012}-{last:012}", since + 1)).await?;
+            self.state.commit_labels(&files, last)?;
             written.extend(files);
         }
         Ok(written)

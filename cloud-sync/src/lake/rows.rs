@@ -38,7 +38,13 @@ const HEALTH_COVERS_NS: u64 = 30_000_000_000;
 /// Adds one batch's rows. Flags that cannot be pinned on a row go on every
 /// row they may concern: damaged chunks on all, a corrupt video on frames
 /// and tasks.
-pub fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, limits: &Limits) -> Result<(), Mismatch> {
+pub fn add_batch(
+    parts: &mut Partitions,
+    b: &StoredSegment,
+    p: &Parsed,
+    limits: &Limits,
+    reviews: &mut Vec<super::review::ReviewItem>,
+) -> Result<(), Mismatch> {
     let robot = b.robot_id.as_str();
     // Lost messages could have been anyone's; a bad image concerns frames
     // and the task they served.
@@ -91,6 +97,21 @@ pub fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, limits: 
         let f = flags(own, &video_wide);
         // A fixed stretch of work has no task.
         let task_id = (!e.kind.is_empty()).then_some(e.task_id.as_str());
+        let disputed = f.iter().any(|x| x == quality::LABEL);
+        if disputed || super::review::sampled(robot, &e.boot_id, &e.task_id) {
+            reviews.push(super::review::ReviewItem {
+                robot_id: robot.to_string(),
+                boot_id: e.boot_id.clone(),
+                task_id: e.task_id.clone(),
+                kind: e.kind.clone(),
+                start_unix_ns: e.start_unix_ns,
+                auto_success: e.success,
+                auto_reason: e.failure_reason.clone(),
+                reason: if disputed { "disputed" } else { "sampled" }.to_string(),
+                flags: f.clone(),
+                label: None,
+            });
+        }
         rows(parts, &schema::TASKS, e.start_unix_ns, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(&e.boot_id)),
@@ -212,4 +233,25 @@ pub fn add_batch(parts: &mut Partitions, b: &StoredSegment, p: &Parsed, limits: 
         ])?;
     }
     Ok(())
+}
+
+/// A person's label of a task, beside the robot's own outcome.
+pub fn add_label(parts: &mut Partitions, item: &super::review::ReviewItem) -> Result<(), Mismatch> {
+    let Some(l) = &item.label else { return Ok(()) };
+    let task_id = (!item.kind.is_empty()).then_some(item.task_id.as_str());
+    rows(parts, &schema::LABELS, l.unix_ns, &item.robot_id).push(&[
+        V::S(Some(&item.robot_id)),
+        V::S(Some(&item.boot_id)),
+        V::S(task_id),
+        V::S(Some(&item.task_id)),
+        V::T(l.unix_ns),
+        V::T(item.start_unix_ns),
+        V::B(Some(l.success)),
+        V::B(Some(item.auto_success)),
+        V::S(item.auto_reason.as_deref()),
+        V::S(Some(&item.reason)),
+        V::S(Some(&l.by)),
+        V::S(l.note.as_deref()),
+        V::SL(&item.flags),
+    ])
 }

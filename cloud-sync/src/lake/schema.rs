@@ -243,7 +243,29 @@ pub const IMAGES: Table = Table {
     ],
 };
 
-pub const ALL: [&Table; 8] = [&TASKS, &OBSERVATIONS, &ACTIONS, &FRAMES, &INCIDENTS, &HEALTH, &SAMPLES, &IMAGES];
+/// People's labels of tasks from the review queue, beside the robot's outcome.
+pub const LABELS: Table = Table {
+    name: "labels",
+    time: "time",
+    columns: &[
+        ("robot_id", Str, false),
+        ("boot_id", Str, false),
+        ("task_id", Str, true),
+        ("episode_id", Str, false),
+        ("time", Time, false),
+        ("task_start_time", Time, false),
+        ("human_success", Bool, false),
+        ("auto_success", Bool, false),
+        ("auto_failure_reason", Str, true),
+        ("review_reason", Str, false),
+        ("labelled_by", Str, false),
+        ("note", Str, true),
+        ("flags", StrList, false),
+    ],
+};
+
+pub const ALL: [&Table; 9] =
+    [&TASKS, &OBSERVATIONS, &ACTIONS, &FRAMES, &INCIDENTS, &HEALTH, &SAMPLES, &IMAGES, &LABELS];
 
 impl Table {
     pub fn schema(&self) -> Schema {

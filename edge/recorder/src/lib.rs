@@ -114,9 +114,10 @@ impl Settings {
             segment_max_bytes: r.segment_max_mb * 1_000_000,
             segment_max_age: Duration::from_secs(r.segment_max_s),
             quota_bytes: (r.quota_gb * 1e9) as u64,
-            // Chunks of 1 MB uncompressed: big enough for zstd, small enough that
-            // a crash loses little even before the periodic flush.
-            encoding: Encoding { zstd_level: r.zstd_level, chunk_bytes: 1 << 20 },
+            // Chunks of up to 8 MB uncompressed: zstd finds what repeats from
+            // one second to the next (the samples' images), and the periodic
+            // flush (`recorder.flush_s`), not the size, bounds what a crash loses.
+            encoding: Encoding { zstd_level: r.zstd_level, chunk_bytes: 8 << 20 },
             image_every_n: r.image_every_n,
             jpeg_quality: r.jpeg_quality,
             preroll: Duration::from_secs_f64(r.incident_preroll_s),
