@@ -108,6 +108,35 @@ pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> boo
     }
 }
 
+/// Cloud storage as the lake tests use it: a SQLite catalog and a local
+/// object store under `dir`, ingestion into them with the default quality
+/// limits.
+pub struct LakeCloud {
+    pub catalog: std::sync::Arc<dyn gantry_sync::store::CloudCatalog>,
+    pub store: std::sync::Arc<dyn object_store::ObjectStore>,
+    pub ingest: gantry_sync::ingest::Ingest,
+    pub limits: gantry_sync::quality::Limits,
+}
+
+pub fn lake_cloud(dir: &Path) -> LakeCloud {
+    use std::sync::Arc;
+    let catalog: Arc<dyn gantry_sync::store::CloudCatalog> =
+        Arc::new(gantry_sync::store::SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap());
+    std::fs::create_dir_all(dir.join("objects")).unwrap();
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.join("objects")).unwrap());
+    let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
+    let ingest = gantry_sync::ingest::Ingest {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        prefix: object_store::path::Path::default(),
+        max_payload: 16 << 20,
+        quality: limits,
+        stats: Arc::new(gantry_sync::ingest::IngestStats::default()),
+    };
+    LakeCloud { catalog, store, ingest, limits }
+}
+
 /// The Python with the lake's readers (DuckDB, polars, PySpark):
 /// `GANTRY_LAKE_PYTHON`, which `scripts/test` sets from `scripts/lake-python.sh`.
 pub fn lake_python() -> String {

@@ -7,17 +7,14 @@
 //! adds only its own rows.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_config::records::{foxglove, ControlMsg, EpisodeMsg, FrameMsg, HealthMsg, IncidentMsg, JointStateMsg};
 use gantry_config::wire::{BatchKind, DAY_NS};
 use gantry_edge::record::batch::Batcher;
 use gantry_edge::record::{CH_CONTROL, CH_EPISODES, CH_FRAMES, CH_HEALTH, CH_IMAGES, CH_INCIDENTS, CH_JOINTS};
-use gantry_sync::ingest::{Ingest, IngestStats};
 use gantry_sync::lake::{Exporter, LakeState};
 use gantry_sync::quality;
-use gantry_sync::store::{CloudCatalog, SqliteCatalog};
 use object_store::path::Path as ObjectPath;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prost::Message as _;
@@ -223,19 +220,7 @@ fn rows_on_disk(dir: &std::path::Path) -> BTreeMap<(String, String), usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_week_is_flagged_exported_and_read_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let catalog: Arc<dyn CloudCatalog> = Arc::new(SqliteCatalog::open(&tmp.path().join("catalog.sqlite")).unwrap());
-    std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
-    let store: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path().join("objects")).unwrap());
-    let limits: quality::Limits = (&gantry_config::cloud::Quality::default()).into();
-    let ingest = Ingest {
-        catalog: catalog.clone(),
-        store: store.clone(),
-        prefix: ObjectPath::default(),
-        max_payload: 16 << 20,
-        quality: limits,
-        stats: Arc::new(IngestStats::default()),
-    };
+    let gantry_tests::LakeCloud { catalog, store, ingest, limits } = gantry_tests::lake_cloud(tmp.path());
     let mut expected = BTreeMap::new();
     for r in 0..ROBOTS {
         let robot = format!("robot-{r}");

@@ -8,14 +8,12 @@
 //! usable sample as numpy arrays with its task's outcome.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use gantry_config::wire::{self, BatchKind};
 use gantry_edge::record::catalog::Catalog;
 use gantry_edge::record::Recorder;
-use gantry_sync::ingest::{Ingest, IngestStats};
 use gantry_sync::lake::{Exporter, LakeState};
-use gantry_sync::store::{object_key, CloudCatalog, SqliteCatalog, UploadedSegment};
+use gantry_sync::store::{object_key, UploadedSegment};
 use gantry_tests::recording;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore as _;
@@ -47,19 +45,7 @@ async fn samples_join_their_images_and_tasks_across_two_boots() {
     }
 
     // The cloud: the robot's batches through ingestion, its segments as uploads.
-    let catalog: Arc<dyn CloudCatalog> = Arc::new(SqliteCatalog::open(&tmp.path().join("catalog.sqlite")).unwrap());
-    std::fs::create_dir_all(tmp.path().join("objects")).unwrap();
-    let store: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path().join("objects")).unwrap());
-    let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
-    let ingest = Ingest {
-        catalog: catalog.clone(),
-        store: store.clone(),
-        prefix: ObjectPath::default(),
-        max_payload: 16 << 20,
-        quality: limits,
-        stats: Arc::new(IngestStats::default()),
-    };
+    let gantry_tests::LakeCloud { catalog, store, ingest, limits } = gantry_tests::lake_cloud(tmp.path());
     let robot_catalog = Catalog::open(&robot_dir.join("catalog.sqlite")).unwrap();
     let batches = robot_catalog.outbox_next(&HashSet::new(), 10_000).unwrap();
     assert!(!batches.is_empty());

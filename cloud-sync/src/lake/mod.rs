@@ -54,6 +54,24 @@ pub struct LakeFile {
     pub superseded_by: Option<u64>,
 }
 
+/// Sources the export follows besides the stored batches, each by its own cursor.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Bulk-uploaded recordings (samples, images).
+    Recordings,
+    /// People's labels from the review queue.
+    Labels,
+}
+
+impl Source {
+    fn column(self) -> &'static str {
+        match self {
+            Source::Recordings => "recordings_cursor",
+            Source::Labels => "labels_cursor",
+        }
+    }
+}
+
 /// What has been exported: the last catalog cursor and the files written.
 pub struct LakeState {
     conn: Mutex<Connection>,
@@ -132,19 +150,20 @@ impl LakeState {
         Ok(self.conn().query_row("SELECT cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    pub fn recordings_cursor(&self) -> anyhow::Result<u64> {
-        Ok(self.conn().query_row("SELECT recordings_cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))?
-            as u64)
+    /// Where the export stands in a source other than the batches.
+    fn source_cursor(&self, source: Source) -> anyhow::Result<u64> {
+        let sql = format!("SELECT {} FROM exported WHERE id = 1", source.column());
+        Ok(self.conn().query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
     }
 
-    /// Records the files made from recordings and moves their cursor, at once.
-    fn commit_recordings(&self, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
+    /// Records the files made from a source and moves its cursor, at once.
+    fn commit_source(&self, source: Source, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for f in files {
             insert_file(&tx, f)?;
         }
-        tx.execute("UPDATE exported SET recordings_cursor = ?1 WHERE id = 1", [cursor as i64])?;
+        tx.execute(&format!("UPDATE exported SET {} = ?1 WHERE id = 1", source.column()), [cursor as i64])?;
         tx.commit()?;
         Ok(())
     }
@@ -165,23 +184,8 @@ impl LakeState {
         review::label(&mut self.conn(), task_id, robot_id, boot_id, l)
     }
 
-    fn labels_cursor(&self) -> anyhow::Result<u64> {
-        Ok(self.conn().query_row("SELECT labels_cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
-    }
-
     fn labels_since(&self, cursor: u64) -> anyhow::Result<Vec<(u64, review::ReviewItem)>> {
         Ok(review::labels_since(&self.conn(), cursor)?)
-    }
-
-    fn commit_labels(&self, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for f in files {
-            insert_file(&tx, f)?;
-        }
-        tx.execute("UPDATE exported SET labels_cursor = ?1 WHERE id = 1", [cursor as i64])?;
-        tx.commit()?;
-        Ok(())
     }
 
     fn commit(
@@ -480,7 +484,7 @@ impl Exporter<'_> {
         }
         // Bulk-uploaded recordings: the samples and images.
         loop {
-            let since = self.state.recordings_cursor()?;
+            let since = self.state.source_cursor(Source::Recordings)?;
             let uploads = self.catalog.recordings_since(since, 20)?;
             let Some(last) = uploads.last().map(|(c, _)| *c) else { break };
             let mut parts = Partitions::new();
@@ -490,12 +494,12 @@ impl Exporter<'_> {
                 recordings::add_recording(&mut parts, u, &body, &self.limits)?;
             }
             let files = self.write_parts(parts, &format!("rec-{:012}-{last:012}", since + 1)).await?;
-            self.state.commit_recordings(&files, last)?;
+            self.state.commit_source(Source::Recordings, &files, last)?;
             written.extend(files);
         }
         // People's labels from the review queue.
         loop {
-            let since = self.state.labels_cursor()?;
+            let since = self.state.source_cursor(Source::Labels)?;
             let labels = self.state.labels_since(since)?;
             let Some(last) = labels.last().map(|(c, _)| *c) else { break };
             let mut parts = Partitions::new();
@@ -503,7 +507,7 @@ impl Exporter<'_> {
                 rows::add_label(&mut parts, item)?;
             }
             let files = self.write_parts(parts, &format!("labels-{:012}-{last:012}", since + 1)).await?;
-            self.state.commit_labels(&files, last)?;
+            self.state.commit_source(Source::Labels, &files, last)?;
             written.extend(files);
         }
         Ok(written)
