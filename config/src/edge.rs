@@ -102,6 +102,8 @@ pub enum CameraSource {
     Synthetic,
     V4l,
     Realsense,
+    /// A recording's model inputs (`camera.replay_path`), on the recorded clock.
+    Replay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +112,8 @@ pub enum DepthSource {
     Synthetic,
     Realsense,
     None,
+    /// A recording's depth model inputs (`camera.replay_path`).
+    Replay,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +125,8 @@ pub struct Camera {
     pub height: u32,
     pub fps: u32,
     pub pool_frames: usize,
+    /// The recorded segment (`.mcap`) the `replay` sources play.
+    pub replay_path: String,
 }
 
 impl Default for Camera {
@@ -132,6 +138,7 @@ impl Default for Camera {
             height: 1080,
             fps: 30,
             pool_frames: 4,
+            replay_path: String::new(),
         }
     }
 }
@@ -627,6 +634,9 @@ impl EdgeConfig {
         c.range("camera.pool_frames", cam.pool_frames, 2..=64);
         if cam.source == CameraSource::V4l {
             c.non_empty("camera.device", &cam.device, "a V4L2 device path such as /dev/video0");
+        }
+        if cam.source == CameraSource::Replay || self.depth.source == DepthSource::Replay {
+            c.non_empty("camera.replay_path", &cam.replay_path, "a recorded segment (.mcap) to replay");
         }
 
         let depth = &self.depth;

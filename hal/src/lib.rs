@@ -14,6 +14,7 @@ pub mod frame;
 pub mod open;
 #[cfg(feature = "realsense")]
 pub mod realsense;
+pub mod replay;
 pub mod source;
 pub mod synthetic;
 #[cfg(feature = "v4l")]

@@ -23,6 +23,10 @@ pub fn open_camera(config: &EdgeConfig, pacing: Pacing) -> Result<Box<dyn FrameS
         CameraSource::Realsense => Ok(Box::new(crate::realsense::RealSense::open(config)?.color())),
         #[cfg(not(feature = "realsense"))]
         CameraSource::Realsense => Err(HalError::NotBuilt { source_name: "realsense", feature: "realsense" }),
+        CameraSource::Replay => {
+            let path = std::path::Path::new(&c.replay_path);
+            Ok(Box::new(crate::replay::ReplaySource::open(path, crate::replay::Stream::Rgb, pacing)?))
+        }
     }
 }
 
@@ -50,6 +54,10 @@ pub fn open_depth(
         DepthSource::Realsense => Ok(Some(Box::new(crate::realsense::RealSense::open(config)?.depth()))),
         #[cfg(not(feature = "realsense"))]
         DepthSource::Realsense => Err(HalError::NotBuilt { source_name: "realsense", feature: "realsense" }),
+        DepthSource::Replay => {
+            let path = std::path::Path::new(&config.camera.replay_path);
+            Ok(Some(Box::new(crate::replay::ReplaySource::open(path, crate::replay::Stream::Depth, pacing)?)))
+        }
     }
 }
 

@@ -91,3 +91,59 @@ fn every_channel_decodes_in_python_with_the_embedded_schemas() {
     assert!(samples.iter().filter(|s| s["has_command"] == true).count() >= samples.len() - 1);
     assert_eq!(stats.samples.load(std::sync::atomic::Ordering::Relaxed), samples.len() as u64);
 }
+
+/// `hal`'s replay sources play a recording's model inputs back as camera and
+/// depth frames: the recorded pixels, in order, stamped on the recorded clock,
+/// then the end. Opened from the configuration as the daemon opens them.
+#[test]
+fn the_replay_sources_play_the_model_inputs_on_the_recorded_clock() {
+    use gantry_hal::replay::{ReplaySource, Stream};
+    use gantry_hal::{FrameSource, Pacing, PixelFormat};
+    use prost::Message as _;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut rec, _) = Recorder::open(recording::settings(tmp.path(), "robot-rec")).unwrap();
+    let taps = recording::taps();
+    recording::run(&mut rec, &taps, gantry_hal::clock::monotonic_ns(), "task-9");
+    rec.close();
+    let path = std::fs::read_dir(tmp.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "mcap"))
+        .unwrap();
+    // What the recording holds, read with the `mcap` crate.
+    let data = std::fs::read(&path).unwrap();
+    let mut recorded: Vec<(u64, Vec<u8>)> = Vec::new();
+    for m in mcap::MessageStream::new(&data).unwrap() {
+        let m = m.unwrap();
+        if m.channel.topic == "/model_input/rgb" {
+            recorded.push((m.log_time, gantry_config::records::foxglove::RawImage::decode(&m.data[..]).unwrap().data));
+        }
+    }
+    assert!(recorded.len() > 40, "{} model inputs recorded", recorded.len());
+
+    let mut config = gantry_config::EdgeConfig::default();
+    config.camera.source = gantry_config::edge::CameraSource::Replay;
+    config.depth.source = gantry_config::edge::DepthSource::Replay;
+    config.camera.replay_path = path.display().to_string();
+    let (mut rgb, depth) = gantry_hal::open_sources(&config, Pacing::Max, None).unwrap();
+    let info = rgb.info();
+    assert_eq!((info.width, info.height, info.format), (32, 24, PixelFormat::Rgb8));
+    let mut buf = vec![0u8; info.frame_bytes()];
+    let mut first = None;
+    for (i, (t, pixels)) in recorded.iter().enumerate() {
+        let meta = rgb.next_frame(Some(&mut buf)).unwrap();
+        assert_eq!(&buf, pixels, "frame {i}: the recorded pixels");
+        assert_eq!(meta.seq, i as u64);
+        let (t0, c0) = *first.get_or_insert((*t, meta.capture_ns));
+        assert_eq!(meta.capture_ns - c0, t - t0, "frame {i}: on the recorded clock");
+    }
+    assert!(rgb.next_frame(Some(&mut buf)).is_err(), "then the end");
+    let depth = depth.expect("the depth replay");
+    assert_eq!((depth.info().width, depth.info().height, depth.info().format), (16, 12, PixelFormat::Depth16));
+    assert_eq!(ReplaySource::open(&path, Stream::Depth, Pacing::Max).unwrap().len(), recorded.len());
+
+    config.camera.replay_path = tmp.path().join("missing.mcap").display().to_string();
+    let e = gantry_hal::open_sources(&config, Pacing::Max, None).err().expect("no such recording");
+    assert!(e.to_string().contains("missing.mcap"), "{e}");
+}
