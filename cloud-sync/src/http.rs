@@ -211,18 +211,22 @@ async fn segments(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Res
 }
 
 async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let row = match s.catalog.segment(&id) {
-        Ok(Some(r)) => r,
-        Ok(None) => return (StatusCode::NOT_FOUND, "no such segment\n").into_response(),
-        Err(e) => return internal(e),
-    };
-    match s.store.get(&object_store::path::Path::from(row.object_key.as_str())).await {
+    match s.catalog.segment(&id) {
+        Ok(Some(row)) => mcap_file(&s, &row.object_key, &row.id, &row.sha256).await,
+        Ok(None) => (StatusCode::NOT_FOUND, "no such segment\n").into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// An MCAP file of the object store, named `NAME.mcap`, its SHA-256 as the `ETag`.
+async fn mcap_file(s: &AppState, object_key: &str, name: &str, sha256: &str) -> Response {
+    match s.store.get(&object_store::path::Path::from(object_key)).await {
         Ok(got) => match got.bytes().await {
             Ok(bytes) => (
                 [
                     (header::CONTENT_TYPE, "application/x-mcap".to_string()),
-                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.mcap\"", row.id)),
-                    (header::ETAG, format!("\"{}\"", row.sha256)),
+                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}.mcap\"")),
+                    (header::ETAG, format!("\"{sha256}\"")),
                 ],
                 bytes,
             )
@@ -333,22 +337,13 @@ async fn recording(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Re
         Ok(None) => return (StatusCode::NOT_FOUND, "no such recording\n").into_response(),
         Err(e) => return internal(e),
     };
-    match s.store.get(&object_store::path::Path::from(row.object_key.as_str())).await {
-        Ok(got) => match got.bytes().await {
-            Ok(bytes) => (
-                [
-                    (header::CONTENT_TYPE, "application/x-mcap".to_string()),
-                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}.mcap\"", row.segment_id)),
-                    (header::ETAG, format!("\"{}\"", row.sha256)),
-                    (header::HeaderName::from_static("x-gantry-sha256"), row.sha256.clone()),
-                ],
-                bytes,
-            )
-                .into_response(),
-            Err(e) => internal(e.into()),
-        },
-        Err(e) => internal(e.into()),
+    let mut response = mcap_file(&s, &row.object_key, &row.segment_id, &row.sha256).await;
+    if response.status().is_success() {
+        if let Ok(value) = header::HeaderValue::from_str(&row.sha256) {
+            response.headers_mut().insert(header::HeaderName::from_static("x-gantry-sha256"), value);
+        }
     }
+    response
 }
 
 /// The largest upload chunk accepted.

@@ -281,40 +281,45 @@ pub fn health_ok(h: &serde_json::Value, l: &Limits) -> bool {
 /// The largest image side the video check decodes.
 const MAX_IMAGE_SIDE: usize = 4096;
 
-/// A whole JPEG: SOI to EOI, and it decodes without error (strict mode);
-/// returns its width and height.
-pub fn jpeg_size(b: &[u8]) -> Option<(usize, usize)> {
+/// A whole JPEG (SOI to EOI) decoded in strict mode, into `colorspace` (the
+/// decoder's default without one): width, height and pixels.
+fn strict_decode(
+    b: &[u8],
+    colorspace: Option<zune_jpeg::zune_core::colorspace::ColorSpace>,
+) -> Option<(usize, usize, Vec<u8>)> {
     if !(b.len() > 4 && b.starts_with(&[0xFF, 0xD8]) && b.ends_with(&[0xFF, 0xD9])) {
         return None;
     }
     // A forged header could ask for a 16k × 16k decode; robots send at most 1080p.
-    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
+    let mut options = zune_jpeg::zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(MAX_IMAGE_SIDE)
         .set_max_height(MAX_IMAGE_SIDE);
+    if let Some(c) = colorspace {
+        options = options.jpeg_set_out_colorspace(c);
+    }
     // zune-jpeg can panic on crafted data (an IDCT overflow, found by
     // tests/tests/fuzz.rs): that is a corrupt image, not a reason to stop ingesting.
     std::panic::catch_unwind(|| {
         let mut decoder = zune_jpeg::JpegDecoder::new_with_options(b, options);
-        decoder.decode().ok()?;
+        let pixels = decoder.decode().ok()?;
         let info = decoder.info()?;
-        Some((usize::from(info.width), usize::from(info.height)))
+        Some((usize::from(info.width), usize::from(info.height), pixels))
     })
     .ok()
     .flatten()
 }
 
-/// A whole JPEG, decoded: width, height and RGB8 pixels.
+/// A whole JPEG: SOI to EOI, and it decodes without error (strict mode);
+/// returns its width and height.
+pub fn jpeg_size(b: &[u8]) -> Option<(usize, usize)> {
+    strict_decode(b, None).map(|(w, h, _)| (w, h))
+}
+
+/// A whole JPEG, decoded once: width, height and RGB8 pixels.
 pub fn decode_jpeg(b: &[u8]) -> Option<(usize, usize, Vec<u8>)> {
-    let (w, h) = jpeg_size(b)?;
-    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
-        .set_max_width(MAX_IMAGE_SIDE)
-        .set_max_height(MAX_IMAGE_SIDE)
-        .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
-    let rgb = std::panic::catch_unwind(|| zune_jpeg::JpegDecoder::new_with_options(b, options).decode().ok())
-        .ok()
-        .flatten()?;
-    (rgb.len() == w * h * 3).then_some((w, h, rgb))
+    strict_decode(b, Some(zune_jpeg::zune_core::colorspace::ColorSpace::RGB))
+        .filter(|(w, h, rgb)| rgb.len() == w * h * 3)
 }
 
 /// Sharpness: the variance of the Laplacian of the image's luma (low:

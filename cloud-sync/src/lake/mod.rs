@@ -380,11 +380,6 @@ fn insert_file(tx: &rusqlite::Transaction<'_>, f: &LakeFile) -> rusqlite::Result
     Ok(tx.last_insert_rowid() as u64)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Running totals for the analytics, added in the same transaction as the files.
 #[derive(Default)]
 struct Aggregates {
@@ -454,7 +449,7 @@ impl Exporter<'_> {
 
     async fn put(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<(u64, String)> {
         let key = self.key(path);
-        let (n, sha256) = (bytes.len() as u64, sha256_hex(&bytes));
+        let (n, sha256) = (bytes.len() as u64, gantry_config::wire::sha256_hex(&bytes));
         self.dest.put(&key, bytes.into()).await.with_context(|| format!("writing {key}"))?;
         Ok((n, sha256))
     }

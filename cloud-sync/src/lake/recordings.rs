@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use gantry_config::records::{foxglove, FrameMsg, SampleMsg};
 use prost::Message as _;
 
-use super::rows::{date_of, Partitions};
-use super::schema::{self, Mismatch, Rows, V};
+use super::rows::{flags, rows, Partitions};
+use super::schema::{self, Mismatch, V};
 use crate::quality;
 use crate::store::UploadedSegment;
 
@@ -88,16 +88,6 @@ pub fn frame_capture_unix_ns(f: &FrameMsg) -> u64 {
     f.unix_ns.saturating_sub(f.done_mono_ns.saturating_sub(f.capture_mono_ns))
 }
 
-fn rows<'a>(parts: &'a mut Partitions, table: &'static schema::Table, unix_ns: u64, robot: &str) -> &'a mut Rows {
-    parts.entry((table.name, date_of(unix_ns), robot.to_string())).or_insert_with(|| Rows::new(table))
-}
-
-fn flags(mut f: Vec<&'static str>) -> Vec<String> {
-    f.sort_unstable();
-    f.dedup();
-    f.into_iter().map(String::from).collect()
-}
-
 /// Adds a recording's samples and images.
 pub fn add_recording(
     parts: &mut Partitions,
@@ -121,7 +111,7 @@ pub fn add_recording(
         } else if !s.approved {
             own.push(quality::REJECTED);
         }
-        let f = flags(own);
+        let f = flags(own, &[]);
         rows(parts, &schema::SAMPLES, s.unix_ns, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(&s.boot_id)),
@@ -160,7 +150,7 @@ pub fn add_recording(
         if blur.is_some_and(|b| b < f64::from(limits.min_blur_score)) {
             own.push(quality::BLURRED);
         }
-        let f = flags(own);
+        let f = flags(own, &[]);
         rows(parts, &schema::IMAGES, *t, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(keys.map_or(boot.as_str(), |k| k.0.as_str()))),
@@ -190,7 +180,7 @@ pub fn add_recording(
         if blur.is_some_and(|b| b < f64::from(limits.min_blur_score)) {
             own.push(quality::BLURRED);
         }
-        let f = flags(own);
+        let f = flags(own, &[]);
         rows(parts, &schema::IMAGES, *t, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(sample.map_or(boot.as_str(), |s| s.boot_id.as_str()))),

@@ -15,12 +15,13 @@ pub fn date_of(unix_ns: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn rows<'a>(parts: &'a mut Partitions, table: &'static Table, unix_ns: u64, robot: &str) -> &'a mut Rows {
+/// The rows of `table` in the partition of `unix_ns` and `robot`.
+pub(super) fn rows<'a>(parts: &'a mut Partitions, table: &'static Table, unix_ns: u64, robot: &str) -> &'a mut Rows {
     parts.entry((table.name, date_of(unix_ns), robot.to_string())).or_insert_with(|| Rows::new(table))
 }
 
 /// Flags of a row: its own, then the batch-wide ones, sorted and unique.
-fn flags(own: Vec<&'static str>, batch: &[&'static str]) -> Vec<String> {
+pub(super) fn flags(own: Vec<&'static str>, batch: &[&'static str]) -> Vec<String> {
     let mut f: Vec<&str> = own.into_iter().chain(batch.iter().copied()).collect();
     f.sort_unstable();
     f.dedup();
@@ -214,7 +215,7 @@ pub fn add_batch(
     }
     for (fr, own) in p.frames.iter().zip(frame_flags) {
         let f = flags(own, &video_wide);
-        let capture = fr.unix_ns.saturating_sub(fr.done_mono_ns.saturating_sub(fr.capture_mono_ns));
+        let capture = super::recordings::frame_capture_unix_ns(fr);
         rows(parts, &schema::FRAMES, fr.unix_ns, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(&fr.boot_id)),

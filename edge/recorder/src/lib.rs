@@ -354,11 +354,7 @@ impl Recorder {
         if r.t_ns <= self.post_roll_until_ns && self.level == ImageLevel::Normal {
             self.write_tick(r);
         } else if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() {
-            let horizon = r.t_ns.saturating_sub(self.s.preroll.as_nanos() as u64);
-            while self.tick_preroll.front().is_some_and(|t| t.t_ns < horizon) {
-                self.tick_preroll.pop_front();
-            }
-            self.tick_preroll.push_back(*r);
+            keep_recent(&mut self.tick_preroll, *r, r.t_ns, self.s.preroll, |t| t.t_ns, drop);
         }
         if self.first_ticks.back().is_none_or(|t| t.frame_seq != r.frame_seq) {
             if self.first_ticks.len() >= 256 {
@@ -453,13 +449,8 @@ impl Recorder {
             self.next_sample_ns = s.capture_ns + (1e9 / self.s.sample_hz) as u64;
             self.keep_sample(s, "rate");
         } else if self.level == ImageLevel::Normal && !self.s.preroll.is_zero() {
-            let horizon = s.capture_ns.saturating_sub(self.s.preroll.as_nanos() as u64);
-            while self.sample_preroll.front().is_some_and(|p| p.capture_ns < horizon) {
-                if let Some(old) = self.sample_preroll.pop_front() {
-                    self.spent_samples.push(old);
-                }
-            }
-            self.sample_preroll.push_back(s);
+            let (t, spent) = (s.capture_ns, &mut self.spent_samples);
+            keep_recent(&mut self.sample_preroll, s, t, self.s.preroll, |p| p.capture_ns, |old| spent.push(old));
         } else {
             self.spent_samples.push(s);
         }
@@ -585,11 +576,8 @@ impl Recorder {
         if due {
             self.write_image(t.capture_ns, t.frame_seq, &jpeg);
         } else {
-            let horizon = t.capture_ns.saturating_sub(self.s.preroll.as_nanos() as u64);
-            while self.preroll.front().is_some_and(|(c, _, _)| *c < horizon) {
-                self.preroll.pop_front();
-            }
-            self.preroll.push_back((t.capture_ns, t.frame_seq, jpeg));
+            let item = (t.capture_ns, t.frame_seq, jpeg);
+            keep_recent(&mut self.preroll, item, t.capture_ns, self.s.preroll, |(c, _, _)| *c, drop);
         }
     }
 
@@ -947,6 +935,25 @@ impl Recorder {
         self.cut_batches(false);
         n
     }
+}
+
+/// Appends `item` (of time `t_ns`) to a pre-roll ring, first handing `expired`
+/// every item older than `preroll` before it.
+fn keep_recent<T>(
+    ring: &mut VecDeque<T>,
+    item: T,
+    t_ns: u64,
+    preroll: Duration,
+    time_of: impl Fn(&T) -> u64,
+    mut expired: impl FnMut(T),
+) {
+    let horizon = t_ns.saturating_sub(preroll.as_nanos() as u64);
+    while ring.front().is_some_and(|old| time_of(old) < horizon) {
+        if let Some(old) = ring.pop_front() {
+            expired(old);
+        }
+    }
+    ring.push_back(item);
 }
 
 fn segment_id(robot: &str, unix_ns: u64, index: u64) -> String {
