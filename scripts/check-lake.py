@@ -79,25 +79,34 @@ ENGINES = {"duckdb": with_duckdb, "polars": with_polars, "spark": with_spark}
 # keyed by boot, since a boot restarts frame numbers.
 JOIN = """
 SELECT count(*) FROM samples s
-JOIN images i ON i.robot_id = s.robot_id AND i.boot_id = s.boot_id AND i.frame_seq = s.frame_seq
-             AND i.kind = 'model_rgb'
+JOIN images i ON i.image_id = s.rgb_image_id
 LEFT JOIN tasks t ON t.robot_id = s.robot_id AND t.boot_id = s.boot_id AND t.task_id = s.task_id
 """
 
+# Every frame that says it has an image, with that image.
+FRAME_IMAGES = (
+    "SELECT count(*) FROM frames WHERE image_id IS NOT NULL",
+    "SELECT count(*) FROM frames f JOIN images i ON i.image_id = f.image_id",
+)
 
-def join_counts(lake, engine):
-    """(samples, rows of JOIN) in DuckDB or Spark SQL."""
+
+def sql_counts(lake, engine, tables, queries):
+    """The first value of each query, in DuckDB or Spark SQL."""
     if engine == "duckdb":
         import duckdb
 
         con = duckdb.connect()
-        for t in ("samples", "images", "tasks"):
+        for t in tables:
             con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/*/*/*.parquet', hive_partitioning = true)")
-        return con.execute("SELECT count(*) FROM samples").fetchone()[0], con.execute(JOIN).fetchone()[0]
-    with_spark(lake, "samples")  # starts the session
-    for t in ("samples", "images", "tasks"):
+        return [con.execute(q).fetchone()[0] for q in queries]
+    with_spark(lake, tables[0])  # starts the session
+    for t in tables:
         _spark.read.parquet(f"{lake}/{t}").createOrReplaceTempView(t)
-    return _spark.sql("SELECT count(*) FROM samples").collect()[0][0], _spark.sql(JOIN).collect()[0][0]
+    return [_spark.sql(q).collect()[0][0] for q in queries]
+
+
+def has(lake, *tables):
+    return all(os.path.isdir(os.path.join(lake, t)) for t in tables)
 
 
 def main(lake, engines):
@@ -118,11 +127,16 @@ def main(lake, engines):
             failed += 1
         else:
             print(f"{engine}: every table matches ({sum(found.values())} rows in {len(found)} partitions)")
-        if engine != "polars" and all(os.path.isdir(os.path.join(lake, t)) for t in ("samples", "images", "tasks")):
-            n, joined = join_counts(lake, engine)
+        if engine != "polars" and has(lake, "samples", "images", "tasks"):
+            n, joined = sql_counts(lake, engine, ["samples", "images", "tasks"], ["SELECT count(*) FROM samples", JOIN])
             verdict = "one row per sample" if n == joined and n > 0 else "MISMATCH"
             print(f"{engine}: samples ⋈ images ⋈ tasks: {joined} rows for {n} samples: {verdict}")
             failed += verdict != "one row per sample"
+        if engine != "polars" and has(lake, "frames", "images"):
+            n, joined = sql_counts(lake, engine, ["frames", "images"], FRAME_IMAGES)
+            verdict = "every reference resolves" if n == joined else "MISMATCH"
+            print(f"{engine}: frames ⋈ images: {joined} rows for {n} frames with an image: {verdict}")
+            failed += verdict != "every reference resolves"
     return 1 if failed else 0
 
 

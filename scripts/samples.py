@@ -14,8 +14,9 @@ arrays (image, depth, joints, action, outcome), read with DuckDB.
 - action: float32 [J + 1], the policy's joint goal (rad) and gripper (0..1)
 - outcome: the task's outcome, True or False; None for a frame outside a task
 
-Samples are joined to their pixels and their task on (robot_id, boot_id, ...): a
-boot restarts frame numbers, so frame_seq alone would mix two boots' frames.
+Samples are joined to their pixels by the image ids they carry, and to their task on
+(robot_id, boot_id, task_id): a boot restarts frame numbers, so frame_seq alone would
+mix two boots' frames.
 Rows flagged `no_command` or `malformed_messages` are left out.
 """
 
@@ -30,9 +31,9 @@ SELECT s.frame_seq, rgb.width, rgb.height, rgb.data AS rgb, d.width AS dw, d.hei
        t.success
 FROM read_parquet('{lake}/samples/*/*/*.parquet', hive_partitioning = true) s
 JOIN read_parquet('{lake}/images/*/*/*.parquet', hive_partitioning = true) rgb
-  ON rgb.robot_id = s.robot_id AND rgb.boot_id = s.boot_id AND rgb.frame_seq = s.frame_seq AND rgb.kind = 'model_rgb'
+  ON rgb.image_id = s.rgb_image_id
 LEFT JOIN read_parquet('{lake}/images/*/*/*.parquet', hive_partitioning = true) d
-  ON d.robot_id = s.robot_id AND d.boot_id = s.boot_id AND d.frame_seq = s.frame_seq AND d.kind = 'model_depth'
+  ON d.image_id = s.depth_image_id
 LEFT JOIN read_parquet('{lake}/tasks/*/*/*.parquet', hive_partitioning = true) t
   ON t.robot_id = s.robot_id AND t.boot_id = s.boot_id AND t.task_id = s.task_id
 WHERE NOT list_has_any(s.flags, ['no_command', 'malformed_messages'])

@@ -53,8 +53,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/segments/{id}", get(segment))
         .route("/api/robots/{robot}/upload-now", post(upload_now))
         .route("/api/analytics", get(analytics))
-        .route("/api/review", get(review_queue))
-        .route("/api/review/{task_id}", post(review_label))
         .route("/api/recordings", get(recordings))
         .route("/api/recordings/{id}", get(recording))
         .route("/api/lake/files", get(lake_files))
@@ -69,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/tasks/{id}/cancel", post(cancel_task))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::lake::review::router(state.lake.clone()))
         .with_state(state)
 }
 
@@ -233,73 +232,6 @@ async fn mcap_file(s: &AppState, object_key: &str, name: &str, sha256: &str) -> 
                 .into_response(),
             Err(e) => internal(e.into()),
         },
-        Err(e) => internal(e.into()),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct ReviewQuery {
-    /// `pending` (default) or `labelled`.
-    state: Option<String>,
-    limit: Option<usize>,
-}
-
-/// The review queue: tasks for a person to label.
-async fn review_queue(State(s): State<Arc<AppState>>, Query(q): Query<ReviewQuery>) -> Response {
-    let labelled = match q.state.as_deref() {
-        None | Some("pending") => false,
-        Some("labelled") => true,
-        Some(other) => {
-            return (StatusCode::BAD_REQUEST, format!("state: {other:?} is not pending or labelled\n")).into_response()
-        }
-    };
-    match s.lake.review_queue(labelled, q.limit.unwrap_or(100).clamp(1, 1000)) {
-        Ok(items) => Json(json!({"tasks": items})).into_response(),
-        Err(e) => internal(e),
-    }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LabelBody {
-    /// `success` or `failure`.
-    label: String,
-    /// Who labels: kept with the label.
-    by: String,
-    note: Option<String>,
-    robot_id: Option<String>,
-    boot_id: Option<String>,
-}
-
-/// A person's label for a queued task.
-async fn review_label(
-    State(s): State<Arc<AppState>>,
-    Path(task_id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let b: LabelBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}\n")).into_response(),
-    };
-    let success = match b.label.as_str() {
-        "success" => true,
-        "failure" => false,
-        other => {
-            return (StatusCode::BAD_REQUEST, format!("label: {other:?} is not success or failure\n")).into_response()
-        }
-    };
-    if b.by.trim().is_empty() {
-        return (StatusCode::BAD_REQUEST, "by: who labels is required\n").into_response();
-    }
-    let label = crate::lake::review::Label { success, by: b.by, unix_ns: crate::unix_now_ns(), note: b.note };
-    match s.lake.label(&task_id, b.robot_id.as_deref(), b.boot_id.as_deref(), &label) {
-        Ok(item) => Json(item).into_response(),
-        Err(e @ crate::lake::review::LabelError::NotQueued(_)) => {
-            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
-        }
-        Err(e @ crate::lake::review::LabelError::Ambiguous(_)) => {
-            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
-        }
         Err(e) => internal(e.into()),
     }
 }

@@ -112,6 +112,10 @@ pub struct FrameMsg {
     pub from_baseline: bool,
     #[prost(bool, tag = "11")]
     pub ok: bool,
+    /// This frame's camera image is in the recording.
+    #[serde(default)]
+    #[prost(bool, tag = "12")]
+    pub has_image: bool,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize, prost::Message)]

@@ -98,6 +98,7 @@ fn day_batch(robot: &str, day: u64, seq: u64, fault: Fault) -> Vec<u8> {
             unsafe_action: false,
             from_baseline: false,
             ok: true,
+            has_image: false,
         };
         b.add(CH_FRAMES, t, &m.encode_to_vec()).unwrap();
     }
@@ -345,7 +346,9 @@ async fn a_week_is_flagged_exported_and_read_back() {
     assert_eq!(files_in("actions"), 2);
     let merged = exporter.compact("9999-12-31").await.unwrap();
     assert_eq!(merged.len(), new.len(), "one merged file per table the new batch touched: {merged:?}");
-    assert!(merged.iter().all(|f| f.replaces.len() == 2 && f.schema_version == 2 && f.sha256.len() == 64));
+    assert!(merged.iter().all(|f| f.replaces.len() == 2
+        && f.schema_version == gantry_sync::lake::schema::SCHEMA_VERSION
+        && f.sha256.len() == 64));
     assert_eq!(files_in("actions"), 1);
     assert_eq!(rows_on_disk(&out), after, "compaction keeps every row");
     assert!(exporter.compact("9999-12-31").await.unwrap().is_empty(), "nothing left to merge");
@@ -359,14 +362,34 @@ async fn a_week_is_flagged_exported_and_read_back() {
         assert_eq!(hex, f.sha256, "{}", f.path);
     }
 
-    // The review queue holds the disputed task (and the 1 % sample, by hash);
-    // a person's label lands in `labels`, beside the robot's outcome.
-    let queue = state.review_queue(false, 100).unwrap();
-    let disputed: Vec<_> = queue.iter().filter(|q| q.reason == "disputed").collect();
-    assert_eq!(disputed.len(), 1, "{queue:?}");
-    assert_eq!((disputed[0].robot_id.as_str(), disputed[0].task_id.as_str()), ("robot-0", "robot-0-task-5"));
-    assert!(disputed[0].auto_success && disputed[0].flags.contains(&quality::LABEL.to_string()));
-    let sampled = queue.iter().filter(|q| q.reason == "sampled").count();
+    // The review queue, over HTTP as the service serves it, holds the
+    // disputed task (and the 1 % sample, by hash); a person's label lands in
+    // `labels`, beside the robot's outcome.
+    let app: axum::Router =
+        gantry_sync::lake::review::router(std::sync::Arc::new(LakeState::open(Some(&state_file)).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let queue = |state: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(format!("{base}/api/review?state={state}")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["tasks"].as_array().unwrap().clone()
+        }
+    };
+    let pending = queue("pending").await;
+    let reason = |q: &serde_json::Value| q["reason"].as_str().unwrap().to_string();
+    let disputed: Vec<_> = pending.iter().filter(|q| reason(q) == "disputed").collect();
+    assert_eq!(disputed.len(), 1, "{pending:?}");
+    assert_eq!(
+        (disputed[0]["robot_id"].as_str(), disputed[0]["task_id"].as_str()),
+        (Some("robot-0"), Some("robot-0-task-5"))
+    );
+    assert_eq!(disputed[0]["auto_success"], true);
+    assert!(disputed[0]["flags"].as_array().unwrap().iter().any(|f| f == quality::LABEL));
+    let sampled = pending.iter().filter(|q| reason(q) == "sampled").count();
     let expect_sampled = (0..ROBOTS)
         .flat_map(|r| (0..DAYS).map(move |d| (r, d)))
         .filter(|(r, d)| {
@@ -375,16 +398,33 @@ async fn a_week_is_flagged_exported_and_read_back() {
         })
         .count();
     assert_eq!(sampled, expect_sampled, "the 1 % sample is the hash's");
-    let label = gantry_sync::lake::review::Label {
-        success: false,
-        by: "qa-anna".into(),
-        unix_ns: WEEK_START + 8 * DAY_NS,
-        note: None,
+    assert!(queue("labelled").await.is_empty());
+    let post = |task: &str, body: serde_json::Value| {
+        let req = http.post(format!("{base}/api/review/{task}")).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
     };
-    assert!(state.label("no-such-task", None, None, &label).is_err());
-    let labelled = state.label("robot-0-task-5", None, None, &label).unwrap();
-    assert_eq!(labelled.label.as_ref().map(|l| l.success), Some(false));
-    assert!(state.review_queue(false, 100).unwrap().iter().all(|q| q.task_id != "robot-0-task-5"));
+    let bogus = http.get(format!("{base}/api/review?state=maybe")).send().await.unwrap();
+    assert_eq!(bogus.status(), 400);
+    let label = |l: &str| serde_json::json!({"label": l, "by": "qa-anna", "note": "gripper never closed"});
+    assert_eq!(post("no-such-task", label("failure")).await.0, 404);
+    let (code, text) = post("robot-0-task-5", label("maybe")).await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("success or failure"), "{text}");
+    assert_eq!(post("robot-0-task-5", serde_json::json!({"label": "failure", "by": " "})).await.0, 400);
+    assert_eq!(post("robot-0-task-5", serde_json::json!({"label": "failure", "by": "x", "colour": 1})).await.0, 400);
+    assert!(queue("labelled").await.is_empty(), "refused labels store nothing");
+    let (code, text) = post("robot-0-task-5", label("failure")).await;
+    assert_eq!(code, 200, "{text}");
+    let item: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((item["label"]["success"].as_bool(), item["label"]["by"].as_str()), (Some(false), Some("qa-anna")));
+    assert!(queue("pending").await.iter().all(|q| q["task_id"] != "robot-0-task-5"));
+    let labelled = queue("labelled").await;
+    assert_eq!(labelled.len(), 1);
+    assert_eq!(labelled[0]["task_id"], "robot-0-task-5");
+    server.abort();
     let new = exporter.run().await.unwrap();
     assert_eq!(new.iter().map(|f| (f.table.as_str(), f.rows)).collect::<Vec<_>>(), [("labels", 1)]);
     let file = std::fs::File::open(out.join(&new[0].path)).unwrap();

@@ -4,7 +4,8 @@
 //! its segments arrive as bulk uploads, and the lake export turns them into
 //! `tasks`, `samples` and `images`. Joined on their keys, samples ↔ images ↔
 //! tasks give exactly one row per sample in DuckDB and in Spark (and a join
-//! on the frame number alone would not); `scripts/samples.py` yields each
+//! on the frame number alone would not), and every frame that says it has a
+//! camera image names one that is there; `scripts/samples.py` yields each
 //! usable sample as numpy arrays with its task's outcome.
 
 use std::collections::HashSet;
@@ -95,6 +96,8 @@ async fn samples_join_their_images_and_tasks_across_two_boots() {
     let files = exporter.run().await.unwrap();
     let rows = |table: &str| files.iter().filter(|f| f.table == table).map(|f| f.rows).sum::<u64>();
     let written: u64 = boots.iter().map(|s| s.samples.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let images: u64 = boots.iter().map(|s| s.images.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    assert!(images > 2, "{images} camera images");
     assert_eq!(rows("samples"), written, "every sample the recorder wrote");
     assert_eq!(rows("tasks"), 2);
     // Camera images, and one model RGB and one depth image per sample.
@@ -109,6 +112,11 @@ async fn samples_join_their_images_and_tasks_across_two_boots() {
     for engine in ["duckdb", "spark"] {
         let want =
             format!("{engine}: samples ⋈ images ⋈ tasks: {written} rows for {written} samples: one row per sample");
+        assert!(checked.contains(&want), "{checked}");
+        // Every camera image the robot kept is named by its frame's row.
+        let want = format!(
+            "{engine}: frames ⋈ images: {images} rows for {images} frames with an image: every reference resolves"
+        );
         assert!(checked.contains(&want), "{checked}");
     }
     // Both boots numbered their frames from 0: the frame number alone

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use gantry_config::records::{foxglove, FrameMsg, SampleMsg};
 use prost::Message as _;
 
-use super::rows::{flags, rows, Partitions};
+use super::rows::{flags, image_id, rows, Partitions};
 use super::schema::{self, Mismatch, V};
 use crate::quality;
 use crate::store::UploadedSegment;
@@ -112,6 +112,8 @@ pub fn add_recording(
             own.push(quality::REJECTED);
         }
         let f = flags(own, &[]);
+        let rgb_id = image_id(robot, &s.boot_id, s.frame_seq, "model_rgb");
+        let depth_id = s.has_depth.then(|| image_id(robot, &s.boot_id, s.frame_seq, "model_depth"));
         rows(parts, &schema::SAMPLES, s.unix_ns, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(&s.boot_id)),
@@ -121,6 +123,8 @@ pub fn add_recording(
             V::S(Some(&s.model_version)),
             V::B(Some(s.has_depth)),
             V::F(Some(f64::from(s.depth_unit_mm))),
+            V::S(Some(&rgb_id)),
+            V::S(depth_id.as_deref()),
             V::L(&s.joint_positions_rad),
             V::L(&s.joint_velocities_rad_s),
             V::L(&s.goal_rad),
@@ -151,12 +155,14 @@ pub fn add_recording(
             own.push(quality::BLURRED);
         }
         let f = flags(own, &[]);
+        let id = keys.map(|k| image_id(robot, &k.0, k.2, "camera"));
         rows(parts, &schema::IMAGES, *t, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(keys.map_or(boot.as_str(), |k| k.0.as_str()))),
             V::S(keys.and_then(|k| k.1.as_deref())),
             V::T(*t),
             V::I(keys.map(|k| i64::try_from(k.2).unwrap_or(i64::MAX))),
+            V::S(id.as_deref()),
             V::S(Some("camera")),
             V::S(Some(&img.format)),
             V::I(Some(width as i64)),
@@ -181,12 +187,14 @@ pub fn add_recording(
             own.push(quality::BLURRED);
         }
         let f = flags(own, &[]);
+        let id = sample.map(|s| image_id(robot, &s.boot_id, s.frame_seq, kind));
         rows(parts, &schema::IMAGES, *t, robot).push(&[
             V::S(Some(robot)),
             V::S(Some(sample.map_or(boot.as_str(), |s| s.boot_id.as_str()))),
             V::S(sample.and_then(|s| s.task_id.as_deref())),
             V::T(*t),
             V::I(sample.map(|s| i64::try_from(s.frame_seq).unwrap_or(i64::MAX))),
+            V::S(id.as_deref()),
             V::S(Some(kind)),
             V::S(Some(&img.encoding)),
             V::I(Some(i64::from(img.width))),

@@ -6,8 +6,18 @@
 //! person's label; the export writes each label to the `labels` table, beside
 //! the robot's own outcome.
 
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use serde_json::json;
+
+use super::LakeState;
 
 /// One task in the queue.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +43,82 @@ pub struct Label {
     pub by: String,
     pub unix_ns: u64,
     pub note: Option<String>,
+}
+
+/// `GET /api/review` and `POST /api/review/{task_id}` on the lake's state.
+pub fn router<S: Clone + Send + Sync + 'static>(lake: Arc<LakeState>) -> Router<S> {
+    Router::new()
+        .route("/api/review", get(review_queue))
+        .route("/api/review/{task_id}", post(review_label))
+        .with_state(lake)
+}
+
+#[derive(serde::Deserialize)]
+struct ReviewQuery {
+    /// `pending` (default) or `labelled`.
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The review queue: tasks for a person to label.
+async fn review_queue(State(lake): State<Arc<LakeState>>, Query(q): Query<ReviewQuery>) -> Response {
+    let labelled = match q.state.as_deref() {
+        None | Some("pending") => false,
+        Some("labelled") => true,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("state: {other:?} is not pending or labelled\n")).into_response()
+        }
+    };
+    match lake.review_queue(labelled, q.limit.unwrap_or(100).clamp(1, 1000)) {
+        Ok(items) => Json(json!({"tasks": items})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelBody {
+    /// `success` or `failure`.
+    label: String,
+    /// Who labels: kept with the label.
+    by: String,
+    note: Option<String>,
+    robot_id: Option<String>,
+    boot_id: Option<String>,
+}
+
+/// A person's label for a queued task.
+async fn review_label(
+    State(lake): State<Arc<LakeState>>,
+    Path(task_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let b: LabelBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}\n")).into_response(),
+    };
+    let success = match b.label.as_str() {
+        "success" => true,
+        "failure" => false,
+        other => {
+            return (StatusCode::BAD_REQUEST, format!("label: {other:?} is not success or failure\n")).into_response()
+        }
+    };
+    if b.by.trim().is_empty() {
+        return (StatusCode::BAD_REQUEST, "by: who labels is required\n").into_response();
+    }
+    let label = Label { success, by: b.by, unix_ns: crate::unix_now_ns(), note: b.note };
+    match lake.label(&task_id, b.robot_id.as_deref(), b.boot_id.as_deref(), &label) {
+        Ok(item) => Json(item).into_response(),
+        Err(e @ LabelError::NotQueued(_)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(e @ LabelError::Ambiguous(_)) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+        Err(e) => internal(e.into()),
+    }
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "review request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
 }
 
 /// Share of undisputed tasks sampled into the queue: 1 in this many.

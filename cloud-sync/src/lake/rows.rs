@@ -10,6 +10,13 @@ use crate::store::StoredSegment;
 /// Rows of every table, by (table, date, robot).
 pub type Partitions = BTreeMap<(&'static str, String, String), Rows>;
 
+/// The key of an image in the `images` table, by which `frames` and
+/// `samples` refer to it: unique because a boot records one image of each
+/// kind per frame.
+pub fn image_id(robot: &str, boot: &str, frame_seq: u64, kind: &str) -> String {
+    format!("{robot}/{boot}/{frame_seq}/{kind}")
+}
+
 pub fn date_of(unix_ns: u64) -> String {
     let (y, m, d) = gantry_config::wire::civil_from_days((unix_ns / gantry_config::wire::DAY_NS) as i64);
     format!("{y:04}-{m:02}-{d:02}")
@@ -228,6 +235,7 @@ pub fn add_batch(
             V::B(Some(fr.unsafe_action)),
             V::B(Some(fr.from_baseline)),
             V::B(Some(fr.ok)),
+            V::S(fr.has_image.then(|| image_id(robot, &fr.boot_id, fr.frame_seq, "camera")).as_deref()),
             V::S(Some(&b.edge_segment_id)),
             V::SL(&f),
             V::S(Some(&b.id)),

@@ -18,7 +18,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 /// Bumped when a column changes meaning or type (added columns too); kept
 /// in every file's key-value metadata as `gantry.lake.schema_version` and in
 /// `GET /api/lake/files`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 pub const VERSION_KEY: &str = "gantry.lake.schema_version";
 pub const TABLE_KEY: &str = "gantry.lake.table";
 
@@ -141,6 +141,7 @@ pub const FRAMES: Table = Table {
         ("unsafe_action", Bool, false),
         ("from_baseline", Bool, false),
         ("ok", Bool, false),
+        ("image_id", Str, true),
         ("recording_id", Str, false),
         ("flags", StrList, false),
         ("batch_id", Str, false),
@@ -206,6 +207,8 @@ pub const SAMPLES: Table = Table {
         ("model_version", Str, false),
         ("has_depth", Bool, false),
         ("depth_unit_mm", F64, false),
+        ("rgb_image_id", Str, false),
+        ("depth_image_id", Str, true),
         ("joint_positions_rad", F32List, false),
         ("joint_velocities_rad_s", F32List, false),
         ("goal_rad", F32List, false),
@@ -232,6 +235,7 @@ pub const IMAGES: Table = Table {
         ("task_id", Str, true),
         ("time", Time, false),
         ("frame_seq", I64, true),
+        ("image_id", Str, true),
         ("kind", Str, false),
         ("format", Str, false),
         ("width", I64, false),

@@ -78,6 +78,12 @@ const SAMPLE_WAIT_NS: u64 = 500_000_000;
 /// After a full-rate image window around an incident, the next incident opens
 /// another only after this long.
 const INCIDENT_COOLDOWN: Duration = Duration::from_secs(30);
+/// How much longer than the pre-roll a frame waits for its image: the
+/// thumbnail comes from the capture thread and may be drained after the frame.
+const FRAME_HOLD: Duration = Duration::from_millis(500);
+/// A bound on the waiting frames (and remembered images) whatever the clocks
+/// say: 30 s at 30 fps.
+const MAX_PENDING_FRAMES: usize = 900;
 
 /// What the recorder needs to know, copied out of the configuration.
 #[derive(Debug, Clone)]
@@ -218,11 +224,21 @@ pub struct Recorder {
     seg: Option<Open>,
     stats: Arc<RecorderStats>,
     level: ImageLevel,
-    /// Wall clock minus monotonic clock, refreshed at each new segment.
+    /// Wall clock minus monotonic clock, refreshed at each roll.
     unix_offset: i128,
     preroll: VecDeque<(u64, u64, Vec<u8>)>,
     post_roll_until_ns: u64,
     last_image_seq: Option<u64>,
+    /// Frames wait here until their camera image's fate is known (written
+    /// when due, or with the pre-roll if an incident follows), so that each
+    /// says whether its image is in the recording.
+    pending_frames: VecDeque<messages::FrameMsg>,
+    /// Frame numbers of the images written while their frames may still wait, ascending.
+    kept_images: VecDeque<u64>,
+    /// The newest capture time seen (monotonic): what ages the waiting frames.
+    newest_capture_ns: u64,
+    /// A roll in progress: its last writes must not start another.
+    rolling: bool,
     /// Recent samples (all frames), for the full-rate window around an incident.
     sample_preroll: VecDeque<Box<SampleBuf>>,
     /// Samples kept, waiting for the tick that followed their frame.
@@ -290,6 +306,10 @@ impl Recorder {
             preroll: VecDeque::new(),
             post_roll_until_ns: 0,
             last_image_seq: None,
+            pending_frames: VecDeque::new(),
+            kept_images: VecDeque::new(),
+            newest_capture_ns: 0,
+            rolling: false,
             sample_preroll: VecDeque::new(),
             pending_samples: VecDeque::new(),
             first_ticks: VecDeque::new(),
@@ -391,7 +411,27 @@ impl Recorder {
 
     pub fn record_frame(&mut self, r: &FrameRecord) {
         let unix = self.unix(r.done_ns);
-        self.write_proto(CH_FRAMES, unix, &messages::frame_msg(r, unix, &self.keys));
+        self.pending_frames.push_back(messages::frame_msg(r, unix, &self.keys));
+        self.newest_capture_ns = self.newest_capture_ns.max(r.capture_ns);
+        self.release_frames(false);
+    }
+
+    /// Writes the frames whose image can no longer be kept (older than the
+    /// pre-roll, with a margin for the thumbnail's later arrival), or all.
+    fn release_frames(&mut self, all: bool) {
+        let hold = (self.s.preroll + FRAME_HOLD).as_nanos() as u64;
+        let horizon = self.newest_capture_ns.saturating_sub(hold);
+        while let Some(f) = self.pending_frames.front() {
+            if !all && f.capture_mono_ns > horizon && self.pending_frames.len() < MAX_PENDING_FRAMES {
+                break;
+            }
+            let Some(mut f) = self.pending_frames.pop_front() else { break };
+            while self.kept_images.front().is_some_and(|&k| k < f.frame_seq) {
+                self.kept_images.pop_front();
+            }
+            f.has_image = self.kept_images.front() == Some(&f.frame_seq);
+            self.write_proto(CH_FRAMES, f.unix_ns, &f);
+        }
     }
 
     /// Records the incident and the pre-roll of images before it; images keep
@@ -587,6 +627,10 @@ impl Recorder {
             return;
         }
         self.last_image_seq = Some(frame_seq);
+        if self.kept_images.len() >= MAX_PENDING_FRAMES {
+            self.kept_images.pop_front();
+        }
+        self.kept_images.push_back(frame_seq);
         let unix = self.unix(capture_ns);
         let msg = foxglove::CompressedImage {
             timestamp: Some(foxglove::Timestamp::from_unix_ns(unix)),
@@ -631,7 +675,7 @@ impl Recorder {
                 self.stats.payload_bytes.fetch_add(data.len() as u64, Relaxed);
                 self.stats.bytes_written.fetch_add(grown, Relaxed);
                 self.stats.bytes_today.fetch_add(grown, Relaxed);
-                if open.w.bytes() >= self.s.segment_max_bytes {
+                if open.w.bytes() >= self.s.segment_max_bytes && !self.rolling {
                     self.roll();
                 }
             }
@@ -643,7 +687,6 @@ impl Recorder {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return false;
         }
-        self.unix_offset = clock_offset();
         let now = unix_ns();
         let id = loop {
             let id = segment_id(&self.s.robot_id, now, self.next_index);
@@ -753,7 +796,17 @@ impl Recorder {
 
     /// Closes the open segment (if any): finished, durable, catalogued.
     pub fn roll(&mut self) -> Option<SegmentRow> {
+        // The waiting frames go with the images already in this segment.
+        if self.seg.is_some() {
+            self.rolling = true;
+            self.release_frames(true);
+            self.rolling = false;
+        }
         let open = self.seg.take()?;
+        // The wall clock is followed from segment to segment, never within
+        // one: a frame and its image are timed alike (the lake pairs them by
+        // capture time).
+        self.unix_offset = clock_offset();
         let id = open.w.id().to_string();
         match open.w.finish(open.created_unix_ns) {
             Ok(row) => match self.catalog.insert(&row) {
@@ -777,6 +830,9 @@ impl Recorder {
 
     /// Periodic work: roll by age, write out the open chunk, apply the quota.
     pub fn maintain(&mut self) {
+        // Frames keep ageing when the camera has stopped.
+        self.newest_capture_ns = self.newest_capture_ns.max(monotonic_ns());
+        self.release_frames(false);
         if let Some(open) = self.seg.as_mut() {
             if open.last_flush.elapsed() >= self.s.flush_every {
                 open.last_flush = Instant::now();
@@ -896,6 +952,7 @@ impl Recorder {
     pub fn close(mut self) -> Option<SegmentRow> {
         let now = monotonic_ns();
         self.flush_samples(true);
+        self.release_frames(true);
         if let Some(ep) = self.episodes.interrupt(self.unix(now)) {
             let unix = ep.end_unix_ns;
             self.write_proto(CH_EPISODES, unix, &ep);

@@ -137,6 +137,7 @@ pub fn frame_msg(r: &FrameRecord, unix_ns: u64, k: &Keys) -> FrameMsg {
         unsafe_action: r.unsafe_action,
         from_baseline: r.from_baseline,
         ok: r.ok,
+        has_image: false,
     }
 }
 
