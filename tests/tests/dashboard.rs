@@ -305,7 +305,18 @@ async fn a_live_fleet_of_five_on_the_page_and_an_estop_alert() {
 
     // Released and reset: the alert resolves.
     sim.release_estop();
-    fleet.robots[2].view().pipeline.ask_estop_reset();
+    // The firmware reports the release with its next status frame; a reset
+    // asked before that would be refused as still pressed, as an operator's.
+    let view = fleet.robots[2].view();
+    wait_for("the robot sees the button released", Duration::from_secs(20), || !view.pipeline.estop().pressed).await;
+    let ticket = view.pipeline.ask_estop_reset();
+    let mut outcome = None;
+    wait_for("the reset answered", Duration::from_secs(20), || {
+        outcome = view.pipeline.reset_answer(ticket);
+        outcome.is_some()
+    })
+    .await;
+    assert_eq!(outcome, Some(gantry_edge::pipeline::ResetOutcome::Sent));
     wait_for("the e-stop alert resolved", Duration::from_secs(40), || {
         !service.journal.firing().unwrap().iter().any(|a| a.rule == "robot_estop")
     })
