@@ -13,6 +13,11 @@
 //! - Observers (the file's `[observers]`: operators' tools, dashboards,
 //!   `mosquitto_sub`) log in the same way, may subscribe anywhere under
 //!   `gantry/` and may publish nothing.
+//! - Before its CONNECT a client is a stranger: the CONNECT must arrive whole
+//!   within `broker.connect_timeout_ms` and fit in [`MAX_CONNECT_BYTES`]
+//!   (checked on its declared length, before anything is allocated), and at
+//!   most `broker.max_pending_connects` strangers are served at once; the rest
+//!   are closed at once. Each refusal is counted.
 //! - Everything else is forwarded packet by packet, both ways.
 
 use std::collections::HashMap;
@@ -26,11 +31,33 @@ use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Default)]
 pub struct FrontStats {
+    /// TCP connections accepted.
     pub connections: AtomicU64,
+    /// CONNECTs refused for their credentials or will topic.
     pub refused: AtomicU64,
     pub denied_publishes: AtomicU64,
     pub denied_subscribes: AtomicU64,
     pub malformed: AtomicU64,
+    /// Connections whose CONNECT did not arrive within the deadline.
+    pub connect_timeouts: AtomicU64,
+    /// First packets that were not a CONNECT or declared more than [`MAX_CONNECT_BYTES`].
+    pub oversize_connects: AtomicU64,
+    /// Connections closed because `max_pending_connects` strangers were already connecting.
+    pub over_capacity: AtomicU64,
+    /// Strangers connecting now.
+    pub pending: AtomicU64,
+}
+
+/// A CONNECT's limit: client id, credentials and a will fit in far less.
+pub const MAX_CONNECT_BYTES: usize = 16 * 1024;
+
+/// What the front allows a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest packet after the CONNECT.
+    pub max_packet: usize,
+    pub connect_timeout: std::time::Duration,
+    pub max_pending: usize,
 }
 
 /// Who logged in.
@@ -120,12 +147,13 @@ pub async fn serve(
     broker: std::net::SocketAddr,
     secret: String,
     creds: RobotCredentials,
-    max_packet: usize,
+    limits: Limits,
     stats: Arc<FrontStats>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let creds = Arc::new(creds);
     let secret = Arc::new(secret);
+    let strangers = Arc::new(tokio::sync::Semaphore::new(limits.max_pending));
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -137,27 +165,50 @@ pub async fn serve(
             },
             _ = stopped.wait_for(|s| *s) => return,
         };
+        stats.connections.fetch_add(1, Relaxed);
+        let Ok(permit) = strangers.clone().try_acquire_owned() else {
+            stats.over_capacity.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "broker front: too many connections before their CONNECT; closed");
+            continue;
+        };
         let (creds, secret, stats, stopped) = (creds.clone(), secret.clone(), stats.clone(), stopped.clone());
         tokio::spawn(async move {
-            stats.connections.fetch_add(1, Relaxed);
-            if let Err(e) = connection(socket, broker, &secret, &creds, max_packet, &stats, stopped).await {
+            if let Err(e) = connection(socket, broker, &secret, &creds, limits, permit, &stats, stopped).await {
                 tracing::debug!(%peer, error = %e, "broker front: connection ended");
             }
         });
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     mut client: TcpStream,
     broker: std::net::SocketAddr,
     secret: &str,
     creds: &RobotCredentials,
-    max_packet: usize,
+    limits: Limits,
+    stranger: tokio::sync::OwnedSemaphorePermit,
     stats: &FrontStats,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     client.set_nodelay(true)?;
-    let Some(first) = read_packet(&mut client, max_packet).await? else { return Ok(()) };
+    stats.pending.fetch_add(1, Relaxed);
+    let first = tokio::time::timeout(limits.connect_timeout, read_connect(&mut client)).await;
+    stats.pending.fetch_sub(1, Relaxed);
+    drop(stranger);
+    let first = match first {
+        Err(_) => {
+            stats.connect_timeouts.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            stats.oversize_connects.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        Ok(r) => r?,
+    };
+    let Some(first) = first else { return Ok(()) };
+    let max_packet = limits.max_packet;
     let connect = match parse_connect(&first) {
         Ok(c) => c,
         Err(code) => {
@@ -252,17 +303,38 @@ async fn connection(
     result
 }
 
+/// The first packet, which must be a CONNECT within [`MAX_CONNECT_BYTES`]:
+/// both checked before its body is read.
+async fn read_connect<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut first = [0u8; 1];
+    if r.read(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    if first[0] >> 4 != 1 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the first packet is not a CONNECT"));
+    }
+    read_rest(r, first[0], MAX_CONNECT_BYTES).await.map(Some)
+}
+
 /// One whole MQTT packet (fixed header included), or `None` at a clean EOF.
 pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut first = [0u8; 1];
     if r.read(&mut first).await? == 0 {
         return Ok(None);
     }
-    let mut packet = vec![first[0]];
+    read_rest(r, first[0], max).await.map(Some)
+}
+
+/// The rest of a packet whose first byte was `first`; its declared length is
+/// held to `max` before anything is allocated for it.
+async fn read_rest<R: AsyncRead + Unpin>(r: &mut R, first: u8, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut header = [first, 0, 0, 0, 0];
+    let mut head = 1;
     let mut len = 0usize;
     for i in 0..4 {
         let b = r.read_u8().await?;
-        packet.push(b);
+        header[head] = b;
+        head += 1;
         len |= ((b & 0x7f) as usize) << (7 * i);
         if b & 0x80 == 0 {
             break;
@@ -277,10 +349,11 @@ pub async fn read_packet<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io
             format!("packet of {len} bytes over the limit"),
         ));
     }
-    let head = packet.len();
+    let mut packet = Vec::with_capacity(head + len);
+    packet.extend_from_slice(&header[..head]);
     packet.resize(head + len, 0);
     r.read_exact(&mut packet[head..]).await?;
-    Ok(Some(packet))
+    Ok(packet)
 }
 
 fn body(packet: &[u8]) -> &[u8] {

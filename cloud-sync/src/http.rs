@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/robots", get(robots))
         .route("/api/segments", get(segments))
         .route("/api/segments/{id}", get(segment))
+        .route("/api/conflicts", get(conflicts))
         .route("/api/robots/{robot}/upload-now", post(upload_now))
         .route("/api/analytics", get(analytics))
         .route("/api/recordings", get(recordings))
@@ -188,6 +189,15 @@ async fn robots(State(s): State<Arc<AppState>>) -> Response {
 struct Since {
     since: Option<String>,
     limit: Option<usize>,
+}
+
+/// Batches that reused a stored (robot, seq) with another body, newest first:
+/// kept aside for an operator (one of the two is not the robot's).
+async fn conflicts(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Response {
+    match s.catalog.conflicts(q.limit.unwrap_or(100).clamp(1, 1000)) {
+        Ok(rows) => Json(json!({"conflicts": rows})).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 async fn segments(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Response {
@@ -514,6 +524,20 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         "Batches received again and not stored twice.",
         i.duplicates.load(Relaxed) as f64,
     );
+    put(
+        &mut out,
+        "gantry_sync_seq_conflicts_total",
+        "counter",
+        "Batches reusing a stored (robot, seq) with another body: kept aside under conflicts/, not stored.",
+        i.conflicts.load(Relaxed) as f64,
+    );
+    put(
+        &mut out,
+        "gantry_sync_ingest_commits_total",
+        "counter",
+        "Catalog commits of ingested batches (each commits a run of them).",
+        i.runs.load(Relaxed) as f64,
+    );
     out.push_str(
         "# HELP gantry_sync_rejected_total Payloads rejected, by reason.\n# TYPE gantry_sync_rejected_total counter\n",
     );
@@ -540,19 +564,34 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             "Robot connections accepted by the broker front.",
             f.connections.load(Relaxed) as f64,
         );
-        put(
-            &mut out,
-            "gantry_sync_broker_refused_total",
-            "counter",
-            "Connections refused (credentials).",
-            f.refused.load(Relaxed) as f64,
+        out.push_str(
+            "# HELP gantry_sync_broker_refused_total Connections the broker front closed, by why: credentials \
+             (or will topic), connect_timeout (no whole CONNECT in time), oversize_connect (first packet not a \
+             CONNECT, or too large), over_capacity (too many connecting at once), malformed.\n\
+             # TYPE gantry_sync_broker_refused_total counter\n",
         );
+        for (reason, v) in [
+            ("credentials", &f.refused),
+            ("connect_timeout", &f.connect_timeouts),
+            ("oversize_connect", &f.oversize_connects),
+            ("over_capacity", &f.over_capacity),
+            ("malformed", &f.malformed),
+        ] {
+            out.push_str(&format!("gantry_sync_broker_refused_total{{reason=\"{reason}\"}} {}\n", v.load(Relaxed)));
+        }
+        out.push_str(
+            "# HELP gantry_sync_broker_denied_total Packets outside the client's rights: publishes dropped, \
+             subscriptions refused (the connection closed).\n# TYPE gantry_sync_broker_denied_total counter\n",
+        );
+        for (what, v) in [("publish", &f.denied_publishes), ("subscribe", &f.denied_subscribes)] {
+            out.push_str(&format!("gantry_sync_broker_denied_total{{packet=\"{what}\"}} {}\n", v.load(Relaxed)));
+        }
         put(
             &mut out,
-            "gantry_sync_broker_denied_publishes_total",
-            "counter",
-            "Publishes outside the robot's prefix.",
-            f.denied_publishes.load(Relaxed) as f64,
+            "gantry_sync_broker_pending_connects",
+            "gauge",
+            "Connections not yet through their CONNECT.",
+            f.pending.load(Relaxed) as f64,
         );
     }
     let t = &s.tasks.stats;

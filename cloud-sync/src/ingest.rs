@@ -8,7 +8,7 @@
 //! oversized or mismatched payloads are rejected, counted, logged with the
 //! robot id, and acknowledged so they are not redelivered forever.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use object_store::ObjectStore;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
 use tokio::sync::watch;
 
-use crate::store::{object_key, CloudCatalog, StoredSegment};
+use crate::store::{object_key, CloudCatalog, Stored, StoredSegment};
 
 #[derive(Debug, Default)]
 pub struct IngestStats {
@@ -28,11 +28,15 @@ pub struct IngestStats {
     pub stored: AtomicU64,
     pub stored_bytes: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Batches reusing a stored (robot, seq) with another body: kept aside.
+    pub conflicts: AtomicU64,
     pub rejected_topic: AtomicU64,
     pub rejected_oversize: AtomicU64,
     pub rejected_malformed: AtomicU64,
     pub rejected_mismatch: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Catalog commits (each a run of batches).
+    pub runs: AtomicU64,
     pub connected: std::sync::atomic::AtomicBool,
     /// The broker confirmed the subscriptions: batches published now reach us.
     pub subscribed: std::sync::atomic::AtomicBool,
@@ -58,6 +62,10 @@ pub struct Ingest {
     pub stats: Arc<IngestStats>,
 }
 
+/// What checking a message leaves for the run's commit: the row of a batch
+/// whose body is stored, or nothing (a status, a duplicate, a rejection).
+type Staged = Option<StoredSegment>;
+
 /// Why a payload was refused.
 #[derive(Debug)]
 enum Reject {
@@ -82,10 +90,79 @@ impl Ingest {
     /// Handles one message; `Err` only for storage failures (the batch is then
     /// not acknowledged, so the broker delivers it again).
     pub async fn handle(&self, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
-        self.stats.received.fetch_add(1, Relaxed);
+        self.handle_run(&[(topic, payload)]).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Handles a run of messages in arrival order: each is checked and parsed
+    /// once and its body stored (all at once), then the catalog rows of the
+    /// run are committed in one transaction. One result per message, `Err`
+    /// for storage failures (those are not acknowledged).
+    pub async fn handle_run(&self, msgs: &[(&str, &[u8])]) -> Vec<anyhow::Result<()>> {
+        self.stats.received.fetch_add(msgs.len() as u64, Relaxed);
+        // A second body for a (robot, seq) the run already holds goes aside,
+        // so the two never write the same object.
+        let mut firsts: HashMap<(&str, u64), String> = HashMap::new();
+        let aside: Vec<bool> = msgs
+            .iter()
+            .map(|(topic, payload)| {
+                let robot = wire::parse_topic(topic).map_or("", |(r, _)| r);
+                match wire::decode_header(payload) {
+                    Ok((h, _)) => firsts.entry((robot, h.seq)).or_insert(h.body_sha256.clone()) != &h.body_sha256,
+                    Err(_) => false,
+                }
+            })
+            .collect();
+        let staged = futures::future::join_all(
+            msgs.iter().zip(&aside).map(|((topic, payload), aside)| self.stage(topic, payload, *aside)),
+        )
+        .await;
+        let rows: Vec<StoredSegment> =
+            staged.iter().filter_map(|s| if let Ok(Some(r)) = s { Some(r.clone()) } else { None }).collect();
+        let mut fates = match self.catalog.insert_segments(&rows) {
+            Ok(f) => f.into_iter(),
+            Err(e) => {
+                let why = format!("{e:#}");
+                self.stats.store_errors.fetch_add(rows.len() as u64, Relaxed);
+                return staged
+                    .into_iter()
+                    .map(|s| match s {
+                        Ok(Some(_)) => Err(anyhow::anyhow!("committing the catalog: {why}")),
+                        other => other.map(|_| ()),
+                    })
+                    .collect();
+            }
+        };
+        staged
+            .into_iter()
+            .map(|s| {
+                let Some(row) = s? else { return Ok(()) };
+                match fates.next().unwrap_or(Stored::Duplicate) {
+                    Stored::New => {
+                        self.stats.stored.fetch_add(1, Relaxed);
+                        self.stats.stored_bytes.fetch_add(row.bytes, Relaxed);
+                    }
+                    Stored::Duplicate => {
+                        self.stats.duplicates.fetch_add(1, Relaxed);
+                    }
+                    Stored::Conflict { stored_sha256 } => {
+                        self.stats.conflicts.fetch_add(1, Relaxed);
+                        tracing::warn!(
+                            robot = %row.robot_id, seq = row.seq, stored_sha256 = %stored_sha256,
+                            sha256 = %row.sha256, kept = %row.object_key,
+                            "a batch reuses a stored (robot, seq) with another body: kept aside, not stored"
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// Checks one message and stores its body; the catalog row is left to the run.
+    async fn stage(&self, topic: &str, payload: &[u8], aside: bool) -> anyhow::Result<Staged> {
         let robot = wire::parse_topic(topic).map(|(r, _)| r.to_string());
-        match self.accept(topic, payload).await {
-            Ok(()) => Ok(()),
+        match self.accept(topic, payload, aside).await {
+            Ok(staged) => Ok(staged),
             Err(Ok(reject)) => {
                 let counter = match &reject {
                     Reject::Topic => &self.stats.rejected_topic,
@@ -95,7 +172,7 @@ impl Ingest {
                 };
                 counter.fetch_add(1, Relaxed);
                 tracing::warn!(robot = robot.as_deref().unwrap_or("?"), %topic, reason = %reject, bytes = payload.len(), "rejected a payload");
-                Ok(())
+                Ok(None)
             }
             Err(Err(e)) => {
                 self.stats.store_errors.fetch_add(1, Relaxed);
@@ -104,45 +181,57 @@ impl Ingest {
         }
     }
 
-    async fn accept(&self, topic: &str, payload: &[u8]) -> Result<(), Result<Reject, anyhow::Error>> {
+    async fn accept(&self, topic: &str, payload: &[u8], aside: bool) -> Result<Staged, Result<Reject, anyhow::Error>> {
         let (robot, leaf) = wire::parse_topic(topic).ok_or(Ok(Reject::Topic))?;
         let now = crate::unix_now_ns();
         if leaf == wire::STATUS {
-            return self.status(robot, payload).map_err(Err);
+            return self.status(robot, payload).map(|()| None).map_err(Err);
         }
         let kind = BatchKind::from_leaf(leaf).ok_or(Ok(Reject::Topic))?;
         if payload.len() > self.max_payload {
             return Err(Ok(Reject::Oversize(payload.len())));
         }
-        let (header, _) = wire::decode_header(payload).map_err(|e| Ok(Reject::Malformed(e.to_string())))?;
+        let (header, body) = wire::decode(payload).map_err(|e| Ok(Reject::Malformed(e.to_string())))?;
         if header.robot_id != robot || header.kind != kind {
             return Err(Ok(Reject::Mismatch(format!(
                 "header says {} {:?}, topic says {robot} {kind:?}",
                 header.robot_id, header.kind
             ))));
         }
-        self.catalog.touch_robot(robot, now).map_err(Err)?;
-        if self.catalog.has_segment(robot, header.seq).map_err(Err)? {
+        let stored = self.catalog.segment_sha256(robot, header.seq).map_err(Err)?;
+        if stored.as_deref() == Some(header.body_sha256.as_str()) {
+            // Redelivered or resent: only the robot's last-seen time moves.
+            self.catalog.touch_robot(robot, now).map_err(Err)?;
             self.stats.duplicates.fetch_add(1, Relaxed);
-            return Ok(());
+            return Ok(None);
         }
-        let (header, body) = wire::decode(payload).map_err(|e| Ok(Reject::Malformed(e.to_string())))?;
-        let messages = count_messages(body).map_err(|e| Ok(Reject::Malformed(format!("body: {e}"))))?;
-        if messages != header.messages {
-            return Err(Ok(Reject::Malformed(format!("{messages} messages, header says {}", header.messages))));
-        }
+        // One pass over the body: counts, damage and quality together.
         let parsed = crate::quality::parse(body).map_err(|e| Ok(Reject::Malformed(format!("body: {e:#}"))))?;
+        if parsed.damaged_chunks > 0 {
+            return Err(Ok(Reject::Malformed(format!("body: {} damaged chunks", parsed.damaged_chunks))));
+        }
+        if parsed.messages != header.messages {
+            return Err(Ok(Reject::Malformed(format!(
+                "{} messages, header says {}",
+                parsed.messages, header.messages
+            ))));
+        }
         let flags = crate::quality::batch_flags(&parsed, &self.quality);
-        if !flags.is_empty() {
-            tracing::info!(robot, seq = header.seq, ?flags, "stored a batch with quality flags");
-        }
-        if kind == BatchKind::Health {
-            self.health(robot, &parsed.health).map_err(Err)?;
-        }
         let id = format!("{robot}-{:012}", header.seq);
-        let key = object_key(&self.prefix, "logs", robot, header.start_unix_ns, &id);
+        let key = if stored.is_some() || aside {
+            let aside_id = format!("{id}-{}", &header.body_sha256[..16.min(header.body_sha256.len())]);
+            object_key(&self.prefix, "conflicts", robot, header.start_unix_ns, &aside_id)
+        } else {
+            if !flags.is_empty() {
+                tracing::info!(robot, seq = header.seq, ?flags, "stored a batch with quality flags");
+            }
+            if kind == BatchKind::Health {
+                self.health(robot, &parsed.health).map_err(Err)?;
+            }
+            object_key(&self.prefix, "logs", robot, header.start_unix_ns, &id)
+        };
         self.store.put(&key, Bytes::copy_from_slice(body).into()).await.map_err(|e| Err(e.into()))?;
-        let row = StoredSegment {
+        Ok(Some(StoredSegment {
             cursor: 0,
             id,
             robot_id: robot.to_string(),
@@ -152,19 +241,12 @@ impl Ingest {
             object_key: key.to_string(),
             bytes: body.len() as u64,
             sha256: header.body_sha256,
-            messages,
+            messages: parsed.messages,
             start_unix_ns: header.start_unix_ns,
             end_unix_ns: header.end_unix_ns,
             received_unix_ns: now,
             flags,
-        };
-        if self.catalog.insert_segment(&row).map_err(Err)? {
-            self.stats.stored.fetch_add(1, Relaxed);
-            self.stats.stored_bytes.fetch_add(row.bytes, Relaxed);
-        } else {
-            self.stats.duplicates.fetch_add(1, Relaxed);
-        }
-        Ok(())
+        }))
     }
 
     fn status(&self, robot: &str, payload: &[u8]) -> anyhow::Result<()> {
@@ -193,21 +275,20 @@ impl Ingest {
     }
 }
 
-/// Messages in an MCAP body; any damage is an error.
-fn count_messages(body: &[u8]) -> anyhow::Result<u64> {
-    if let Some(at) = gantry_config::records::unreadable_chunk(body) {
-        anyhow::bail!("the chunk at byte {at} does not read back within its declared sizes");
-    }
-    let mut n = 0;
-    for m in mcap::MessageStream::new(body)? {
-        m?;
-        n += 1;
-    }
-    Ok(n)
-}
+/// Batches committed together at most: the broker's in-flight window for
+/// the subscriber (Mosquitto's default is 20) usually bounds a run first.
+const MAX_RUN: usize = 256;
 
 /// Subscribes and ingests until `stopped`. `share_group`: subscribe through
 /// `$share/GROUP/…` so several instances split the load on an external broker.
+///
+/// Group commit: this task polls the connection and hands each PUBLISH to a
+/// committer task, which takes every PUBLISH waiting (a run), stores their
+/// bodies, commits their catalog rows in one transaction and only then
+/// acknowledges them, in arrival order. The committer never waits on this
+/// task (acks go through the client's queue, which the polling drains), and
+/// this task never waits on the committer (an unbounded hand-off whose depth
+/// the broker's in-flight window bounds).
 pub async fn run(
     ingest: Arc<Ingest>,
     mut options: MqttOptions,
@@ -218,7 +299,7 @@ pub async fn run(
     options.set_clean_session(false);
     options.set_keep_alive(Duration::from_secs(10));
     options.set_max_packet_size(ingest.max_payload + 64 * 1024, 64 * 1024);
-    let (client, mut events) = AsyncClient::new(options, 256);
+    let (client, mut events) = AsyncClient::new(options, MAX_RUN * 2);
     let filters: Vec<String> = [wire::LOGS, wire::INCIDENTS, wire::HEALTH, wire::STATUS]
         .iter()
         .map(|leaf| match &share_group {
@@ -229,18 +310,12 @@ pub async fn run(
     let mut last_error: Option<Instant> = None;
     let started = Instant::now();
     let mut ever_connected = false;
-    // Stored batches whose PUBACK has not been handed to the client yet, in
-    // arrival order (MQTT wants QoS 1 acks in order). This task also polls the
-    // event loop, which takes requests only between network reads: awaiting
-    // room in its request queue here would deadlock under load.
-    let mut to_ack: VecDeque<Publish> = VecDeque::new();
+    // Packet ids die with a connection: a run from an older connection is
+    // not acknowledged (the broker delivers it again, and dedup answers).
+    let connection = Arc::new(AtomicU64::new(0));
+    let (work, inbox) = tokio::sync::mpsc::unbounded_channel::<(u64, Publish)>();
+    let committer = tokio::spawn(commit_runs(ingest.clone(), client.clone(), inbox, connection.clone()));
     loop {
-        while let Some(p) = to_ack.front() {
-            if client.try_ack(p).is_err() {
-                break;
-            }
-            to_ack.pop_front();
-        }
         let event = tokio::select! {
             e = events.poll() => e,
             _ = stopped.wait_for(|s| *s) => break,
@@ -259,14 +334,13 @@ pub async fn run(
                 ingest.stats.ready.notify_waiters();
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                if process(&ingest, &p).await {
-                    to_ack.push_back(p);
+                if work.send((connection.load(Relaxed), p)).is_err() {
+                    break;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                // Packet ids die with the connection; the broker redelivers what was not acked.
-                to_ack.clear();
+                connection.fetch_add(1, Relaxed);
                 ingest.stats.connected.store(false, Relaxed);
                 ingest.stats.subscribed.store(false, Relaxed);
                 // The embedded broker may still be binding its port at start-up.
@@ -283,17 +357,34 @@ pub async fn run(
             }
         }
     }
+    drop(work);
+    committer.abort();
     let _ = client.try_disconnect();
 }
 
-/// Whether to acknowledge `p`: stored, a duplicate or rejected; not when
-/// storing failed (the broker delivers it again after a reconnect).
-async fn process(ingest: &Ingest, p: &Publish) -> bool {
-    match ingest.handle(&p.topic, &p.payload).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(topic = %p.topic, error = %format!("{e:#}"), "could not store a batch");
-            false
+/// The committer: runs of PUBLISHes stored, committed, then acknowledged.
+async fn commit_runs(
+    ingest: Arc<Ingest>,
+    client: AsyncClient,
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<(u64, Publish)>,
+    connection: Arc<AtomicU64>,
+) {
+    let mut run: Vec<(u64, Publish)> = Vec::with_capacity(MAX_RUN);
+    while inbox.recv_many(&mut run, MAX_RUN).await > 0 {
+        let msgs: Vec<(&str, &[u8])> = run.iter().map(|(_, p)| (p.topic.as_str(), &p.payload[..])).collect();
+        let results = ingest.handle_run(&msgs).await;
+        ingest.stats.runs.fetch_add(1, Relaxed);
+        let current = connection.load(Relaxed);
+        for ((conn, p), result) in run.drain(..).zip(results) {
+            match result {
+                Ok(()) if conn == current => {
+                    if client.ack(&p).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!(topic = %p.topic, error = %format!("{e:#}"), "could not store a batch"),
+            }
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Service {
     /// Where robots connect (the front of the embedded broker), if embedded.
     pub mqtt_addr: Option<SocketAddr>,
     pub catalog: Arc<dyn CloudCatalog>,
+    /// Where batches, recordings and models are kept.
+    pub store: Arc<dyn object_store::ObjectStore>,
     pub ingest: Arc<IngestStats>,
     pub front: Option<Arc<FrontStats>>,
     pub uploads: Arc<uploads::Uploads>,
@@ -136,7 +138,11 @@ impl Service {
                 let ready = {
                     let (ingest, mut stopped, front_stats) = (ingest.clone(), stopped.clone(), front_stats.clone());
                     let (secret, internal) = (embedded.front_secret.clone(), embedded.internal);
-                    let max_packet = max_payload + 64 * 1024;
+                    let limits = front::Limits {
+                        max_packet: max_payload + 64 * 1024,
+                        connect_timeout: Duration::from_millis(config.broker.connect_timeout_ms),
+                        max_pending: config.broker.max_pending_connects as usize,
+                    };
                     async move {
                         loop {
                             let notified = ingest.stats.ready.notified();
@@ -148,7 +154,7 @@ impl Service {
                                 _ = stopped.wait_for(|s| *s) => return,
                             }
                         }
-                        front::serve(listener, internal, secret, creds, max_packet, front_stats, stopped).await;
+                        front::serve(listener, internal, secret, creds, limits, front_stats, stopped).await;
                     }
                 };
                 tasks.push(tokio::spawn(ready));
@@ -252,7 +258,7 @@ impl Service {
             alert_webhooks: alert_webhooks.clone(),
             tasks: task_service.clone(),
             catalog: catalog.clone(),
-            store,
+            store: store.clone(),
             ingest: stats.clone(),
             front: front.clone(),
             uploads: uploads.clone(),
@@ -282,6 +288,7 @@ impl Service {
             http_addr,
             mqtt_addr,
             catalog,
+            store,
             ingest: stats,
             front,
             uploads,

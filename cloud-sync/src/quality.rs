@@ -31,6 +31,8 @@ pub struct Parsed {
     pub images_expected: Option<u64>,
     /// Chunks that could not be read back (bad CRC, bad compression, cut short).
     pub damaged_chunks: u64,
+    /// Messages read (those of damaged chunks not included).
+    pub messages: u64,
     /// Channels whose `log_time` did not strictly increase.
     pub out_of_order: Vec<String>,
     /// Messages that do not match their channel's schema (kept in the stored
@@ -87,6 +89,7 @@ pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
 
 impl Parsed {
     fn add(&mut self, m: &mcap::Message<'_>, last: &mut HashMap<String, u64>) {
+        self.messages += 1;
         let topic = m.channel.topic.as_str();
         if let Some(prev) = last.insert(topic.to_string(), m.log_time) {
             if m.log_time <= prev && !self.out_of_order.iter().any(|t| t == topic) {

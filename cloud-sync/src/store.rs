@@ -63,12 +63,48 @@ pub struct RobotRow {
     pub model_report: Option<serde_json::Value>,
 }
 
+/// What became of a batch offered to the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    /// (robot, seq) was there with the same body.
+    Duplicate,
+    /// (robot, seq) was there with another body (its SHA-256 here): this one
+    /// is kept aside in `conflicts`.
+    Conflict {
+        stored_sha256: String,
+    },
+}
+
+/// A batch whose (robot, seq) was already stored with another body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConflictRow {
+    pub robot_id: String,
+    pub seq: u64,
+    /// This batch's body.
+    pub sha256: String,
+    /// The body stored first under (robot, seq).
+    pub stored_sha256: String,
+    /// Where this batch's body is kept.
+    pub object_key: String,
+    pub bytes: u64,
+    pub received_unix_ns: u64,
+}
+
 /// The cloud catalog's interface.
 pub trait CloudCatalog: Send + Sync {
-    /// Whether (robot, seq) is already stored.
-    fn has_segment(&self, robot: &str, seq: u64) -> anyhow::Result<bool>;
-    /// Stores the row; `false` when (robot, seq) was already there.
-    fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<bool>;
+    /// The body SHA-256 stored under (robot, seq), if any.
+    fn segment_sha256(&self, robot: &str, seq: u64) -> anyhow::Result<Option<String>>;
+    /// Stores a run of rows in one transaction, each robot seen at its
+    /// newest row's receipt: each row's fate, in order. A row whose (robot,
+    /// seq) is taken by another body is recorded in `conflicts` instead.
+    fn insert_segments(&self, rows: &[StoredSegment]) -> anyhow::Result<Vec<Stored>>;
+    /// Stores one row (see [`Self::insert_segments`]).
+    fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<Stored> {
+        Ok(self.insert_segments(std::slice::from_ref(s))?.pop().unwrap_or(Stored::Duplicate))
+    }
+    /// Conflicting batches, newest first.
+    fn conflicts(&self, limit: usize) -> anyhow::Result<Vec<ConflictRow>>;
     fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<StoredSegment>>;
     fn segment(&self, id: &str) -> anyhow::Result<Option<StoredSegment>>;
     fn robot_seqs(&self, robot: &str) -> anyhow::Result<Vec<u64>>;
@@ -109,6 +145,16 @@ CREATE TABLE IF NOT EXISTS segments (
     received_unix_ns INTEGER NOT NULL,
     flags TEXT NOT NULL DEFAULT '[]',
     UNIQUE (robot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    robot_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    stored_sha256 TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    received_unix_ns INTEGER NOT NULL,
+    PRIMARY KEY (robot_id, seq, sha256)
 );
 CREATE TABLE IF NOT EXISTS uploads (
     robot_id TEXT NOT NULL,
@@ -188,40 +234,99 @@ fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
 }
 
 impl CloudCatalog for SqliteCatalog {
-    fn has_segment(&self, robot: &str, seq: u64) -> anyhow::Result<bool> {
+    fn segment_sha256(&self, robot: &str, seq: u64) -> anyhow::Result<Option<String>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT 1 FROM segments WHERE robot_id = ?1 AND seq = ?2",
+                "SELECT sha256 FROM segments WHERE robot_id = ?1 AND seq = ?2",
                 params![robot, seq as i64],
-                |_| Ok(()),
+                |r| r.get(0),
             )
-            .optional()?
-            .is_some())
+            .optional()?)
     }
 
-    fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<bool> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
-             messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                s.id,
-                s.robot_id,
-                s.seq as i64,
-                s.kind,
-                s.edge_segment_id,
-                s.object_key,
-                s.bytes as i64,
-                s.sha256,
-                s.messages as i64,
-                s.start_unix_ns as i64,
-                s.end_unix_ns as i64,
-                s.received_unix_ns as i64,
-                serde_json::to_string(&s.flags)?
-            ],
+    fn insert_segments(&self, rows: &[StoredSegment]) -> anyhow::Result<Vec<Stored>> {
+        let mut conn = self.conn();
+        // One commit (one fsync) for the run: what makes group commit pay.
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(rows.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
+                 messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            let mut stored = tx.prepare_cached("SELECT sha256 FROM segments WHERE robot_id = ?1 AND seq = ?2")?;
+            let mut conflict = tx.prepare_cached(
+                "INSERT OR IGNORE INTO conflicts (robot_id, seq, sha256, stored_sha256, object_key, bytes, \
+                 received_unix_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut touch = tx.prepare_cached(
+                "INSERT INTO robots (robot_id, last_seen_unix_ns) VALUES (?1, ?2) \
+                 ON CONFLICT(robot_id) DO UPDATE SET last_seen_unix_ns = MAX(last_seen_unix_ns, ?2)",
+            )?;
+            for s in rows {
+                touch.execute(params![s.robot_id, s.received_unix_ns as i64])?;
+                let n = insert.execute(params![
+                    s.id,
+                    s.robot_id,
+                    s.seq as i64,
+                    s.kind,
+                    s.edge_segment_id,
+                    s.object_key,
+                    s.bytes as i64,
+                    s.sha256,
+                    s.messages as i64,
+                    s.start_unix_ns as i64,
+                    s.end_unix_ns as i64,
+                    s.received_unix_ns as i64,
+                    serde_json::to_string(&s.flags)?
+                ])?;
+                if n == 1 {
+                    out.push(Stored::New);
+                    continue;
+                }
+                let first: String = stored.query_row(params![s.robot_id, s.seq as i64], |r| r.get(0))?;
+                if first == s.sha256 {
+                    out.push(Stored::Duplicate);
+                } else {
+                    conflict.execute(params![
+                        s.robot_id,
+                        s.seq as i64,
+                        s.sha256,
+                        first,
+                        s.object_key,
+                        s.bytes as i64,
+                        s.received_unix_ns as i64
+                    ])?;
+                    out.push(Stored::Conflict { stored_sha256: first });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn conflicts(&self, limit: usize) -> anyhow::Result<Vec<ConflictRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT robot_id, seq, sha256, stored_sha256, object_key, bytes, received_unix_ns FROM conflicts \
+             ORDER BY received_unix_ns DESC LIMIT ?1",
         )?;
-        Ok(n == 1)
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(ConflictRow {
+                    robot_id: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    sha256: r.get(2)?,
+                    stored_sha256: r.get(3)?,
+                    object_key: r.get(4)?,
+                    bytes: r.get::<_, i64>(5)? as u64,
+                    received_unix_ns: r.get::<_, i64>(6)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<StoredSegment>> {

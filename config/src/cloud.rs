@@ -291,6 +291,11 @@ pub struct Broker {
     pub shared_group: String,
     /// File of `robot_id = "password"` lines for the embedded broker; empty lets any robot in.
     pub credentials_path: String,
+    /// The embedded broker's front closes a connection whose CONNECT has not
+    /// arrived whole within this long.
+    pub connect_timeout_ms: u64,
+    /// Connections still before their CONNECT, at most; more are closed at once.
+    pub max_pending_connects: u32,
 }
 
 impl Default for Broker {
@@ -301,6 +306,8 @@ impl Default for Broker {
             url: "mqtt://127.0.0.1:1883".into(),
             shared_group: "gantry-sync".into(),
             credentials_path: String::new(),
+            connect_timeout_ms: 5_000,
+            max_pending_connects: 512,
         }
     }
 }
@@ -394,6 +401,8 @@ impl CloudConfig {
     pub fn check(&self, c: &mut Checker) {
         c.non_empty("service.data_dir", &self.service.data_dir, "a directory path");
         c.file("broker.credentials_path", &self.broker.credentials_path, "a file of robot passwords, or \"\"");
+        c.range("broker.connect_timeout_ms", self.broker.connect_timeout_ms, 100..=120_000);
+        c.range("broker.max_pending_connects", u64::from(self.broker.max_pending_connects), 1..=100_000);
         check_public_key(c, "models.fleet_public_key", &self.models.fleet_public_key);
         c.range("tasks.stuck_after_s", self.tasks.stuck_after_s, 1..=86_400);
         c.range("tasks.lease_s", self.tasks.lease_s, 1..=3_600);
