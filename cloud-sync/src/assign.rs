@@ -2,7 +2,8 @@
 //! window (`gantry/{robot}/upload-window`) and the model it should run
 //! (`gantry/{robot}/model`). Recomputed every few seconds for every robot the
 //! catalog knows and published when it changes (and again after every
-//! reconnect, so a restarted broker has them).
+//! reconnect, so a restarted broker has them, and to a robot each time it
+//! comes online, since a broker keeping its session need not resend them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,14 @@ impl Assignments {
 
     /// Recomputes now rather than at the next tick (the registry changed).
     pub fn poke(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Publishes `robot`'s window and model again at the next round (it has
+    /// just come online and may have missed the retained ones).
+    pub fn resend(&self, robot: &str) {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).remove(robot);
+        self.models.lock().unwrap_or_else(|e| e.into_inner()).remove(robot);
         self.changed.notify_one();
     }
 

@@ -60,6 +60,8 @@ pub struct Ingest {
     pub max_payload: usize,
     pub quality: crate::quality::Limits,
     pub stats: Arc<IngestStats>,
+    /// Told when a robot comes online, to send it its assignments again.
+    pub assignments: Option<Arc<crate::assign::Assignments>>,
 }
 
 /// What checking a message leaves for the run's commit: the row of a batch
@@ -255,6 +257,13 @@ impl Ingest {
         }
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
         let state = v["state"].as_str().unwrap_or("online");
+        if state == "online" {
+            // A robot that kept its broker session does not get retained
+            // messages again when it subscribes (rumqttd): it is sent them anew.
+            if let Some(a) = &self.assignments {
+                a.resend(robot);
+            }
+        }
         self.catalog.touch_robot(robot, crate::unix_now_ns())?;
         if v["model"].is_object() {
             self.catalog.set_robot_model_report(robot, &v["model"])?;

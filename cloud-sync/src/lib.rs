@@ -105,6 +105,7 @@ impl Service {
         )?);
         let max_payload = (config.ingest.max_payload_kb * 1024) as usize;
         let stats = Arc::new(IngestStats::default());
+        let assignments = Arc::new(assign::Assignments::default());
         let ingest = Arc::new(Ingest {
             catalog: catalog.clone(),
             store: store.clone(),
@@ -112,6 +113,7 @@ impl Service {
             max_payload,
             quality: (&config.quality).into(),
             stats: stats.clone(),
+            assignments: Some(assignments.clone()),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -207,7 +209,6 @@ impl Service {
                 }
             }));
         }
-        let assignments = Arc::new(assign::Assignments::default());
         let registry = Arc::new(models::Registry::open(data_dir, store.clone(), prefix.clone())?);
         let journal = Arc::new(ops::Journal::open(data_dir)?);
         let _ = task_service.journal.set(journal.clone());

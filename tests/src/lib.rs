@@ -133,6 +133,7 @@ pub fn lake_cloud(dir: &Path) -> LakeCloud {
         max_payload: 16 << 20,
         quality: limits,
         stats: Arc::new(gantry_sync::ingest::IngestStats::default()),
+        assignments: None,
     };
     LakeCloud { catalog, store, ingest, limits }
 }

@@ -3,7 +3,7 @@
 //! cloud stores identical bytes, refuses corrupted chunks and unverifiable
 //! segments, and the robot marks a segment synced only after verification.
 //! End to end: an operator's "upload now" reaches the robot over MQTT and its
-//! finished segments arrive.
+//! finished segments arrive, and reaches it again after it restarts.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -286,6 +286,18 @@ async fn upload_now_reaches_the_robot_and_its_segments_arrive() {
         assert_eq!(row.bytes, seg.bytes);
     }
     assert!(view.uploads.segments.load(Relaxed) >= 2);
+    assert!(view.uploads.window_open.load(Relaxed));
+    robot.stop().await;
+
+    // Restarted, the robot keeps its broker session, so the broker does not
+    // send it the retained window again; the cloud does, the operator's
+    // "upload now" included.
+    let robot = Daemon::start(&config, gantry_hal::Pacing::RealTime, Options::default()).await.unwrap();
+    let view = robot.view();
+    wait_for("the window open again after a restart", Duration::from_secs(30), || {
+        view.uploads.window_open.load(Relaxed)
+    })
+    .await;
     robot.stop().await;
     service.stop().await;
 }
