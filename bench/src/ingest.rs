@@ -380,3 +380,191 @@ pub fn measure(
         Ok((g, r))
     })
 }
+
+/// A fleet at its real rates, from protocol-level robots.
+#[derive(Debug, Clone)]
+pub struct FleetLoad {
+    pub robots: usize,
+    pub seconds: f64,
+    pub published: u64,
+    pub stored: u64,
+    /// Batches per second published, all robots.
+    pub offered_per_s: f64,
+    /// Publish to the broker's PUBACK, as a robot sees it (its outbox lets go then).
+    pub puback_ms: [f64; 2],
+    /// Publish to the cloud's catalog row: stored and about to be acknowledged.
+    pub stored_ms: [f64; 2],
+    /// How long after the last publish the last batch was stored.
+    pub drain_s: f64,
+}
+
+/// `robots` protocol-level robots (an MQTT connection each, no pipelines)
+/// publishing the recorded batches at a robot's real rates — a log batch
+/// every `uplink.batch_period_s`, a health batch every `health.period_s`, an
+/// incident batch a minute — for `seconds`, each robot at its own phase.
+/// Time-to-ack is measured twice: to the broker's PUBACK and to the catalog row.
+pub fn fleet_load(
+    work: &Path,
+    broker: Broker,
+    robots: usize,
+    seconds: f64,
+    samples: &Samples,
+) -> anyhow::Result<FleetLoad> {
+    raise_fd_limit(robots * 6 + 1024);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(fleet_load_async(work, broker, robots, seconds, samples))
+}
+
+/// Each robot's connection costs descriptors on both sides (and the
+/// embedded broker's front two more): the default soft limit of 1024 is too few.
+fn raise_fd_limit(want: usize) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a valid struct for this process.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && (lim.rlim_cur as usize) < want {
+            lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+async fn fleet_load_async(
+    work: &Path,
+    broker: Broker,
+    robots: usize,
+    seconds: f64,
+    samples: &Samples,
+) -> anyhow::Result<FleetLoad> {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let cloud = start_cloud(work, broker, robots).await?;
+    let edge = EdgeConfig::default();
+    let periods = [
+        Duration::from_secs(60),
+        Duration::from_secs(edge.health.period_s),
+        Duration::from_secs(edge.uplink.batch_period_s),
+    ];
+    // One body per kind, hashed once; each robot stamps its own header.
+    let mut bodies: [Option<(BatchHeader, Vec<u8>)>; 3] = [None, None, None];
+    for (h, b) in &samples.0 {
+        bodies[h.kind as usize].get_or_insert_with(|| (h.clone(), b.clone()));
+    }
+    let bodies: Arc<Vec<(BatchHeader, Vec<u8>)>> =
+        Arc::new(bodies.into_iter().map(|b| b.expect("the sample has every kind")).collect());
+    // (robot, seq) → wall-clock ns of the publish.
+    let sent: Arc<Mutex<HashMap<(usize, u64), u64>>> = Arc::default();
+    let puback = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
+    let (stop, stopped) = watch::channel(false);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..robots {
+        let id = robot_id(i);
+        let mut o = MqttOptions::new(&id, "127.0.0.1", cloud.mqtt_port);
+        o.set_max_packet_size(2 << 20, 2 << 20);
+        o.set_inflight(16);
+        o.set_keep_alive(Duration::from_secs(30));
+        if broker == Broker::Embedded {
+            o.set_credentials(&id, robot_password(i));
+        }
+        let (client, mut events) = AsyncClient::new(o, 16);
+        let (puback, mut stopped_ev) = (puback.clone(), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut at: HashMap<u16, Instant> = HashMap::new();
+            loop {
+                let event = tokio::select! {
+                    e = events.poll() => e,
+                    _ = stopped_ev.wait_for(|s| *s) => break,
+                };
+                match event {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        at.insert(pkid, Instant::now());
+                    }
+                    Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                        if let Some(t) = at.remove(&a.pkid) {
+                            let us = t.elapsed().as_micros() as u64;
+                            puback.lock().unwrap_or_else(|e| e.into_inner()).record(us.max(1)).ok();
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }));
+        let (bodies, sent, mut stopped_pub) = (bodies.clone(), sent.clone(), stopped.clone());
+        // Spread each robot's phases over its periods.
+        let phase = |p: Duration| p.mul_f64(((i * 7919) % 1000) as f64 / 1000.0);
+        let mut next: Vec<Instant> = periods.iter().map(|p| start + phase(*p)).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            loop {
+                let (k, when) =
+                    next.iter().enumerate().min_by_key(|(_, t)| **t).map(|(k, t)| (k, *t)).unwrap_or((2, start));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(when.into()) => {}
+                    _ = stopped_pub.wait_for(|s| *s) => break,
+                }
+                next[k] += periods[k];
+                seq += 1;
+                let (header, body) = &bodies[k];
+                let mut h = header.clone();
+                h.robot_id = robot_id(i);
+                h.seq = seq;
+                let leaf = h.kind.topic_leaf();
+                let payload = wire::encode(h, body);
+                sent.lock().unwrap_or_else(|e| e.into_inner()).insert((i, seq), gantry_hal::clock::unix_ns());
+                if client.publish(wire::topic(&robot_id(i), leaf), QoS::AtLeastOnce, false, payload).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let _ = stop.send(true);
+    let published = sent.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+    let stopped_at = Instant::now();
+    let ingest = cloud.service.ingest.clone();
+    let deadline = stopped_at + Duration::from_secs(120);
+    while ingest.stored.load(Relaxed) + ingest.duplicates.load(Relaxed) < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain_s = stopped_at.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut to_store = hdrhistogram::Histogram::<u64>::new(3)?;
+    let sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut cursor = 0;
+    let mut stored = 0;
+    loop {
+        let rows = cloud.service.catalog.segments_since(cursor, 10_000)?;
+        let Some(last) = rows.last() else { break };
+        cursor = last.cursor;
+        for r in &rows {
+            let Some(i) = r.robot_id.strip_prefix("robot-").and_then(|n| n.parse::<usize>().ok()) else { continue };
+            if let Some(t) = sent.get(&(i, r.seq)) {
+                stored += 1;
+                to_store.record((r.received_unix_ns.saturating_sub(*t) / 1000).max(1)).ok();
+            }
+        }
+    }
+    cloud.service.stop().await;
+    let _ = std::fs::remove_dir_all(work);
+    let q = |h: &hdrhistogram::Histogram<u64>| {
+        [h.value_at_quantile(0.5) as f64 / 1e3, h.value_at_quantile(0.99) as f64 / 1e3]
+    };
+    let puback = puback.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(FleetLoad {
+        robots,
+        seconds,
+        published,
+        stored,
+        offered_per_s: published as f64 / seconds,
+        puback_ms: q(&puback),
+        stored_ms: q(&to_store),
+        drain_s,
+    })
+}

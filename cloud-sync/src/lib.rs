@@ -69,14 +69,37 @@ pub struct Service {
     pub alert_webhooks: Arc<webhook::Counts>,
 }
 
-/// `mqtt://[user:pass@]host:port` to client options.
-pub fn client_options(client_id: &str, url: &str) -> anyhow::Result<MqttOptions> {
+/// An external broker's client options: `broker.url` is `mqtt://` or
+/// `mqtts://[USER:PASSWORD@]HOST[:PORT]`; over TLS the broker must present a
+/// certificate signed by `broker.ca_path`, and cloud sync presents
+/// `broker.client_cert_path` where one is set.
+pub fn client_options(client_id: &str, b: &gantry_config::cloud::Broker) -> anyhow::Result<MqttOptions> {
+    let url = &b.url;
     let parsed = url::Url::parse(url).with_context(|| format!("broker.url: {url:?} is not a URL"))?;
-    anyhow::ensure!(matches!(parsed.scheme(), "mqtt" | "tcp"), "broker.url: only mqtt:// is supported here, not {url}");
+    let tls = match parsed.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => anyhow::bail!("broker.url: {other}:// in {url} is neither mqtt:// nor mqtts://"),
+    };
     let host = parsed.host_str().context("broker.url: no host")?;
-    let mut o = MqttOptions::new(client_id, host, parsed.port().unwrap_or(1883));
+    let mut o = MqttOptions::new(client_id, host, parsed.port().unwrap_or(if tls { 8883 } else { 1883 }));
     if !parsed.username().is_empty() {
         o.set_credentials(parsed.username(), parsed.password().unwrap_or(""));
+    }
+    if tls {
+        anyhow::ensure!(!b.ca_path.is_empty(), "broker.ca_path: {url} is mqtts:// but no CA file is set");
+        let read = |key: &str, path: &str| std::fs::read(path).with_context(|| format!("{key}: reading {path}"));
+        let ca = read("broker.ca_path", &b.ca_path)?;
+        let client_auth = match (b.client_cert_path.as_str(), b.client_key_path.as_str()) {
+            ("", "") => None,
+            ("", _) | (_, "") => anyhow::bail!("broker.client_cert_path and broker.client_key_path go together"),
+            (cert, key) => Some((read("broker.client_cert_path", cert)?, read("broker.client_key_path", key)?)),
+        };
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
     }
     Ok(o)
 }
@@ -163,8 +186,8 @@ impl Service {
                 (Some(addr), Some(front_stats), Box::new(options) as Box<ClientOptions>, None)
             }
             BrokerMode::External => {
-                let url = config.broker.url.clone();
-                let options = move |id: &str| client_options(id, &url);
+                let broker = config.broker.clone();
+                let options = move |id: &str| client_options(id, &broker);
                 (None, None, Box::new(options) as Box<ClientOptions>, Some(config.broker.shared_group.clone()))
             }
         };

@@ -296,6 +296,12 @@ pub struct Broker {
     pub connect_timeout_ms: u64,
     /// Connections still before their CONNECT, at most; more are closed at once.
     pub max_pending_connects: u32,
+    /// PEM file of the CA that signed the external broker's certificate (`mqtts://`).
+    pub ca_path: String,
+    /// PEM certificate and key cloud sync presents, for a broker that
+    /// authenticates clients by certificate (both or neither).
+    pub client_cert_path: String,
+    pub client_key_path: String,
 }
 
 impl Default for Broker {
@@ -308,6 +314,9 @@ impl Default for Broker {
             credentials_path: String::new(),
             connect_timeout_ms: 5_000,
             max_pending_connects: 512,
+            ca_path: String::new(),
+            client_cert_path: String::new(),
+            client_key_path: String::new(),
         }
     }
 }
@@ -403,6 +412,23 @@ impl CloudConfig {
         c.file("broker.credentials_path", &self.broker.credentials_path, "a file of robot passwords, or \"\"");
         c.range("broker.connect_timeout_ms", self.broker.connect_timeout_ms, 100..=120_000);
         c.range("broker.max_pending_connects", u64::from(self.broker.max_pending_connects), 1..=100_000);
+        let b = &self.broker;
+        c.file("broker.ca_path", &b.ca_path, "the PEM file of the broker's CA, or \"\"");
+        c.file("broker.client_cert_path", &b.client_cert_path, "a PEM certificate, or \"\"");
+        c.file("broker.client_key_path", &b.client_key_path, "a PEM private key, or \"\"");
+        c.rule(
+            b.client_cert_path.is_empty() == b.client_key_path.is_empty(),
+            "broker.client_cert_path",
+            "set without broker.client_key_path (or the other way round)",
+            "both a certificate and its key, or neither",
+        );
+        let tls = b.url.starts_with("mqtts://") || b.url.starts_with("ssl://");
+        c.rule(
+            b.mode != BrokerMode::External || !tls || !b.ca_path.is_empty(),
+            "broker.ca_path",
+            format!("empty, but broker.url {:?} is mqtts://", b.url),
+            "the PEM file of the CA that signed the broker's certificate",
+        );
         check_public_key(c, "models.fleet_public_key", &self.models.fleet_public_key);
         c.range("tasks.stuck_after_s", self.tasks.stuck_after_s, 1..=86_400);
         c.range("tasks.lease_s", self.tasks.lease_s, 1..=3_600);

@@ -155,6 +155,17 @@ fn cross_field_rules() {
 
     let p = problems::<CloudConfig>("[http]\nlisten = \"127.0.0.1:1883\"\n");
     assert_eq!(keys(&p), ["http.listen"]);
+
+    // An external broker over TLS needs its CA, and the CA must be a file
+    // (what `run` would refuse).
+    let tls = "[broker]\nmode = \"external\"\nurl = \"mqtts://u:p@broker.site:8883\"\n";
+    assert_eq!(keys(&problems::<CloudConfig>(tls)), ["broker.ca_path"]);
+    let p = problems::<CloudConfig>(&format!("{tls}ca_path = \"/nonexistent/ca.pem\"\n"));
+    assert_eq!(keys(&p), ["broker.ca_path"]);
+    assert!(p[0].problem.contains("cannot be read"), "{}", p[0].problem);
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/config.rs");
+    let p = problems::<CloudConfig>(&format!("{tls}ca_path = \"{here}\"\nclient_key_path = \"{here}\"\n"));
+    assert_eq!(keys(&p), ["broker.client_cert_path"]);
 }
 
 #[test]

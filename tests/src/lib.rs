@@ -165,16 +165,21 @@ impl Mosquitto {
     /// Mosquitto on `port`, its state persisted in `dir` so sessions and queued
     /// messages survive a graceful restart.
     pub fn start_persistent(port: u16, dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_inflight_messages 0\n",
+            dir.display()
+        );
+        Self::start_with(port, &conf)
+    }
+
+    /// Mosquitto with the configuration `conf` (which listens on `port`).
+    pub fn start_with(port: u16, conf_text: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         use std::io::Write;
-        std::fs::create_dir_all(dir)?;
         let mut conf = tempfile::NamedTempFile::new()?;
-        writeln!(
-            conf,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-             max_queued_messages 0\nmax_inflight_messages 0",
-            dir.display()
-        )?;
+        conf.write_all(conf_text.as_bytes())?;
         let mut child = std::process::Command::new("mosquitto")
             .arg("-c")
             .arg(conf.path())

@@ -274,7 +274,7 @@ fn recorder(report: &mut Report, minutes: f64) -> anyhow::Result<()> {
 }
 
 fn ingest(report: &mut Report, quick: bool) -> anyhow::Result<()> {
-    use gantry_bench::ingest::{measure, Broker, Samples};
+    use gantry_bench::ingest::{fleet_load, measure, Broker, Samples};
     let work = std::env::temp_dir().join(format!("gantry-bench-ingest-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let samples = Samples::from_simulated_run(&work.join("samples"), 1.0)?;
@@ -320,6 +320,31 @@ fn ingest(report: &mut Report, quick: bool) -> anyhow::Result<()> {
                 report.add(format!("{label}: MB/s"), gantry.mb_per_s(), "MB/s");
             }
         }
+    }
+    let (robots, seconds) = (1000, if quick { 20.0 } else { 60.0 });
+    for broker in [Broker::Embedded, Broker::Mosquitto] {
+        eprintln!("ingest: {robots} protocol-level robots at their real rates for {seconds} s, {}…", broker.name());
+        let l = match fleet_load(&work.join("fleet"), broker, robots, seconds, &samples) {
+            Ok(l) => l,
+            Err(e) if broker == Broker::Mosquitto => {
+                eprintln!("fleet load through Mosquitto: {e:#} (apt-get install mosquitto); its figures are left out");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let label =
+            format!("ingest, {} robots at their real rates for {:.0} s, {}", l.robots, l.seconds, broker.name());
+        report.add(format!("{label}: batches offered"), l.offered_per_s, "batches/s");
+        report.add(
+            format!("{label}: batches stored of those published"),
+            l.stored as f64,
+            &format!("of {}", l.published),
+        );
+        report.add(format!("{label}: publish → broker PUBACK, p50"), l.puback_ms[0], "ms");
+        report.add(format!("{label}: publish → broker PUBACK, p99"), l.puback_ms[1], "ms");
+        report.add(format!("{label}: publish → stored in the catalog, p50"), l.stored_ms[0], "ms");
+        report.add(format!("{label}: publish → stored in the catalog, p99"), l.stored_ms[1], "ms");
+        report.add(format!("{label}: last batch stored after the last publish"), l.drain_s, "s");
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
