@@ -237,7 +237,6 @@ pub async fn gantry(
         let _ = u.await;
     }
     cloud.service.stop().await;
-    let _ = std::fs::remove_dir_all(work);
     Ok(Throughput { messages: total, bytes, seconds })
 }
 
@@ -274,7 +273,6 @@ pub async fn raw(
     let seconds =
         tokio::task::spawn_blocking(move || mosquitto_clients(port, broker, robots, total, &payload)).await??;
     cloud.service.stop().await;
-    let _ = std::fs::remove_dir_all(work);
     Ok(Throughput { messages: total as u64, bytes: (total * size) as u64, seconds })
 }
 
@@ -392,8 +390,11 @@ pub struct FleetLoad {
     pub offered_per_s: f64,
     /// Publish to the broker's PUBACK, as a robot sees it (its outbox lets go then).
     pub puback_ms: [f64; 2],
-    /// Publish to the cloud's catalog row: stored and about to be acknowledged.
+    /// Publish to ingestion taking the batch up (the catalog row's receipt time).
     pub stored_ms: [f64; 2],
+    /// The cloud's own receipt → commit (then the acknowledgement), p50 and
+    /// p99 as its histogram's bucket bounds.
+    pub commit_ms: [f64; 2],
     /// How long after the last publish the last batch was stored.
     pub drain_s: f64,
 }
@@ -459,8 +460,9 @@ async fn fleet_load_async(
     let sent: Arc<Mutex<HashMap<(usize, u64), u64>>> = Arc::default();
     let puback = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new(3)?));
     let (stop, stopped) = watch::channel(false);
-    let start = Instant::now();
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..robots {
         let id = robot_id(i);
         let mut o = MqttOptions::new(&id, "127.0.0.1", cloud.mqtt_port);
@@ -471,7 +473,8 @@ async fn fleet_load_async(
             o.set_credentials(&id, robot_password(i));
         }
         let (client, mut events) = AsyncClient::new(o, 16);
-        let (puback, mut stopped_ev) = (puback.clone(), stopped.clone());
+        clients.push(client);
+        let (puback, mut stopped_ev, connected) = (puback.clone(), stopped.clone(), connected.clone());
         tasks.push(tokio::spawn(async move {
             let mut at: HashMap<u16, Instant> = HashMap::new();
             loop {
@@ -480,6 +483,9 @@ async fn fleet_load_async(
                     _ = stopped_ev.wait_for(|s| *s) => break,
                 };
                 match event {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        connected.fetch_add(1, Relaxed);
+                    }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         at.insert(pkid, Instant::now());
                     }
@@ -494,6 +500,15 @@ async fn fleet_load_async(
                 }
             }
         }));
+    }
+    // The clock starts once the whole fleet is connected.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while connected.load(Relaxed) < robots {
+        anyhow::ensure!(Instant::now() < deadline, "only {} of {robots} robots connected", connected.load(Relaxed));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = Instant::now();
+    for (i, client) in clients.into_iter().enumerate() {
         let (bodies, sent, mut stopped_pub) = (bodies.clone(), sent.clone(), stopped.clone());
         // Spread each robot's phases over its periods.
         let phase = |p: Duration| p.mul_f64(((i * 7919) % 1000) as f64 / 1000.0);
@@ -551,8 +566,9 @@ async fn fleet_load_async(
             }
         }
     }
+    let lag = &cloud.service.ingest.commit_lag;
+    let commit_ms = [lag.quantile_bound(0.5) * 1e3, lag.quantile_bound(0.99) * 1e3];
     cloud.service.stop().await;
-    let _ = std::fs::remove_dir_all(work);
     let q = |h: &hdrhistogram::Histogram<u64>| {
         [h.value_at_quantile(0.5) as f64 / 1e3, h.value_at_quantile(0.99) as f64 / 1e3]
     };
@@ -565,6 +581,7 @@ async fn fleet_load_async(
         offered_per_s: published as f64 / seconds,
         puback_ms: q(&puback),
         stored_ms: q(&to_store),
+        commit_ms,
         drain_s,
     })
 }

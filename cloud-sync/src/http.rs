@@ -531,6 +531,10 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         "Batches reusing a stored (robot, seq) with another body: kept aside under conflicts/, not stored.",
         i.conflicts.load(Relaxed) as f64,
     );
+    out.push_str(&i.commit_lag.prometheus(
+        "gantry_sync_ingest_commit_lag_seconds",
+        "From a batch's receipt to its catalog commit; the broker's acknowledgement follows at once.",
+    ));
     put(
         &mut out,
         "gantry_sync_ingest_commits_total",

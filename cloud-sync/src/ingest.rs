@@ -37,11 +37,64 @@ pub struct IngestStats {
     pub store_errors: AtomicU64,
     /// Catalog commits (each a run of batches).
     pub runs: AtomicU64,
+    /// Receipt to commit of each batch stored (its acknowledgement follows at once).
+    pub commit_lag: LagHistogram,
     pub connected: std::sync::atomic::AtomicBool,
     /// The broker confirmed the subscriptions: batches published now reach us.
     pub subscribed: std::sync::atomic::AtomicBool,
     /// Notified when `subscribed` turns true.
     pub ready: tokio::sync::Notify,
+}
+
+/// Bucket bounds of [`LagHistogram`], in seconds (Prometheus' `le`).
+pub const LAG_BUCKETS_S: [f64; 14] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+/// A latency histogram of fixed buckets, lock-free to record.
+#[derive(Debug, Default)]
+pub struct LagHistogram {
+    /// One count per bucket of [`LAG_BUCKETS_S`], then one for longer.
+    counts: [AtomicU64; LAG_BUCKETS_S.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LagHistogram {
+    pub fn record(&self, seconds: f64) {
+        let i = LAG_BUCKETS_S.iter().position(|b| seconds <= *b).unwrap_or(LAG_BUCKETS_S.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add((seconds.max(0.0) * 1e6) as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// The bound of the bucket holding quantile `q` (infinite past the last).
+    pub fn quantile_bound(&self, q: f64) -> f64 {
+        let want = (q * self.count() as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c.load(Relaxed);
+            if seen >= want {
+                return LAG_BUCKETS_S.get(i).copied().unwrap_or(f64::INFINITY);
+            }
+        }
+        f64::INFINITY
+    }
+
+    /// Prometheus text of the histogram `name`.
+    pub fn prometheus(&self, name: &str, help: &str) -> String {
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (bound, c) in LAG_BUCKETS_S.iter().zip(&self.counts) {
+            cumulative += c.load(Relaxed);
+            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+        }
+        let count = self.count();
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!("{name}_sum {}\n", self.sum_us.load(Relaxed) as f64 / 1e6));
+        out.push_str(&format!("{name}_count {count}\n"));
+        out
+    }
 }
 
 impl IngestStats {
@@ -120,7 +173,9 @@ impl Ingest {
         .await;
         let rows: Vec<StoredSegment> =
             staged.iter().filter_map(|s| if let Ok(Some(r)) = s { Some(r.clone()) } else { None }).collect();
-        let mut fates = match self.catalog.insert_segments(&rows) {
+        let fates = self.catalog.insert_segments(&rows);
+        let committed = crate::unix_now_ns();
+        let mut fates = match fates {
             Ok(f) => f.into_iter(),
             Err(e) => {
                 let why = format!("{e:#}");
@@ -140,6 +195,8 @@ impl Ingest {
                 let Some(row) = s? else { return Ok(()) };
                 match fates.next().unwrap_or(Stored::Duplicate) {
                     Stored::New => {
+                        let lag_ns = committed.saturating_sub(row.received_unix_ns);
+                        self.stats.commit_lag.record(lag_ns as f64 / 1e9);
                         self.stats.stored.fetch_add(1, Relaxed);
                         self.stats.stored_bytes.fetch_add(row.bytes, Relaxed);
                     }

@@ -278,6 +278,7 @@ async fn stalled_and_oversized_connects_cost_nothing_and_a_forged_seq_is_a_confl
         format!("gantry_sync_broker_refused_total{{reason=\"connect_timeout\"}} {}", STALLED + 20),
         "gantry_sync_broker_pending_connects 0".to_string(),
         "gantry_sync_seq_conflicts_total 2".to_string(),
+        "gantry_sync_ingest_commit_lag_seconds_count 3".to_string(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
