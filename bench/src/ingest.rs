@@ -508,12 +508,14 @@ async fn fleet_load_async(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let start = Instant::now();
+    let (stop_publishing, publishing_stopped) = watch::channel(false);
+    let mut publishers = Vec::new();
     for (i, client) in clients.into_iter().enumerate() {
-        let (bodies, sent, mut stopped_pub) = (bodies.clone(), sent.clone(), stopped.clone());
+        let (bodies, sent, mut stopped_pub) = (bodies.clone(), sent.clone(), publishing_stopped.clone());
         // Spread each robot's phases over its periods.
         let phase = |p: Duration| p.mul_f64(((i * 7919) % 1000) as f64 / 1000.0);
         let mut next: Vec<Instant> = periods.iter().map(|p| start + phase(*p)).collect();
-        tasks.push(tokio::spawn(async move {
+        publishers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             loop {
                 let (k, when) =
@@ -538,7 +540,12 @@ async fn fleet_load_async(
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let _ = stop.send(true);
+    // The publishers stop first; the connections stay up until every batch
+    // they sent is stored.
+    let _ = stop_publishing.send(true);
+    for p in publishers {
+        let _ = p.await;
+    }
     let published = sent.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
     let stopped_at = Instant::now();
     let ingest = cloud.service.ingest.clone();
@@ -547,6 +554,7 @@ async fn fleet_load_async(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drain_s = stopped_at.elapsed().as_secs_f64();
+    let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
     }

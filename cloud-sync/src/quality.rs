@@ -68,15 +68,31 @@ pub fn parse(body: &[u8]) -> anyhow::Result<Parsed> {
     let mut chunks = summary.chunk_indexes.clone();
     chunks.sort_by_key(|c| c.chunk_start_offset);
     for index in &chunks {
-        let readable =
-            usize::try_from(index.chunk_start_offset).is_ok_and(|at| gantry_config::records::chunk_readable(body, at));
-        let Some(Ok(messages)) = readable.then(|| summary.stream_chunk(body, index)) else {
+        // Each chunk inflated once: checked, then read from the same buffer.
+        let contents = usize::try_from(index.chunk_start_offset)
+            .ok()
+            .and_then(|at| gantry_config::records::chunk_contents(body, at));
+        let Some(contents) = contents else {
             p.damaged_chunks += 1;
             continue;
         };
-        for m in messages {
-            match m {
-                Ok(m) => p.add(&m, &mut last),
+        for record in mcap::read::LinearReader::sans_magic(&contents) {
+            match record {
+                Ok(mcap::records::Record::Message { header, data }) => {
+                    let Some(channel) = summary.channels.get(&header.channel_id) else {
+                        p.damaged_chunks += 1;
+                        break;
+                    };
+                    let m = mcap::Message {
+                        channel: channel.clone(),
+                        sequence: header.sequence,
+                        log_time: header.log_time,
+                        publish_time: header.publish_time,
+                        data,
+                    };
+                    p.add(&m, &mut last);
+                }
+                Ok(_) => {}
                 Err(_) => {
                     p.damaged_chunks += 1;
                     break;

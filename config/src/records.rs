@@ -538,38 +538,38 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 /// process (found by `tests/tests/fuzz.rs`). Here the chunk is inflated into
 /// a buffer of at most [`MAX_CHUNK_BYTES`] and every inner record must fit it.
 pub fn chunk_readable(mcap: &[u8], offset: usize) -> bool {
-    chunk_records(mcap, offset).is_some()
+    chunk_contents(mcap, offset).is_some()
 }
 
-/// `Some` when every size in the chunk holds (the body of [`chunk_readable`], written with `?`).
-fn chunk_records(mcap: &[u8], offset: usize) -> Option<()> {
+/// The records of the chunk at `offset`, inflated once (borrowed when stored
+/// uncompressed), when every size in it holds and its CRC (where it has one)
+/// matches: what [`chunk_readable`] checks, kept for reading.
+pub fn chunk_contents(mcap: &[u8], offset: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
     // Chunk: opcode, length, start and end time, uncompressed size and CRC,
     // compression name (u32 length + bytes), records length, records.
     (*mcap.get(offset)? == OP_CHUNK).then_some(())?;
     let size = u64_at(mcap, offset + 25)?;
     (size <= MAX_CHUNK_BYTES).then_some(())?;
+    let crc = u32_at(mcap, offset + 33)?;
     let name_len = u32_at(mcap, offset + 37)? as usize;
     let name = mcap.get(offset + 41..(offset + 41).checked_add(name_len)?)?;
     let records_at = offset + 41 + name_len;
     let records_len = usize::try_from(u64_at(mcap, records_at)?).ok()?;
     let records = mcap.get(records_at + 8..(records_at + 8).checked_add(records_len)?)?;
-    let inflated;
     let records = match name {
-        b"" => records,
-        b"zstd" => {
-            inflated = zstd::bulk::decompress(records, size as usize).ok()?;
-            &inflated[..]
-        }
+        b"" => std::borrow::Cow::Borrowed(records),
+        b"zstd" => std::borrow::Cow::Owned(zstd::bulk::decompress(records, size as usize).ok()?),
         _ => return None,
     };
     (records.len() as u64 == size).then_some(())?;
+    (crc == 0 || crc32fast::hash(&records) == crc).then_some(())?;
     let mut at = 0usize;
     while at < records.len() {
-        let len = usize::try_from(u64_at(records, at + 1)?).ok()?;
+        let len = usize::try_from(u64_at(&records, at + 1)?).ok()?;
         at = at.checked_add(RECORD_HEAD)?.checked_add(len)?;
         (at <= records.len()).then_some(())?;
     }
-    Some(())
+    Some(records)
 }
 
 /// Walks an MCAP file's top-level records and returns the offset of the
