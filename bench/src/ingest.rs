@@ -135,7 +135,10 @@ struct Cloud {
     _mosquitto: Option<Mosquitto>,
 }
 
+/// Starts them in `work`, emptied first.
 async fn start_cloud(work: &Path, broker: Broker, robots: usize) -> anyhow::Result<Cloud> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
     let mut config = CloudConfig::default();
     config.service.data_dir = work.join("cloud").display().to_string();
     config.http.listen = "127.0.0.1:0".into();
@@ -174,8 +177,6 @@ pub async fn gantry(
     per_robot: usize,
     samples: &Samples,
 ) -> anyhow::Result<Throughput> {
-    let _ = std::fs::remove_dir_all(work);
-    std::fs::create_dir_all(work)?;
     let cloud = start_cloud(work, broker, robots).await?;
     let mut configs = Vec::new();
     let mut bytes = 0;
@@ -249,8 +250,6 @@ pub async fn raw(
     per_robot: usize,
     size: usize,
 ) -> anyhow::Result<Throughput> {
-    let _ = std::fs::remove_dir_all(work);
-    std::fs::create_dir_all(work)?;
     let cloud = start_cloud(work, broker, robots).await?;
     // `mosquitto_pub -l` sends each line of its input as a message, with up to
     // `-M` in flight (`--repeat` would wait for each PUBACK): `per_robot` lines
@@ -440,8 +439,6 @@ async fn fleet_load_async(
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    let _ = std::fs::remove_dir_all(work);
-    std::fs::create_dir_all(work)?;
     let cloud = start_cloud(work, broker, robots).await?;
     let edge = EdgeConfig::default();
     let periods = [
