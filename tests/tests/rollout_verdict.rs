@@ -134,9 +134,14 @@ async fn a_candidate_worse_on_picks_is_rolled_back_and_an_equal_one_promoted() {
     // The published evaluation beside the live success.
     let fleet: serde_json::Value =
         reqwest::get(format!("http://{}/api/fleet", service.http_addr)).await.unwrap().json().await.unwrap();
-    let line = fleet["model_lines"].as_array().unwrap().iter().find(|m| m["version"] == "cand-2").unwrap().clone();
-    assert_eq!(line["metrics"]["pick_accuracy"], 0.98);
-    assert!(line["success_rate"].as_f64().unwrap() < 0.9, "{line}");
+    let line = |v: &str| fleet["model_lines"].as_array().unwrap().iter().find(|m| m["version"] == v).unwrap().clone();
+    let (cand, prod) = (line("cand-2"), line("prod-1"));
+    assert_eq!(cand["metrics"]["pick_accuracy"], 0.98);
+    // Its live success, below what it was published with and below
+    // production's over the same test (how far below depends on the mix of
+    // picks and places the test happened to run).
+    let live = |l: &serde_json::Value| l["success_rate"].as_f64().unwrap();
+    assert!(live(&cand) < 0.98 && live(&cand) < live(&prod), "{cand} beside {prod}");
 
     // 2. As good as production: promoted.
     service.registry.set_candidate("cand-3", 50.0, &[], "ci").unwrap();
