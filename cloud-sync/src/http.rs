@@ -1,6 +1,6 @@
 //! Cloud sync's HTTP side (contract: Cloud sync HTTP).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -499,6 +499,13 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let put = |out: &mut String, name: &str, kind: &str, help: &str, v: f64| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
     };
+    // A counter family: one line per value of `label`.
+    let counters = |out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, &AtomicU64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (value, v) in values {
+            out.push_str(&format!("{name}{{{label}=\"{value}\"}} {}\n", v.load(Relaxed)));
+        }
+    };
     put(&mut out, "gantry_sync_up", "gauge", "1 while the service runs.", 1.0);
     put(&mut out, "gantry_sync_uptime_seconds", "gauge", "Seconds since start.", s.started.elapsed().as_secs_f64());
     put(
@@ -542,17 +549,18 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         "Catalog commits of ingested batches (each commits a run of them).",
         i.runs.load(Relaxed) as f64,
     );
-    out.push_str(
-        "# HELP gantry_sync_rejected_total Payloads rejected, by reason.\n# TYPE gantry_sync_rejected_total counter\n",
+    counters(
+        &mut out,
+        "gantry_sync_rejected_total",
+        "Payloads rejected, by reason.",
+        "reason",
+        &[
+            ("topic", &i.rejected_topic),
+            ("oversize", &i.rejected_oversize),
+            ("malformed", &i.rejected_malformed),
+            ("mismatch", &i.rejected_mismatch),
+        ],
     );
-    for (reason, v) in [
-        ("topic", &i.rejected_topic),
-        ("oversize", &i.rejected_oversize),
-        ("malformed", &i.rejected_malformed),
-        ("mismatch", &i.rejected_mismatch),
-    ] {
-        out.push_str(&format!("gantry_sync_rejected_total{{reason=\"{reason}\"}} {}\n", v.load(Relaxed)));
-    }
     put(
         &mut out,
         "gantry_sync_store_errors_total",
@@ -568,28 +576,29 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             "Robot connections accepted by the broker front.",
             f.connections.load(Relaxed) as f64,
         );
-        out.push_str(
-            "# HELP gantry_sync_broker_refused_total Connections the broker front closed, by why: credentials \
-             (or will topic), connect_timeout (no whole CONNECT in time), oversize_connect (first packet not a \
-             CONNECT, or too large), over_capacity (too many connecting at once), malformed.\n\
-             # TYPE gantry_sync_broker_refused_total counter\n",
+        counters(
+            &mut out,
+            "gantry_sync_broker_refused_total",
+            "Connections the broker front closed, by why: credentials (or will topic), connect_timeout (no \
+             whole CONNECT in time), oversize_connect (first packet not a CONNECT, or too large), over_capacity \
+             (too many connecting at once), malformed.",
+            "reason",
+            &[
+                ("credentials", &f.refused),
+                ("connect_timeout", &f.connect_timeouts),
+                ("oversize_connect", &f.oversize_connects),
+                ("over_capacity", &f.over_capacity),
+                ("malformed", &f.malformed),
+            ],
         );
-        for (reason, v) in [
-            ("credentials", &f.refused),
-            ("connect_timeout", &f.connect_timeouts),
-            ("oversize_connect", &f.oversize_connects),
-            ("over_capacity", &f.over_capacity),
-            ("malformed", &f.malformed),
-        ] {
-            out.push_str(&format!("gantry_sync_broker_refused_total{{reason=\"{reason}\"}} {}\n", v.load(Relaxed)));
-        }
-        out.push_str(
-            "# HELP gantry_sync_broker_denied_total Packets outside the client's rights: publishes dropped, \
-             subscriptions refused (the connection closed).\n# TYPE gantry_sync_broker_denied_total counter\n",
+        counters(
+            &mut out,
+            "gantry_sync_broker_denied_total",
+            "Packets outside the client's rights: publishes dropped, subscriptions refused (the connection \
+             closed).",
+            "packet",
+            &[("publish", &f.denied_publishes), ("subscribe", &f.denied_subscribes)],
         );
-        for (what, v) in [("publish", &f.denied_publishes), ("subscribe", &f.denied_subscribes)] {
-            out.push_str(&format!("gantry_sync_broker_denied_total{{packet=\"{what}\"}} {}\n", v.load(Relaxed)));
-        }
         put(
             &mut out,
             "gantry_sync_broker_pending_connects",
@@ -599,19 +608,20 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         );
     }
     let t = &s.tasks.stats;
-    out.push_str(
-        "# HELP gantry_sync_tasks_total Task events, by what happened.\n# TYPE gantry_sync_tasks_total counter\n",
+    counters(
+        &mut out,
+        "gantry_sync_tasks_total",
+        "Task events, by what happened.",
+        "event",
+        &[
+            ("submitted", &t.submitted),
+            ("assigned", &t.assigned),
+            ("reassigned", &t.reassigned),
+            ("completed", &t.completed),
+            ("failed", &t.failed),
+            ("canceled", &t.canceled),
+        ],
     );
-    for (event, v) in [
-        ("submitted", &t.submitted),
-        ("assigned", &t.assigned),
-        ("reassigned", &t.reassigned),
-        ("completed", &t.completed),
-        ("failed", &t.failed),
-        ("canceled", &t.canceled),
-    ] {
-        out.push_str(&format!("gantry_sync_tasks_total{{event=\"{event}\"}} {}\n", v.load(Relaxed)));
-    }
     put(
         &mut out,
         "gantry_sync_robot_states_rejected_total",

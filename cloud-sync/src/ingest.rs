@@ -171,29 +171,35 @@ impl Ingest {
             msgs.iter().zip(&aside).map(|((topic, payload), aside)| self.stage(topic, payload, *aside)),
         )
         .await;
-        let rows: Vec<StoredSegment> =
-            staged.iter().filter_map(|s| if let Ok(Some(r)) = s { Some(r.clone()) } else { None }).collect();
+        // Rows move out to the commit; each message keeps whether it gave one.
+        let mut rows = Vec::new();
+        let gave_row: Vec<anyhow::Result<bool>> =
+            staged.into_iter().map(|s| s.map(|row| row.map(|r| rows.push(r)).is_some())).collect();
         let fates = self.catalog.insert_segments(&rows);
         let committed = crate::unix_now_ns();
-        let mut fates = match fates {
-            Ok(f) => f.into_iter(),
+        let fates = match fates {
+            Ok(f) => f,
             Err(e) => {
                 let why = format!("{e:#}");
                 self.stats.store_errors.fetch_add(rows.len() as u64, Relaxed);
-                return staged
+                return gave_row
                     .into_iter()
-                    .map(|s| match s {
-                        Ok(Some(_)) => Err(anyhow::anyhow!("committing the catalog: {why}")),
+                    .map(|g| match g {
+                        Ok(true) => Err(anyhow::anyhow!("committing the catalog: {why}")),
                         other => other.map(|_| ()),
                     })
                     .collect();
             }
         };
-        staged
+        let mut committed_rows = rows.into_iter().zip(fates);
+        gave_row
             .into_iter()
-            .map(|s| {
-                let Some(row) = s? else { return Ok(()) };
-                match fates.next().unwrap_or(Stored::Duplicate) {
+            .map(|g| {
+                if !g? {
+                    return Ok(());
+                }
+                let Some((row, fate)) = committed_rows.next() else { return Ok(()) };
+                match fate {
                     Stored::New => {
                         let lag_ns = committed.saturating_sub(row.received_unix_ns);
                         self.stats.commit_lag.record(lag_ns as f64 / 1e9);

@@ -99,10 +99,6 @@ pub trait CloudCatalog: Send + Sync {
     /// newest row's receipt: each row's fate, in order. A row whose (robot,
     /// seq) is taken by another body is recorded in `conflicts` instead.
     fn insert_segments(&self, rows: &[StoredSegment]) -> anyhow::Result<Vec<Stored>>;
-    /// Stores one row (see [`Self::insert_segments`]).
-    fn insert_segment(&self, s: &StoredSegment) -> anyhow::Result<Stored> {
-        Ok(self.insert_segments(std::slice::from_ref(s))?.pop().unwrap_or(Stored::Duplicate))
-    }
     /// Conflicting batches, newest first.
     fn conflicts(&self, limit: usize) -> anyhow::Result<Vec<ConflictRow>>;
     fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<StoredSegment>>;
@@ -211,6 +207,12 @@ impl SqliteCatalog {
     }
 }
 
+/// The body SHA-256 stored under (robot, seq).
+const SEGMENT_SHA256: &str = "SELECT sha256 FROM segments WHERE robot_id = ?1 AND seq = ?2";
+/// A robot heard from at ?2 (never moving its last-seen time back).
+const TOUCH_ROBOT: &str = "INSERT INTO robots (robot_id, last_seen_unix_ns) VALUES (?1, ?2) \
+                           ON CONFLICT(robot_id) DO UPDATE SET last_seen_unix_ns = MAX(last_seen_unix_ns, ?2)";
+
 const COLUMNS: &str = "cursor, id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, messages, \
                        start_unix_ns, end_unix_ns, received_unix_ns, flags";
 
@@ -235,14 +237,7 @@ fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
 
 impl CloudCatalog for SqliteCatalog {
     fn segment_sha256(&self, robot: &str, seq: u64) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT sha256 FROM segments WHERE robot_id = ?1 AND seq = ?2",
-                params![robot, seq as i64],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(self.conn().query_row(SEGMENT_SHA256, params![robot, seq as i64], |r| r.get(0)).optional()?)
     }
 
     fn insert_segments(&self, rows: &[StoredSegment]) -> anyhow::Result<Vec<Stored>> {
@@ -256,15 +251,12 @@ impl CloudCatalog for SqliteCatalog {
                  messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
-            let mut stored = tx.prepare_cached("SELECT sha256 FROM segments WHERE robot_id = ?1 AND seq = ?2")?;
+            let mut stored = tx.prepare_cached(SEGMENT_SHA256)?;
             let mut conflict = tx.prepare_cached(
                 "INSERT OR IGNORE INTO conflicts (robot_id, seq, sha256, stored_sha256, object_key, bytes, \
                  received_unix_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            let mut touch = tx.prepare_cached(
-                "INSERT INTO robots (robot_id, last_seen_unix_ns) VALUES (?1, ?2) \
-                 ON CONFLICT(robot_id) DO UPDATE SET last_seen_unix_ns = MAX(last_seen_unix_ns, ?2)",
-            )?;
+            let mut touch = tx.prepare_cached(TOUCH_ROBOT)?;
             for s in rows {
                 touch.execute(params![s.robot_id, s.received_unix_ns as i64])?;
                 let n = insert.execute(params![
@@ -352,11 +344,7 @@ impl CloudCatalog for SqliteCatalog {
     }
 
     fn touch_robot(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT INTO robots (robot_id, last_seen_unix_ns) VALUES (?1, ?2) \
-             ON CONFLICT(robot_id) DO UPDATE SET last_seen_unix_ns = MAX(last_seen_unix_ns, ?2)",
-            params![robot, unix_ns as i64],
-        )?;
+        self.conn().execute(TOUCH_ROBOT, params![robot, unix_ns as i64])?;
         Ok(())
     }
 
