@@ -565,7 +565,13 @@ impl Default for StatusHttp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Uplink {
+    /// The primary route to the cloud's broker.
     pub broker_url: String,
+    /// Further routes to the same broker (another network, e.g. a 4G modem),
+    /// tried in order when the one in use fails.
+    pub broker_urls: Vec<String>,
+    /// On another route, how often the primary is tried again (seconds).
+    pub failback_probe_s: u64,
     /// File with `username` and `password` (or client certificate paths); empty for none.
     pub credentials_path: String,
     pub batch_max_kb: u64,
@@ -586,6 +592,8 @@ impl Default for Uplink {
     fn default() -> Self {
         Self {
             broker_url: "mqtt://127.0.0.1:1883".into(),
+            broker_urls: Vec::new(),
+            failback_probe_s: 30,
             credentials_path: String::new(),
             batch_max_kb: 64,
             batch_period_s: 5,
@@ -800,6 +808,10 @@ impl EdgeConfig {
         c.range("health.period_s", self.health.period_s, 1..=3600);
         check_socket_addr(c, "status_http.listen", &self.status_http.listen);
         check_broker_url(c, "uplink.broker_url", &self.uplink.broker_url);
+        for (i, url) in self.uplink.broker_urls.iter().enumerate() {
+            check_broker_url(c, &format!("uplink.broker_urls[{i}]"), url);
+        }
+        c.range("uplink.failback_probe_s", self.uplink.failback_probe_s, 1..=86_400);
         c.range("uplink.batch_max_kb", self.uplink.batch_max_kb, 1..=1024);
         c.range("uplink.catchup_rate_kbps", self.uplink.catchup_rate_kbps, 1..=1_000_000);
         c.range("uplink.batch_period_s", self.uplink.batch_period_s, 1..=3600);

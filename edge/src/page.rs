@@ -287,6 +287,12 @@ pub fn render(s: &Value, recent_latency: &[u64]) -> String {
         "cloud",
         if sync["connected"].as_bool().unwrap_or(false) { "connected" } else { "unreachable, keeping data locally" },
     );
+    let broker = esc(sync["broker"].as_str().unwrap_or(""));
+    let route = match sync["route"].as_u64().unwrap_or(0) {
+        0 => format!("primary · {broker}"),
+        n => format!("backup {n} · {broker} (the primary failed; returns when it answers)"),
+    };
+    row(&mut m, "route", "route", &route);
     row(&mut m, "sync backlog", "backlog", &format!("{} batches", num(&sync["backlog"], 0)));
     row(
         &mut m,

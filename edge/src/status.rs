@@ -27,6 +27,20 @@ pub struct SyncStatus {
     /// Broker round trip (QoS 1 publish to PUBACK), smoothed, microseconds;
     /// 0 until measured.
     pub rtt_us: AtomicU64,
+    /// The routes to the broker, primary first (`uplink.broker_url`, then `uplink.broker_urls`).
+    pub routes: std::sync::OnceLock<Vec<String>>,
+    /// Index into `routes` of the one last connected.
+    pub route: AtomicU64,
+    /// Switches to another route after the one in use failed.
+    pub failovers: AtomicU64,
+}
+
+impl SyncStatus {
+    /// The URL of the route last connected ("" before the uplink starts).
+    pub fn route_url(&self) -> &str {
+        let i = self.route.load(Relaxed) as usize;
+        self.routes.get().and_then(|r| r.get(i)).map_or("", String::as_str)
+    }
 }
 
 pub struct View {
@@ -466,6 +480,9 @@ impl View {
             "sync": {
                 "connected": self.sync.connected.load(Relaxed),
                 "backlog": self.sync.backlog.load(Relaxed),
+                "route": self.sync.route.load(Relaxed),
+                "broker": self.sync.route_url(),
+                "failovers": self.sync.failovers.load(Relaxed),
                 "uploads": {
                     "window_open": self.uploads.window_open.load(Relaxed),
                     "segments": self.uploads.segments.load(Relaxed),
@@ -639,6 +656,16 @@ impl View {
             "gantry_sync_connected",
             "1 while the cloud is reachable.",
             &[(&robot, f64::from(u8::from(self.sync.connected.load(Relaxed))))],
+        );
+        m.gauge(
+            "gantry_sync_route",
+            "Which route to the broker is in use: 0 the primary (uplink.broker_url), N the Nth of uplink.broker_urls.",
+            &[(&robot, self.sync.route.load(Relaxed) as f64)],
+        );
+        m.counter(
+            "gantry_sync_failovers_total",
+            "Switches to another route to the broker after the one in use failed.",
+            &[(&robot, self.sync.failovers.load(Relaxed) as f64)],
         );
         m.gauge(
             "gantry_sync_backlog",

@@ -142,6 +142,9 @@ struct Window {
     unassigned: VecDeque<Option<u64>>,
     inflight: HashMap<u16, u64>,
     sent: HashSet<u64>,
+    /// Acknowledged, not yet removed from the outbox (still in `sent`, so
+    /// not sent again meanwhile).
+    acked: Vec<u64>,
 }
 
 impl Window {
@@ -172,14 +175,26 @@ impl Window {
 
     fn acknowledged(&mut self, pkid: u16) {
         if let Some(seq) = self.inflight.remove(&pkid) {
+            self.acked.push(seq);
+        }
+    }
+
+    /// Removes the acknowledged batches from the outbox. Losing this to a
+    /// crash only sends them again, which the cloud recognises as duplicates.
+    fn flush_acks(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        if let Err(e) = self.catalog.outbox_ack(&self.acked) {
+            tracing::error!(batches = self.acked.len(), error = %e, "could not remove acknowledged batches; they will be sent again");
+        }
+        for seq in self.acked.drain(..) {
             self.sent.remove(&seq);
-            if let Err(e) = self.catalog.outbox_ack(seq) {
-                tracing::error!(seq, error = %e, "could not remove an acknowledged batch; it will be sent again");
-            }
         }
     }
 
     fn reset(&mut self) {
+        self.flush_acks();
         self.unassigned.clear();
         self.inflight.clear();
         self.sent.clear();
@@ -257,13 +272,16 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
             return;
         }
     };
-    let options = match mqtt_options(&robot, &config.uplink.broker_url, &creds) {
+    let routes: Vec<String> =
+        std::iter::once(&config.uplink.broker_url).chain(&config.uplink.broker_urls).cloned().collect();
+    let options = match routes.iter().map(|url| mqtt_options(&robot, url, &creds)).collect::<anyhow::Result<Vec<_>>>() {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "uplink disabled");
             return;
         }
     };
+    let _ = cx.sync.routes.set(routes.clone());
     let catalog = match Catalog::open(&Path::new(&config.robot.data_dir).join("catalog.sqlite")) {
         Ok(c) => c,
         Err(e) => {
@@ -271,9 +289,8 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
             return;
         }
     };
-    let (client, event_loop) = AsyncClient::new(options, 64);
-    let (event_tx, mut events) = tokio::sync::mpsc::channel(64);
-    let poller = tokio::spawn(poll(event_loop, event_tx));
+    let mut route = Route::new(options, Duration::from_secs(config.uplink.failback_probe_s));
+    let mut conn = Connection::open(route.options());
     let sync = cx.sync.clone();
     let mut window = Window {
         catalog,
@@ -282,6 +299,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
         unassigned: VecDeque::new(),
         inflight: HashMap::new(),
         sent: HashSet::new(),
+        acked: Vec::new(),
     };
     let mut connected = false;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -301,11 +319,14 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
             changed = cx.model.changed(), if !model_gone => {
                 model_gone = changed.is_err();
                 executor.telemetry.model_version = cx.model.borrow().version.clone();
-                if !model_gone && connected && publish_status(&client, &robot, &cx) {
+                if !model_gone && connected && publish_status(&conn.client, &robot, &cx) {
                     window.unassigned.push_back(None);
                 }
             }
             _ = tick.tick() => {
+                if connected {
+                    route.maybe_probe();
+                }
                 if let Ok((n, _)) = window.catalog.outbox_len() {
                     sync.backlog.store(n, Relaxed);
                 }
@@ -317,17 +338,29 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     *link.view.task.lock().unwrap_or_else(|e| e.into_inner()) = executor.current();
                     if connected && (executor.dirty || last_state.elapsed() >= STATE_EVERY) {
                         executor.telemetry = telemetry(&cx, &link.view, &config.robot.site);
-                        if publish_state(&client, &robot, &mut executor, &cx.pipeline, link.view.light()) {
+                        if publish_state(&conn.client, &robot, &mut executor, &cx.pipeline, link.view.light()) {
                             window.unassigned.push_back(None);
                         }
                         last_state = Instant::now();
                     }
                 }
+                window.flush_acks();
                 if connected {
-                    window.fill(&client);
+                    window.fill(&conn.client);
                 }
             }
-            event = events.recv() => {
+            reachable = route.probed(), if route.probing() => {
+                if reachable && connected {
+                    tracing::info!(broker = %routes[0], "uplink: the primary route answers again; returning to it");
+                    route.fail_back();
+                    conn = Connection::open(route.options());
+                    connected = false;
+                    sync.connected.store(false, Relaxed);
+                    window.reset();
+                    sent_at.clear();
+                }
+            }
+            event = conn.events.recv() => {
                 let Some(event) = event else { break };
                 if matches!(event, Ok(Event::Incoming(_))) {
                     // Anything from the broker renews the task's lease.
@@ -337,17 +370,19 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     connected = true;
                     ever_connected = true;
+                    route.connected();
                     sync.connected.store(true, Relaxed);
-                    tracing::info!(broker = %config.uplink.broker_url, "uplink connected");
-                    if publish_status(&client, &robot, &cx) {
+                    sync.route.store(route.current as u64, Relaxed);
+                    tracing::info!(broker = %routes[route.current], "uplink connected");
+                    if publish_status(&conn.client, &robot, &cx) {
                         window.unassigned.push_back(None);
                     }
                     let task_leaves = if cx.tasks.is_some() { [task::ORDER, task::INSTANT_ACTIONS].as_slice() } else { &[] };
                     for leaf in [wire::UPLOAD_WINDOW, wire::MODEL].iter().chain(task_leaves) {
-                        let _ = client.try_subscribe(wire::topic(&robot, leaf), QoS::AtLeastOnce);
+                        let _ = conn.client.try_subscribe(wire::topic(&robot, leaf), QoS::AtLeastOnce);
                     }
                     executor.dirty = true;
-                    window.fill(&client);
+                    window.fill(&conn.client);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     sent_at.insert(pkid, Instant::now());
@@ -389,8 +424,13 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                         note_rtt(&sync.rtt_us, at.elapsed());
                     }
                     window.acknowledged(ack.pkid);
-                    // Refill at once: during a catch-up the link, not the tick, sets the pace.
-                    window.fill(&client);
+                    // Acknowledgements waiting behind this one are removed with
+                    // it, up to half the window (the rest of the window keeps the link busy).
+                    if conn.events.is_empty() || window.acked.len() >= WINDOW / 2 {
+                        window.flush_acks();
+                        // Refill at once: during a catch-up the link, not the tick, sets the pace.
+                        window.fill(&conn.client);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -401,7 +441,7 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                         last_logged_error = Some(Instant::now());
                         tracing::warn!(
                             error = %e,
-                            broker = %config.uplink.broker_url,
+                            broker = %routes[route.current],
                             "uplink offline; batches wait in the outbox (check that the broker runs and uplink.broker_url names it)"
                         );
                     }
@@ -411,25 +451,35 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
                     // goes again from the outbox.
                     window.reset();
                     sent_at.clear();
+                    if let Some(next) = route.failed() {
+                        tracing::warn!(
+                            from = %routes[route.current], to = %routes[next],
+                            "uplink: route failed; switching (it returns to the primary once that answers)"
+                        );
+                        route.switch(next);
+                        sync.failovers.fetch_add(1, Relaxed);
+                        conn = Connection::open(route.options());
+                    }
                 }
             }
             }
         }
     }
+    window.flush_acks();
     if let Some(link) = &cx.tasks {
         executor.interrupt(gantry_hal::clock::unix_ns());
         tasks_to_recorder(&mut executor, link);
         if connected {
             // Not green: the cloud gives a stopping robot nothing new.
-            publish_state(&client, &robot, &mut executor, &cx.pipeline, "stopping");
+            publish_state(&conn.client, &robot, &mut executor, &cx.pipeline, "stopping");
         }
     }
     if connected {
-        let _ = client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, "offline");
-        let _ = client.try_disconnect();
+        let _ = conn.client.try_publish(wire::topic(&robot, wire::STATUS), QoS::AtLeastOnce, true, "offline");
+        let _ = conn.client.try_disconnect();
         // Let the event loop write both out, briefly.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Some(Ok(ev)) = events.recv().await {
+            while let Some(Ok(ev)) = conn.events.recv().await {
                 if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
                     break;
                 }
@@ -437,8 +487,130 @@ pub async fn run(config: EdgeConfig, mut cx: Context, mut stopped: watch::Receiv
         })
         .await;
     }
-    poller.abort();
+    drop(conn);
     sync.connected.store(false, Relaxed);
+}
+
+/// One MQTT connection: the client and its event loop's events.
+struct Connection {
+    client: AsyncClient,
+    events: tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    fn open(options: MqttOptions) -> Self {
+        let (client, event_loop) = AsyncClient::new(options, 64);
+        let (event_tx, events) = tokio::sync::mpsc::channel(64);
+        let poller = tokio::spawn(poll(event_loop, event_tx));
+        Self { client, events, poller }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Dropping the event loop closes the socket; the batches it had in
+        // flight go again from the outbox on the next connection.
+        self.poller.abort();
+    }
+}
+
+/// Connection attempts that fail on a route before the next route is tried.
+const FAILOVER_AFTER: u32 = 2;
+
+/// Which of the uplink's routes to the broker is in use, and when to change.
+///
+/// A route that fails [`FAILOVER_AFTER`] times in a row gives way to the
+/// next (the last to the first). On another route, the primary is probed
+/// every `probe_every` with a TCP connect that stays open; when that succeeds the uplink
+/// tries the primary again for real (the probe cannot log in: the broker
+/// admits one session per robot), and a first failure there sends it back.
+struct Route {
+    options: Vec<MqttOptions>,
+    current: usize,
+    failures: u32,
+    /// Came back to the primary on a probe, not yet connected there: where from.
+    trial_from: Option<usize>,
+    probe_every: Duration,
+    last_probe: Instant,
+    probe: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl Route {
+    fn new(options: Vec<MqttOptions>, probe_every: Duration) -> Self {
+        Self {
+            options,
+            current: 0,
+            failures: 0,
+            trial_from: None,
+            probe_every,
+            last_probe: Instant::now(),
+            probe: None,
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        self.options[self.current].clone()
+    }
+
+    fn connected(&mut self) {
+        self.failures = 0;
+        self.trial_from = None;
+    }
+
+    /// A connection attempt or session failed: the route to switch to, if any.
+    fn failed(&mut self) -> Option<usize> {
+        self.failures += 1;
+        if let Some(from) = self.trial_from.take() {
+            return Some(from);
+        }
+        (self.options.len() > 1 && self.failures >= FAILOVER_AFTER).then(|| (self.current + 1) % self.options.len())
+    }
+
+    fn switch(&mut self, to: usize) {
+        self.current = to;
+        self.failures = 0;
+        self.last_probe = Instant::now();
+        if let Some(p) = self.probe.take() {
+            p.abort();
+        }
+    }
+
+    /// Starts a probe of the primary when one is due.
+    fn maybe_probe(&mut self) {
+        if self.current == 0 || self.probe.is_some() || self.last_probe.elapsed() < self.probe_every {
+            return;
+        }
+        self.last_probe = Instant::now();
+        let (host, port) = (self.options[0].broker_address().0, self.options[0].broker_address().1);
+        self.probe = Some(tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+            let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), connect).await else { return false };
+            // A broker waits for the client's first packet; a link that
+            // only terminates TCP (a proxy or modem with nothing behind it)
+            // closes at once.
+            tokio::time::timeout(Duration::from_millis(300), stream.read(&mut [0u8; 1])).await.is_err()
+        }));
+    }
+
+    fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The probe's answer: whether the primary took a TCP connection.
+    async fn probed(&mut self) -> bool {
+        let Some(p) = self.probe.as_mut() else { return false };
+        let reachable = p.await.unwrap_or(false);
+        self.probe = None;
+        reachable
+    }
+
+    fn fail_back(&mut self) {
+        let from = self.current;
+        self.switch(0);
+        self.trial_from = Some(from);
+    }
 }
 
 /// Drives the MQTT event loop in a task of its own and hands its events over:

@@ -409,6 +409,8 @@ impl Drop for Webhook {
 pub struct Partition {
     pub addr: std::net::SocketAddr,
     pub cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections passed through (not those refused while cut).
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -419,12 +421,15 @@ impl Partition {
         let addr = listener.local_addr()?;
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = cut.clone();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let passed = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if flag.load(Relaxed) {
                     continue;
                 }
                 let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { continue };
+                passed.fetch_add(1, Relaxed);
                 let flag = flag.clone();
                 tokio::spawn(async move {
                     let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
@@ -440,7 +445,7 @@ impl Partition {
                 });
             }
         });
-        Ok(Self { addr, cut, task })
+        Ok(Self { addr, cut, connections, task })
     }
 }
 

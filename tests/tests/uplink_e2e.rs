@@ -2,7 +2,9 @@
 //! the broker is down, then catches up. Every batch it produced is stored
 //! exactly once (sequence sets compared), and the incidents of the outage
 //! arrive before its bulk logs. Once with the embedded broker, once with
-//! Mosquitto as an external broker.
+//! Mosquitto as an external broker. Then a network failover: the primary
+//! route is cut mid-stream, the robot streams over its backup route, and
+//! returns to the primary once it is back.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,7 +16,8 @@ use gantry_edge::daemon::Daemon;
 use gantry_edge::pipeline::Options;
 use gantry_edge::record::catalog::{Catalog, BATCH_SEQ};
 use gantry_sync::Service;
-use gantry_tests::{cloud_config, free_port, robot_config, wait_for, Mosquitto};
+use gantry_tests::faults::StatusPage;
+use gantry_tests::{cloud_config, free_port, robot_config, wait_for, Mosquitto, Partition};
 
 const ROBOT: &str = "robot-e2e";
 
@@ -141,4 +144,66 @@ async fn outage_with_the_embedded_broker_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_with_mosquitto_loses_and_duplicates_nothing() {
     outage(Broker::Mosquitto(None)).await;
+}
+
+/// The primary route (through a cuttable TCP proxy) fails mid-stream: the
+/// robot goes on over its backup route, the page says so, and it returns to
+/// the primary once that is back. Every batch is stored once, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_to_the_backup_route_and_back_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cloud_dir, robot_dir) = (tmp.path().join("cloud"), tmp.path().join("robot"));
+    let port = free_port();
+    let cloud = start_cloud(&Broker::Embedded, &cloud_dir, port).await;
+    let catalog = cloud.catalog.clone();
+    let primary = Partition::start(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
+    let backup_url = format!("mqtt://127.0.0.1:{port}");
+    let mut config = robot_config(ROBOT, &robot_dir, &format!("mqtt://{}", primary.addr));
+    config.uplink.broker_urls = vec![backup_url.clone()];
+    config.uplink.failback_probe_s = 1;
+    let robot = Daemon::start(&config, gantry_hal::Pacing::RealTime, Options::default()).await.unwrap();
+    let page = StatusPage::new(robot.status_addr);
+    let stored = || catalog.robot_seqs(ROBOT).unwrap().len();
+
+    wait_for("batches stored over the primary", Duration::from_secs(30), || stored() >= 3).await;
+    let s = page.status().await;
+    assert_eq!((s["sync"]["route"].as_u64(), s["sync"]["failovers"].as_u64()), (Some(0), Some(0)), "{s:#}");
+    let through_primary = primary.connections.load(Relaxed);
+    assert!(through_primary >= 1, "the robot connected through the primary route");
+
+    primary.cut.store(true, Relaxed);
+    let before_cut = stored();
+    let s = page.until("the backup route in use", |s| s["sync"]["route"] == 1 && s["sync"]["connected"] == true).await;
+    assert_eq!(s["sync"]["broker"], backup_url.as_str(), "{s:#}");
+    assert!(s["sync"]["failovers"].as_u64() >= Some(1), "{s:#}");
+    let html = reqwest::get(format!("http://{}/", robot.status_addr)).await.unwrap().text().await.unwrap();
+    assert!(html.contains("backup 1"), "the page names the route in use");
+    wait_for("batches stored over the backup route", Duration::from_secs(30), || stored() >= before_cut + 3).await;
+
+    primary.cut.store(false, Relaxed);
+    let connections_at_restore = primary.connections.load(Relaxed);
+    page.until("back on the primary route", |s| s["sync"]["route"] == 0 && s["sync"]["connected"] == true).await;
+    let after_return = stored();
+    wait_for("batches stored over the primary again", Duration::from_secs(30), || stored() >= after_return + 3).await;
+    assert!(primary.connections.load(Relaxed) > connections_at_restore, "the session runs through the primary again");
+    // The cut made one failover; trying the primary while it was cut made none.
+    assert_eq!(page.status().await["sync"]["failovers"], 1);
+
+    robot.stop().await;
+    let (last, pending) = edge_counters(&robot_dir);
+    let seqs = catalog.robot_seqs(ROBOT).unwrap();
+    let set: BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(seqs.len(), set.len(), "no batch stored twice");
+    let accounted: BTreeSet<u64> = set.union(&pending).copied().collect();
+    assert_eq!(accounted, (1..=last).collect::<BTreeSet<u64>>(), "every batch stored or still queued on the robot");
+    assert_eq!(cloud.ingest.conflicts.load(Relaxed), 0);
+    println!(
+        "{} batches stored ({} before the cut, {} when the primary returned), {} duplicates answered, {} queued at stop",
+        seqs.len(),
+        before_cut,
+        after_return,
+        cloud.ingest.duplicates.load(Relaxed),
+        pending.len()
+    );
+    cloud.stop().await;
 }

@@ -256,10 +256,17 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The broker acknowledged the batch: it leaves the outbox.
-    pub fn outbox_ack(&self, seq: u64) -> rusqlite::Result<()> {
-        self.conn.execute("DELETE FROM outbox WHERE seq = ?1", [seq as i64])?;
-        Ok(())
+    /// The broker acknowledged these batches: they leave the outbox, in one
+    /// transaction (one sync for a run of acknowledgements, not one each).
+    pub fn outbox_ack(&mut self, seqs: &[u64]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            for seq in seqs {
+                delete.execute([*seq as i64])?;
+            }
+        }
+        tx.commit()
     }
 
     /// (batches, bytes) waiting.
