@@ -155,7 +155,10 @@ pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
 }
 
 pub struct Fleet {
+    /// Tasks and their outcomes (this instance's SQLite).
     pub catalog: Arc<SqliteCatalog>,
+    /// Robots as ingestion knows them (SQLite, or PostgreSQL shared by replicas).
+    pub robots: Arc<dyn CloudCatalog>,
     pub tasks: Arc<Tasks>,
     pub registry: Arc<crate::models::Registry>,
     pub targets: gantry_config::cloud::Fleet,
@@ -165,13 +168,14 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(
         catalog: Arc<SqliteCatalog>,
+        robots: Arc<dyn CloudCatalog>,
         tasks: Arc<Tasks>,
         registry: Arc<crate::models::Registry>,
         targets: gantry_config::cloud::Fleet,
         offline_after_ns: u64,
     ) -> anyhow::Result<Self> {
         catalog.conn().execute_batch(SCHEMA)?;
-        Ok(Self { catalog, tasks, registry, targets, offline_after_ns })
+        Ok(Self { catalog, robots, tasks, registry, targets, offline_after_ns })
     }
 
     /// When a robot was last heard (status, log batches or state messages),
@@ -205,7 +209,7 @@ impl Fleet {
         let open = self.catalog.open_tasks()?;
         let queued = open.iter().filter(|t| t.state == TaskState::Queued).count() as u64;
         let mut lines = Vec::new();
-        for r in self.catalog.robots()? {
+        for r in self.robots.robots()? {
             let s = seen.get(&r.robot_id);
             let (heard, online) = self.presence(now, &r, s);
             let t = s.map(|s| &s.state.telemetry);

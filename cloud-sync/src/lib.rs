@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod lake;
 pub mod models;
 pub mod ops;
+pub mod pg;
 pub mod quality;
 pub mod rollout;
 pub mod schedule;
@@ -114,7 +115,11 @@ impl Service {
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
         let sqlite = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
-        let catalog: Arc<dyn CloudCatalog> = sqlite.clone();
+        let catalog: Arc<dyn CloudCatalog> = if config.catalog.url.is_empty() {
+            sqlite.clone()
+        } else {
+            Arc::new(pg::PgCatalog::connect(&config.catalog.url)?)
+        };
         let task_service = Arc::new(tasks::Tasks::new(sqlite.clone(), (&config.tasks).into(), unix_now_ns()));
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
         // Robots' passwords also guard their HTTP uploads, whichever broker runs.
@@ -140,7 +145,7 @@ impl Service {
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
-        let instance = format!("gantry-sync-{}", std::process::id());
+        let instance = config.broker.client_id.clone();
         let (mqtt_addr, front, options, share) = match config.broker.mode {
             BrokerMode::Embedded => {
                 let creds = creds.clone();
@@ -237,6 +242,7 @@ impl Service {
         let _ = task_service.journal.set(journal.clone());
         let fleet = Arc::new(fleet::Fleet::new(
             sqlite.clone(),
+            catalog.clone(),
             task_service.clone(),
             registry.clone(),
             config.fleet.clone(),

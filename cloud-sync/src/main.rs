@@ -128,7 +128,11 @@ fn lake_export(out: &std::path::Path, config: Option<PathBuf>) -> anyhow::Result
     use gantry_sync::store::{CloudCatalog, SqliteCatalog};
     let c = load(config)?;
     let data_dir = std::path::Path::new(&c.service.data_dir);
-    let catalog: Box<dyn CloudCatalog> = Box::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
+    let catalog: Box<dyn CloudCatalog> = if c.catalog.url.is_empty() {
+        Box::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?)
+    } else {
+        Box::new(gantry_sync::pg::PgCatalog::connect(&c.catalog.url)?)
+    };
     let (store, _) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
     std::fs::create_dir_all(out)?;
     let dest = object_store::local::LocalFileSystem::new_with_prefix(out)?;

@@ -12,6 +12,7 @@ pub struct CloudConfig {
     pub http: Http,
     pub ingest: Ingest,
     pub storage: Storage,
+    pub catalog: Catalog,
     pub uploads: Uploads,
     pub models: Models,
     pub quality: Quality,
@@ -289,6 +290,10 @@ pub struct Broker {
     pub url: String,
     /// MQTT v5 shared-subscription group, so several instances split the ingest.
     pub shared_group: String,
+    /// This instance's MQTT client id on an external broker (its sessions keep
+    /// the id across restarts, so what the broker queued meanwhile is
+    /// delivered): one per replica.
+    pub client_id: String,
     /// File of `robot_id = "password"` lines for the embedded broker; empty lets any robot in.
     pub credentials_path: String,
     /// The embedded broker's front closes a connection whose CONNECT has not
@@ -311,6 +316,7 @@ impl Default for Broker {
             listen: "127.0.0.1:1883".into(),
             url: "mqtt://127.0.0.1:1883".into(),
             shared_group: "gantry-sync".into(),
+            client_id: "gantry-sync".into(),
             credentials_path: String::new(),
             connect_timeout_ms: 5_000,
             max_pending_connects: 512,
@@ -358,6 +364,15 @@ impl Default for Storage {
     fn default() -> Self {
         Self { object_store_url: "file://objects".into() }
     }
+}
+
+/// Where the catalog of stored batches, uploads and robots lives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Catalog {
+    /// Empty: SQLite in service.data_dir (one instance). `postgres://USER@HOST:PORT/DB`:
+    /// PostgreSQL, shared by several replicas.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,6 +495,22 @@ impl CloudConfig {
             "storage.object_store_url",
             format!("{url:?} has no supported scheme"),
             "file://PATH or s3://BUCKET/PREFIX",
+        );
+        let url = &self.catalog.url;
+        c.rule(
+            url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "catalog.url",
+            format!("{url:?} has no supported scheme"),
+            "\"\" (SQLite in service.data_dir) or postgres://USER[:PASSWORD]@HOST:PORT/DATABASE",
+        );
+        let id = &self.broker.client_id;
+        c.rule(
+            !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'),
+            "broker.client_id",
+            format!("{id:?} is not a client id"),
+            "1 to 64 of a-z, A-Z, 0-9, '-' and '_', one per replica",
         );
         let u = &self.uploads;
         c.range("uploads.window_start_hour", u.window_start_hour, 0..=23);

@@ -214,6 +214,87 @@ impl Drop for Mosquitto {
     }
 }
 
+/// A PostgreSQL server (Debian's `postgresql`) on a free loopback port with
+/// its data in a temporary directory; stopped when dropped. As root, the
+/// server runs as the `postgres` user (it refuses to run as root).
+pub struct Postgres {
+    /// `postgres://gantry@127.0.0.1:PORT/postgres`, no password (trust on loopback).
+    pub url: String,
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut bins: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .context("PostgreSQL not found: `apt-get install -y postgresql` (scripts/test installs it)")?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").exists())
+            .collect();
+        bins.sort();
+        let bin = bins.pop().context("no /usr/lib/postgresql/*/bin/pg_ctl")?;
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        // SAFETY: geteuid has no preconditions.
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        if as_postgres {
+            let ok = std::process::Command::new("chown").arg("postgres:").arg(dir.path()).status()?.success();
+            anyhow::ensure!(ok, "chown postgres {}", dir.path().display());
+        }
+        let port = free_port();
+        let pg =
+            Self { url: format!("postgres://gantry@127.0.0.1:{port}/postgres"), bin, data, as_postgres, _dir: dir };
+        let initdb = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["-U", "gantry", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()?;
+        anyhow::ensure!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        // fsync off: the tests kill gantry-sync replicas, never the database.
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            pg.data.display()
+        );
+        let log = pg.data.join("server.log");
+        let start = pg
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["-o", &options, "-w", "-l"])
+            .arg(&log)
+            .arg("start")
+            .output()?;
+        anyhow::ensure!(
+            start.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&start.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Ok(pg)
+    }
+
+    fn command(&self, tool: &str) -> std::process::Command {
+        let path = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.command("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
+    }
+}
+
 /// What the proxy does to one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

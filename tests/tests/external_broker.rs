@@ -1,9 +1,10 @@
-//! Cloud sync and a robot on an external Mosquitto over TLS, with passwords
-//! and an ACL configured here: the robot's batches arrive through `mqtts://`
-//! (the robot trusting the test's CA from its credentials file, cloud sync
-//! from `broker.ca_path`), a client without the CA, without a password or
-//! outside its ACL gets nothing through, and `check-config` names a missing
-//! CA file.
+//! Cloud sync on external services. An external Mosquitto over TLS, with
+//! passwords and an ACL configured here: the robot's batches arrive through
+//! `mqtts://` (the robot trusting the test's CA from its credentials file,
+//! cloud sync from `broker.ca_path`), a client without the CA, without a
+//! password or outside its ACL gets nothing through, and `check-config` names
+//! a missing CA file. A PostgreSQL catalog (Debian's server, started here)
+//! answers every catalog call as the embedded SQLite one does.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -136,4 +137,88 @@ fn batch(robot: &str, seq: u64) -> Vec<u8> {
     let msg = prost::Message::encode_to_vec(&gantry_config::records::ControlMsg { seq: 1, ..Default::default() });
     b.add(gantry_edge::record::CH_CONTROL, 1_700_000_000_000_000_000, &msg).unwrap();
     b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
+}
+
+/// The same calls, in the same order, on SQLite and on PostgreSQL: the same
+/// answers (new, duplicate and conflicting batches, paging, robots, uploads).
+#[test]
+fn the_postgres_catalog_answers_as_the_sqlite_one() {
+    use gantry_sync::store::{CloudCatalog, SqliteCatalog, Stored, StoredSegment, UploadedSegment};
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = SqliteCatalog::open(&tmp.path().join("catalog.sqlite")).unwrap();
+    let postgres = gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap();
+    // A second connection (a second replica) finds the tables made.
+    let replica = gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap();
+    let segment = |robot: &str, seq: u64, sha: &str| StoredSegment {
+        cursor: 0,
+        id: format!("{robot}-{seq:012}"),
+        robot_id: robot.into(),
+        seq,
+        kind: "logs".into(),
+        edge_segment_id: "boot-1/seg-1".into(),
+        object_key: format!("logs/robot={robot}/{seq}.mcap"),
+        bytes: 100 + seq,
+        sha256: sha.into(),
+        messages: seq * 3,
+        start_unix_ns: seq * 1_000,
+        end_unix_ns: seq * 1_000 + 999,
+        received_unix_ns: 1_700_000_000_000_000_000 + seq,
+        flags: if seq == 2 { vec!["rejected".into()] } else { vec![] },
+    };
+    let upload = |robot: &str, id: &str| UploadedSegment {
+        robot_id: robot.into(),
+        segment_id: id.into(),
+        object_key: format!("segments/{id}.mcap"),
+        bytes: 5_000,
+        sha256: "ab".repeat(32),
+        messages: 40,
+        start_unix_ns: 10,
+        end_unix_ns: 20,
+        received_unix_ns: 30,
+        flags: vec!["blurred".into()],
+    };
+    let mut answers = Vec::new();
+    for c in [&sqlite as &dyn CloudCatalog, &postgres] {
+        let run = vec![segment("r1", 1, "a1"), segment("r1", 2, "a2"), segment("r2", 1, "b1")];
+        let first = c.insert_segments(&run).unwrap();
+        assert_eq!(first, vec![Stored::New; 3]);
+        let again =
+            c.insert_segments(&[segment("r1", 2, "a2"), segment("r1", 1, "forged"), segment("r1", 3, "a3")]).unwrap();
+        assert_eq!(again, vec![Stored::Duplicate, Stored::Conflict { stored_sha256: "a1".into() }, Stored::New]);
+        c.touch_robot("r1", 5).unwrap();
+        c.set_robot_state("r1", "online", Some("v7")).unwrap();
+        c.set_robot_state("r1", "online", None).unwrap();
+        c.set_robot_health("r2", "running", 12).unwrap();
+        c.set_robot_model_report("r2", &serde_json::json!({"version": "v8", "status": "candidate"})).unwrap();
+        assert!(c.insert_upload(&upload("r1", "r1/boot/0001")).unwrap());
+        assert!(!c.insert_upload(&upload("r1", "r1/boot/0001")).unwrap());
+        assert!(c.insert_upload(&upload("r2", "r2/boot/0001")).unwrap());
+        let page1 = c.segments_since(0, 2).unwrap();
+        let page2 = c.segments_since(page1.last().unwrap().cursor, 10).unwrap();
+        let recordings = c.recordings_since(0, 10).unwrap();
+        let after_first = c.recordings_since(recordings[0].0, 10).unwrap();
+        answers.push(serde_json::json!({
+            "pages": [page1.iter().map(|s| (&s.id, &s.sha256, &s.flags)).collect::<Vec<_>>(),
+                      page2.iter().map(|s| (&s.id, &s.sha256, &s.flags)).collect::<Vec<_>>()],
+            "segment": c.segment("r1-000000000003").unwrap().map(|s| (s.robot_id, s.seq, s.bytes, s.messages, s.end_unix_ns)),
+            "missing": c.segment("r9-000000000001").unwrap().is_none(),
+            "sha": [c.segment_sha256("r1", 1).unwrap(), c.segment_sha256("r1", 9).unwrap()],
+            "seqs": [c.robot_seqs("r1").unwrap(), c.robot_seqs("r2").unwrap()],
+            "conflicts": c.conflicts(10).unwrap(),
+            "robots": c.robots().unwrap(),
+            "upload": c.upload("r1", "r1/boot/0001").unwrap(),
+            "uploads": c.uploads("r2").unwrap(),
+            "recordings": recordings.iter().map(|(_, u)| &u.segment_id).collect::<Vec<_>>(),
+            "after_first": after_first.iter().map(|(_, u)| &u.segment_id).collect::<Vec<_>>(),
+            "recording": c.recording("r2/boot/0001").unwrap(),
+        }));
+    }
+    assert_eq!(answers[0], answers[1], "SQLite and PostgreSQL answer alike");
+    assert_eq!(answers[1]["seqs"], serde_json::json!([[1, 2, 3], [1]]));
+    assert_eq!(answers[1]["robots"][0]["model_version"], "v7");
+    assert_eq!(answers[1]["robots"][0]["last_seen_unix_ns"], 1_700_000_000_000_000_003u64);
+    // What one replica stored, another sees.
+    assert_eq!(replica.robot_seqs("r1").unwrap(), vec![1, 2, 3]);
+    assert_eq!(replica.insert_segments(&[segment("r2", 1, "b1")]).unwrap(), vec![Stored::Duplicate]);
 }

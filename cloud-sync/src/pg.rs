@@ -1,0 +1,443 @@
+//! The cloud catalog on PostgreSQL (`catalog.url = "postgres://…"`), which
+//! several `gantry-sync` replicas share: the same tables and answers as
+//! [`SqliteCatalog`](crate::store::SqliteCatalog).
+//!
+//! The catalog's interface is synchronous (SQLite answers from the local
+//! disk). The blocking `postgres` client runs its own small runtime, which
+//! must not nest inside tokio's, so one thread owns the connection and runs
+//! each call; a lost connection is made again at the next call.
+
+use std::sync::mpsc;
+
+use anyhow::Context as _;
+use postgres::{Client, NoTls, Row};
+
+use crate::store::{CloudCatalog, ConflictRow, RobotRow, Stored, StoredSegment, UploadedSegment};
+
+/// Taken (for one transaction) by every writer of `segments`: cursors then
+/// commit in their order, so a reader paging `cursor > N` misses none.
+const SEGMENTS_LOCK: i64 = 0x6761_6e74_7279_0001;
+/// Taken while creating the schema, which replicas may do at the same time.
+const SCHEMA_LOCK: i64 = 0x6761_6e74_7279_0002;
+/// As [`SEGMENTS_LOCK`], for `uploads`.
+const UPLOADS_LOCK: i64 = 0x6761_6e74_7279_0003;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS segments (
+    cursor BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    robot_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    edge_segment_id TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    messages BIGINT NOT NULL,
+    start_unix_ns BIGINT NOT NULL,
+    end_unix_ns BIGINT NOT NULL,
+    received_unix_ns BIGINT NOT NULL,
+    flags TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (robot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS conflicts (
+    robot_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    stored_sha256 TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    received_unix_ns BIGINT NOT NULL,
+    PRIMARY KEY (robot_id, seq, sha256)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    cursor BIGSERIAL UNIQUE,
+    robot_id TEXT NOT NULL,
+    segment_id TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    messages BIGINT NOT NULL,
+    start_unix_ns BIGINT NOT NULL,
+    end_unix_ns BIGINT NOT NULL,
+    received_unix_ns BIGINT NOT NULL,
+    flags TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (robot_id, segment_id)
+);
+CREATE TABLE IF NOT EXISTS robots (
+    robot_id TEXT PRIMARY KEY,
+    last_seen_unix_ns BIGINT NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'unknown',
+    mode TEXT,
+    model_version TEXT,
+    backlog BIGINT,
+    model_report TEXT
+);
+";
+
+const SEGMENT_COLUMNS: &str = "cursor, id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
+                               messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
+const UPLOAD_COLUMNS: &str =
+    "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
+const SEGMENT_SHA256: &str = "SELECT sha256 FROM segments WHERE robot_id = $1 AND seq = $2";
+const TOUCH_ROBOT: &str = "INSERT INTO robots (robot_id, last_seen_unix_ns) VALUES ($1, $2) \
+                           ON CONFLICT (robot_id) DO UPDATE \
+                           SET last_seen_unix_ns = GREATEST(robots.last_seen_unix_ns, EXCLUDED.last_seen_unix_ns)";
+
+type Job = Box<dyn FnOnce(anyhow::Result<&mut Client>) + Send>;
+
+pub struct PgCatalog {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn connect(url: &str) -> anyhow::Result<Client> {
+    let mut client =
+        Client::connect(url, NoTls).with_context(|| format!("catalog.url: connecting to {}", redact(url)))?;
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+    tx.batch_execute(SCHEMA)?;
+    tx.commit()?;
+    Ok(client)
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgCatalog {
+    /// Connects (the first connection must succeed) and creates the tables.
+    pub fn connect(url: &str) -> anyhow::Result<Self> {
+        let first = std::thread::scope(|s| s.spawn(|| connect(url)).join())
+            .map_err(|_| anyhow::anyhow!("the PostgreSQL connection thread panicked"))??;
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let url = url.to_string();
+        std::thread::Builder::new().name("gantry-catalog-pg".into()).spawn(move || {
+            let mut client = Some(first);
+            for job in inbox {
+                if client.as_ref().is_none_or(Client::is_closed) {
+                    client = match connect(&url) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            job(Err(e));
+                            continue;
+                        }
+                    };
+                }
+                match client.as_mut() {
+                    Some(c) => job(Ok(c)),
+                    None => job(Err(anyhow::anyhow!("no PostgreSQL connection"))),
+                }
+            }
+        })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the connection's thread and waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let _ = answer.send(client.and_then(f));
+        });
+        self.jobs.send(job).map_err(|_| anyhow::anyhow!("the catalog's PostgreSQL thread has stopped"))?;
+        answered.recv().map_err(|_| anyhow::anyhow!("the catalog's PostgreSQL thread has stopped"))?
+    }
+}
+
+fn segment_row(r: &Row) -> StoredSegment {
+    StoredSegment {
+        cursor: r.get::<_, i64>(0) as u64,
+        id: r.get(1),
+        robot_id: r.get(2),
+        seq: r.get::<_, i64>(3) as u64,
+        kind: r.get(4),
+        edge_segment_id: r.get(5),
+        object_key: r.get(6),
+        bytes: r.get::<_, i64>(7) as u64,
+        sha256: r.get(8),
+        messages: r.get::<_, i64>(9) as u64,
+        start_unix_ns: r.get::<_, i64>(10) as u64,
+        end_unix_ns: r.get::<_, i64>(11) as u64,
+        received_unix_ns: r.get::<_, i64>(12) as u64,
+        flags: serde_json::from_str(r.get(13)).unwrap_or_default(),
+    }
+}
+
+/// An upload row whose columns start at `at`.
+fn upload_row(r: &Row, at: usize) -> UploadedSegment {
+    UploadedSegment {
+        robot_id: r.get(at),
+        segment_id: r.get(at + 1),
+        object_key: r.get(at + 2),
+        bytes: r.get::<_, i64>(at + 3) as u64,
+        sha256: r.get(at + 4),
+        messages: r.get::<_, i64>(at + 5) as u64,
+        start_unix_ns: r.get::<_, i64>(at + 6) as u64,
+        end_unix_ns: r.get::<_, i64>(at + 7) as u64,
+        received_unix_ns: r.get::<_, i64>(at + 8) as u64,
+        flags: serde_json::from_str(r.get(at + 9)).unwrap_or_default(),
+    }
+}
+
+impl CloudCatalog for PgCatalog {
+    fn segment_sha256(&self, robot: &str, seq: u64) -> anyhow::Result<Option<String>> {
+        let robot = robot.to_string();
+        self.call(move |c| Ok(c.query_opt(SEGMENT_SHA256, &[&robot, &(seq as i64)])?.map(|r| r.get(0))))
+    }
+
+    fn insert_segments(&self, rows: &[StoredSegment]) -> anyhow::Result<Vec<Stored>> {
+        let rows = rows.to_vec();
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEGMENTS_LOCK])?;
+            let insert = tx.prepare(
+                "INSERT INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
+                 messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+            )?;
+            let stored = tx.prepare(SEGMENT_SHA256)?;
+            let conflict = tx.prepare(
+                "INSERT INTO conflicts (robot_id, seq, sha256, stored_sha256, object_key, bytes, received_unix_ns) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )?;
+            let touch = tx.prepare(TOUCH_ROBOT)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for s in &rows {
+                tx.execute(&touch, &[&s.robot_id, &(s.received_unix_ns as i64)])?;
+                let n = tx.execute(
+                    &insert,
+                    &[
+                        &s.id,
+                        &s.robot_id,
+                        &(s.seq as i64),
+                        &s.kind,
+                        &s.edge_segment_id,
+                        &s.object_key,
+                        &(s.bytes as i64),
+                        &s.sha256,
+                        &(s.messages as i64),
+                        &(s.start_unix_ns as i64),
+                        &(s.end_unix_ns as i64),
+                        &(s.received_unix_ns as i64),
+                        &serde_json::to_string(&s.flags)?,
+                    ],
+                )?;
+                if n == 1 {
+                    out.push(Stored::New);
+                    continue;
+                }
+                let first: String = tx.query_one(&stored, &[&s.robot_id, &(s.seq as i64)])?.get(0);
+                if first == s.sha256 {
+                    out.push(Stored::Duplicate);
+                } else {
+                    tx.execute(
+                        &conflict,
+                        &[
+                            &s.robot_id,
+                            &(s.seq as i64),
+                            &s.sha256,
+                            &first,
+                            &s.object_key,
+                            &(s.bytes as i64),
+                            &(s.received_unix_ns as i64),
+                        ],
+                    )?;
+                    out.push(Stored::Conflict { stored_sha256: first });
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn conflicts(&self, limit: usize) -> anyhow::Result<Vec<ConflictRow>> {
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT robot_id, seq, sha256, stored_sha256, object_key, bytes, received_unix_ns FROM conflicts \
+                 ORDER BY received_unix_ns DESC LIMIT $1",
+                &[&(limit as i64)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| ConflictRow {
+                    robot_id: r.get(0),
+                    seq: r.get::<_, i64>(1) as u64,
+                    sha256: r.get(2),
+                    stored_sha256: r.get(3),
+                    object_key: r.get(4),
+                    bytes: r.get::<_, i64>(5) as u64,
+                    received_unix_ns: r.get::<_, i64>(6) as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<StoredSegment>> {
+        self.call(move |c| {
+            let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE cursor > $1 ORDER BY cursor LIMIT $2");
+            Ok(c.query(&sql, &[&(cursor as i64), &(limit as i64)])?.iter().map(segment_row).collect())
+        })
+    }
+
+    fn segment(&self, id: &str) -> anyhow::Result<Option<StoredSegment>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE id = $1");
+            Ok(c.query_opt(&sql, &[&id])?.as_ref().map(segment_row))
+        })
+    }
+
+    fn robot_seqs(&self, robot: &str) -> anyhow::Result<Vec<u64>> {
+        let robot = robot.to_string();
+        self.call(move |c| {
+            let rows = c.query("SELECT seq FROM segments WHERE robot_id = $1 ORDER BY seq", &[&robot])?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        })
+    }
+
+    fn touch_robot(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
+        let robot = robot.to_string();
+        self.call(move |c| Ok(c.execute(TOUCH_ROBOT, &[&robot, &(unix_ns as i64)]).map(drop)?))
+    }
+
+    fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()> {
+        let (robot, state, model_version) = (robot.to_string(), state.to_string(), model_version.map(str::to_string));
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO robots (robot_id, state, model_version) VALUES ($1, $2, $3) \
+                 ON CONFLICT (robot_id) DO UPDATE SET state = $2, model_version = COALESCE($3, robots.model_version)",
+                &[&robot, &state, &model_version],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()> {
+        let (robot, mode) = (robot.to_string(), mode.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO robots (robot_id, mode, backlog) VALUES ($1, $2, $3) \
+                 ON CONFLICT (robot_id) DO UPDATE SET mode = $2, backlog = $3",
+                &[&robot, &mode, &(backlog as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_robot_model_report(&self, robot: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+        let (robot, report) = (robot.to_string(), report.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO robots (robot_id, model_report) VALUES ($1, $2) \
+                 ON CONFLICT (robot_id) DO UPDATE SET model_report = $2",
+                &[&robot, &report],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn robots(&self) -> anyhow::Result<Vec<RobotRow>> {
+        self.call(|c| {
+            let rows = c.query(
+                "SELECT robot_id, last_seen_unix_ns, state, mode, model_version, backlog, model_report \
+                 FROM robots ORDER BY robot_id",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| RobotRow {
+                    robot_id: r.get(0),
+                    last_seen_unix_ns: r.get::<_, i64>(1) as u64,
+                    state: r.get(2),
+                    mode: r.get(3),
+                    model_version: r.get(4),
+                    backlog: r.get::<_, Option<i64>>(5).map(|v| v as u64),
+                    model_report: r.get::<_, Option<String>>(6).and_then(|t| serde_json::from_str(&t).ok()),
+                })
+                .collect())
+        })
+    }
+
+    fn upload(&self, robot: &str, segment: &str) -> anyhow::Result<Option<UploadedSegment>> {
+        let (robot, segment) = (robot.to_string(), segment.to_string());
+        self.call(move |c| {
+            let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE robot_id = $1 AND segment_id = $2");
+            Ok(c.query_opt(&sql, &[&robot, &segment])?.map(|r| upload_row(&r, 0)))
+        })
+    }
+
+    fn insert_upload(&self, u: &UploadedSegment) -> anyhow::Result<bool> {
+        let u = u.clone();
+        self.call(move |c| {
+            let sql = format!(
+                "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT DO NOTHING"
+            );
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&UPLOADS_LOCK])?;
+            let n = tx.execute(
+                &sql,
+                &[
+                    &u.robot_id,
+                    &u.segment_id,
+                    &u.object_key,
+                    &(u.bytes as i64),
+                    &u.sha256,
+                    &(u.messages as i64),
+                    &(u.start_unix_ns as i64),
+                    &(u.end_unix_ns as i64),
+                    &(u.received_unix_ns as i64),
+                    &serde_json::to_string(&u.flags)?,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn uploads(&self, robot: &str) -> anyhow::Result<Vec<UploadedSegment>> {
+        let robot = robot.to_string();
+        self.call(move |c| {
+            let sql =
+                format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE robot_id = $1 ORDER BY start_unix_ns, segment_id");
+            Ok(c.query(&sql, &[&robot])?.iter().map(|r| upload_row(r, 0)).collect())
+        })
+    }
+
+    fn recordings_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<(u64, UploadedSegment)>> {
+        self.call(move |c| {
+            let sql =
+                format!("SELECT cursor, {UPLOAD_COLUMNS} FROM uploads WHERE cursor > $1 ORDER BY cursor LIMIT $2");
+            let rows = c.query(&sql, &[&(cursor as i64), &(limit as i64)])?;
+            Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, upload_row(r, 1))).collect())
+        })
+    }
+
+    fn recording(&self, id: &str) -> anyhow::Result<Option<UploadedSegment>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE segment_id = $1 ORDER BY cursor LIMIT 1");
+            Ok(c.query_opt(&sql, &[&id])?.map(|r| upload_row(&r, 0)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(super::redact("postgres://gantry:s3cret@db:5432/gantry"), "postgres://gantry@db:5432/gantry");
+        assert_eq!(super::redact("postgres://gantry@db/gantry"), "postgres://gantry@db/gantry");
+        assert_eq!(super::redact("postgres://db/gantry"), "postgres://db/gantry");
+    }
+}
