@@ -353,6 +353,8 @@ const MAX_RUN: usize = 256;
 
 /// Subscribes and ingests until `stopped`. `share_group`: subscribe through
 /// `$share/GROUP/…` so several instances split the load on an external broker.
+/// `own`: this instance's session (false for one taken over from another
+/// replica, which leaves the connected and subscribed flags alone).
 ///
 /// Group commit: this task polls the connection and hands each PUBLISH to a
 /// committer task, which takes every PUBLISH waiting (a run), stores their
@@ -365,6 +367,7 @@ pub async fn run(
     ingest: Arc<Ingest>,
     mut options: MqttOptions,
     share_group: Option<String>,
+    own: bool,
     mut stopped: watch::Receiver<bool>,
 ) {
     options.set_manual_acks(true);
@@ -395,13 +398,15 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 ever_connected = true;
-                ingest.stats.connected.store(true, Relaxed);
+                if own {
+                    ingest.stats.connected.store(true, Relaxed);
+                }
                 for f in &filters {
                     let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
                 }
                 tracing::info!(?filters, "ingestion subscribed");
             }
-            Ok(Event::Incoming(Incoming::SubAck(_))) => {
+            Ok(Event::Incoming(Incoming::SubAck(_))) if own => {
                 ingest.stats.subscribed.store(true, Relaxed);
                 ingest.stats.ready.notify_waiters();
             }
@@ -413,8 +418,10 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => {
                 connection.fetch_add(1, Relaxed);
-                ingest.stats.connected.store(false, Relaxed);
-                ingest.stats.subscribed.store(false, Relaxed);
+                if own {
+                    ingest.stats.connected.store(false, Relaxed);
+                    ingest.stats.subscribed.store(false, Relaxed);
+                }
                 // The embedded broker may still be binding its port at start-up.
                 if !ever_connected && started.elapsed() < Duration::from_secs(5) {
                     tracing::debug!(error = %e, "ingestion: broker not reachable yet; retrying");

@@ -17,6 +17,7 @@ pub mod models;
 pub mod ops;
 pub mod pg;
 pub mod quality;
+pub mod replicas;
 pub mod rollout;
 pub mod schedule;
 pub mod store;
@@ -41,7 +42,7 @@ use crate::ingest::{Ingest, IngestStats};
 use crate::store::{CloudCatalog, SqliteCatalog};
 
 /// MQTT options for one of the service's own clients, by client id.
-type ClientOptions = dyn Fn(&str) -> anyhow::Result<MqttOptions> + Send + Sync;
+use crate::replicas::ClientOptions;
 
 /// Wall-clock time, nanoseconds since the Unix epoch.
 pub(crate) fn unix_now_ns() -> u64 {
@@ -115,10 +116,13 @@ impl Service {
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
         let sqlite = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
-        let catalog: Arc<dyn CloudCatalog> = if config.catalog.url.is_empty() {
-            sqlite.clone()
-        } else {
-            Arc::new(pg::PgCatalog::connect(&config.catalog.url)?)
+        let shared = match config.catalog.url.as_str() {
+            "" => None,
+            url => Some(Arc::new(pg::PgCatalog::connect(url)?)),
+        };
+        let catalog: Arc<dyn CloudCatalog> = match &shared {
+            Some(pg) => pg.clone(),
+            None => sqlite.clone(),
         };
         let task_service = Arc::new(tasks::Tasks::new(sqlite.clone(), (&config.tasks).into(), unix_now_ns()));
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
@@ -188,15 +192,31 @@ impl Service {
                     }
                 };
                 tasks.push(tokio::spawn(ready));
-                (Some(addr), Some(front_stats), Box::new(options) as Box<ClientOptions>, None)
+                (Some(addr), Some(front_stats), Arc::new(options) as Arc<ClientOptions>, None)
             }
             BrokerMode::External => {
                 let broker = config.broker.clone();
                 let options = move |id: &str| client_options(id, &broker);
-                (None, None, Box::new(options) as Box<ClientOptions>, Some(config.broker.shared_group.clone()))
+                (None, None, Arc::new(options) as Arc<ClientOptions>, Some(config.broker.shared_group.clone()))
             }
         };
-        tasks.push(tokio::spawn(ingest::run(ingest.clone(), options(&instance)?, share, stopped.clone())));
+        tasks.push(tokio::spawn(ingest::run(
+            ingest.clone(),
+            options(&instance)?,
+            share.clone(),
+            true,
+            stopped.clone(),
+        )));
+        if let (Some(pg), BrokerMode::External) = (&shared, config.broker.mode) {
+            tasks.push(tokio::spawn(replicas::run(
+                pg.clone(),
+                instance.clone(),
+                ingest.clone(),
+                options.clone(),
+                share,
+                stopped.clone(),
+            )));
+        }
         let lake = Arc::new(lake::LakeState::open(Some(&data_dir.join("lake.sqlite")))?);
         {
             let (catalog, store, lake, mut stopped) = (catalog.clone(), store.clone(), lake.clone(), stopped.clone());

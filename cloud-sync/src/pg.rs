@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     flags TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (robot_id, segment_id)
 );
+CREATE TABLE IF NOT EXISTS replicas (
+    client_id TEXT PRIMARY KEY,
+    beat_unix_ns BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS robots (
     robot_id TEXT PRIMARY KEY,
     last_seen_unix_ns BIGINT NOT NULL DEFAULT 0,
@@ -138,6 +142,36 @@ impl PgCatalog {
             }
         })?;
         Ok(Self { jobs })
+    }
+
+    /// The database's clock in ns: every replica's beat is timed by the same clock.
+    const NOW_NS: &'static str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1e9)::BIGINT";
+
+    /// This replica is alive (see `replicas.rs`).
+    pub fn beat(&self, client_id: &str) -> anyhow::Result<()> {
+        let id = client_id.to_string();
+        self.call(move |c| {
+            let sql = format!(
+                "INSERT INTO replicas (client_id, beat_unix_ns) VALUES ($1, {now}) \
+                 ON CONFLICT (client_id) DO UPDATE SET beat_unix_ns = {now}",
+                now = Self::NOW_NS
+            );
+            c.execute(&sql, &[&id])?;
+            Ok(())
+        })
+    }
+
+    /// The other replicas and how long ago each last beat (ns).
+    pub fn peers(&self, client_id: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        let id = client_id.to_string();
+        self.call(move |c| {
+            let sql = format!(
+                "SELECT client_id, GREATEST({now} - beat_unix_ns, 0) FROM replicas WHERE client_id <> $1 \
+                 ORDER BY client_id",
+                now = Self::NOW_NS
+            );
+            Ok(c.query(&sql, &[&id])?.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
+        })
     }
 
     /// Runs `f` on the connection's thread and waits for its answer.

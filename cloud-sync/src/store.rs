@@ -497,7 +497,9 @@ pub fn open_object_store(url: &str, data_dir: &Path) -> anyhow::Result<(Arc<dyn 
         return Ok((Arc::new(store), ObjectPath::default()));
     }
     let parsed = url::Url::parse(url).with_context(|| format!("storage.object_store_url: {url:?} is not a URL"))?;
-    let options: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect();
+    // object_store's configuration keys are the variables' names in lower case.
+    let options: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
     let (store, prefix) = object_store::parse_url_opts(&parsed, options)
         .with_context(|| format!("storage.object_store_url: cannot open {url}"))?;
     Ok((Arc::from(store), prefix))

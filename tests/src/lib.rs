@@ -295,6 +295,70 @@ impl Drop for Postgres {
     }
 }
 
+/// An S3 API server (moto, from the lake readers' Python environment) on a
+/// free loopback port, with one bucket; stopped when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl S3Server {
+    pub async fn start(bucket: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let port = free_port();
+        let mut child = std::process::Command::new(lake_python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("moto: run scripts/lake-python.sh (scripts/test does)")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.put(format!("{endpoint}/{bucket}")).send().await {
+                anyhow::ensure!(r.status().is_success(), "creating bucket {bucket}: {}", r.status());
+                break;
+            }
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                anyhow::bail!("moto did not start on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { endpoint, child })
+    }
+
+    /// The `AWS_*` settings `object_store` reads to use this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "gantry-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "gantry-test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A valid log batch of `robot` with sequence number `seq`: ten control
+/// messages (JSON, not the protobuf schema: stored, and flagged).
+pub fn log_batch(robot: &str, seq: u64) -> Vec<u8> {
+    use gantry_edge::record::batch::Batcher;
+    let mut b = Batcher::new(gantry_config::wire::BatchKind::Logs, 64_000, Duration::from_secs(5));
+    for i in 0..10u64 {
+        b.add(gantry_edge::record::CH_CONTROL, 1_700_000_000_000_000_000 + i, br#"{"seq":1}"#).unwrap();
+    }
+    b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
+}
+
 /// What the proxy does to one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

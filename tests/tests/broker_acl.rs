@@ -16,15 +16,7 @@ use gantry_sync::Service;
 use gantry_tests::{cloud_config, wait_for};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, QoS};
 
-/// A valid log batch of `robot` with sequence number `seq`.
-fn batch(robot: &str, seq: u64) -> Vec<u8> {
-    let mut b = Batcher::new(BatchKind::Logs, 64_000, Duration::from_secs(5));
-    for i in 0..10u64 {
-        // Not a protobuf `gantry.Control` (a JSON object): stored, and flagged.
-        b.add(CH_CONTROL, 1_700_000_000_000_000_000 + i, br#"{"seq":1}"#).unwrap();
-    }
-    b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
-}
+use gantry_tests::log_batch as batch;
 
 async fn connect(
     addr: std::net::SocketAddr,

@@ -4,7 +4,10 @@
 //! cloud sync from `broker.ca_path`), a client without the CA, without a
 //! password or outside its ACL gets nothing through, and `check-config` names
 //! a missing CA file. A PostgreSQL catalog (Debian's server, started here)
-//! answers every catalog call as the embedded SQLite one does.
+//! answers every catalog call as the embedded SQLite one does. Two replicas
+//! on that PostgreSQL, one Mosquitto (shared subscriptions) and an S3 API
+//! (moto): one is SIGKILLed while ten robots stream, and every batch is
+//! stored once, none lost.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -221,4 +224,154 @@ fn the_postgres_catalog_answers_as_the_sqlite_one() {
     // What one replica stored, another sees.
     assert_eq!(replica.robot_seqs("r1").unwrap(), vec![1, 2, 3]);
     assert_eq!(replica.insert_segments(&[segment("r2", 1, "b1")]).unwrap(), vec![Stored::Duplicate]);
+}
+
+/// A replica's child: cloud sync with the configuration in the file this
+/// variable names; prints `ready HTTP_ADDR`.
+const REPLICA_ENV: &str = "GANTRY_TEST_REPLICA_CONFIG";
+
+#[test]
+fn child_replica() {
+    let Ok(path) = std::env::var(REPLICA_ENV) else { return };
+    gantry_tests::child::die_with_parent();
+    let config: gantry_config::CloudConfig = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let service = Service::start(&config).await.unwrap();
+        let stats = service.ingest.clone();
+        wait_for("ingestion subscribed", Duration::from_secs(30), || stats.subscribed.load(Relaxed)).await;
+        println!("ready {}", service.http_addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// `gantry_sync_batches_stored_total` on a replica's `/metrics`.
+async fn stored_by(http: &str) -> u64 {
+    let text = reqwest::get(format!("http://{http}/metrics")).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("gantry_sync_batches_stored_total ")).unwrap();
+    line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch_once() {
+    use gantry_sync::store::CloudCatalog;
+    use object_store::ObjectStore;
+    const ROBOTS: u64 = 10;
+    const BATCHES: u64 = 60;
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let s3 = gantry_tests::S3Server::start("gantry").await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _mosquitto = Mosquitto::start_persistent(port, &tmp.path().join("mosquitto")).unwrap();
+    let mut replicas = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        let dir = tmp.path().join(name);
+        let mut c = cloud_config(&dir, "127.0.0.1:0");
+        c.broker.mode = BrokerMode::External;
+        c.broker.url = format!("mqtt://127.0.0.1:{port}");
+        c.broker.client_id = name.into();
+        c.catalog.url = pg.url.clone();
+        c.storage.object_store_url = "s3://gantry/cloud".into();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cloud.toml");
+        std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_replica", "--nocapture", "--test-threads", "1"])
+            .env(REPLICA_ENV, &path)
+            .env("RUST_LOG", "warn")
+            .envs(s3.env())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let http = gantry_tests::child::wait_ready(&mut child, name);
+        replicas.push((child, http));
+    }
+    let catalog = gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap();
+    let total = || (0..ROBOTS).map(|r| catalog.robot_seqs(&format!("robot-{r}")).unwrap().len() as u64).sum::<u64>();
+
+    // Ten robots, each publishing its batches QoS 1 every 20 ms; a batch is
+    // the robot's to forget once the broker acknowledges it.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let robots: Vec<_> = (0..ROBOTS)
+        .map(|r| {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let robot = format!("robot-{r}");
+                let mut o = MqttOptions::new(&robot, "127.0.0.1", port);
+                o.set_max_packet_size(1 << 20, 1 << 20);
+                let (client, mut events) = AsyncClient::new(o, 16);
+                let publisher = {
+                    let (client, robot) = (client.clone(), robot.clone());
+                    tokio::spawn(async move {
+                        for seq in 1..=BATCHES {
+                            let topic = wire::topic(&robot, wire::BatchKind::Logs.topic_leaf());
+                            client
+                                .publish(topic, QoS::AtLeastOnce, false, gantry_tests::log_batch(&robot, seq))
+                                .await
+                                .unwrap();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    })
+                };
+                let mut mine = 0;
+                while mine < BATCHES {
+                    if let Ok(Event::Incoming(Incoming::PubAck(_))) = events.poll().await {
+                        mine += 1;
+                        acked.fetch_add(1, Relaxed);
+                    }
+                }
+                publisher.await.unwrap();
+            })
+        })
+        .collect();
+
+    wait_for("both replicas storing", Duration::from_secs(30), || total() >= ROBOTS * BATCHES / 4).await;
+    let (a_before, b_before) = (stored_by(&replicas[0].1).await, stored_by(&replicas[1].1).await);
+    assert!(a_before > 0 && b_before > 0, "the broker shares the stream: a {a_before}, b {b_before}");
+    let (mut a, _) = replicas.remove(0);
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let at_kill = total();
+    assert!(at_kill < ROBOTS * BATCHES, "killed mid-stream");
+
+    for r in robots {
+        r.await.unwrap();
+    }
+    assert_eq!(acked.load(Relaxed), ROBOTS * BATCHES, "the broker acknowledged every batch");
+    // The survivor takes over the dead replica's session after its beats
+    // stop (5 s) and stores what the broker kept for it.
+    wait_for("every acknowledged batch stored", Duration::from_secs(60), || total() == ROBOTS * BATCHES).await;
+    for r in 0..ROBOTS {
+        assert_eq!(catalog.robot_seqs(&format!("robot-{r}")).unwrap(), (1..=BATCHES).collect::<Vec<_>>(), "robot-{r}");
+    }
+    let rows = catalog.segments_since(0, 10_000).unwrap();
+    assert_eq!(rows.len() as u64, ROBOTS * BATCHES, "one row per batch");
+    assert!(catalog.conflicts(10).unwrap().is_empty());
+
+    // The bodies are in S3, one object per batch, each the bytes its row names.
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("gantry")
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("gantry-test")
+        .with_secret_access_key("gantry-test")
+        .with_region("us-east-1")
+        .build()
+        .unwrap();
+    use futures::TryStreamExt;
+    let listed: Vec<_> = bucket.list(Some(&"cloud/logs".into())).try_collect().await.unwrap();
+    assert_eq!(listed.len() as u64, ROBOTS * BATCHES, "one object per batch");
+    for row in rows.iter().step_by(7) {
+        let body = bucket.get(&row.object_key.as_str().into()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)), row.sha256, "{}", row.object_key);
+    }
+    let b_after = stored_by(&replicas[0].1).await;
+    println!(
+        "{} batches: replica-a stored {a_before} before its SIGKILL at {at_kill} stored; replica-b {b_before} then {b_after}",
+        ROBOTS * BATCHES
+    );
+    assert!(b_after >= ROBOTS * BATCHES - at_kill, "the survivor stored everything after the kill: {b_after}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
