@@ -258,6 +258,7 @@ pub async fn run(
     fleet: Arc<Fleet>,
     journal: Arc<Journal>,
     config: gantry_config::CloudConfig,
+    leader: Arc<std::sync::atomic::AtomicBool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let engine = Arc::new(std::sync::Mutex::new(Engine::new(journal.clone(), config.alerts.clone())));
@@ -270,6 +271,10 @@ pub async fn run(
             _ = stopped.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
+        // Among replicas, one evaluates (the incident log is still per replica).
+        if !leader.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         let now = crate::unix_now_ns();
         let review = now.saturating_sub(last_review) >= 5 * NS;
         let sample = now.saturating_sub(last_sample) >= 60 * NS;
@@ -279,9 +284,9 @@ pub async fn run(
             let snap = fleet.snapshot(now)?;
             let sampled = sample && fleet.sample_trend(&snap)?;
             if review {
-                crate::rollout::review(&fleet.registry, &journal, &*fleet.catalog, &config.rollout, now)?;
+                crate::rollout::review(&fleet.registry, &journal, fleet.tasks.catalog(), &config.rollout, now)?;
             }
-            let found = conditions(&snap, &*fleet.catalog, &config.alerts, now)?;
+            let found = conditions(&snap, fleet.tasks.catalog(), &config.alerts, now)?;
             engine.lock().unwrap_or_else(|e| e.into_inner()).step(found, now)?;
             Ok(sampled)
         })

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::store::{CloudCatalog, SqliteCatalog};
-use crate::tasks::{TaskCatalog, TaskState, Tasks};
+use crate::tasks::{TaskState, Tasks};
 
 const NS: u64 = 1_000_000_000;
 pub const HOUR_NS: u64 = 3600 * NS;
@@ -155,7 +155,7 @@ pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
 }
 
 pub struct Fleet {
-    /// Tasks and their outcomes (this instance's SQLite).
+    /// This instance's SQLite: the hourly trend.
     pub catalog: Arc<SqliteCatalog>,
     /// Robots as ingestion knows them (SQLite, or PostgreSQL shared by replicas).
     pub robots: Arc<dyn CloudCatalog>,
@@ -195,7 +195,7 @@ impl Fleet {
         let mut per_robot: HashMap<String, (u64, u64)> = HashMap::new();
         let mut failures: HashMap<String, u64> = HashMap::new();
         let (mut completed, mut failed) = (0, 0);
-        for c in self.catalog.finished_counts(today)? {
+        for c in self.tasks.catalog().finished_counts(today)? {
             let entry = per_robot.entry(c.robot_id).or_default();
             if c.success {
                 completed += c.tasks;
@@ -206,7 +206,7 @@ impl Fleet {
                 *failures.entry(c.reason).or_default() += c.tasks;
             }
         }
-        let open = self.catalog.open_tasks()?;
+        let open = self.tasks.catalog().open_tasks()?;
         let queued = open.iter().filter(|t| t.state == TaskState::Queued).count() as u64;
         let mut lines = Vec::new();
         for r in self.robots.robots()? {
@@ -284,7 +284,7 @@ impl Fleet {
     /// reported success over the last day.
     fn model_lines(&self, now: u64, models: &BTreeMap<String, u64>, online: u64) -> anyhow::Result<Vec<ModelLine>> {
         let mut live: HashMap<String, (u64, u64)> = HashMap::new();
-        for o in self.catalog.outcome_counts(now.saturating_sub(DAY_NS))? {
+        for o in self.tasks.catalog().outcome_counts(now.saturating_sub(DAY_NS))? {
             if !crate::rollout::counts(&o.reason, o.success) {
                 continue;
             }

@@ -38,6 +38,8 @@ pub struct AppState {
     /// With a credentials file, uploads need the robot's own HTTP Basic login.
     pub creds: RobotCredentials,
     pub started: std::time::Instant,
+    /// Whether this instance runs what must run once (`replicas.rs`).
+    pub leader: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -507,6 +509,13 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         }
     };
     put(&mut out, "gantry_sync_up", "gauge", "1 while the service runs.", 1.0);
+    put(
+        &mut out,
+        "gantry_sync_leader",
+        "gauge",
+        "1 while this instance runs the lake export and alerts (the one instance, or the leading replica).",
+        f64::from(u8::from(s.leader.load(Relaxed))),
+    );
     put(&mut out, "gantry_sync_uptime_seconds", "gauge", "Seconds since start.", s.started.elapsed().as_secs_f64());
     put(
         &mut out,

@@ -120,11 +120,12 @@ impl Service {
             "" => None,
             url => Some(Arc::new(pg::PgCatalog::connect(url)?)),
         };
-        let catalog: Arc<dyn CloudCatalog> = match &shared {
-            Some(pg) => pg.clone(),
-            None => sqlite.clone(),
+        let (catalog, task_catalog): (Arc<dyn CloudCatalog>, Arc<dyn tasks::TaskCatalog>) = match &shared {
+            Some(pg) => (pg.clone(), pg.clone()),
+            None => (sqlite.clone(), sqlite.clone()),
         };
-        let task_service = Arc::new(tasks::Tasks::new(sqlite.clone(), (&config.tasks).into(), unix_now_ns()));
+        let task_service = Arc::new(tasks::Tasks::new(task_catalog, (&config.tasks).into(), unix_now_ns()));
+
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
         // Robots' passwords also guard their HTTP uploads, whichever broker runs.
         let creds = RobotCredentials::load(&config.broker.credentials_path)?;
@@ -207,10 +208,14 @@ impl Service {
             true,
             stopped.clone(),
         )));
+        // One instance leads by itself; replicas choose by their beats.
+        let leader = Arc::new(std::sync::atomic::AtomicBool::new(true));
         if let (Some(pg), BrokerMode::External) = (&shared, config.broker.mode) {
+            leader.store(false, std::sync::atomic::Ordering::Relaxed);
             tasks.push(tokio::spawn(replicas::run(
                 pg.clone(),
                 instance.clone(),
+                leader.clone(),
                 ingest.clone(),
                 options.clone(),
                 share,
@@ -220,6 +225,7 @@ impl Service {
         let lake = Arc::new(lake::LakeState::open(Some(&data_dir.join("lake.sqlite")))?);
         {
             let (catalog, store, lake, mut stopped) = (catalog.clone(), store.clone(), lake.clone(), stopped.clone());
+            let leader = leader.clone();
             let root = lake::lake_root(&prefix);
             let limits: quality::Limits = (&config.quality).into();
             let period = Duration::from_secs(config.lake.export_period_s);
@@ -229,6 +235,9 @@ impl Service {
                     tokio::select! {
                         _ = tick.tick() => {}
                         _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    if !leader.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
                     }
                     let exporter = lake::Exporter {
                         catalog: &*catalog,
@@ -268,7 +277,13 @@ impl Service {
             config.fleet.clone(),
             config.ingest.offline_after_s * 1_000_000_000,
         )?);
-        tasks.push(tokio::spawn(alerts::run(fleet.clone(), journal.clone(), config.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(alerts::run(
+            fleet.clone(),
+            journal.clone(),
+            config.clone(),
+            leader.clone(),
+            stopped.clone(),
+        )));
         let alert_webhooks = Arc::new(webhook::Counts::default());
         if !config.alerts.webhook_url.is_empty() {
             tasks.push(tokio::spawn(webhook::deliver(
@@ -276,6 +291,8 @@ impl Service {
                 alert_webhooks.clone(),
                 "alerts",
                 config.alerts.webhook_url.clone(),
+                // The incident log is this instance's own: it delivers its events.
+                Arc::new(std::sync::atomic::AtomicBool::new(true)),
                 stopped.clone(),
             )));
         }
@@ -299,6 +316,8 @@ impl Service {
                 task_service.stats.webhooks.clone(),
                 "factory",
                 config.factory.webhook_url.clone(),
+                // Task events are shared among replicas: the leader delivers them.
+                leader.clone(),
                 stopped.clone(),
             )));
         }
@@ -319,6 +338,7 @@ impl Service {
             upload_now_ns: u64::from(config.uploads.window_hours) * 3_600_000_000_000,
             creds,
             started: std::time::Instant::now(),
+            leader: leader.clone(),
         });
         {
             let mut stopped = stopped.clone();

@@ -12,7 +12,10 @@ use std::sync::mpsc;
 use anyhow::Context as _;
 use postgres::{Client, NoTls, Row};
 
+use gantry_config::task::Priority;
+
 use crate::store::{CloudCatalog, ConflictRow, RobotRow, Stored, StoredSegment, UploadedSegment};
+use crate::tasks::{Filter, FinishedCount, NewTask, Outcome, OutcomeCount, Task, TaskCatalog, TaskState};
 
 /// Taken (for one transaction) by every writer of `segments`: cursors then
 /// commit in their order, so a reader paging `cursor > N` misses none.
@@ -100,6 +103,7 @@ fn connect(url: &str) -> anyhow::Result<Client> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     tx.batch_execute(SCHEMA)?;
+    tx.batch_execute(TASK_SCHEMA)?;
     tx.commit()?;
     Ok(client)
 }
@@ -462,6 +466,291 @@ impl CloudCatalog for PgCatalog {
         self.call(move |c| {
             let sql = format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE segment_id = $1 ORDER BY cursor LIMIT 1");
             Ok(c.query_opt(&sql, &[&id])?.map(|r| upload_row(&r, 0)))
+        })
+    }
+}
+
+
+/// The task tables, as `tasks.rs` keeps them in SQLite.
+const TASK_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    rev BIGINT NOT NULL UNIQUE,
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    priority BIGINT NOT NULL,
+    params TEXT NOT NULL,
+    not_before_unix_ns BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    robot_id TEXT,
+    order_id TEXT,
+    attempts BIGINT NOT NULL,
+    created_unix_ns BIGINT NOT NULL,
+    assigned_unix_ns BIGINT,
+    started_unix_ns BIGINT,
+    finished_unix_ns BIGINT,
+    progress DOUBLE PRECISION NOT NULL,
+    progress_unix_ns BIGINT NOT NULL,
+    success BOOLEAN,
+    reason TEXT,
+    resends BIGINT NOT NULL,
+    history TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks (state) WHERE state IN ('queued', 'assigned', 'running');
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_unix_ns) WHERE finished_unix_ns IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outcomes (
+    order_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    robot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    success BOOLEAN NOT NULL,
+    reason TEXT NOT NULL,
+    finished_unix_ns BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_finished ON outcomes (finished_unix_ns);
+CREATE TABLE IF NOT EXISTS task_events (
+    seq BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    created_unix_ns BIGINT NOT NULL,
+    delivered_unix_ns BIGINT,
+    attempts BIGINT NOT NULL DEFAULT 0
+);
+";
+
+/// Taken by every change of `tasks`: revisions are handed out, and
+/// committed, one at a time across replicas.
+const TASKS_LOCK: i64 = 0x6761_6e74_7279_0004;
+
+const TASK_COLUMNS: &str = "rev, id, kind, priority, params, not_before_unix_ns, state, robot_id, order_id, attempts, \
+    created_unix_ns, assigned_unix_ns, started_unix_ns, finished_unix_ns, progress, progress_unix_ns, success, \
+    reason, resends, history";
+
+fn task_row(r: &Row) -> Task {
+    let opt = |i| r.get::<_, Option<i64>>(i).map(|v| v as u64);
+    Task {
+        rev: r.get::<_, i64>(0) as u64,
+        id: r.get(1),
+        kind: r.get(2),
+        priority: match r.get::<_, i64>(3) {
+            0 => Priority::Urgent,
+            1 => Priority::High,
+            _ => Priority::Normal,
+        },
+        params: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
+        not_before_unix_ns: r.get::<_, i64>(5) as u64,
+        state: TaskState::parse(r.get(6)).unwrap_or(TaskState::Failed),
+        robot_id: r.get(7),
+        order_id: r.get(8),
+        attempts: r.get::<_, i64>(9) as u32,
+        created_unix_ns: r.get::<_, i64>(10) as u64,
+        assigned_unix_ns: opt(11),
+        started_unix_ns: opt(12),
+        finished_unix_ns: opt(13),
+        progress: r.get(14),
+        progress_unix_ns: r.get::<_, i64>(15) as u64,
+        success: r.get(16),
+        reason: r.get(17),
+        resends: r.get::<_, i64>(18) as u32,
+        history: serde_json::from_str(r.get(19)).unwrap_or_default(),
+    }
+}
+
+/// The next revision, under [`TASKS_LOCK`].
+fn next_rev(tx: &mut postgres::Transaction<'_>) -> anyhow::Result<i64> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TASKS_LOCK])?;
+    Ok(tx.query_one("SELECT COALESCE(MAX(rev), 0) + 1 FROM tasks", &[])?.get(0))
+}
+
+impl TaskCatalog for PgCatalog {
+    fn insert_task(&self, t: &NewTask, now: u64) -> anyhow::Result<(Task, bool)> {
+        let t = t.clone();
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            let rev = next_rev(&mut tx)?;
+            let select = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+            if let Some(existing) = tx.query_opt(&select, &[&t.id])? {
+                return Ok((task_row(&existing), false));
+            }
+            tx.execute(
+                "INSERT INTO tasks (rev, id, kind, priority, params, not_before_unix_ns, state, attempts, \
+                 created_unix_ns, progress, progress_unix_ns, resends, history) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, 0, $7, 0, '[]')",
+                &[
+                    &rev,
+                    &t.id,
+                    &t.kind,
+                    &(t.priority.rank() as i64),
+                    &t.params.to_string(),
+                    &(t.not_before_unix_ns as i64),
+                    &(now as i64),
+                ],
+            )?;
+            let task = task_row(&tx.query_one(&select, &[&t.id])?);
+            tx.commit()?;
+            Ok((task, true))
+        })
+    }
+
+    fn task(&self, id: &str) -> anyhow::Result<Option<Task>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+            Ok(c.query_opt(&sql, &[&id])?.as_ref().map(task_row))
+        })
+    }
+
+    fn tasks(&self, f: &Filter) -> anyhow::Result<Vec<Task>> {
+        let (state, robot) = (f.state.map(|s| s.as_str().to_string()), f.robot.clone());
+        let (since, limit) = (f.since as i64, f.limit as i64);
+        self.call(move |c| {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE rev > $1 AND ($2::TEXT IS NULL OR state = $2) \
+                 AND ($3::TEXT IS NULL OR robot_id = $3) ORDER BY rev LIMIT $4"
+            );
+            Ok(c.query(&sql, &[&since, &state, &robot, &limit])?.iter().map(task_row).collect())
+        })
+    }
+
+    fn open_tasks(&self) -> anyhow::Result<Vec<Task>> {
+        self.call(|c| {
+            let sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('queued', 'assigned', 'running') ORDER BY rev"
+            );
+            Ok(c.query(&sql, &[])?.iter().map(task_row).collect())
+        })
+    }
+
+    fn save_task(&self, t: &mut Task, events: &[(String, serde_json::Value)], now: u64) -> anyhow::Result<bool> {
+        let (task, events) = (t.clone(), events.to_vec());
+        let saved = self.call(move |c| {
+            let t = task;
+            let mut tx = c.transaction()?;
+            let rev = next_rev(&mut tx)?;
+            let n = tx.execute(
+                "UPDATE tasks SET rev = $1, state = $2, robot_id = $3, order_id = $4, attempts = $5, \
+                 assigned_unix_ns = $6, started_unix_ns = $7, finished_unix_ns = $8, progress = $9, \
+                 progress_unix_ns = $10, success = $11, reason = $12, resends = $13, history = $14 \
+                 WHERE id = $15 AND rev = $16",
+                &[
+                    &rev,
+                    &t.state.as_str(),
+                    &t.robot_id,
+                    &t.order_id,
+                    &(t.attempts as i64),
+                    &t.assigned_unix_ns.map(|v| v as i64),
+                    &t.started_unix_ns.map(|v| v as i64),
+                    &t.finished_unix_ns.map(|v| v as i64),
+                    &t.progress,
+                    &(t.progress_unix_ns as i64),
+                    &t.success,
+                    &t.reason,
+                    &(t.resends as i64),
+                    &serde_json::to_string(&t.history)?,
+                    &t.id,
+                    &(t.rev as i64),
+                ],
+            )?;
+            if n != 1 {
+                return Ok(None);
+            }
+            for (key, body) in &events {
+                tx.execute(
+                    "INSERT INTO task_events (key, body, created_unix_ns) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[key, &body.to_string(), &(now as i64)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Some(rev as u64))
+        })?;
+        Ok(saved.map(|rev| t.rev = rev).is_some())
+    }
+
+    fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<crate::webhook::Event>> {
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT key, body, attempts FROM task_events WHERE delivered_unix_ns IS NULL ORDER BY seq LIMIT $1",
+                &[&(limit as i64)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| crate::webhook::Event {
+                    key: r.get(0),
+                    body: serde_json::from_str(r.get(1)).unwrap_or(serde_json::Value::Null),
+                    attempts: r.get::<_, i64>(2) as u32,
+                })
+                .collect())
+        })
+    }
+
+    fn event_attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()> {
+        let key = key.to_string();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE task_events SET attempts = attempts + 1, delivered_unix_ns = $2 WHERE key = $1",
+                &[&key, &delivered.map(|v| v as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record_outcome(&self, o: &Outcome) -> anyhow::Result<()> {
+        let o = o.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO outcomes (order_id, task_id, robot_id, kind, model_version, success, reason, \
+                 finished_unix_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[
+                    &o.order_id,
+                    &o.task_id,
+                    &o.robot_id,
+                    &o.kind,
+                    &o.model_version,
+                    &o.success,
+                    &o.reason,
+                    &(o.finished_unix_ns as i64),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn outcome_counts(&self, since: u64) -> anyhow::Result<Vec<OutcomeCount>> {
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT model_version, kind, success, reason, COUNT(*) FROM outcomes WHERE finished_unix_ns >= $1 \
+                 GROUP BY model_version, kind, success, reason",
+                &[&(since as i64)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| OutcomeCount {
+                    model_version: r.get(0),
+                    kind: r.get(1),
+                    success: r.get(2),
+                    reason: r.get(3),
+                    attempts: r.get::<_, i64>(4) as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn finished_counts(&self, since: u64) -> anyhow::Result<Vec<FinishedCount>> {
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT COALESCE(robot_id, ''), state = 'completed', COALESCE(reason, ''), COUNT(*) FROM tasks \
+                 WHERE finished_unix_ns >= $1 AND state IN ('completed', 'failed') GROUP BY 1, 2, 3",
+                &[&(since as i64)],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| FinishedCount {
+                    robot_id: r.get(0),
+                    success: r.get(1),
+                    reason: r.get(2),
+                    tasks: r.get::<_, i64>(3) as u64,
+                })
+                .collect())
         })
     }
 }

@@ -9,8 +9,13 @@
 //! allows it). A survivor that connects with that id receives all of it and
 //! stores it (exactly once: the catalog deduplicates). When the replica
 //! returns it connects with its own id, and the broker hands it its session.
+//!
+//! The same beats choose the leader: the live replica with the smallest
+//! client id runs what must run once (the lake export, alerts and the
+//! rollout review, whose state is still per replica).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +33,13 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 /// MQTT options for a client id (the broker's address, TLS and credentials).
 pub type ClientOptions = dyn Fn(&str) -> anyhow::Result<MqttOptions> + Send + Sync;
 
-/// Beats as `me`, and takes over the sessions of silent replicas, until `stopped`.
+/// Beats as `me`, takes over the sessions of silent replicas and says
+/// whether `me` leads, until `stopped`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pg: Arc<PgCatalog>,
     me: String,
+    leader: Arc<AtomicBool>,
     ingest: Arc<Ingest>,
     options: Arc<ClientOptions>,
     share_group: Option<String>,
@@ -52,6 +60,8 @@ pub async fn run(
                 p
             }
             Err(e) => {
+                // Cut off from the others: it cannot know who leads.
+                leader.store(false, Relaxed);
                 if !failing {
                     tracing::warn!(error = %format!("{e:#}"), "replicas: the catalog does not answer; no takeover until it does");
                 }
@@ -59,8 +69,13 @@ pub async fn run(
                 continue;
             }
         };
+        let live = |silent_ns: u64| silent_ns <= DEAD_AFTER.as_nanos() as u64;
+        let leads = peers.iter().filter(|(_, s)| live(*s)).all(|(peer, _)| *peer > me);
+        if leader.swap(leads, Relaxed) != leads {
+            tracing::info!(replica = %me, leads, "replicas: leadership changed");
+        }
         for (peer, silent_ns) in peers {
-            let dead = silent_ns > DEAD_AFTER.as_nanos() as u64;
+            let dead = !live(silent_ns);
             if dead && !taken.contains_key(&peer) {
                 let o = match options(&peer) {
                     Ok(o) => o,

@@ -58,12 +58,14 @@ pub struct Counts {
     pub failures: AtomicU64,
 }
 
-/// Delivers `outbox` to `url` until `stopped`; `name` says which in logs.
+/// Delivers `outbox` to `url` until `stopped`, while `leader` holds (among
+/// replicas sharing an outbox, one delivers); `name` says which in logs.
 pub async fn deliver(
     outbox: Arc<dyn Outbox>,
     counts: Arc<Counts>,
     name: &'static str,
     url: String,
+    leader: Arc<std::sync::atomic::AtomicBool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
@@ -76,6 +78,13 @@ pub async fn deliver(
     const BATCH: usize = 32;
     let mut backoff = Duration::from_millis(500);
     loop {
+        if !leader.load(Relaxed) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
         let pending = outbox.pending(BATCH).unwrap_or_else(|e| {
             tracing::error!(error = %format!("{e:#}"), webhook = name, "cannot read the outbox");
             Vec::new()

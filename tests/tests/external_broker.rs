@@ -244,11 +244,15 @@ fn child_replica() {
     });
 }
 
-/// `gantry_sync_batches_stored_total` on a replica's `/metrics`.
-async fn stored_by(http: &str) -> u64 {
+/// The unlabelled figure `name` on a replica's `/metrics`.
+async fn metric(http: &str, name: &str) -> u64 {
     let text = reqwest::get(format!("http://{http}/metrics")).await.unwrap().text().await.unwrap();
-    let line = text.lines().find(|l| l.starts_with("gantry_sync_batches_stored_total ")).unwrap();
+    let line = text.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' '))).unwrap();
     line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+}
+
+async fn stored_by(http: &str) -> u64 {
+    metric(http, "gantry_sync_batches_stored_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,8 +329,22 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         .collect();
 
     wait_for("both replicas storing", Duration::from_secs(30), || total() >= ROBOTS * BATCHES / 4).await;
+    // A factory task submitted to the replica about to die.
+    let http = reqwest::Client::new();
+    let submitted = http
+        .post(format!("http://{}/api/tasks", replicas[0].1))
+        .json(&serde_json::json!({"id": "pick-after-failover", "kind": "pick", "priority": "urgent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), 201);
     let (a_before, b_before) = (stored_by(&replicas[0].1).await, stored_by(&replicas[1].1).await);
     assert!(a_before > 0 && b_before > 0, "the broker shares the stream: a {a_before}, b {b_before}");
+    // The live replica of the smallest client id leads.
+    assert_eq!(
+        (metric(&replicas[0].1, "gantry_sync_leader").await, metric(&replicas[1].1, "gantry_sync_leader").await),
+        (1, 0)
+    );
     let (mut a, _) = replicas.remove(0);
     a.kill().unwrap();
     a.wait().unwrap();
@@ -365,6 +383,67 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         assert_eq!(hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)), row.sha256, "{}", row.object_key);
     }
     let b_after = stored_by(&replicas[0].1).await;
+    assert_eq!(metric(&replicas[0].1, "gantry_sync_leader").await, 1, "the survivor leads");
+
+    // The survivor serves tasks and upload windows: a robot that comes
+    // online now gets its window, and the task submitted to the dead replica
+    // is ordered to it.
+    let robot = "robot-late";
+    let mut o = MqttOptions::new(robot, "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(o, 16);
+    client.subscribe(wire::topic(robot, wire::UPLOAD_WINDOW), QoS::AtLeastOnce).await.unwrap();
+    client.subscribe(wire::topic(robot, gantry_config::task::ORDER), QoS::AtLeastOnce).await.unwrap();
+    client.publish(wire::topic(robot, wire::STATUS), QoS::AtLeastOnce, true, r#"{"state":"online"}"#).await.unwrap();
+    let idle = serde_json::to_vec(&gantry_config::task::RobotState {
+        header: gantry_config::task::Header::new(1, gantry_hal::clock::unix_ns()),
+        robot_id: robot.into(),
+        order_id: String::new(),
+        order_update_id: 0,
+        task_id: String::new(),
+        phase: gantry_config::task::Phase::Idle,
+        progress: 0.0,
+        operating_mode: "automatic".into(),
+        mode: "running".into(),
+        health: "green".into(),
+        kinds: vec!["pick".into()],
+        errors: vec![],
+        results: vec![],
+        telemetry: Default::default(),
+    })
+    .unwrap();
+    let (mut window, mut order) = (None, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut state_tick = tokio::time::interval(Duration::from_millis(500));
+    while window.is_none() || order.is_none() {
+        assert!(std::time::Instant::now() < deadline, "window {window:?}, order {order:?}");
+        tokio::select! {
+            _ = state_tick.tick() => {
+                client.publish(wire::topic(robot, gantry_config::task::STATE), QoS::AtLeastOnce, false, idle.clone()).await.unwrap();
+            }
+            event = events.poll() => {
+                if let Ok(Event::Incoming(Incoming::Publish(p))) = event {
+                    let body: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    if p.topic.ends_with(wire::UPLOAD_WINDOW) {
+                        window = Some(body);
+                    } else {
+                        order = Some(body);
+                    }
+                }
+            }
+        }
+    }
+    assert!(window.unwrap()["end_unix_ns"].as_u64() > Some(0));
+    assert_eq!(order.unwrap()["order_id"].as_str().and_then(|o| o.split('#').next()), Some("pick-after-failover"));
+    let task: serde_json::Value = http
+        .get(format!("http://{}/api/tasks/pick-after-failover", replicas[0].1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((task["state"].as_str(), task["robot_id"].as_str()), (Some("assigned"), Some(robot)), "{task:#}");
     println!(
         "{} batches: replica-a stored {a_before} before its SIGKILL at {at_kill} stored; replica-b {b_before} then {b_after}",
         ROBOTS * BATCHES
@@ -374,4 +453,75 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The task queue's calls on SQLite and on PostgreSQL: the same answers
+/// (idempotent submission, optimistic saves, the change feed, events, outcomes).
+#[test]
+fn the_postgres_task_catalog_answers_as_the_sqlite_one() {
+    use gantry_config::task::Priority;
+    use gantry_sync::store::SqliteCatalog;
+    use gantry_sync::tasks::{Filter, NewTask, Outcome, TaskCatalog, TaskState};
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = SqliteCatalog::open(&tmp.path().join("catalog.sqlite")).unwrap();
+    let postgres = gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap();
+    let new = |id: &str, priority| NewTask {
+        id: id.into(),
+        kind: "pick".into(),
+        priority,
+        params: serde_json::json!({"bin": 3}),
+        not_before_unix_ns: 0,
+    };
+    let mut answers = Vec::new();
+    for c in [&sqlite as &dyn TaskCatalog, &postgres] {
+        let (t1, fresh) = c.insert_task(&new("t1", Priority::Normal), 100).unwrap();
+        assert!(fresh);
+        let (again, fresh) = c.insert_task(&new("t1", Priority::Urgent), 200).unwrap();
+        assert!(!fresh && again == t1, "a known id gives the existing task");
+        c.insert_task(&new("t2", Priority::Urgent), 300).unwrap();
+        let mut t = t1.clone();
+        t.state = TaskState::Completed;
+        t.robot_id = Some("r1".into());
+        t.success = Some(true);
+        t.finished_unix_ns = Some(1_000);
+        t.progress = 1.0;
+        let event = ("t1/completed".to_string(), serde_json::json!({"task": "t1"}));
+        assert!(c.save_task(&mut t, std::slice::from_ref(&event), 1_000).unwrap());
+        let mut stale = t1.clone();
+        stale.state = TaskState::Failed;
+        assert!(!c.save_task(&mut stale, &[], 1_100).unwrap(), "a save over a changed task is refused");
+        let outcome = Outcome {
+            order_id: "o1".into(),
+            task_id: "t1".into(),
+            robot_id: "r1".into(),
+            kind: "pick".into(),
+            model_version: "v1".into(),
+            success: true,
+            reason: String::new(),
+            finished_unix_ns: 1_000,
+        };
+        c.record_outcome(&outcome).unwrap();
+        c.record_outcome(&outcome).unwrap();
+        let pending = c.pending_events(10).unwrap();
+        c.event_attempted("t1/completed", Some(1_200)).unwrap();
+        let filter = |state, since| Filter { state, robot: None, since, limit: 10 };
+        answers.push(format!(
+            "{:?}",
+            (
+                c.task("t1").unwrap(),
+                c.task("nope").unwrap(),
+                c.tasks(&filter(None, 0)).unwrap(),
+                c.tasks(&filter(Some(TaskState::Queued), 0)).unwrap(),
+                c.tasks(&filter(None, t.rev - 1)).unwrap().len(),
+                c.open_tasks().unwrap(),
+                pending.iter().map(|e| (&e.key, &e.body, e.attempts)).collect::<Vec<_>>(),
+                c.pending_events(10).unwrap().len(),
+                c.outcome_counts(0).unwrap(),
+                c.finished_counts(0).unwrap(),
+            )
+        ));
+    }
+    assert_eq!(answers[0], answers[1], "SQLite and PostgreSQL answer alike");
+    assert!(answers[1].contains("Completed") && answers[1].contains("attempts: 1"), "{}", answers[1]);
 }
