@@ -470,7 +470,6 @@ impl CloudCatalog for PgCatalog {
     }
 }
 
-
 /// The task tables, as `tasks.rs` keeps them in SQLite.
 const TASK_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
