@@ -223,7 +223,10 @@ async fn segments(State(s): State<Arc<AppState>>, Query(q): Query<Since>) -> Res
 
 async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match s.catalog.segment(&id) {
-        Ok(Some(row)) => mcap_file(&s, &row.object_key, &row.id, &row.sha256).await,
+        Ok(Some(row)) => match crate::store::read_body(&*s.store, &row).await {
+            Ok(body) => mcap_response(body, &row.id, &row.sha256),
+            Err(e) => internal(e),
+        },
         Ok(None) => (StatusCode::NOT_FOUND, "no such segment\n").into_response(),
         Err(e) => internal(e),
     }
@@ -233,19 +236,23 @@ async fn segment(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
 async fn mcap_file(s: &AppState, object_key: &str, name: &str, sha256: &str) -> Response {
     match s.store.get(&object_store::path::Path::from(object_key)).await {
         Ok(got) => match got.bytes().await {
-            Ok(bytes) => (
-                [
-                    (header::CONTENT_TYPE, "application/x-mcap".to_string()),
-                    (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}.mcap\"")),
-                    (header::ETAG, format!("\"{sha256}\"")),
-                ],
-                bytes,
-            )
-                .into_response(),
+            Ok(bytes) => mcap_response(bytes, name, sha256),
             Err(e) => internal(e.into()),
         },
         Err(e) => internal(e.into()),
     }
+}
+
+fn mcap_response(bytes: bytes::Bytes, name: &str, sha256: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-mcap".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}.mcap\"")),
+            (header::ETAG, format!("\"{sha256}\"")),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 /// Bulk-uploaded recordings (whole MCAP segments, images included), oldest first.

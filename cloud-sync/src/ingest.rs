@@ -20,7 +20,7 @@ use object_store::ObjectStore;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
 use tokio::sync::watch;
 
-use crate::store::{object_key, CloudCatalog, Stored, StoredSegment};
+use crate::store::{object_key, run_object_key, CloudCatalog, Stored, StoredSegment};
 
 #[derive(Debug, Default)]
 pub struct IngestStats {
@@ -117,9 +117,10 @@ pub struct Ingest {
     pub assignments: Option<Arc<crate::assign::Assignments>>,
 }
 
-/// What checking a message leaves for the run's commit: the row of a batch
-/// whose body is stored, or nothing (a status, a duplicate, a rejection).
-type Staged = Option<StoredSegment>;
+/// What checking a message leaves for the run: the row of a batch to store
+/// with its body (for the run's object; `None` once kept aside on its own),
+/// or nothing (a status, a duplicate, a rejection).
+type Staged = Option<(StoredSegment, Option<Bytes>)>;
 
 /// Why a payload was refused.
 #[derive(Debug)]
@@ -149,9 +150,10 @@ impl Ingest {
     }
 
     /// Handles a run of messages in arrival order: each is checked and parsed
-    /// once and its body stored (all at once), then the catalog rows of the
-    /// run are committed in one transaction. One result per message, `Err`
-    /// for storage failures (those are not acknowledged).
+    /// once, the run's bodies are stored as one object (one write, however
+    /// many batches: the object store's cost is per object), then the catalog
+    /// rows of the run are committed in one transaction. One result per
+    /// message, `Err` for storage failures (those are not acknowledged).
     pub async fn handle_run(&self, msgs: &[(&str, &[u8])]) -> Vec<anyhow::Result<()>> {
         self.stats.received.fetch_add(msgs.len() as u64, Relaxed);
         // A second body for a (robot, seq) the run already holds goes aside,
@@ -172,9 +174,38 @@ impl Ingest {
         )
         .await;
         // Rows move out to the commit; each message keeps whether it gave one.
-        let mut rows = Vec::new();
-        let gave_row: Vec<anyhow::Result<bool>> =
-            staged.into_iter().map(|s| s.map(|row| row.map(|r| rows.push(r)).is_some())).collect();
+        let (mut rows, mut bodies) = (Vec::new(), Vec::new());
+        let mut gave_row: Vec<anyhow::Result<bool>> = staged
+            .into_iter()
+            .map(|s| {
+                s.map(|staged| {
+                    staged
+                        .map(|(row, body)| {
+                            bodies.push(body);
+                            rows.push(row);
+                        })
+                        .is_some()
+                })
+            })
+            .collect();
+        if let Err(e) = self.store_run(&mut rows, &bodies).await {
+            let why = format!("{e:#}");
+            self.stats.store_errors.fetch_add(bodies.iter().flatten().count() as u64, Relaxed);
+            // Only the batches of the run's object failed; rows kept aside stand.
+            let mut kept = Vec::new();
+            let mut failed = bodies.iter().map(Option::is_some);
+            for g in &mut gave_row {
+                if matches!(g, Ok(true)) && failed.next() == Some(true) {
+                    *g = Err(anyhow::anyhow!("storing the run's bodies: {why}"));
+                }
+            }
+            for (row, body) in rows.into_iter().zip(&bodies) {
+                if body.is_none() {
+                    kept.push(row);
+                }
+            }
+            rows = kept;
+        }
         let fates = self.catalog.insert_segments(&rows);
         let committed = crate::unix_now_ns();
         let fates = match fates {
@@ -223,7 +254,27 @@ impl Ingest {
             .collect()
     }
 
-    /// Checks one message and stores its body; the catalog row is left to the run.
+    /// Writes the bodies waiting for the run's object as one object, each
+    /// row pointing at its range. Rows whose body was kept aside are left.
+    async fn store_run(&self, rows: &mut [StoredSegment], bodies: &[Option<Bytes>]) -> anyhow::Result<()> {
+        let Some(first) = rows.iter().zip(bodies).find(|(_, b)| b.is_some()).map(|(r, _)| r) else { return Ok(()) };
+        let id = format!("run-{}-{}-{:012}", first.received_unix_ns, first.robot_id, first.seq);
+        let key = run_object_key(&self.prefix, first.received_unix_ns, &id).to_string();
+        let total = bodies.iter().flatten().map(Bytes::len).sum();
+        let mut object = Vec::with_capacity(total);
+        for (row, body) in rows.iter_mut().zip(bodies) {
+            if let Some(body) = body {
+                row.object_key.clone_from(&key);
+                row.object_offset = object.len() as u64;
+                object.extend_from_slice(body);
+            }
+        }
+        self.store.put(&ObjectPath::from(key), Bytes::from(object).into()).await?;
+        Ok(())
+    }
+
+    /// Checks one message; its body is left to the run's object (or kept
+    /// aside now, for a conflict) and its catalog row to the run's commit.
     async fn stage(&self, topic: &str, payload: &[u8], aside: bool) -> anyhow::Result<Staged> {
         let robot = wire::parse_topic(topic).map(|(r, _)| r.to_string());
         match self.accept(topic, payload, aside).await {
@@ -283,9 +334,11 @@ impl Ingest {
         }
         let flags = crate::quality::batch_flags(&parsed, &self.quality);
         let id = format!("{robot}-{:012}", header.seq);
-        let key = if stored.is_some() || aside {
+        let (key, for_run) = if stored.is_some() || aside {
             let aside_id = format!("{id}-{}", &header.body_sha256[..16.min(header.body_sha256.len())]);
-            object_key(&self.prefix, "conflicts", robot, header.start_unix_ns, &aside_id)
+            let key = object_key(&self.prefix, "conflicts", robot, header.start_unix_ns, &aside_id);
+            self.store.put(&key, Bytes::copy_from_slice(body).into()).await.map_err(|e| Err(e.into()))?;
+            (key.to_string(), None)
         } else {
             if !flags.is_empty() {
                 tracing::info!(robot, seq = header.seq, ?flags, "stored a batch with quality flags");
@@ -293,25 +346,28 @@ impl Ingest {
             if kind == BatchKind::Health {
                 self.health(robot, &parsed.health).map_err(Err)?;
             }
-            object_key(&self.prefix, "logs", robot, header.start_unix_ns, &id)
+            (String::new(), Some(Bytes::copy_from_slice(body)))
         };
-        self.store.put(&key, Bytes::copy_from_slice(body).into()).await.map_err(|e| Err(e.into()))?;
-        Ok(Some(StoredSegment {
-            cursor: 0,
-            id,
-            robot_id: robot.to_string(),
-            seq: header.seq,
-            kind: kind.as_str().to_string(),
-            edge_segment_id: header.segment_id,
-            object_key: key.to_string(),
-            bytes: body.len() as u64,
-            sha256: header.body_sha256,
-            messages: parsed.messages,
-            start_unix_ns: header.start_unix_ns,
-            end_unix_ns: header.end_unix_ns,
-            received_unix_ns: now,
-            flags,
-        }))
+        Ok(Some((
+            StoredSegment {
+                cursor: 0,
+                id,
+                robot_id: robot.to_string(),
+                seq: header.seq,
+                kind: kind.as_str().to_string(),
+                edge_segment_id: header.segment_id,
+                object_key: key,
+                object_offset: 0,
+                bytes: body.len() as u64,
+                sha256: header.body_sha256,
+                messages: parsed.messages,
+                start_unix_ns: header.start_unix_ns,
+                end_unix_ns: header.end_unix_ns,
+                received_unix_ns: now,
+                flags,
+            },
+            for_run,
+        )))
     }
 
     fn status(&self, robot: &str, payload: &[u8]) -> anyhow::Result<()> {

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS segments (
     end_unix_ns BIGINT NOT NULL,
     received_unix_ns BIGINT NOT NULL,
     flags TEXT NOT NULL DEFAULT '[]',
+    object_offset BIGINT NOT NULL DEFAULT 0,
     UNIQUE (robot_id, seq)
 );
 CREATE TABLE IF NOT EXISTS conflicts (
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS robots (
 ";
 
 const SEGMENT_COLUMNS: &str = "cursor, id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
-                               messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
+                               messages, start_unix_ns, end_unix_ns, received_unix_ns, flags, object_offset";
 const UPLOAD_COLUMNS: &str =
     "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
 const SEGMENT_SHA256: &str = "SELECT sha256 FROM segments WHERE robot_id = $1 AND seq = $2";
@@ -208,6 +209,7 @@ fn segment_row(r: &Row) -> StoredSegment {
         end_unix_ns: r.get::<_, i64>(11) as u64,
         received_unix_ns: r.get::<_, i64>(12) as u64,
         flags: serde_json::from_str(r.get(13)).unwrap_or_default(),
+        object_offset: r.get::<_, i64>(14) as u64,
     }
 }
 
@@ -240,8 +242,8 @@ impl CloudCatalog for PgCatalog {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEGMENTS_LOCK])?;
             let insert = tx.prepare(
                 "INSERT INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
-                 messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+                 messages, start_unix_ns, end_unix_ns, received_unix_ns, flags, object_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
             )?;
             let stored = tx.prepare(SEGMENT_SHA256)?;
             let conflict = tx.prepare(
@@ -268,6 +270,7 @@ impl CloudCatalog for PgCatalog {
                         &(s.end_unix_ns as i64),
                         &(s.received_unix_ns as i64),
                         &serde_json::to_string(&s.flags)?,
+                        &(s.object_offset as i64),
                     ],
                 )?;
                 if n == 1 {

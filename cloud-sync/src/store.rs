@@ -23,7 +23,10 @@ pub struct StoredSegment {
     pub kind: String,
     /// The robot's recording segment the batch was cut from.
     pub edge_segment_id: String,
+    /// The object holding the body: the batches of one ingest run share one
+    /// object, each at its `offset`, `bytes` long.
     pub object_key: String,
+    pub object_offset: u64,
     pub bytes: u64,
     pub sha256: String,
     pub messages: u64,
@@ -140,6 +143,7 @@ CREATE TABLE IF NOT EXISTS segments (
     end_unix_ns INTEGER NOT NULL,
     received_unix_ns INTEGER NOT NULL,
     flags TEXT NOT NULL DEFAULT '[]',
+    object_offset INTEGER NOT NULL DEFAULT 0,
     UNIQUE (robot_id, seq)
 );
 CREATE TABLE IF NOT EXISTS conflicts (
@@ -194,6 +198,11 @@ impl SqliteCatalog {
         if !has_flags {
             conn.execute_batch("ALTER TABLE segments ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'")?;
         }
+        let has_offset: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'object_offset'")?.exists([])?;
+        if !has_offset {
+            conn.execute_batch("ALTER TABLE segments ADD COLUMN object_offset INTEGER NOT NULL DEFAULT 0")?;
+        }
         let uploads_flags: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('uploads') WHERE name = 'flags'")?.exists([])?;
         if !uploads_flags {
@@ -214,7 +223,7 @@ const TOUCH_ROBOT: &str = "INSERT INTO robots (robot_id, last_seen_unix_ns) VALU
                            ON CONFLICT(robot_id) DO UPDATE SET last_seen_unix_ns = MAX(last_seen_unix_ns, ?2)";
 
 const COLUMNS: &str = "cursor, id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, messages, \
-                       start_unix_ns, end_unix_ns, received_unix_ns, flags";
+                       start_unix_ns, end_unix_ns, received_unix_ns, flags, object_offset";
 
 fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
     Ok(StoredSegment {
@@ -232,7 +241,18 @@ fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSegment> {
         end_unix_ns: r.get::<_, i64>(11)? as u64,
         received_unix_ns: r.get::<_, i64>(12)? as u64,
         flags: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
+        object_offset: r.get::<_, i64>(14)? as u64,
     })
+}
+
+/// A stored batch's body: its range of its object.
+pub async fn read_body(store: &dyn ObjectStore, s: &StoredSegment) -> anyhow::Result<bytes::Bytes> {
+    let key = ObjectPath::from(s.object_key.as_str());
+    let body = store
+        .get_range(&key, s.object_offset..s.object_offset + s.bytes)
+        .await
+        .with_context(|| format!("reading {key} at {} ({} bytes)", s.object_offset, s.bytes))?;
+    Ok(body)
 }
 
 impl CloudCatalog for SqliteCatalog {
@@ -248,8 +268,8 @@ impl CloudCatalog for SqliteCatalog {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO segments (id, robot_id, seq, kind, edge_segment_id, object_key, bytes, sha256, \
-                 messages, start_unix_ns, end_unix_ns, received_unix_ns, flags) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 messages, start_unix_ns, end_unix_ns, received_unix_ns, flags, object_offset) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             let mut stored = tx.prepare_cached(SEGMENT_SHA256)?;
             let mut conflict = tx.prepare_cached(
@@ -272,7 +292,8 @@ impl CloudCatalog for SqliteCatalog {
                     s.start_unix_ns as i64,
                     s.end_unix_ns as i64,
                     s.received_unix_ns as i64,
-                    serde_json::to_string(&s.flags)?
+                    serde_json::to_string(&s.flags)?,
+                    s.object_offset as i64
                 ])?;
                 if n == 1 {
                     out.push(Stored::New);
@@ -505,12 +526,25 @@ pub fn open_object_store(url: &str, data_dir: &Path) -> anyhow::Result<(Arc<dyn 
     Ok((Arc::from(store), prefix))
 }
 
-/// `TABLE/robot=ID/date=YYYY-MM-DD/ID.mcap`: `logs` for streamed batches
-/// (`ID` = `ROBOT-SEQ`), `segments` for bulk-uploaded recording segments.
+/// `TABLE/robot=ID/date=YYYY-MM-DD/ID.mcap`: `segments` for bulk-uploaded
+/// recording segments, `conflicts` for a batch kept aside (`ID` = `ROBOT-SEQ-SHA`).
 pub fn object_key(prefix: &ObjectPath, table: &str, robot: &str, start_unix_ns: u64, id: &str) -> ObjectPath {
-    let days = (start_unix_ns / 86_400_000_000_000) as i64;
-    let (y, m, d) = gantry_config::wire::civil_from_days(days);
-    let key = format!("{table}/robot={robot}/date={y:04}-{m:02}-{d:02}/{id}.mcap");
+    under(prefix, format!("{table}/robot={robot}/date={}/{id}.mcap", date(start_unix_ns)))
+}
+
+/// `logs/date=YYYY-MM-DD/ID.batches`: the bodies of one ingest run (several
+/// robots' batches, each an MCAP file), one after another; each catalog row
+/// names its range.
+pub fn run_object_key(prefix: &ObjectPath, received_unix_ns: u64, id: &str) -> ObjectPath {
+    under(prefix, format!("logs/date={}/{id}.batches", date(received_unix_ns)))
+}
+
+fn date(unix_ns: u64) -> String {
+    let (y, m, d) = gantry_config::wire::civil_from_days((unix_ns / 86_400_000_000_000) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn under(prefix: &ObjectPath, key: String) -> ObjectPath {
     if prefix.as_ref().is_empty() {
         ObjectPath::from(key)
     } else {

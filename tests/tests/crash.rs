@@ -125,8 +125,7 @@ async fn cloud_holdings(dir: &Path) -> (Vec<u64>, Vec<u64>) {
     let (store, _) = gantry_sync::store::open_object_store(&config.storage.object_store_url, dir).unwrap();
     let mut ticks = Vec::new();
     for row in catalog.segments_since(0, 1_000_000).unwrap().into_iter().filter(|r| r.robot_id == ROBOT) {
-        let key = object_store::path::Path::from(row.object_key.as_str());
-        let body = store.get(&key).await.expect("every catalogued batch has its object").bytes().await.unwrap();
+        let body = gantry_sync::store::read_body(&*store, &row).await.expect("every catalogued batch has its body");
         assert_eq!(gantry_config::wire::sha256_hex(&body), row.sha256, "{} intact", row.object_key);
         let parsed = gantry_sync::quality::parse(&body).unwrap();
         ticks.extend(parsed.control.iter().map(|c| c.unix_ns));

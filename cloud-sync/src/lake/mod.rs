@@ -465,9 +465,8 @@ impl Exporter<'_> {
             let mut stats = Aggregates::default();
             let mut reviews = Vec::new();
             for b in &batches {
-                let key = ObjectPath::from(b.object_key.as_str());
-                let body = self.source.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
-                let parsed = quality::parse(&body).with_context(|| format!("parsing {key}"))?;
+                let body = crate::store::read_body(self.source, b).await?;
+                let parsed = quality::parse(&body).with_context(|| format!("parsing batch {}", b.id))?;
                 rows::add_batch(&mut parts, b, &parsed, &self.limits, &mut reviews)?;
                 stats.add(&b.robot_id, &parsed);
             }
