@@ -396,6 +396,16 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
             row.object_offset
         );
     }
+    // The API serves a batch as its own MCAP file, out of its run's object.
+    let row = &rows[rows.len() / 2];
+    let served = http.get(format!("http://{}/api/segments/{}", replicas[0].1, row.id)).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["etag"].to_str().unwrap(), format!("\"{}\"", row.sha256));
+    let body = served.bytes().await.unwrap();
+    assert_eq!(hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)), row.sha256);
+    assert!(body.starts_with(b"\x89MCAP0\r\n"), "a whole MCAP file");
+    let missing = http.get(format!("http://{}/api/segments/robot-0-999999999999", replicas[0].1)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
     let b_after = stored_by(&replicas[0].1).await;
     assert_eq!(metric(&replicas[0].1, "gantry_sync_leader").await, 1, "the survivor leads");
 
