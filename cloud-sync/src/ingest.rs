@@ -192,19 +192,13 @@ impl Ingest {
             let why = format!("{e:#}");
             self.stats.store_errors.fetch_add(bodies.iter().flatten().count() as u64, Relaxed);
             // Only the batches of the run's object failed; rows kept aside stand.
-            let mut kept = Vec::new();
             let mut failed = bodies.iter().map(Option::is_some);
             for g in &mut gave_row {
                 if matches!(g, Ok(true)) && failed.next() == Some(true) {
                     *g = Err(anyhow::anyhow!("storing the run's bodies: {why}"));
                 }
             }
-            for (row, body) in rows.into_iter().zip(&bodies) {
-                if body.is_none() {
-                    kept.push(row);
-                }
-            }
-            rows = kept;
+            rows = rows.into_iter().zip(&bodies).filter(|(_, body)| body.is_none()).map(|(row, _)| row).collect();
         }
         let fates = self.catalog.insert_segments(&rows);
         let committed = crate::unix_now_ns();

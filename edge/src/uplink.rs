@@ -582,7 +582,7 @@ impl Route {
             return;
         }
         self.last_probe = Instant::now();
-        let (host, port) = (self.options[0].broker_address().0, self.options[0].broker_address().1);
+        let (host, port) = self.options[0].broker_address();
         self.probe = Some(tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
             let connect = tokio::net::TcpStream::connect((host.as_str(), port));
