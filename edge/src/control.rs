@@ -32,7 +32,6 @@ impl ControlLoop {
                 config.firmware.joints,
                 &config.governor.max_velocity_rad_s,
                 &config.governor.max_accel_rad_s2,
-                1.0 / config.control.rate_hz.max(1) as f32,
             ),
             last: Command::default(),
             velocity: [0.0; MAX_JOINTS],
@@ -84,6 +83,32 @@ impl ControlLoop {
     /// The returned verdict says what must be sent: its command, or the
     /// protocol's hold when `hold` is set.
     pub fn tick(&mut self, state: &RobotState, policy: &PolicyOutput) -> Verdict {
+        let proposed = self.propose(state, policy);
+        let verdict = self.governor.check(&proposed.0, &proposed.1);
+        self.take(&verdict);
+        verdict
+    }
+
+    /// A tick ahead of the schedule, for a new policy output: what [`Self::tick`]
+    /// would send if the governor approves it; otherwise `None`, nothing sent
+    /// and the loop exactly as before (see [`SafetyGovernor::check_ahead`]).
+    pub fn tick_ahead(&mut self, state: &RobotState, policy: &PolicyOutput) -> Option<Verdict> {
+        let before = self.memory();
+        let proposed = self.propose(state, policy);
+        match self.governor.check_ahead(&proposed.0, &proposed.1) {
+            Some(verdict) => {
+                self.take(&verdict);
+                Some(verdict)
+            }
+            None => {
+                self.restore(&before);
+                None
+            }
+        }
+    }
+
+    /// The shaped command toward the policy's goal, and the state to judge it in.
+    fn propose(&mut self, state: &RobotState, policy: &PolicyOutput) -> (Command, RobotState) {
         if !self.started && self.governor.measured_usable(state) {
             // Start from where the arm is, not from zero, and at rest.
             self.last.targets_rad = state.positions_rad;
@@ -108,8 +133,14 @@ impl ControlLoop {
         };
         // Slower while someone is near: the share of the limits the separation allows.
         let scale = self.governor.speed_scale(&state);
-        let proposed = self.shaper.step(&self.last, &mut self.velocity, &goal, gripper, scale);
-        let verdict = self.governor.check(&proposed, &state);
+        // Planned over the interval the governor will judge it over: a tick
+        // sooner than a period moves less.
+        let dt = self.governor.step_s(state.now_ns);
+        (self.shaper.step(&self.last, &mut self.velocity, &goal, gripper, scale, dt), state)
+    }
+
+    /// Goes on from what the governor let out.
+    fn take(&mut self, verdict: &Verdict) {
         if verdict.hold {
             self.started = false;
         } else {
@@ -118,6 +149,5 @@ impl ControlLoop {
             self.last = verdict.command;
             self.velocity = self.governor.last_velocity();
         }
-        verdict
     }
 }

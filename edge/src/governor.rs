@@ -172,6 +172,11 @@ impl SafetyGovernor {
         self.governor.last_velocity()
     }
 
+    /// The interval a command sent at `now_ns` is judged over (see [`Governor::step_s`]).
+    pub fn step_s(&self, now_ns: u64) -> f32 {
+        self.governor.step_s(now_ns)
+    }
+
     /// The share of the velocity limits speed and separation monitoring allows now.
     pub fn speed_scale(&self, state: &RobotState) -> f32 {
         self.governor.speed_scale(state)
@@ -186,6 +191,36 @@ impl SafetyGovernor {
     /// incident however long it is held); returns what to send.
     pub fn check(&mut self, proposed: &Command, state: &RobotState) -> Verdict {
         let (verdict, incident) = self.governor.check(proposed, state);
+        self.account(&verdict, incident, state);
+        verdict
+    }
+
+    /// A command ahead of the control schedule (the loop answering a new
+    /// policy output at once): checked like any other, but only an approval
+    /// takes effect. On a rejection the governor is left exactly as it was, no
+    /// incident is queued and nothing is to be sent: the scheduled tick, at
+    /// most a period later, decides again and sends the controlled stop. So a
+    /// substitute always comes one period after the last command, the interval
+    /// its stopping path was checked over.
+    pub fn check_ahead(&mut self, proposed: &Command, state: &RobotState) -> Option<Verdict> {
+        let before = self.governor.memory();
+        if !before.has_last {
+            // Motion from rest starts on the schedule: its first step is
+            // judged over a whole period.
+            return None;
+        }
+        let (verdict, incident) = self.governor.check(proposed, state);
+        if verdict.approved {
+            self.account(&verdict, incident, state);
+            Some(verdict)
+        } else {
+            self.governor.restore(&before);
+            None
+        }
+    }
+
+    /// Counts a check's outcome and queues its incident.
+    fn account(&mut self, verdict: &Verdict, incident: Option<Incident>, state: &RobotState) {
         self.stats.checks.fetch_add(1, Ordering::Relaxed);
         self.stats.failing_now.store(verdict.failed, Ordering::Relaxed);
         if let Some(incident) = incident {
@@ -210,6 +245,5 @@ impl SafetyGovernor {
         } else {
             self.episode = None;
         }
-        verdict
     }
 }

@@ -141,6 +141,11 @@ pub struct PipelineStatus {
     pub ticks: AtomicU64,
     /// Control ticks that started more than one period late.
     pub overruns: AtomicU64,
+    /// Control ticks taken at once for a new policy output, before their schedule.
+    pub early_ticks: AtomicU64,
+    /// New policy outputs the governor would have rejected ahead of the
+    /// schedule: left to the scheduled tick.
+    pub early_deferred: AtomicU64,
     pub inferences: AtomicU64,
     /// When the newest policy output was produced (monotonic ns; 0: none yet).
     pub last_output_ns: AtomicU64,
@@ -959,7 +964,10 @@ fn control_loop(
     let (Some(mut latency), Some(mut jitter), Some(mut overhead)) = (histogram(), histogram(), histogram()) else {
         return;
     };
+    let policy_cell = shared.policy.clone();
     let mut policy_in = Latest::new(shared.policy.clone(), PolicyOutput::default());
+    // Policy outputs already looked at: a new one wakes the loop early.
+    let mut seen = policy_cell.version();
     let mut zone_in = Latest::new(shared.zone.clone(), ZoneReading::default());
     // The last snapshots read; kept when the link's reader is mid-store, and
     // judged by their age like any other.
@@ -972,20 +980,40 @@ fn control_loop(
     let mut seq = 0u32;
     let mut n = 0u32;
     let mut next = monotonic_ns() + period_ns;
+    let mut last_tick = 0u64;
     while !shared.stop.load(Ordering::Acquire) {
-        sleep_until(next);
+        // Until the next tick, or sooner when the policy publishes: the first
+        // command steered by a new output goes out at once instead of on the
+        // next tick, and the cadence goes on from there (ARCHITECTURE.md,
+        // "Control cadence"). The wait never outlasts the tick's deadline.
+        let woke = policy_cell.wait_newer(seen, next);
+        seen = policy_cell.version();
+        let early = woke && monotonic_ns() < next;
+        if early {
+            if policy_in.get().frame_seq == last_frame_seq {
+                // Nothing new to answer (an output already followed, or one
+                // published while the last tick read it): wait on.
+                continue;
+            }
+            // Never two commands closer than this: over a shorter interval
+            // f32 rounding of the targets would read as acceleration.
+            sleep_until(last_tick.saturating_add(MIN_TICK_SPACING_NS));
+        }
         while shared.options.stall_control.is_some_and(|s| s.load(Ordering::Acquire)) {
             sleep_until(monotonic_ns() + period_ns);
         }
         let now = monotonic_ns();
         status.progress(RtThread::Control);
-        let late_by = now.saturating_sub(next);
-        jitter.saturating_record(late_by.max(1_000));
-        if late_by > period_ns {
-            status.overruns.fetch_add(1, Ordering::Relaxed);
-            next = now;
+        if !early {
+            // Jitter is the scheduled ticks' lateness; an early tick has no schedule.
+            let late_by = now.saturating_sub(next);
+            jitter.saturating_record(late_by.max(1_000));
+            if late_by > period_ns {
+                status.overruns.fetch_add(1, Ordering::Relaxed);
+                next = now;
+            }
+            next += period_ns;
         }
-        next += period_ns;
         warmup(shared, RtThread::Control, &mut n);
 
         js = link.joint_state().or(js);
@@ -1066,7 +1094,20 @@ fn control_loop(
             };
         }
         let memory = control.memory();
-        let verdict = control.tick(&state, &policy);
+        let verdict = if early {
+            // Sent only if approved; a rejection waits for the scheduled tick,
+            // which keeps the controlled stop on the period it was checked over.
+            let Some(verdict) = control.tick_ahead(&state, &policy) else {
+                status.early_deferred.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            status.early_ticks.fetch_add(1, Ordering::Relaxed);
+            next = now + period_ns;
+            verdict
+        } else {
+            control.tick(&state, &policy)
+        };
+        last_tick = now;
         seq = seq.wrapping_add(1);
         let targets = Joints::from_slice(verdict.command.targets_rad.get(..joints).unwrap_or(&[])).unwrap_or_default();
         // The control thread writes the frame itself: the firmware's watchdog is
@@ -1185,6 +1226,12 @@ impl Watch {
 }
 
 /// How often the supervisor looks at the threads.
+/// The shortest interval between two control commands (an early tick waits
+/// out the rest): at 1 ms, rounding of f32 joint targets (about 2.4e-7 rad near
+/// the limits) reads as under 0.5 rad/s² of acceleration, well inside the
+/// shaper's headroom under the governor's limit.
+const MIN_TICK_SPACING_NS: u64 = 1_000_000;
+
 const SUPERVISE_EVERY: Duration = Duration::from_millis(10);
 
 /// Off the real-time threads: watches each real-time thread's progress,

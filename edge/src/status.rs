@@ -416,6 +416,8 @@ impl View {
                 "rate_hz": p.rate_mhz.load(Relaxed) as f64 / 1e3,
                 "ticks": p.ticks.load(Relaxed),
                 "overruns": p.overruns.load(Relaxed),
+                "early_ticks": p.early_ticks.load(Relaxed),
+                "early_deferred": p.early_deferred.load(Relaxed),
                 "realtime": !p.rt_degraded.load(Relaxed),
                 "latency_ms": {"p50": ms(&p.latency_p50_ns), "p99": ms(&p.latency_p99_ns), "max": ms(&p.latency_max_ns)},
                 "latency_histogram": buckets,
@@ -565,6 +567,11 @@ impl View {
             "gantry_control_overruns_total",
             "Control ticks started a period late.",
             &[(&robot, p.overruns.load(Relaxed) as f64)],
+        );
+        m.counter(
+            "gantry_control_early_ticks_total",
+            "Control ticks taken at once for a new policy output, ahead of their schedule.",
+            &[(&robot, p.early_ticks.load(Relaxed) as f64)],
         );
         m.counter("gantry_inferences_total", "Policy inferences.", &[(&robot, p.inferences.load(Relaxed) as f64)]);
         m.counter(

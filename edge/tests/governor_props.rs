@@ -78,8 +78,9 @@ impl Reference {
 
 impl Reference {
     /// Whether sending `cmd` after `prev` (moving at `prev_velocity`) in `state`
-    /// breaks any rule; `latched`: an e-stop press or a latching firmware fault
-    /// since the last reset.
+    /// breaks any rule, when `dt` seconds passed since `prev` was sent (the arm
+    /// moves over that time, whatever the control period); `latched`: an
+    /// e-stop press or a latching firmware fault since the last reset.
     fn violates(
         &mut self,
         cmd: &Command,
@@ -87,12 +88,13 @@ impl Reference {
         prev_velocity: &[f32],
         state: &RobotState,
         latched: bool,
+        dt: f64,
     ) -> bool {
         let g = &self.config.governor;
         let n = self.config.firmware.joints;
-        let dt = 1.0 / self.config.control.rate_hz as f64;
+        let period = 1.0 / self.config.control.rate_hz as f64;
         let age = |t: u64| state.now_ns.saturating_sub(t);
-        let policy_life = (dt * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
+        let policy_life = (period * 1e9) as u64 * u64::from(self.config.control.max_action_age_periods);
         // The zone: a fresh reading that is blind or has someone inside the
         // separation distance of an arm at rest demands a stop, and motion
         // resumes only after the zone stayed clear for resume_after_ms.
@@ -338,6 +340,8 @@ proptest! {
         let mut prev_velocity = [0f32; MAX_JOINTS];
         let mut first = true;
         let mut now = 10_000 * MS;
+        // An ahead tick the governor declined leaves the next one to the schedule.
+        let (mut must_schedule, mut deferred, mut ahead_approved) = (false, 0u64, 0u64);
         let mut rejects = 0u64;
         let mut approvals = 0u64;
         // Each joint drives its velocity towards a target speed near its limit
@@ -351,7 +355,25 @@ proptest! {
         let mut previous_approved = true;
         let (mut runs, mut policy_rejects) = (0u64, 0u64);
         for step in 0..STEPS {
-            now += 10 * MS;
+            // Mostly the 100 Hz period; often ahead of it, as the control loop
+            // answers a new policy output at once (never under 1 ms after the
+            // last command, never from rest); now and then late.
+            let ahead = !first && !must_schedule && chance(&mut rng, 0.3);
+            let interval = if ahead {
+                MS + u64::from(rng.next_u32()) % (9 * MS)
+            } else if chance(&mut rng, 0.05) {
+                10 * MS + u64::from(rng.next_u32()) % (5 * MS)
+            } else {
+                10 * MS
+            };
+            let last_tick = now;
+            now += interval;
+            // What the arm moves over: the interval, or one period from rest or
+            // when late (a late command is judged as if on time, which
+            // overstates its speed).
+            let dt = if first { 0.01f32 } else { (interval.min(10 * MS)) as f32 / 1e9 };
+            // The reference's memory, taken back with the tick if it is declined.
+            let saved = (latched, fault_seen, reference.zone_blocked_ns, first, prev_velocity);
             // First half: healthy inputs, only the motion is at stake. Second half:
             // random faults in every input.
             let state = random_state(&mut rng, now, &positions, step < STEPS / 2, &mut fault, &mut person_mm);
@@ -369,9 +391,9 @@ proptest! {
                     }
                 }
                 if smooth {
-                    let accel = (5.0 + 3.2 * unit(&mut rng)) * 0.01;
+                    let accel = (5.0 + 3.2 * unit(&mut rng)) * dt;
                     let v = prev_velocity[j] + (cruise[j] * scale - prev_velocity[j]).clamp(-accel, accel);
-                    cmd.targets_rad[j] += v * 0.01;
+                    cmd.targets_rad[j] += v * dt;
                 } else {
                     cmd.targets_rad[j] += (unit(&mut rng) - 0.5) * 1.0;
                 }
@@ -390,16 +412,38 @@ proptest! {
                 prev_velocity = [0.0; MAX_JOINTS];
             }
             let reference_prev = if first { Command { targets_rad: state.positions_rad, ..prev } } else { prev };
-            let violates = timeout_stop || reference.violates(&cmd, &reference_prev, &prev_velocity, &state, latched);
-            let verdict = governor.check(&cmd, &state);
+            // A stop by the firmware starts over from the measured pose at rest.
+            let dt = if timeout_stop { 0.01 } else { dt };
+            let violates = timeout_stop
+                || reference.violates(&cmd, &reference_prev, &prev_velocity, &state, latched, f64::from(dt));
+            let verdict = if ahead {
+                let before = governor.memory();
+                match governor.check_ahead(&cmd, &state) {
+                    Some(verdict) => verdict,
+                    None => {
+                        // Declined: as if the tick never was; the scheduled one decides.
+                        prop_assert!(incidents.pop().is_none(), "a declined tick queued an incident");
+                        prop_assert_eq!(governor.memory(), before);
+                        (latched, fault_seen, reference.zone_blocked_ns, first, prev_velocity) = saved;
+                        now = last_tick;
+                        must_schedule = true;
+                        deferred += 1;
+                        continue;
+                    }
+                }
+            } else {
+                governor.check(&cmd, &state)
+            };
+            must_schedule = false;
             let queued = std::iter::from_fn(|| incidents.pop()).collect::<Vec<_>>();
             if verdict.approved {
                 prop_assert!(!violates, "approved a violating command {:?} in {:?}", cmd, state);
                 prop_assert_eq!(verdict.command, cmd);
                 prop_assert!(!verdict.hold && queued.is_empty());
                 approvals += 1;
+                ahead_approved += u64::from(ahead);
                 for j in 0..6 {
-                    prev_velocity[j] = (cmd.targets_rad[j] - reference_prev.targets_rad[j]) / 0.01;
+                    prev_velocity[j] = (cmd.targets_rad[j] - reference_prev.targets_rad[j]) / dt;
                 }
                 prev = verdict.command;
                 first = false;
@@ -451,10 +495,10 @@ proptest! {
                     prop_assert!(!reference.arm_misplaced(&verdict.command.targets_rad), "the stop went where no command may: {:?}", verdict.command);
                     for j in 0..6 {
                         let v0 = prev_velocity[j];
-                        let v = (verdict.command.targets_rad[j] - prev.targets_rad[j]) / 0.01;
+                        let v = (verdict.command.targets_rad[j] - prev.targets_rad[j]) / dt;
                         let a = config.governor.max_accel_rad_s2[j] as f32;
                         prop_assert!(v.abs() <= v0.abs() + 1e-3, "joint {} sped up in the stop: {} -> {}", j, v0, v);
-                        prop_assert!((v - v0).abs() <= a * 0.01 * (1.0 + 1e-3) + 1e-3, "joint {} braked harder than {}: {} -> {}", j, a, v0, v);
+                        prop_assert!((v - v0).abs() <= a * dt * (1.0 + 1e-3) + 1e-3, "joint {} braked harder than {}: {} -> {}", j, a, v0, v);
                         prop_assert!(v * v0 >= 0.0, "joint {} reversed in the stop: {} -> {}", j, v0, v);
                         prev_velocity[j] = v;
                     }
@@ -482,9 +526,12 @@ proptest! {
             .collect();
         prop_assert!(approvals > STEPS as u64 / 4, "only {} approvals; failed checks {:?}", approvals, per_check);
         prop_assert!(rejects > 0 && runs > 0 && runs <= rejects);
+        // Both ways out of an ahead tick were taken.
+        prop_assert!(ahead_approved > STEPS as u64 / 20 && deferred > 0, "{} ahead approved, {} declined", ahead_approved, deferred);
         prop_assert_eq!(stats.policy_rejects.load(std::sync::atomic::Ordering::Relaxed), policy_rejects);
         prop_assert!(0 < policy_rejects && policy_rejects < rejects, "some rejections blame the policy, some the surroundings: {} of {}", policy_rejects, rejects);
         prop_assert_eq!(stats.rejects.load(std::sync::atomic::Ordering::Relaxed), rejects);
-        prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64);
+        // A declined ahead tick is not counted: it never happened.
+        prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64 - deferred);
     }
 }

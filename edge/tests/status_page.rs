@@ -54,6 +54,8 @@ async fn status_page_api_metrics_and_recording() {
     while view.pipeline.ticks.load(Relaxed) < 300
         || view.pipeline.inferences.load(Relaxed) < 20
         || view.recorder.messages.load(Relaxed) < 100
+        // A first chunk written out (chunks are flushed every `recorder.flush_s`).
+        || view.recorder.bytes_written.load(Relaxed) == 0
         || view.health.lock().unwrap().uptime_s < 2.0
     {
         assert!(Instant::now() < deadline, "the daemon did not get going");

@@ -16,6 +16,12 @@
 //!
 //! Values enter through [`Publisher::publish`] and leave through
 //! [`Snapshot::read`] or [`Latest::get`]; nothing allocates after [`snapshot`].
+//!
+//! A reader may also sleep until a new value is published or a deadline
+//! passes, whichever comes first ([`Snapshot::wait_newer`]): a futex on the
+//! cell's publication count, so a real-time loop can answer a new value at
+//! once and still never sleeps past its own deadline. The writer pays a
+//! system call only while someone sleeps on the cell.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 // Nothing here may stop a real-time thread: no unwrap, expect or panic
@@ -24,7 +30,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How often a reader tries before it gives up. A store is a copy of a few
@@ -37,6 +43,10 @@ struct Cell<T> {
     seq: AtomicU64,
     /// Reads that gave up because a store stayed in progress.
     missed: AtomicU64,
+    /// Completed stores (wrapping): the futex word readers sleep on.
+    published: AtomicU32,
+    /// Readers asleep in [`Snapshot::wait_newer`].
+    sleepers: AtomicU32,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
@@ -49,6 +59,8 @@ pub fn snapshot<T: Copy + Send>(initial: T) -> (Publisher<T>, Snapshot<T>) {
     let cell = Arc::new(Cell {
         seq: AtomicU64::new(0),
         missed: AtomicU64::new(0),
+        published: AtomicU32::new(0),
+        sleepers: AtomicU32::new(0),
         value: UnsafeCell::new(MaybeUninit::new(initial)),
     });
     (Publisher { cell: cell.clone() }, Snapshot { cell })
@@ -71,6 +83,12 @@ impl<T: Copy + Send> Publisher<T> {
         // Readers copy the bytes as `MaybeUninit` and discard a torn copy.
         unsafe { std::ptr::write_volatile(c.value.get(), MaybeUninit::new(value)) };
         c.seq.store(seq.wrapping_add(2), Ordering::Release);
+        // Sequentially consistent with the sleeper's count and check in
+        // `wait_newer`: either it sees this store or this sees it asleep.
+        c.published.fetch_add(1, Ordering::SeqCst);
+        if c.sleepers.load(Ordering::SeqCst) != 0 {
+            futex::wake_all(&c.published);
+        }
     }
 
     /// A reader of this cell.
@@ -129,6 +147,73 @@ impl<T: Copy + Send> Snapshot<T> {
     /// Reads that gave up (a writer preempted in the middle of a store).
     pub fn missed(&self) -> u64 {
         self.cell.missed.load(Ordering::Relaxed)
+    }
+
+    /// How many stores have completed (wrapping): pass it to [`Self::wait_newer`].
+    pub fn version(&self) -> u32 {
+        self.cell.published.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until a store completes after `seen` (a [`Self::version`]) or
+    /// `CLOCK_MONOTONIC` reaches `deadline_ns`, whichever is first; returns
+    /// whether a store came. A store that completed before the call returns at
+    /// once. The sleep never outlasts the deadline, whatever the writer does.
+    pub fn wait_newer(&self, seen: u32, deadline_ns: u64) -> bool {
+        let c = &*self.cell;
+        loop {
+            if c.published.load(Ordering::SeqCst) != seen {
+                return true;
+            }
+            c.sleepers.fetch_add(1, Ordering::SeqCst);
+            // The kernel compares the word with `seen` before it sleeps, so a
+            // store between this check and the sleep is not missed either.
+            let timed_out = if c.published.load(Ordering::SeqCst) == seen {
+                futex::wait_until(&c.published, seen, deadline_ns)
+            } else {
+                false
+            };
+            c.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                return c.published.load(Ordering::SeqCst) != seen;
+            }
+        }
+    }
+}
+
+/// The two futex operations [`Snapshot::wait_newer`] needs (Linux).
+mod futex {
+    use std::sync::atomic::AtomicU32;
+
+    /// Sleeps while `word` holds `expected`, until `deadline_ns` on
+    /// `CLOCK_MONOTONIC` (absolute, like the control loop's own sleep); true
+    /// when the deadline passed. A wake, a changed word or a signal returns false.
+    pub fn wait_until(word: &AtomicU32, expected: u32, deadline_ns: u64) -> bool {
+        let ts = libc::timespec {
+            tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `word` and `ts` outlive the call; FUTEX_WAIT_BITSET takes an
+        // absolute CLOCK_MONOTONIC timeout and a match-any bitset.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                &ts as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                libc::FUTEX_BITSET_MATCH_ANY,
+            )
+        };
+        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT)
+    }
+
+    /// Wakes every thread asleep on `word`.
+    pub fn wake_all(word: &AtomicU32) {
+        // SAFETY: `word` outlives the call; FUTEX_WAKE reads no other argument.
+        unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+        }
     }
 }
 
@@ -203,6 +288,44 @@ mod tests {
             r.join().unwrap();
         }
         assert_eq!(reader.read(), Some(wide(n)));
+    }
+
+    fn monotonic_ns() -> u64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    #[test]
+    fn a_sleeping_reader_wakes_for_a_store_and_otherwise_at_its_deadline() {
+        let (mut publisher, reader) = snapshot(0u64);
+        // Nothing published: back at the deadline, with nothing new.
+        let seen = reader.version();
+        let deadline = monotonic_ns() + 20_000_000;
+        assert!(!reader.wait_newer(seen, deadline));
+        assert!(monotonic_ns() >= deadline, "returned before its deadline");
+        // A store before the call: at once.
+        publisher.publish(1);
+        assert!(reader.wait_newer(seen, monotonic_ns() + 60_000_000_000));
+        // A store while asleep: woken long before a deadline a minute away
+        // (a lost wake-up would sleep the whole minute, then fail here).
+        let seen = reader.version();
+        let sleeper = {
+            let reader = reader.clone();
+            std::thread::spawn(move || {
+                let deadline = monotonic_ns() + 60_000_000_000;
+                let woke = reader.wait_newer(seen, deadline);
+                (woke, monotonic_ns() < deadline, reader.read())
+            })
+        };
+        // The sleeper may not be asleep yet; a store either way must reach it.
+        while !sleeper.is_finished() {
+            publisher.publish(2);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(sleeper.join().unwrap(), (true, true, Some(2)));
+        assert_ne!(reader.version(), seen);
     }
 
     #[test]

@@ -435,6 +435,8 @@ pub struct Governor {
     last: Command,
     last_velocity: [f32; MAX_JOINTS],
     has_last: bool,
+    /// When the last command was let out (`RobotState::now_ns`).
+    last_ns: u64,
     estop_latched: bool,
     /// The newest fault already taken into account, by its receive time.
     fault_seen_ns: u64,
@@ -458,6 +460,7 @@ pub struct GovernorMemory {
     pub last: Command,
     pub last_velocity: [f32; MAX_JOINTS],
     pub has_last: bool,
+    pub last_ns: u64,
     pub estop_latched: bool,
     pub fault_seen_ns: u64,
     pub fault_latched: Option<FaultReport>,
@@ -495,6 +498,7 @@ impl Governor {
             last: Command::default(),
             last_velocity: [0.0; MAX_JOINTS],
             has_last: false,
+            last_ns: 0,
             estop_latched: false,
             fault_seen_ns: 0,
             fault_latched: None,
@@ -529,6 +533,7 @@ impl Governor {
             last: self.last,
             last_velocity: self.last_velocity,
             has_last: self.has_last,
+            last_ns: self.last_ns,
             estop_latched: self.estop_latched,
             fault_seen_ns: self.fault_seen_ns,
             fault_latched: self.fault_latched,
@@ -542,6 +547,7 @@ impl Governor {
         self.last = m.last;
         self.last_velocity = m.last_velocity;
         self.has_last = m.has_last;
+        self.last_ns = m.last_ns;
         self.estop_latched = m.estop_latched;
         self.fault_seen_ns = m.fault_seen_ns;
         self.fault_latched = m.fault_latched;
@@ -571,6 +577,27 @@ impl Governor {
         }
     }
 
+    /// The time a command sent at `now_ns` moves over: since the last command
+    /// was let out, at most one period. A tick sooner than a period (the
+    /// control loop answering a new policy output at once) is judged over its
+    /// real interval, so velocity and acceleration are never underestimated; a
+    /// late tick is judged as one period, which overestimates them. Without a
+    /// last command (motion starts from the measured pose at rest), one period.
+    pub fn step_s(&self, now_ns: u64) -> f32 {
+        let period = self.limits.period_s;
+        if !self.has_last || self.last_ns == 0 {
+            return period;
+        }
+        // At least a nanosecond, so a command at the same instant as the last
+        // one has an infinite velocity (rejected) rather than a division by zero.
+        let elapsed = now_ns.saturating_sub(self.last_ns).max(1) as f32 / 1e9;
+        if elapsed < period {
+            elapsed
+        } else {
+            period
+        }
+    }
+
     /// Forgets the last command: the next one is judged from the measured pose at rest.
     fn restart(&mut self) {
         self.has_last = false;
@@ -587,11 +614,13 @@ impl Governor {
     }
 
     /// The controlled stop: from the last command sent, each joint's velocity
-    /// falls by at most its acceleration limit per period until it is zero,
+    /// falls by at most its acceleration limit over the tick's interval
+    /// ([`Governor::step_s`]) until it is zero,
     /// then the position holds. Before any command was sent: hold the measured
     /// pose if it is usable, else no position at all (`hold`).
     fn substitute(&self, state: &RobotState) -> Substitute {
         let l = &self.limits;
+        let dt = self.step_s(state.now_ns);
         let n = l.joints.min(MAX_JOINTS);
         let mut velocity = [0.0; MAX_JOINTS];
         if !self.has_last {
@@ -614,11 +643,11 @@ impl Governor {
             else {
                 continue;
             };
-            let v = braked(*v0, a * l.period_s);
+            let v = braked(*v0, a * dt);
             // Finite by construction; the guard keeps a bad limit from
             // turning into a non-finite target.
-            if v.is_finite() && (*t + v * l.period_s).is_finite() {
-                *t += v * l.period_s;
+            if v.is_finite() && (*t + v * dt).is_finite() {
+                *t += v * dt;
                 if let Some(slot) = velocity.get_mut(j) {
                     *slot = v;
                 }
@@ -649,6 +678,7 @@ impl Governor {
             }
         };
         let age = |t: u64| state.now_ns.saturating_sub(t);
+        let dt = self.step_s(state.now_ns);
 
         // 1. E-stop: a press latches the governor as well, and only the local
         // reset clears that; the firmware's own latch stops the arm while it
@@ -766,7 +796,7 @@ impl Governor {
                 fail(Check::JointPosition, f64::from(t), f64::from(limit), Some(j as u8));
             }
             let from = if self.has_last { self.last.targets_rad[j] } else { state.positions_rad[j] };
-            velocity[j] = (t - from) / l.period_s;
+            velocity[j] = (t - from) / dt;
             if !within(velocity[j].abs(), 0.0, l.vel_max[j]) {
                 fail(Check::JointVelocity, f64::from(velocity[j]), f64::from(l.vel_max[j]), Some(j as u8));
             }
@@ -779,7 +809,7 @@ impl Governor {
                 let limit = if stops_at < l.pos_min[j] { l.pos_min[j] } else { l.pos_max[j] };
                 fail(Check::JointPosition, f64::from(stops_at), f64::from(limit), Some(j as u8));
             }
-            let accel = (velocity[j] - self.last_velocity[j]) / l.period_s;
+            let accel = (velocity[j] - self.last_velocity[j]) / dt;
             if !within(accel.abs(), 0.0, l.acc_max[j]) {
                 fail(Check::JointAcceleration, f64::from(accel), f64::from(l.acc_max[j]), Some(j as u8));
             }
@@ -789,7 +819,7 @@ impl Governor {
         let to = self.arm.outline(&proposed.targets_rad[..n]);
         if zone_fresh && nearest.is_finite() {
             let from = if self.has_last { self.last.targets_rad } else { state.positions_rad };
-            let speed = outline_speed(&self.arm.outline(&from[..n]), &to, l.period_s);
+            let speed = outline_speed(&self.arm.outline(&from[..n]), &to, dt);
             let allowed = l.separation.allowed_speed_m_s(nearest);
             // The tolerance covers f32 rounding of a command planned at the limit.
             if !within(speed, 0.0, allowed * 1.001 + 1e-4) {
@@ -894,6 +924,7 @@ impl Governor {
             self.last = verdict.command;
             self.last_velocity = sent_velocity;
             self.has_last = true;
+            self.last_ns = state.now_ns;
         }
         (verdict, incident)
     }

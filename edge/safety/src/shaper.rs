@@ -10,16 +10,14 @@ pub struct Shaper {
     joints: usize,
     vel_max: [f32; MAX_JOINTS],
     acc_max: [f32; MAX_JOINTS],
-    period_s: f32,
 }
 
 /// Share of each governor limit the shaper plans with.
 pub const HEADROOM: f32 = 0.8;
 
 impl Shaper {
-    /// Plans with [`HEADROOM`] of the governor's velocity and acceleration
-    /// limits, one step per `period_s`.
-    pub fn new(joints: usize, vel_max: &[f64], acc_max: &[f64], period_s: f32) -> Self {
+    /// Plans with [`HEADROOM`] of the governor's velocity and acceleration limits.
+    pub fn new(joints: usize, vel_max: &[f64], acc_max: &[f64]) -> Self {
         let scaled = |limits: &[f64]| {
             let mut out = [0f32; MAX_JOINTS];
             for (o, v) in out.iter_mut().zip(limits) {
@@ -27,12 +25,14 @@ impl Shaper {
             }
             out
         };
-        Self { joints: joints.min(MAX_JOINTS), vel_max: scaled(vel_max), acc_max: scaled(acc_max), period_s }
+        Self { joints: joints.min(MAX_JOINTS), vel_max: scaled(vel_max), acc_max: scaled(acc_max) }
     }
 
-    /// The next command from `last` (moving at `velocity`) toward `goal`, at
-    /// most `speed_scale` (0…1) of the velocity limits: the share speed and
-    /// separation monitoring allows now.
+    /// The next command from `last` (moving at `velocity`) toward `goal`, to
+    /// be sent `dt` seconds after `last` (the governor's
+    /// [`step_s`](crate::governor::Governor::step_s)), at most `speed_scale`
+    /// (0…1) of the velocity limits: the share speed and separation monitoring
+    /// allows now.
     pub fn step(
         &self,
         last: &Command,
@@ -40,9 +40,9 @@ impl Shaper {
         goal: &[f32; MAX_JOINTS],
         gripper: f32,
         speed_scale: f32,
+        dt: f32,
     ) -> Command {
         let scale = limit(speed_scale, 0.0, 1.0);
-        let dt = self.period_s;
         let mut next = Command { targets_rad: last.targets_rad, gripper: limit(gripper, 0.0, 1.0) };
         for j in 0..self.joints {
             let distance = goal[j] - last.targets_rad[j];
