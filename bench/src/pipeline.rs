@@ -47,6 +47,10 @@ pub struct PipelineRun {
     pub jitter_us: Spread,
     pub rate_hz: f64,
     pub overruns: u64,
+    /// Ticks taken at once for a new policy output, and outputs whose ahead
+    /// tick the governor declined (left to the schedule), in the measured seconds.
+    pub early_ticks: u64,
+    pub early_deferred: u64,
     pub deadline_misses: u64,
     pub inferences: u64,
     pub fallbacks: u64,
@@ -84,6 +88,7 @@ pub fn run(model: &Path, seconds: u64) -> anyhow::Result<PipelineRun> {
     std::thread::sleep(Duration::from_secs(2));
     let (ticks0, inf0, rt0, infer0) =
         (status.ticks.load(Relaxed), status.inferences.load(Relaxed), count(ROLE_RT), count(ROLE_INFER));
+    let (early0, deferred0) = (status.early_ticks.load(Relaxed), status.early_deferred.load(Relaxed));
     let cyclic = cyclictest_start(seconds, config.realtime.control_priority);
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
@@ -104,6 +109,8 @@ pub fn run(model: &Path, seconds: u64) -> anyhow::Result<PipelineRun> {
         jitter_us: spread(&status, |s| [&s.jitter_p50_ns, &s.jitter_p99_ns, &s.jitter_p999_ns, &s.jitter_max_ns], 1e3),
         rate_hz: ticks as f64 / elapsed,
         overruns: status.overruns.load(Relaxed),
+        early_ticks: status.early_ticks.load(Relaxed) - early0,
+        early_deferred: status.early_deferred.load(Relaxed) - deferred0,
         deadline_misses: status.deadline_misses.load(Relaxed),
         inferences,
         fallbacks: status.fallbacks.load(Relaxed),

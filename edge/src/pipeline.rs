@@ -552,7 +552,7 @@ impl Pipeline {
                     while !shared.stop.load(Ordering::Acquire) {
                         shared.status.progress(RtThread::CaptureRgb);
                         warmup(&shared, RtThread::CaptureRgb, &mut n);
-                        match rgb_capture.step_inspect(|frame| shared.taps.thumbs.offer(frame)) {
+                        match rgb_capture.step() {
                             Ok(true) => infer.unpark(),
                             Ok(false) => {}
                             // A camera that stops delivering: the policy output goes stale
@@ -840,7 +840,6 @@ fn inference_loop(
             }
             && pre.joints(&js.positions_rad, &js.velocities_rad_s, inputs.joints).is_ok();
         let meta = frame.meta();
-        drop(frame);
         let run_start = monotonic_ns();
         let action = if ok { backend.run().ok() } else { None };
         let done = monotonic_ns();
@@ -902,6 +901,10 @@ fn inference_loop(
             });
         }
         shared.taps.push_frame(record);
+        // The recorder's thumbnail, once the output is out: off the capture
+        // thread and off the frame-to-command path.
+        shared.taps.thumbs.offer(&frame);
+        drop(frame);
         // Deadline bookkeeping: N misses in a row step down, a long enough run on
         // time steps back up.
         if late {

@@ -198,7 +198,7 @@ fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         fig("control wake-up jitter p99", g.jitter_us.p99, "µs", Some(p.jitter_us.p99));
         fig("control wake-up jitter p99.9", g.jitter_us.p999, "µs", Some(p.jitter_us.p999));
         fig("control wake-up jitter max", g.jitter_us.max, "µs", Some(p.jitter_us.max));
-        fig("control rate", g.rate_hz, "Hz", Some(p.rate_hz));
+        fig("control rate (scheduled and ahead ticks)", g.rate_hz, "Hz", Some(p.rate_hz));
         if let Some(c) = g.cyclictest_us {
             let peer = "cyclictest (rt-tests), SCHED_FIFO at the control priority, 10 ms interval, same seconds";
             let label = format!("{label}: control wake-up jitter beside cyclictest");
@@ -208,6 +208,12 @@ fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
             report.add_with_peer(format!("{label} max"), g.jitter_us.max, "µs", peer, c.max);
         }
         report.add(format!("{label}: control overruns"), g.overruns as f64, "ticks");
+        report.add(format!("{label}: ticks ahead of the schedule, for a new output"), g.early_ticks as f64, "ticks");
+        report.add(
+            format!("{label}: new outputs left to the scheduled tick (governor declined ahead)"),
+            g.early_deferred as f64,
+            "outputs",
+        );
         report.add(format!("{label}: inference deadline misses"), g.deadline_misses as f64, "frames");
         report.add(format!("{label}: inferences"), g.inferences as f64, "frames");
         report.add(format!("{label}: steps down to the baseline"), g.fallbacks as f64, "times");

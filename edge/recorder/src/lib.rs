@@ -79,7 +79,7 @@ const SAMPLE_WAIT_NS: u64 = 500_000_000;
 /// another only after this long.
 const INCIDENT_COOLDOWN: Duration = Duration::from_secs(30);
 /// How much longer than the pre-roll a frame waits for its image: the
-/// thumbnail comes from the capture thread and may be drained after the frame.
+/// thumbnail comes from the inference thread after the frame's record.
 const FRAME_HOLD: Duration = Duration::from_millis(500);
 /// A bound on the waiting frames (and remembered images) whatever the clocks
 /// say: 30 s at 30 fps.
@@ -157,7 +157,7 @@ impl Settings {
         self
     }
 
-    /// How often the capture thread should thumbnail a frame at `level`.
+    /// How often the inference thread should thumbnail a frame at `level`.
     pub fn thumb_every_n(&self, level: ImageLevel) -> u32 {
         match level {
             _ if self.image_every_n == 0 => 0,

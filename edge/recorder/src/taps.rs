@@ -126,8 +126,8 @@ impl ThumbTap {
         self.every_n.load(Ordering::Relaxed)
     }
 
-    /// On the capture thread: thumbnails `frame` when its turn has come and a
-    /// buffer is free. Allocation-free.
+    /// On the inference thread, after its output is published: thumbnails
+    /// `frame` when its turn has come and a buffer is free. Allocation-free.
     pub fn offer(&self, frame: &FrameBuf) {
         let n = self.every_n.load(Ordering::Relaxed);
         let meta = frame.meta();
