@@ -44,6 +44,8 @@ pub struct Spread {
 pub struct PipelineRun {
     pub latency_ms: Spread,
     pub overhead_ms: Spread,
+    /// Preprocessing + the model's run on the inference thread (p50, p99 only).
+    pub floor_ms: Spread,
     pub jitter_us: Spread,
     pub rate_hz: f64,
     pub overruns: u64,
@@ -122,6 +124,12 @@ pub fn run(model: &Path, seconds: u64) -> anyhow::Result<PipelineRun> {
     };
     // The overhead's max is not kept apart from the latency's; leave it out.
     run.overhead_ms.max = f64::NAN;
+    run.floor_ms = Spread {
+        p50: status.floor_p50_ns.load(Relaxed) as f64 / 1e6,
+        p99: status.floor_p99_ns.load(Relaxed) as f64 / 1e6,
+        p999: f64::NAN,
+        max: f64::NAN,
+    };
 
     let t = Instant::now();
     let package = ModelPackage::load(model)?;

@@ -163,6 +163,10 @@ pub struct PipelineStatus {
     pub overhead_p50_ns: AtomicU64,
     pub overhead_p99_ns: AtomicU64,
     pub overhead_p999_ns: AtomicU64,
+    /// Preprocessing plus the model's run, on the inference thread: the floor
+    /// under the frame-to-command latency that the hand-offs add to.
+    pub floor_p50_ns: AtomicU64,
+    pub floor_p99_ns: AtomicU64,
     pub jitter_p50_ns: AtomicU64,
     pub jitter_p99_ns: AtomicU64,
     pub jitter_p999_ns: AtomicU64,
@@ -792,6 +796,10 @@ fn inference_loop(
     let mut on_time_since = 0u64;
     let mut n = 0u32;
     let status = &shared.status;
+    // Allocated once, like the control thread's histograms.
+    let Some(mut floor) = histogram() else {
+        return;
+    };
     while !shared.stop.load(Ordering::Acquire) {
         status.progress(RtThread::Inference);
         let Some((frame, _)) = inf.rgb_queue.latest() else {
@@ -829,6 +837,7 @@ fn inference_loop(
             Active::Primary => (&mut inf.primary, &mut inf.primary_pre),
             Active::Baseline | Active::SafeStop => (&mut inf.baseline, &mut inf.baseline_pre),
         };
+        let pre_start = monotonic_ns();
         let inputs = backend.inputs();
         let ok = pre.rgb(&frame, inputs.rgb).is_ok()
             && match &depth {
@@ -843,7 +852,12 @@ fn inference_loop(
         let run_start = monotonic_ns();
         let action = if ok { backend.run().ok() } else { None };
         let done = monotonic_ns();
-        status.inferences.fetch_add(1, Ordering::Relaxed);
+        floor.saturating_record(done.saturating_sub(pre_start).max(1_000));
+        let inferences = status.inferences.fetch_add(1, Ordering::Relaxed) + 1;
+        if inferences.is_multiple_of(30) {
+            status.floor_p50_ns.store(floor.value_at_quantile(0.5), Ordering::Relaxed);
+            status.floor_p99_ns.store(floor.value_at_quantile(0.99), Ordering::Relaxed);
+        }
         // An action that is not a number is a failed inference: rejected by the
         // governor under its own check, and a miss for the deadline logic.
         let non_finite = action.is_some_and(|a| a.iter().any(|x| !x.is_finite()));

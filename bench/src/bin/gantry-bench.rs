@@ -194,6 +194,9 @@ fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         fig("overhead (latency less the model's run) p50", g.overhead_ms.p50, "ms", Some(p.overhead_ms.p50));
         fig("overhead (latency less the model's run) p99", g.overhead_ms.p99, "ms", Some(p.overhead_ms.p99));
         fig("overhead (latency less the model's run) p99.9", g.overhead_ms.p999, "ms", Some(p.overhead_ms.p999));
+        fig("floor: preprocess + infer only p50", g.floor_ms.p50, "ms", None);
+        fig("floor: preprocess + infer only p99", g.floor_ms.p99, "ms", None);
+        fig("latency p50 less the floor p50", g.latency_ms.p50 - g.floor_ms.p50, "ms", None);
         fig("control wake-up jitter p50", g.jitter_us.p50, "µs", Some(p.jitter_us.p50));
         fig("control wake-up jitter p99", g.jitter_us.p99, "µs", Some(p.jitter_us.p99));
         fig("control wake-up jitter p99.9", g.jitter_us.p999, "µs", Some(p.jitter_us.p999));
