@@ -36,6 +36,37 @@ fn nearest(src: usize, dst: usize) -> Vec<usize> {
     (0..dst).map(|i| ((2 * i + 1) * src / (2 * dst)).min(src - 1)).collect()
 }
 
+/// Per-byte sums over a band of rows (see [`Preprocessor`]'s `band`).
+enum Band {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+/// `band[i]` = the sum of byte `i` over `rows`.
+fn sum_rows<A: Copy + From<u8> + std::ops::AddAssign>(band: &mut [A], mut rows: std::slice::ChunksExact<'_, u8>) {
+    if let Some(first) = rows.next() {
+        for (a, &v) in band.iter_mut().zip(first) {
+            *a = A::from(v);
+        }
+    }
+    for row in rows {
+        for (a, &v) in band.iter_mut().zip(row) {
+            *a += A::from(v);
+        }
+    }
+}
+
+/// R, G and B summed over interleaved band sums.
+fn sum_columns<A: Copy + Into<u32>>(band: &[A]) -> [u32; 3] {
+    let mut sum = [0u32; 3];
+    for px in band.chunks_exact(3) {
+        sum[0] += px[0].into();
+        sum[1] += px[1].into();
+        sum[2] += px[2].into();
+    }
+    sum
+}
+
 /// Turns camera, depth and joint readings into the policy's input tensors.
 pub struct Preprocessor {
     io: IoShape,
@@ -46,8 +77,9 @@ pub struct Preprocessor {
     /// Per byte of a source row: its sum over the band of rows one output
     /// row covers. Summing whole rows first is a straight, vectorised pass
     /// over the frame at memory speed; the columns are then summed once per
-    /// band, over a single row's worth of values.
-    band: Vec<u32>,
+    /// band, over a single row's worth of values. In `u16` (twice the lanes)
+    /// when no band is taller than 257 rows (257 × 255 fits), else `u32`.
+    band: Band,
     depth_cols: Vec<usize>,
     depth_rows: Vec<usize>,
     /// `(v / 255 - mean[c]) / std[c]` for every byte value, per channel.
@@ -81,7 +113,11 @@ impl Preprocessor {
             depth_src: (dw, dh),
             cols: spans(rw.max(1), ow),
             rows: spans(rh.max(1), oh),
-            band: vec![0; rw * 3],
+            band: if spans(rh.max(1), oh).iter().all(|(y0, y1)| y1 - y0 <= 257) {
+                Band::Narrow(vec![0; rw * 3])
+            } else {
+                Band::Wide(vec![0; rw * 3])
+            },
             depth_cols: nearest(dw.max(1), odw),
             depth_rows: nearest(dh.max(1), odh),
             rgb_lut,
@@ -108,24 +144,16 @@ impl Preprocessor {
         let plane = oh * ow;
         let stride = w * 3;
         for (oy, &(y0, y1)) in self.rows.iter().enumerate() {
-            let mut rows = frame[y0 * stride..y1 * stride].chunks_exact(stride);
-            if let Some(first) = rows.next() {
-                for (a, &v) in self.band.iter_mut().zip(first) {
-                    *a = u32::from(v);
-                }
-            }
-            for row in rows {
-                for (a, &v) in self.band.iter_mut().zip(row) {
-                    *a += u32::from(v);
-                }
+            let rows = frame[y0 * stride..y1 * stride].chunks_exact(stride);
+            match &mut self.band {
+                Band::Narrow(band) => sum_rows(band, rows),
+                Band::Wide(band) => sum_rows(band, rows),
             }
             for (ox, &(x0, x1)) in self.cols.iter().enumerate() {
-                let mut sum = [0u32; 3];
-                for px in self.band[x0 * 3..x1 * 3].chunks_exact(3) {
-                    sum[0] += px[0];
-                    sum[1] += px[1];
-                    sum[2] += px[2];
-                }
+                let sum = match &self.band {
+                    Band::Narrow(band) => sum_columns(&band[x0 * 3..x1 * 3]),
+                    Band::Wide(band) => sum_columns(&band[x0 * 3..x1 * 3]),
+                };
                 let n = ((y1 - y0) * (x1 - x0)) as u32;
                 let i = oy * ow + ox;
                 for c in 0..3 {

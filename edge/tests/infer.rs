@@ -121,6 +121,19 @@ fn area_average_is_exact_on_a_checkerboard() {
 }
 
 #[test]
+fn area_average_of_bands_taller_than_u16_sums_hold() {
+    let package = ModelPackage::load(baseline_dir()).unwrap();
+    // 300 source rows per output row: 300 × 255 overflows a u16 sum, so the
+    // preprocessor must sum these bands wider; the means stay exact.
+    let (w, h) = (128u32, 128 * 300);
+    let mut pre = Preprocessor::new(&package, (w, h), (256, 256)).unwrap();
+    let frame: Vec<u8> = (0..w * h).flat_map(|_| [255u8, 0, 128]).collect();
+    let mut rgb = vec![0f32; 3 * 128 * 128];
+    pre.rgb(&frame, &mut rgb).unwrap();
+    assert!(pre.model_rgb().chunks_exact(3).all(|px| px == [255, 0, 128]), "{:?}", &pre.model_rgb()[..3]);
+}
+
+#[test]
 fn tract_runs_the_baseline_deterministically_within_the_action_bounds() {
     let package = ModelPackage::load(baseline_dir()).unwrap();
     let mut policy = TractBackend::load(&package, 1).unwrap();
