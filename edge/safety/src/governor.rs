@@ -647,9 +647,13 @@ impl Governor {
             // Finite by construction; the guard keeps a bad limit from
             // turning into a non-finite target.
             if v.is_finite() && (*t + v * dt).is_finite() {
+                let from = *t;
                 *t += v * dt;
                 if let Some(slot) = velocity.get_mut(j) {
-                    *slot = v;
+                    // The velocity the targets carry once rounded to f32, as
+                    // the next command's acceleration is judged against: over
+                    // a 1 ms step the rounding alone is ~0.02 rad/s².
+                    *slot = (*t - from) / dt;
                 }
             }
         }
