@@ -982,7 +982,7 @@ fn control_loop(
         return;
     };
     let policy_cell = shared.policy.clone();
-    let mut policy_in = Latest::new(shared.policy.clone(), PolicyOutput::default());
+    let mut policy_in = Latest::new(policy_cell.clone(), PolicyOutput::default());
     // Policy outputs already looked at: a new one wakes the loop early.
     let mut seen = policy_cell.version();
     let mut zone_in = Latest::new(shared.zone.clone(), ZoneReading::default());
@@ -1242,13 +1242,13 @@ impl Watch {
     }
 }
 
-/// How often the supervisor looks at the threads.
 /// The shortest interval between two control commands (an early tick waits
 /// out the rest): at 1 ms, rounding of f32 joint targets (about 2.4e-7 rad near
 /// the limits) reads as under 0.5 rad/s² of acceleration, well inside the
 /// shaper's headroom under the governor's limit.
 const MIN_TICK_SPACING_NS: u64 = 1_000_000;
 
+/// How often the supervisor looks at the threads.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(10);
 
 /// Off the real-time threads: watches each real-time thread's progress,

@@ -107,17 +107,19 @@ impl Preprocessor {
         let (dw, dh) = (depth_src.0 as usize, depth_src.1 as usize);
         let (oh, ow) = io.rgb;
         let (odh, odw) = io.depth;
+        let rows = spans(rh.max(1), oh);
+        let band = if rows.iter().all(|(y0, y1)| y1 - y0 <= 257) {
+            Band::Narrow(vec![0; rw * 3])
+        } else {
+            Band::Wide(vec![0; rw * 3])
+        };
         Ok(Self {
             io,
             rgb_src: (rw, rh),
             depth_src: (dw, dh),
             cols: spans(rw.max(1), ow),
-            rows: spans(rh.max(1), oh),
-            band: if spans(rh.max(1), oh).iter().all(|(y0, y1)| y1 - y0 <= 257) {
-                Band::Narrow(vec![0; rw * 3])
-            } else {
-                Band::Wide(vec![0; rw * 3])
-            },
+            rows,
+            band,
             depth_cols: nearest(dw.max(1), odw),
             depth_rows: nearest(dh.max(1), odh),
             rgb_lut,
