@@ -6,10 +6,10 @@
 
 use criterion::{criterion_group, Criterion};
 use gantry_bench::{model_dir, percentiles, synthetic_frames};
-use gantry_edge::infer::tract::TractBackend;
-use gantry_edge::infer::PolicyBackend;
-use gantry_edge::model::ModelPackage;
-use gantry_edge::preprocess::Preprocessor;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::PolicyBackend;
+use gantry_policy::model::ModelPackage;
+use gantry_policy::preprocess::Preprocessor;
 
 const MODELS: [&str; 2] = ["baseline", "vision-50m"];
 
@@ -25,7 +25,7 @@ fn backends(model: &ModelPackage) -> Vec<(&'static str, Box<dyn PolicyBackend>)>
             threads,
             ..Default::default()
         };
-        match gantry_edge::infer::ort::OrtBackend::load(model, &policy) {
+        match gantry_policy::infer::ort::OrtBackend::load(model, &policy) {
             Ok((b, _)) => out.push(("ort-cpu", Box::new(b))),
             Err(e) => eprintln!("ort skipped: {e}"),
         }

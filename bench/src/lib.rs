@@ -5,6 +5,7 @@
 //! policy must be generated first (`python3 models/make_models.py vision-50m models/vision-50m`).
 
 pub mod ingest;
+pub mod peers;
 pub mod pipeline;
 pub mod recorder;
 pub mod report;

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_config::EdgeConfig;
-use gantry_edge::infer::tract::TractBackend;
-use gantry_edge::infer::PolicyBackend;
-use gantry_edge::model::ModelPackage;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::PolicyBackend;
+use gantry_policy::model::ModelPackage;
 use gantry_edge::pipeline::{Options, Parts, Pipeline, PipelineStatus, RtThread};
 use gantry_edge::record::{Recorder, RecorderThread, Settings};
 use gantry_hal::alloc_count::{count, set_role};
@@ -233,31 +233,15 @@ pub struct PeerRun {
 /// The Python peer on the same model and frames for `seconds`; `None` (with
 /// a line on stderr) where its environment is missing.
 pub fn python_peer(model: &Path, seconds: u64) -> anyhow::Result<Option<PeerRun>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = match std::env::var("PEER_PYTHON") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => root.join("../target/peers-venv/bin/python"),
-    };
-    if !python.is_file() {
-        eprintln!(
-            "python peer: {} not found (run bench/peers/setup.sh, or set PEER_PYTHON); its figures are left out",
-            python.display()
-        );
-        return Ok(None);
-    }
-    let dir = std::env::temp_dir().join(format!("gantry-bench-peer-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let Some(python) = crate::peers::peer_python() else { return Ok(None) };
     let (rgb, depth) = crate::synthetic_frames();
-    std::fs::write(dir.join("rgb.raw"), &rgb)?;
-    std::fs::write(dir.join("depth.raw"), &depth)?;
+    let frames = crate::peers::FramesOnDisk::write(&rgb, &depth)?;
     let out = Command::new(&python)
-        .arg(root.join("peers/pipeline.py"))
-        .args(["--rgb", &dir.join("rgb.raw").display().to_string()])
-        .args(["--depth", &dir.join("depth.raw").display().to_string()])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/pipeline.py"))
+        .args(frames.args())
         .args(["--model", &model.display().to_string()])
         .args(["--seconds", &seconds.to_string(), "--threads", "2"])
         .output()?;
-    let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(out.status.success(), "python peer failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let s = |k: &str| Spread {

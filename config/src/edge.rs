@@ -250,6 +250,9 @@ impl Default for Firmware {
 pub enum Backend {
     Tract,
     Ort,
+    /// Each backend that loads here (tract, ONNX Runtime on its first provider
+    /// that starts) timed on the model at load; the faster runs it.
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -696,7 +699,7 @@ impl EdgeConfig {
         c.non_empty("policy.model_dir", &p.model_dir, "a model package directory");
         c.non_empty("policy.baseline_model_dir", &p.baseline_model_dir, "a model package directory");
         c.range("policy.threads", p.threads, 1..=64);
-        if p.backend == Backend::Ort {
+        if matches!(p.backend, Backend::Ort | Backend::Auto) {
             c.rule(
                 !p.providers.is_empty(),
                 "policy.providers",

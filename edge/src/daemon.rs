@@ -49,6 +49,10 @@ impl Daemon {
         for failure in &parts.policy_failures {
             tracing::warn!(%failure, "configured policy unavailable; running the baseline");
         }
+        if !parts.policy_trials.is_empty() {
+            let backend = parts.primary.execution_path();
+            tracing::info!(%backend, trials = ?parts.policy_trials, "policy backend chosen by timing each at load");
+        }
         let settings = record::Settings::from_config(config, &parts.primary.manifest().version)
             .with_streams(parts.camera.info(), parts.depth.as_ref().map(|d| d.info()));
         let (recorder, report) = Recorder::open(settings).context("opening the recorder")?;
@@ -69,6 +73,7 @@ impl Daemon {
             model: model_state.clone(),
             backend: pipeline.backend.clone(),
             policy_failures: pipeline.policy_failures.clone(),
+            policy_trials: pipeline.policy_trials.clone(),
             pipeline: pipeline.status(),
             governor: pipeline.governor.clone(),
             rgb: pipeline.rgb.clone(),

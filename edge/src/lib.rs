@@ -13,13 +13,12 @@ pub use gantry_recorder as record;
 pub mod daemon;
 pub mod governor;
 pub mod health;
-pub mod infer;
-pub mod model;
+/// The policy stage, in its own crate (`edge/policy/`).
+pub use gantry_policy::{infer, model, preprocess};
 pub mod page;
 pub mod pipeline;
-pub mod preprocess;
 #[cfg(feature = "cuda")]
-pub mod preprocess_cuda;
+pub use gantry_policy::preprocess_cuda;
 pub mod realtime;
 pub mod replay;
 pub mod rollout;
@@ -91,10 +90,11 @@ pub fn preflight(config: &EdgeConfig) -> Preflight {
         }
     }
     let ort_library = &policy.ort_library_path;
-    if policy.backend == Backend::Ort && !ort_library.is_empty() && !std::path::Path::new(ort_library).is_file() {
+    if policy.backend != Backend::Tract && !ort_library.is_empty() && !std::path::Path::new(ort_library).is_file() {
+        let then = if policy.backend == Backend::Ort { "the baseline on tract" } else { "the model on tract" };
         found.warnings.push(Problem::new(
             "policy.ort_library_path",
-            format!("{ort_library:?} is not a file; run would use the baseline on tract"),
+            format!("{ort_library:?} is not a file; run would use {then}"),
             "the path of libonnxruntime.so",
         ));
     }

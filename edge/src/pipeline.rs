@@ -12,7 +12,7 @@
 //! one writer and readers that never wait on it (`gantry-handoff`). The
 //! real-time threads never take a lock, never format text and never allocate —
 //! except the policy backend inside the inference thread (tract allocates its
-//! intermediate tensors; counted in `edge/tests/infer_alloc.rs`).
+//! intermediate tensors; counted in `edge/policy/tests/infer_alloc.rs`).
 //!
 //! The supervisor watches every real-time thread's progress: one that stalls
 //! or dies (its panic is caught) holds the robot in safe stop, is named on the
@@ -89,6 +89,8 @@ pub struct Parts {
     pub baseline: Box<dyn PolicyBackend>,
     /// Failures met while loading the configured policy (reported on the status page).
     pub policy_failures: Vec<String>,
+    /// What `policy.backend = "auto"` measured at load, one line per backend.
+    pub policy_trials: Vec<String>,
     /// The optional safety model that must approve every action.
     pub safety: Option<crate::infer::safety::SafetyModel>,
     /// A synthetic depth camera drawing the arm: the control thread keeps it
@@ -112,7 +114,16 @@ impl Parts {
             "" => None,
             path => Some(crate::infer::safety::SafetyModel::load(path, config.firmware.joints)?),
         };
-        Ok(Self { camera, depth, primary: loaded.backend, baseline, policy_failures: failures, safety, scene_arm })
+        Ok(Self {
+            camera,
+            depth,
+            primary: loaded.backend,
+            baseline,
+            policy_failures: failures,
+            policy_trials: loaded.trials.iter().map(ToString::to_string).collect(),
+            safety,
+            scene_arm,
+        })
     }
 }
 
@@ -377,6 +388,7 @@ pub struct Pipeline {
     pub model_version: String,
     pub backend: String,
     pub policy_failures: Vec<String>,
+    pub policy_trials: Vec<String>,
 }
 
 const RECENT_INCIDENTS: usize = 50;
@@ -635,6 +647,7 @@ impl Pipeline {
             model_version,
             backend,
             policy_failures: parts.policy_failures,
+            policy_trials: parts.policy_trials,
         })
     }
 

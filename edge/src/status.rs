@@ -50,6 +50,8 @@ pub struct View {
     pub model: Arc<crate::rollout::ModelState>,
     pub backend: String,
     pub policy_failures: Vec<String>,
+    /// What `policy.backend = "auto"` measured at load.
+    pub policy_trials: Vec<String>,
     pub pipeline: Arc<PipelineStatus>,
     pub governor: Arc<GovernorStats>,
     pub rgb: Arc<CaptureStats>,
@@ -411,6 +413,7 @@ impl View {
                 "backend": self.backend,
                 "on_baseline": p.on_baseline.load(Relaxed),
                 "failures": self.policy_failures,
+                "trials": self.policy_trials,
             },
             "loop": {
                 "rate_hz": p.rate_mhz.load(Relaxed) as f64 / 1e3,

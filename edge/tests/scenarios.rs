@@ -199,6 +199,7 @@ fn a_slow_policy_falls_back_to_the_baseline_then_to_safe_stop() {
         primary: Box::new(slow(80)),
         baseline: Box::new(slow(80)),
         policy_failures: Vec::new(),
+        policy_trials: Vec::new(),
         safety: None,
         scene_arm: None,
     };
@@ -266,6 +267,7 @@ fn a_joint_count_mismatch_refuses_to_start() {
         primary: Box::new(TractBackend::load(&model, 1).unwrap()),
         baseline: Box::new(TractBackend::load(&model, 1).unwrap()),
         policy_failures: Vec::new(),
+        policy_trials: Vec::new(),
         safety: None,
         scene_arm: None,
     };

@@ -19,10 +19,10 @@ use gantry_bench::{model_dir, percentiles, synthetic_frames};
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
 use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
-use gantry_edge::infer::tract::TractBackend;
-use gantry_edge::infer::PolicyBackend;
-use gantry_edge::model::ModelPackage;
-use gantry_edge::preprocess::Preprocessor;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::PolicyBackend;
+use gantry_policy::model::ModelPackage;
+use gantry_policy::preprocess::Preprocessor;
 use gantry_edge::zone::ZoneReading;
 use gantry_hal::alloc_count::CountingAllocator;
 
@@ -135,8 +135,16 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
     }
 }
 
+/// Preprocessing and inference per model, alone: the RGB preprocessing beside
+/// `fast_image_resize` and OpenCV's `INTER_AREA` on the same frame, the whole
+/// preprocessing beside OpenCV + numpy, and each backend that loads here
+/// (tract; ONNX Runtime's CPU provider when built with `ort` and its library
+/// is found) with its allocations per run.
 fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    use gantry_bench::peers::{fir_box_resize, opencv_preprocess};
+    use gantry_hal::alloc_count::counting;
     let (rgb, depth) = synthetic_frames();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
     for name in ["baseline", "vision-50m"] {
         let Some(dir) = model_dir(name) else {
             eprintln!("{name}: not generated (python3 models/make_models.py {name} models/{name}); skipped");
@@ -144,26 +152,68 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         };
         let model = ModelPackage::load(&dir)?;
         let mut pre = Preprocessor::new(&model, (1920, 1080), (848, 480))?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-        let mut backend = TractBackend::load(&model, threads)?;
+        let mut backends: Vec<Box<dyn PolicyBackend>> = vec![Box::new(TractBackend::load(&model, threads)?)];
+        #[cfg(feature = "ort")]
+        {
+            use gantry_config::edge::{Backend, ExecutionProvider, Policy};
+            let policy = Policy { backend: Backend::Ort, providers: vec![ExecutionProvider::Cpu], threads, ..Policy::default() };
+            match gantry_policy::infer::ort::OrtBackend::load(&model, &policy) {
+                Ok((b, _)) => backends.push(Box::new(b)),
+                Err(e) => eprintln!("{name}: ONNX Runtime: {e} (ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime.sh)); its figures are left out"),
+            }
+        }
         let n = match (name, quick) {
             ("baseline", false) => 2000,
             ("baseline", true) => 300,
             (_, false) => 300,
             (_, true) => 50,
         };
+        let size = model.rgb()?.shape[2..].to_vec();
+        let (w, h) = (size[1] as u32, size[0] as u32);
+        let what = format!("{name}: preprocess 1080p RGB to {w}x{h}");
+        let p = percentiles(n, || pre.rgb(&rgb, backends[0].inputs().rgb).expect("rgb"));
+        let fir = fir_box_resize(&rgb, (1920, 1080), (w, h), n)?;
+        let fir_peer = "fast_image_resize 6, box convolution, resize only (u8, interleaved)";
+        report.add_with_peer(format!("{what} (area average + normalise, planar f32) p50"), p.p50_ms, "ms", fir_peer, fir.p50_ms);
+        report.add_with_peer(format!("{what} (area average + normalise, planar f32) p99"), p.p99_ms, "ms", fir_peer, fir.p99_ms);
+        let cv = opencv_preprocess(&dir, &rgb, &depth, n)?;
+        if let Some(cv) = &cv {
+            let peer = format!("{}, cv2.resize INTER_AREA only (u8, interleaved)", cv.versions);
+            report.add_with_peer(format!("{what}, beside OpenCV p50"), p.p50_ms, "ms", &peer, cv.resize_ms.0);
+            report.add_with_peer(format!("{what}, beside OpenCV p99"), p.p99_ms, "ms", &peer, cv.resize_ms.1);
+        }
+        let p = percentiles(n, || pre.depth(&depth, 1.0, backends[0].inputs().depth).expect("depth"));
+        report.add(format!("{name}: preprocess 848x480 depth p50"), p.p50_ms, "ms");
+        report.add(format!("{name}: preprocess 848x480 depth p99"), p.p99_ms, "ms");
         let p = percentiles(n, || {
-            let inputs = backend.inputs();
+            let inputs = backends[0].inputs();
             pre.rgb(&rgb, inputs.rgb).expect("rgb");
             pre.depth(&depth, 1.0, inputs.depth).expect("depth");
         });
-        report.add(format!("{name}: preprocess 1080p RGB + depth p50"), p.p50_ms, "ms");
-        report.add(format!("{name}: preprocess 1080p RGB + depth p99"), p.p99_ms, "ms");
-        let p = percentiles(n, || {
-            backend.run().expect("inference");
-        });
-        report.add(format!("{name}: infer tract p50"), p.p50_ms, "ms");
-        report.add(format!("{name}: infer tract p99"), p.p99_ms, "ms");
+        let mut whole = |q: &str, value: f64, peer: Option<f64>| match (&cv, peer) {
+            (Some(cv), Some(v)) => report.add_with_peer(
+                format!("{name}: preprocess 1080p RGB + depth {q}"),
+                value,
+                "ms",
+                &format!("{}, the same preprocessing", cv.versions),
+                v,
+            ),
+            _ => report.add(format!("{name}: preprocess 1080p RGB + depth {q}"), value, "ms"),
+        };
+        whole("p50", p.p50_ms, cv.as_ref().map(|c| c.whole_ms.0));
+        whole("p99", p.p99_ms, cv.as_ref().map(|c| c.whole_ms.1));
+        for backend in &mut backends {
+            let path = backend.execution_path();
+            let mut allocs = 0;
+            let p = percentiles(n, || allocs += counting(1, || backend.run().map(|_| ()).expect("inference")).1);
+            report.add(format!("{name}: infer {path} p50"), p.p50_ms, "ms");
+            report.add(format!("{name}: infer {path} p99"), p.p99_ms, "ms");
+            report.add(
+                format!("{name}: infer {path}, Rust-side allocations per run"),
+                allocs as f64 / n as f64,
+                "allocs",
+            );
+        }
     }
     Ok(())
 }

@@ -119,8 +119,8 @@ impl ModelPackage {
     pub fn embedded_baseline() -> Result<Self, ModelError> {
         Self::from_parts(
             PathBuf::from("<built-in baseline>"),
-            include_str!("../../models/baseline/manifest.toml"),
-            include_bytes!("../../models/baseline/model.onnx").to_vec(),
+            include_str!("../../../models/baseline/manifest.toml"),
+            include_bytes!("../../../models/baseline/model.onnx").to_vec(),
         )
     }
 

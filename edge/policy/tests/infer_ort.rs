@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use gantry_config::edge::{Backend, ExecutionProvider, Policy};
-use gantry_edge::infer::ort::OrtBackend;
-use gantry_edge::infer::tract::TractBackend;
-use gantry_edge::infer::{load_policy, ExecutionPath, InferError, PolicyBackend};
-use gantry_edge::model::ModelPackage;
+use gantry_policy::infer::ort::OrtBackend;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::{load_policy, ExecutionPath, InferError, PolicyBackend, Trial};
+use gantry_policy::model::ModelPackage;
 
 fn baseline_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline")
 }
 
 fn policy(providers: &[ExecutionProvider]) -> Policy {
@@ -101,4 +101,32 @@ fn a_primary_that_cannot_start_falls_back_to_the_baseline_on_tract() {
     assert_eq!(loaded.backend.execution_path(), ExecutionPath::OrtCpu);
     assert_eq!(loaded.failures.len(), 1, "{:?}", loaded.failures);
     assert!(loaded.failures[0].starts_with("ort cuda: "));
+}
+
+#[test]
+fn auto_times_tract_and_ort_and_runs_the_faster() {
+    let loaded = load_policy(&Policy { backend: Backend::Auto, ..policy(&[ExecutionProvider::Cpu]) }).unwrap();
+    assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+    let times: Vec<(ExecutionPath, f64)> = loaded
+        .trials
+        .iter()
+        .map(|t| match t {
+            Trial::Ran { path, median_ms } => (*path, *median_ms),
+            other => panic!("both backends load here: {other}"),
+        })
+        .collect();
+    assert_eq!(times.iter().map(|t| t.0).collect::<Vec<_>>(), [ExecutionPath::TractCpu, ExecutionPath::OrtCpu]);
+    let fastest = if times[1].1 < times[0].1 { times[1].0 } else { times[0].0 };
+    assert_eq!(loaded.backend.execution_path(), fastest, "{times:?}");
+}
+
+#[test]
+fn auto_notes_the_providers_that_did_not_start_and_still_measures_the_cpu() {
+    let all = [ExecutionProvider::Tensorrt, ExecutionProvider::Cuda, ExecutionProvider::Cpu];
+    let loaded = load_policy(&Policy { backend: Backend::Auto, ..policy(&all) }).unwrap();
+    assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+    let lines: Vec<String> = loaded.trials.iter().map(ToString::to_string).collect();
+    assert!(lines[0].starts_with("tract-cpu ") && lines[1].starts_with("ort-cpu "), "{lines:?}");
+    assert!(lines[2].starts_with("ort tensorrt unavailable: "), "{lines:?}");
+    assert!(lines[3].starts_with("ort cuda unavailable: "), "{lines:?}");
 }

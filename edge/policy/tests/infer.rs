@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use gantry_edge::infer::tract::TractBackend;
-use gantry_edge::infer::{ExecutionPath, PolicyBackend};
-use gantry_edge::model::{sha256_hex, ModelError, ModelPackage};
-use gantry_edge::preprocess::Preprocessor;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::{ExecutionPath, PolicyBackend};
+use gantry_policy::model::{sha256_hex, ModelError, ModelPackage};
+use gantry_policy::preprocess::Preprocessor;
 
 fn baseline_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline")
 }
 
 /// A copy of the baseline package with its manifest edited by `edit`.

@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use gantry_edge::model::ModelPackage;
-use gantry_edge::preprocess::Preprocessor;
-use gantry_edge::preprocess_cuda::{CudaPreprocessError, CudaPreprocessor};
+use gantry_policy::model::ModelPackage;
+use gantry_policy::preprocess::Preprocessor;
+use gantry_policy::preprocess_cuda::{CudaPreprocessError, CudaPreprocessor};
 
 #[test]
 fn cuda_matches_cpu_or_reports_the_missing_driver() {
-    let model = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")).unwrap();
+    let model = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline")).unwrap();
     let (w, h) = (1920u32, 1080u32);
     let frame: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7 + i / 5791) % 251) as u8).collect();
     let mut gpu = match CudaPreprocessor::new(&model, (w, h)) {

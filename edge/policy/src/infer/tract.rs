@@ -4,7 +4,7 @@
 //! of the `Arc` (a reference count, no copy) and writes the next inputs in place
 //! once tract has let go. tract allocates its intermediate and output tensors on
 //! every run; that is contained on the inference thread and counted in the
-//! allocation test (`edge/tests/infer_alloc.rs`).
+//! allocation test (`edge/policy/tests/infer_alloc.rs`).
 
 use std::sync::{Arc, Once};
 

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use gantry_config::edge::Synthetic;
-use gantry_edge::infer::tract::TractBackend;
-use gantry_edge::infer::PolicyBackend;
-use gantry_edge::model::ModelPackage;
-use gantry_edge::preprocess::Preprocessor;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::PolicyBackend;
+use gantry_policy::model::ModelPackage;
+use gantry_policy::preprocess::Preprocessor;
 use gantry_hal::alloc_count::{counting, CountingAllocator};
 use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
 use gantry_hal::{FrameSource, Pacing};
@@ -26,7 +26,7 @@ const TRACT_ALLOCATIONS_PER_RUN_MAX: u64 = 80;
 
 #[test]
 fn steady_state_preprocessing_allocates_nothing_and_tract_a_constant_amount() {
-    let package = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/baseline")).unwrap();
+    let package = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline")).unwrap();
     let mut pre = Preprocessor::new(&package, (1920, 1080), (848, 480)).unwrap();
     let mut policy = TractBackend::load(&package, 1).unwrap();
     let scene = Scene::new(Synthetic::default());
