@@ -70,7 +70,12 @@ pub struct OpenCvPreprocess {
 }
 
 /// `None` (with a line on stderr) where the peers' Python is missing.
-pub fn opencv_preprocess(model: &Path, rgb: &[u8], depth: &[u8], runs: usize) -> anyhow::Result<Option<OpenCvPreprocess>> {
+pub fn opencv_preprocess(
+    model: &Path,
+    rgb: &[u8],
+    depth: &[u8],
+    runs: usize,
+) -> anyhow::Result<Option<OpenCvPreprocess>> {
     let Some(python) = peer_python() else { return Ok(None) };
     let frames = FramesOnDisk::write(rgb, depth)?;
     let out = Command::new(python)
@@ -96,7 +101,12 @@ pub fn opencv_preprocess(model: &Path, rgb: &[u8], depth: &[u8], runs: usize) ->
 /// `fast_image_resize`'s box-filter convolution (its area average; SIMD as
 /// the CPU allows) of a `width`×`height` RGB frame to `to`, `runs` times,
 /// into a buffer allocated once.
-pub fn fir_box_resize(rgb: &[u8], (width, height): (u32, u32), to: (u32, u32), runs: usize) -> anyhow::Result<Percentiles> {
+pub fn fir_box_resize(
+    rgb: &[u8],
+    (width, height): (u32, u32),
+    to: (u32, u32),
+    runs: usize,
+) -> anyhow::Result<Percentiles> {
     let src = Image::from_vec_u8(width, height, rgb.to_vec(), PixelType::U8x3)?;
     let mut dst = Image::new(to.0, to.1, PixelType::U8x3);
     let mut resizer = Resizer::new();

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_config::EdgeConfig;
-use gantry_policy::infer::tract::TractBackend;
-use gantry_policy::infer::PolicyBackend;
-use gantry_policy::model::ModelPackage;
 use gantry_edge::pipeline::{Options, Parts, Pipeline, PipelineStatus, RtThread};
 use gantry_edge::record::{Recorder, RecorderThread, Settings};
 use gantry_hal::alloc_count::{count, set_role};
 use gantry_hal::Pacing;
+use gantry_policy::infer::tract::TractBackend;
+use gantry_policy::infer::PolicyBackend;
+use gantry_policy::model::ModelPackage;
 
 /// Allocation roles: capture and control threads, and the inference thread.
 pub const ROLE_RT: u8 = 1;

@@ -19,12 +19,12 @@ use gantry_bench::{model_dir, percentiles, synthetic_frames};
 use gantry_config::edge::MAX_JOINTS;
 use gantry_config::EdgeConfig;
 use gantry_edge::governor::{Command, RobotState, SafetyGovernor};
+use gantry_edge::zone::ZoneReading;
+use gantry_hal::alloc_count::CountingAllocator;
 use gantry_policy::infer::tract::TractBackend;
 use gantry_policy::infer::PolicyBackend;
 use gantry_policy::model::ModelPackage;
 use gantry_policy::preprocess::Preprocessor;
-use gantry_edge::zone::ZoneReading;
-use gantry_hal::alloc_count::CountingAllocator;
 
 /// Counts allocations per thread role, for the allocations-per-frame figures.
 #[global_allocator]
@@ -156,7 +156,8 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         #[cfg(feature = "ort")]
         {
             use gantry_config::edge::{Backend, ExecutionProvider, Policy};
-            let policy = Policy { backend: Backend::Ort, providers: vec![ExecutionProvider::Cpu], threads, ..Policy::default() };
+            let policy =
+                Policy { backend: Backend::Ort, providers: vec![ExecutionProvider::Cpu], threads, ..Policy::default() };
             match gantry_policy::infer::ort::OrtBackend::load(&model, &policy) {
                 Ok((b, _)) => backends.push(Box::new(b)),
                 Err(e) => eprintln!("{name}: ONNX Runtime: {e} (ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime.sh)); its figures are left out"),
@@ -174,8 +175,20 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         let p = percentiles(n, || pre.rgb(&rgb, backends[0].inputs().rgb).expect("rgb"));
         let fir = fir_box_resize(&rgb, (1920, 1080), (w, h), n)?;
         let fir_peer = "fast_image_resize 6, box convolution, resize only (u8, interleaved)";
-        report.add_with_peer(format!("{what} (area average + normalise, planar f32) p50"), p.p50_ms, "ms", fir_peer, fir.p50_ms);
-        report.add_with_peer(format!("{what} (area average + normalise, planar f32) p99"), p.p99_ms, "ms", fir_peer, fir.p99_ms);
+        report.add_with_peer(
+            format!("{what} (area average + normalise, planar f32) p50"),
+            p.p50_ms,
+            "ms",
+            fir_peer,
+            fir.p50_ms,
+        );
+        report.add_with_peer(
+            format!("{what} (area average + normalise, planar f32) p99"),
+            p.p99_ms,
+            "ms",
+            fir_peer,
+            fir.p99_ms,
+        );
         let cv = opencv_preprocess(&dir, &rgb, &depth, n)?;
         if let Some(cv) = &cv {
             let peer = format!("{}, cv2.resize INTER_AREA only (u8, interleaved)", cv.versions);

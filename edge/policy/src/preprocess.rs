@@ -43,6 +43,7 @@ enum Band {
 }
 
 /// `band[i]` = the sum of byte `i` over `rows`.
+#[inline(always)]
 fn sum_rows<A: Copy + From<u8> + std::ops::AddAssign>(band: &mut [A], mut rows: std::slice::ChunksExact<'_, u8>) {
     if let Some(first) = rows.next() {
         for (a, &v) in band.iter_mut().zip(first) {
@@ -57,6 +58,7 @@ fn sum_rows<A: Copy + From<u8> + std::ops::AddAssign>(band: &mut [A], mut rows: 
 }
 
 /// R, G and B summed over interleaved band sums.
+#[inline(always)]
 fn sum_columns<A: Copy + Into<u32>>(band: &[A]) -> [u32; 3] {
     let mut sum = [0u32; 3];
     for px in band.chunks_exact(3) {
@@ -65,6 +67,55 @@ fn sum_columns<A: Copy + Into<u32>>(band: &[A]) -> [u32; 3] {
         sum[2] += px[2].into();
     }
     sum
+}
+
+/// The RGB area average over prepared spans, normalised through the lookup
+/// table into the planar tensor (and kept as RGB8 for training samples).
+struct AreaAverage<'a> {
+    rows: &'a [(usize, usize)],
+    cols: &'a [(usize, usize)],
+    lut: &'a [[f32; 256]; 3],
+    stride: usize,
+    ow: usize,
+}
+
+impl AreaAverage<'_> {
+    #[inline(always)]
+    fn run(&self, frame: &[u8], band: &mut Band, rgb_u8: &mut [u8], out: &mut [f32]) {
+        let plane = out.len() / 3;
+        for (oy, &(y0, y1)) in self.rows.iter().enumerate() {
+            let rows = frame[y0 * self.stride..y1 * self.stride].chunks_exact(self.stride);
+            match band {
+                Band::Narrow(band) => sum_rows(band, rows),
+                Band::Wide(band) => sum_rows(band, rows),
+            }
+            for (ox, &(x0, x1)) in self.cols.iter().enumerate() {
+                let sum = match band {
+                    Band::Narrow(band) => sum_columns(&band[x0 * 3..x1 * 3]),
+                    Band::Wide(band) => sum_columns(&band[x0 * 3..x1 * 3]),
+                };
+                let n = ((y1 - y0) * (x1 - x0)) as u32;
+                let i = oy * self.ow + ox;
+                for c in 0..3 {
+                    let mean = (sum[c] + n / 2) / n;
+                    rgb_u8[i * 3 + c] = mean as u8;
+                    out[c * plane + i] = self.lut[c][mean as usize];
+                }
+            }
+        }
+    }
+
+    /// [`Self::run`] compiled for AVX2: the row sums, the bulk of the work,
+    /// take 32 bytes a step instead of SSE2's 16. The compiler vectorises the
+    /// same source; the portable build targets SSE2 only.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&self, frame: &[u8], band: &mut Band, rgb_u8: &mut [u8], out: &mut [f32]) {
+        self.run(frame, band, rgb_u8, out)
+    }
 }
 
 /// Turns camera, depth and joint readings into the policy's input tensors.
@@ -90,6 +141,9 @@ pub struct Preprocessor {
     /// sample records, and what a replay feeds back in.
     rgb_u8: Vec<u8>,
     depth_u16: Vec<u16>,
+    /// The CPU has AVX2: the area average runs its AVX2 build.
+    #[cfg(target_arch = "x86_64")]
+    avx2: bool,
 }
 
 impl Preprocessor {
@@ -126,6 +180,8 @@ impl Preprocessor {
             depth_scale_mm: model.depth()?.scale_mm.unwrap_or(1.0),
             rgb_u8: vec![0; oh * ow * 3],
             depth_u16: vec![0; odh * odw],
+            #[cfg(target_arch = "x86_64")]
+            avx2: std::arch::is_x86_feature_detected!("avx2"),
         })
     }
 
@@ -143,28 +199,14 @@ impl Preprocessor {
         if out.len() != 3 * oh * ow {
             return Err(PreprocessError::TensorSize { got: out.len(), want: 3 * oh * ow });
         }
-        let plane = oh * ow;
-        let stride = w * 3;
-        for (oy, &(y0, y1)) in self.rows.iter().enumerate() {
-            let rows = frame[y0 * stride..y1 * stride].chunks_exact(stride);
-            match &mut self.band {
-                Band::Narrow(band) => sum_rows(band, rows),
-                Band::Wide(band) => sum_rows(band, rows),
-            }
-            for (ox, &(x0, x1)) in self.cols.iter().enumerate() {
-                let sum = match &self.band {
-                    Band::Narrow(band) => sum_columns(&band[x0 * 3..x1 * 3]),
-                    Band::Wide(band) => sum_columns(&band[x0 * 3..x1 * 3]),
-                };
-                let n = ((y1 - y0) * (x1 - x0)) as u32;
-                let i = oy * ow + ox;
-                for c in 0..3 {
-                    let mean = (sum[c] + n / 2) / n;
-                    self.rgb_u8[i * 3 + c] = mean as u8;
-                    out[c * plane + i] = self.rgb_lut[c][mean as usize];
-                }
-            }
+        let area = AreaAverage { rows: &self.rows, cols: &self.cols, lut: &self.rgb_lut, stride: w * 3, ow };
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is true only where the CPU reported AVX2 (`new`).
+            unsafe { area.run_avx2(frame, &mut self.band, &mut self.rgb_u8, out) };
+            return Ok(());
         }
+        area.run(frame, &mut self.band, &mut self.rgb_u8, out);
         Ok(())
     }
 
@@ -243,5 +285,43 @@ impl Preprocessor {
         out[..j].copy_from_slice(&positions[..j]);
         out[j..].copy_from_slice(&velocities[..j]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX2 build and the portable one make the same bytes and the same
+    /// tensor, bit for bit, from a frame with no pattern to hide an indexing slip.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_portable_builds_agree() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("this CPU has no AVX2: only the portable build runs here");
+            return;
+        }
+        let model = ModelPackage::embedded_baseline().unwrap();
+        let mut x = 0x9e37_79b9_u32;
+        let frame: Vec<u8> = (0..1920 * 1080 * 3)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let mut simd = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let mut portable = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        assert!(simd.avx2);
+        portable.avx2 = false;
+        let (h, w) = simd.io().rgb;
+        let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![0f32; 3 * h * w]);
+        simd.rgb(&frame, &mut a).unwrap();
+        portable.rgb(&frame, &mut b).unwrap();
+        assert_eq!(simd.model_rgb(), portable.model_rgb());
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Not a constant: the random frame averages to different values.
+        assert!(simd.model_rgb().iter().any(|&v| v != simd.model_rgb()[0]));
     }
 }

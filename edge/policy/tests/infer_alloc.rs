@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use gantry_config::edge::Synthetic;
+use gantry_hal::alloc_count::{counting, CountingAllocator};
+use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
+use gantry_hal::{FrameSource, Pacing};
 use gantry_policy::infer::tract::TractBackend;
 use gantry_policy::infer::PolicyBackend;
 use gantry_policy::model::ModelPackage;
 use gantry_policy::preprocess::Preprocessor;
-use gantry_hal::alloc_count::{counting, CountingAllocator};
-use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
-use gantry_hal::{FrameSource, Pacing};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;

@@ -203,7 +203,10 @@ fn load_ort(
     _policy: &gantry_config::edge::Policy,
     _failures: &mut Vec<String>,
 ) -> Result<Box<dyn PolicyBackend>, InferError> {
-    Err(InferError::Backend { backend: "ort", reason: "not built in: rebuild gantry-edge with `--features ort`".into() })
+    Err(InferError::Backend {
+        backend: "ort",
+        reason: "not built in: rebuild gantry-edge with `--features ort`".into(),
+    })
 }
 
 /// The median wall time of a run on constant mid-range inputs, after warm-up.
