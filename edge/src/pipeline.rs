@@ -42,7 +42,7 @@ use crate::control::{ControlLoop, Mode, PolicyOutput};
 use crate::governor::{Check, Command, FaultReport, GovernorStats, Incident, RobotState};
 use crate::infer::PolicyBackend;
 use crate::model::ModelError;
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Preprocessor, RgbHelper};
 use crate::realtime::{place_current_thread, sleep_until};
 use crate::record::taps::{ControlRecord, FrameRecord, SampleInput, SampleTap, Taps};
 use crate::zone::{self, ZoneReading};
@@ -511,7 +511,26 @@ impl Pipeline {
         let mut depth_capture = parts.depth.map(|d| Capture::new(d, config.depth.pool_frames));
         let depth_queue = depth_capture.as_ref().map(|c| c.queue());
         let depth_stats = depth_capture.as_ref().map(|c| c.stats());
+        // Half of every RGB frame's rows on a second core at the inference
+        // thread's priority (`gantry_policy::split`), where there is one.
+        let rgb_helper = if thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            let s = shared.clone();
+            let rt = &config.realtime;
+            let core = rt.capture_core.filter(|c| rt.inference_core != Some(*c));
+            let priority = rt.inference_priority;
+            let helper = RgbHelper::spawn(rgb_info.width as usize * 3, move || {
+                placed(&s, RtThread::Inference, core, priority);
+                // It allocates nothing from here on; counted as the inference thread.
+                if let Some(hook) = s.options.after_warmup {
+                    hook(RtThread::Inference);
+                }
+            });
+            Some(helper.context("starting the inference thread's RGB helper")?)
+        } else {
+            None
+        };
         let inference = Inference {
+            rgb_helper,
             primary_pre,
             baseline_pre,
             primary: parts.primary,
@@ -771,6 +790,8 @@ fn warmup(shared: &Shared, thread: RtThread, n: &mut u32) {
 }
 
 struct Inference {
+    /// Takes half of each RGB frame's rows (none on a single core).
+    rgb_helper: Option<RgbHelper>,
     safety: Option<crate::infer::safety::SafetyModel>,
     primary: Box<dyn PolicyBackend>,
     baseline: Box<dyn PolicyBackend>,
@@ -852,7 +873,11 @@ fn inference_loop(
         };
         let pre_start = monotonic_ns();
         let inputs = backend.inputs();
-        let ok = pre.rgb(&frame, inputs.rgb).is_ok()
+        let rgb = match inf.rgb_helper.as_mut() {
+            Some(helper) => pre.rgb_split(&frame, inputs.rgb, helper),
+            None => pre.rgb(&frame, inputs.rgb),
+        };
+        let ok = rgb.is_ok()
             && match &depth {
                 Some(d) => pre.depth(d, inf.depth_unit_mm, inputs.depth).is_ok(),
                 None => {

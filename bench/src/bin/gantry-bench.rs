@@ -215,6 +215,18 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         };
         whole("p50", p.p50_ms, cv.as_ref().map(|c| c.whole_ms.0));
         whole("p99", p.p99_ms, cv.as_ref().map(|c| c.whole_ms.1));
+        // As the pipeline meets a frame: just written, not in this core's
+        // caches. Eight copies in turn (50 MB) outgrow the last-level cache.
+        let frames: Vec<Vec<u8>> = vec![rgb.clone(); 8];
+        let mut next = 0;
+        let p = percentiles(n, || {
+            let inputs = backends[0].inputs();
+            pre.rgb(&frames[next % frames.len()], inputs.rgb).expect("rgb");
+            pre.depth(&depth, 1.0, inputs.depth).expect("depth");
+            next += 1;
+        });
+        report.add(format!("{name}: preprocess 1080p RGB + depth, frame not in cache p50"), p.p50_ms, "ms");
+        report.add(format!("{name}: preprocess 1080p RGB + depth, frame not in cache p99"), p.p99_ms, "ms");
         for backend in &mut backends {
             let path = backend.execution_path();
             let mut allocs = 0;

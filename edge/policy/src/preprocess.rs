@@ -11,6 +11,7 @@
 //! cannot afford.
 
 use crate::model::{IoShape, ModelError, ModelPackage};
+pub use crate::split::RgbHelper;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
@@ -37,9 +38,20 @@ fn nearest(src: usize, dst: usize) -> Vec<usize> {
 }
 
 /// Per-byte sums over a band of rows (see [`Preprocessor`]'s `band`).
-enum Band {
+pub(crate) enum Band {
     Narrow(Vec<u16>),
     Wide(Vec<u32>),
+}
+
+impl Band {
+    /// Sums for `len` bytes of a row, in `u16` when `narrow`.
+    pub(crate) fn new(narrow: bool, len: usize) -> Self {
+        if narrow {
+            Band::Narrow(vec![0; len])
+        } else {
+            Band::Wide(vec![0; len])
+        }
+    }
 }
 
 /// `band[i]` = the sum of byte `i` over `rows`.
@@ -69,21 +81,50 @@ fn sum_columns<A: Copy + Into<u32>>(band: &[A]) -> [u32; 3] {
     sum
 }
 
-/// The RGB area average over prepared spans, normalised through the lookup
-/// table into the planar tensor (and kept as RGB8 for training samples).
-struct AreaAverage<'a> {
-    rows: &'a [(usize, usize)],
-    cols: &'a [(usize, usize)],
-    lut: &'a [[f32; 256]; 3],
-    stride: usize,
+/// The RGB area average for one frame size and model: the spans each output
+/// pixel covers and the normalisation table. Built once; read by the
+/// inference thread and, for the other half of the rows, by an [`RgbHelper`].
+pub(crate) struct Geometry {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+    /// `(v / 255 - mean[c]) / std[c]` for every byte value, per channel.
+    lut: [[f32; 256]; 3],
+    /// Bytes per source row.
+    pub(crate) stride: usize,
     ow: usize,
+    /// No band is taller than 257 rows: the row sums fit `u16` (257 × 255).
+    pub(crate) narrow: bool,
+    /// The CPU has AVX2: the AVX2 build runs.
+    #[cfg(target_arch = "x86_64")]
+    avx2: bool,
 }
 
-impl AreaAverage<'_> {
+impl Geometry {
+    /// Output rows `first..` (as many as `planes` hold) of the planar tensor,
+    /// `planes` being those rows of each channel's plane, and the same rows
+    /// of RGB8 in `rgb_u8`. `band` holds at least a source row.
+    pub(crate) fn rows_into(
+        &self,
+        frame: &[u8],
+        band: &mut Band,
+        first: usize,
+        planes: [&mut [f32]; 3],
+        rgb_u8: &mut [u8],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is true only where the CPU reported AVX2.
+            unsafe { self.rows_avx2(frame, band, first, planes, rgb_u8) };
+            return;
+        }
+        self.rows_portable(frame, band, first, planes, rgb_u8)
+    }
+
     #[inline(always)]
-    fn run(&self, frame: &[u8], band: &mut Band, rgb_u8: &mut [u8], out: &mut [f32]) {
-        let plane = out.len() / 3;
-        for (oy, &(y0, y1)) in self.rows.iter().enumerate() {
+    fn rows_portable(&self, frame: &[u8], band: &mut Band, first: usize, planes: [&mut [f32]; 3], rgb_u8: &mut [u8]) {
+        let [p0, p1, p2] = planes;
+        let count = if self.ow == 0 { 0 } else { p0.len() / self.ow };
+        for (k, &(y0, y1)) in self.rows.iter().skip(first).take(count).enumerate() {
             let rows = frame[y0 * self.stride..y1 * self.stride].chunks_exact(self.stride);
             match band {
                 Band::Narrow(band) => sum_rows(band, rows),
@@ -95,27 +136,42 @@ impl AreaAverage<'_> {
                     Band::Wide(band) => sum_columns(&band[x0 * 3..x1 * 3]),
                 };
                 let n = ((y1 - y0) * (x1 - x0)) as u32;
-                let i = oy * self.ow + ox;
-                for c in 0..3 {
-                    let mean = (sum[c] + n / 2) / n;
-                    rgb_u8[i * 3 + c] = mean as u8;
-                    out[c * plane + i] = self.lut[c][mean as usize];
-                }
+                let i = k * self.ow + ox;
+                let mean = sum.map(|s| (s + n / 2) / n);
+                rgb_u8[i * 3..i * 3 + 3].copy_from_slice(&mean.map(|m| m as u8));
+                p0[i] = self.lut[0][mean[0] as usize];
+                p1[i] = self.lut[1][mean[1] as usize];
+                p2[i] = self.lut[2][mean[2] as usize];
             }
         }
     }
 
-    /// [`Self::run`] compiled for AVX2: the row sums, the bulk of the work,
-    /// take 32 bytes a step instead of SSE2's 16. The compiler vectorises the
-    /// same source; the portable build targets SSE2 only.
+    /// [`Self::rows_portable`] compiled for AVX2: the row sums, the bulk of
+    /// the work, take 32 bytes a step instead of SSE2's 16. The compiler
+    /// vectorises the same source; the portable build targets SSE2 only.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(&self, frame: &[u8], band: &mut Band, rgb_u8: &mut [u8], out: &mut [f32]) {
-        self.run(frame, band, rgb_u8, out)
+    unsafe fn rows_avx2(
+        &self,
+        frame: &[u8],
+        band: &mut Band,
+        first: usize,
+        planes: [&mut [f32]; 3],
+        rgb_u8: &mut [u8],
+    ) {
+        self.rows_portable(frame, band, first, planes, rgb_u8)
     }
+}
+
+/// `out`'s three planes of `plane` values each, from output row `first` on
+/// (`ow` values a row).
+fn planes_from(out: &mut [f32], plane: usize, first: usize, ow: usize) -> [&mut [f32]; 3] {
+    let (p0, rest) = out.split_at_mut(plane);
+    let (p1, p2) = rest.split_at_mut(plane);
+    [&mut p0[first * ow..], &mut p1[first * ow..], &mut p2[first * ow..]]
 }
 
 /// Turns camera, depth and joint readings into the policy's input tensors.
@@ -123,8 +179,7 @@ pub struct Preprocessor {
     io: IoShape,
     rgb_src: (usize, usize),
     depth_src: (usize, usize),
-    cols: Vec<(usize, usize)>,
-    rows: Vec<(usize, usize)>,
+    geometry: Geometry,
     /// Per byte of a source row: its sum over the band of rows one output
     /// row covers. Summing whole rows first is a straight, vectorised pass
     /// over the frame at memory speed; the columns are then summed once per
@@ -133,17 +188,12 @@ pub struct Preprocessor {
     band: Band,
     depth_cols: Vec<usize>,
     depth_rows: Vec<usize>,
-    /// `(v / 255 - mean[c]) / std[c]` for every byte value, per channel.
-    rgb_lut: [[f32; 256]; 3],
     depth_scale_mm: f32,
     /// The last frame at the model's resolution, before normalisation:
     /// interleaved RGB8 and depth in the camera's units. What a training
     /// sample records, and what a replay feeds back in.
     rgb_u8: Vec<u8>,
     depth_u16: Vec<u16>,
-    /// The CPU has AVX2: the area average runs its AVX2 build.
-    #[cfg(target_arch = "x86_64")]
-    avx2: bool,
 }
 
 impl Preprocessor {
@@ -162,26 +212,29 @@ impl Preprocessor {
         let (oh, ow) = io.rgb;
         let (odh, odw) = io.depth;
         let rows = spans(rh.max(1), oh);
-        let band = if rows.iter().all(|(y0, y1)| y1 - y0 <= 257) {
-            Band::Narrow(vec![0; rw * 3])
-        } else {
-            Band::Wide(vec![0; rw * 3])
+        let narrow = rows.iter().all(|(y0, y1)| y1 - y0 <= 257);
+        let band = Band::new(narrow, rw * 3);
+        let geometry = Geometry {
+            rows,
+            cols: spans(rw.max(1), ow),
+            lut: rgb_lut,
+            stride: rw * 3,
+            ow,
+            narrow,
+            #[cfg(target_arch = "x86_64")]
+            avx2: std::arch::is_x86_feature_detected!("avx2"),
         };
         Ok(Self {
             io,
             rgb_src: (rw, rh),
             depth_src: (dw, dh),
-            cols: spans(rw.max(1), ow),
-            rows,
+            geometry,
             band,
             depth_cols: nearest(dw.max(1), odw),
             depth_rows: nearest(dh.max(1), odh),
-            rgb_lut,
             depth_scale_mm: model.depth()?.scale_mm.unwrap_or(1.0),
             rgb_u8: vec![0; oh * ow * 3],
             depth_u16: vec![0; odh * odw],
-            #[cfg(target_arch = "x86_64")]
-            avx2: std::arch::is_x86_feature_detected!("avx2"),
         })
     }
 
@@ -191,6 +244,35 @@ impl Preprocessor {
 
     /// RGB8 interleaved frame → planar normalised `[3, H, W]`.
     pub fn rgb(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let plane = self.check_rgb(frame, out)?;
+        let planes = planes_from(out, plane, 0, self.geometry.ow);
+        self.geometry.rows_into(frame, &mut self.band, 0, planes, &mut self.rgb_u8);
+        Ok(())
+    }
+
+    /// As [`Self::rgb`], the lower half of the rows on `helper`'s thread while
+    /// this one does the upper half: twice the memory bandwidth where the
+    /// frame comes from memory, as a camera's does. The same result, bit for bit.
+    pub fn rgb_split(&mut self, frame: &[u8], out: &mut [f32], helper: &mut RgbHelper) -> Result<(), PreprocessError> {
+        let plane = self.check_rgb(frame, out)?;
+        let g = &self.geometry;
+        if !helper.fits(g) {
+            return self.rgb(frame, out);
+        }
+        let half = self.io.rgb.0 / 2;
+        let [p0, p1, p2] = planes_from(out, plane, 0, g.ow);
+        let (t0, b0) = p0.split_at_mut(half * g.ow);
+        let (t1, b1) = p1.split_at_mut(half * g.ow);
+        let (t2, b2) = p2.split_at_mut(half * g.ow);
+        let (top_u8, bottom_u8) = self.rgb_u8.split_at_mut(half * g.ow * 3);
+        let pending = helper.begin(g, frame, half, [b0, b1, b2], bottom_u8);
+        g.rows_into(frame, &mut self.band, 0, [t0, t1, t2], top_u8);
+        drop(pending);
+        Ok(())
+    }
+
+    /// The frame's and the tensor's sizes; the size of one plane.
+    fn check_rgb(&self, frame: &[u8], out: &[f32]) -> Result<usize, PreprocessError> {
         let (w, h) = self.rgb_src;
         if frame.len() != w * h * 3 {
             return Err(PreprocessError::FrameSize { got: frame.len(), want: w * h * 3, what: "RGB8" });
@@ -199,15 +281,7 @@ impl Preprocessor {
         if out.len() != 3 * oh * ow {
             return Err(PreprocessError::TensorSize { got: out.len(), want: 3 * oh * ow });
         }
-        let area = AreaAverage { rows: &self.rows, cols: &self.cols, lut: &self.rgb_lut, stride: w * 3, ow };
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `avx2` is true only where the CPU reported AVX2 (`new`).
-            unsafe { area.run_avx2(frame, &mut self.band, &mut self.rgb_u8, out) };
-            return Ok(());
-        }
-        area.run(frame, &mut self.band, &mut self.rgb_u8, out);
-        Ok(())
+        Ok(oh * ow)
     }
 
     /// Depth frame of little-endian `u16` (`unit_mm` millimetres per unit) →
@@ -253,7 +327,7 @@ impl Preprocessor {
         let plane = oh * ow;
         for (i, px) in rgb.chunks_exact(3).enumerate() {
             for c in 0..3 {
-                out[c * plane + i] = self.rgb_lut[c][usize::from(px[c])];
+                out[c * plane + i] = self.geometry.lut[c][usize::from(px[c])];
             }
         }
         Ok(())
@@ -292,6 +366,56 @@ impl Preprocessor {
 mod tests {
     use super::*;
 
+    fn noise(n: usize, mut x: u32) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Half the rows on the helper thread make the same bytes and tensor,
+    /// bit for bit, frame after frame (every hand-off a fresh job), as the
+    /// inference thread alone; and the frames differ, so a stale half shows.
+    #[test]
+    fn split_rows_agree_with_one_thread_frame_after_frame() {
+        let model = ModelPackage::embedded_baseline().unwrap();
+        let mut alone = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let mut split = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let mut helper = RgbHelper::spawn(1920 * 3, || {}).unwrap();
+        let (h, w) = alone.io().rgb;
+        let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![f32::NAN; 3 * h * w]);
+        let mut previous = Vec::new();
+        for seed in 1..=20 {
+            let frame = noise(1920 * 1080 * 3, seed * 0x9e37_79b9);
+            alone.rgb(&frame, &mut a).unwrap();
+            split.rgb_split(&frame, &mut b, &mut helper).unwrap();
+            assert_eq!(alone.model_rgb(), split.model_rgb(), "frame {seed}");
+            assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()), "frame {seed}");
+            assert_ne!(previous, split.model_rgb(), "frame {seed} repeats the one before");
+            previous = split.model_rgb().to_vec();
+        }
+    }
+
+    /// A helper whose band sums are narrower than the frame's rows is not
+    /// used: the inference thread does every row, and the result is whole.
+    #[test]
+    fn a_helper_too_narrow_for_the_frame_is_left_out() {
+        let model = ModelPackage::embedded_baseline().unwrap();
+        let mut alone = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let mut split = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let mut helper = RgbHelper::spawn(640 * 3, || {}).unwrap();
+        let (h, w) = alone.io().rgb;
+        let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![f32::NAN; 3 * h * w]);
+        let frame = noise(1920 * 1080 * 3, 7);
+        alone.rgb(&frame, &mut a).unwrap();
+        split.rgb_split(&frame, &mut b, &mut helper).unwrap();
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
     /// The AVX2 build and the portable one make the same bytes and the same
     /// tensor, bit for bit, from a frame with no pattern to hide an indexing slip.
     #[cfg(target_arch = "x86_64")]
@@ -302,19 +426,11 @@ mod tests {
             return;
         }
         let model = ModelPackage::embedded_baseline().unwrap();
-        let mut x = 0x9e37_79b9_u32;
-        let frame: Vec<u8> = (0..1920 * 1080 * 3)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let frame = noise(1920 * 1080 * 3, 0x9e37_79b9);
         let mut simd = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
         let mut portable = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
-        assert!(simd.avx2);
-        portable.avx2 = false;
+        assert!(simd.geometry.avx2);
+        portable.geometry.avx2 = false;
         let (h, w) = simd.io().rgb;
         let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![0f32; 3 * h * w]);
         simd.rgb(&frame, &mut a).unwrap();

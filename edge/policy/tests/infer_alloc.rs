@@ -4,16 +4,19 @@
 use std::path::Path;
 
 use gantry_config::edge::Synthetic;
-use gantry_hal::alloc_count::{counting, CountingAllocator};
+use gantry_hal::alloc_count::{count as alloc_count, counting, set_role, CountingAllocator};
 use gantry_hal::synthetic::{Scene, SyntheticCamera, SyntheticDepth};
 use gantry_hal::{FrameSource, Pacing};
 use gantry_policy::infer::tract::TractBackend;
 use gantry_policy::infer::PolicyBackend;
 use gantry_policy::model::ModelPackage;
-use gantry_policy::preprocess::Preprocessor;
+use gantry_policy::preprocess::{Preprocessor, RgbHelper};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
+
+/// The allocation-counting role of the RGB helper's thread.
+const HELPER_ROLE: u8 = 2;
 
 /// Allocations `f` makes on this thread.
 fn count(f: impl FnOnce()) -> u64 {
@@ -35,12 +38,21 @@ fn steady_state_preprocessing_allocates_nothing_and_tract_a_constant_amount() {
     let mut rgb_frame = vec![0u8; camera.info().frame_bytes()];
     let mut depth_frame = vec![0u8; depth.info().frame_bytes()];
 
+    // The helper that takes half the rows counts its allocations as role 2.
+    let mut helper = RgbHelper::spawn(1920 * 3, || set_role(HELPER_ROLE)).unwrap();
+    let mut frames = 0u32;
     let mut step = |pre: &mut Preprocessor, policy: &mut TractBackend| -> (u64, u64) {
         camera.next_frame(Some(&mut rgb_frame)).unwrap();
         depth.next_frame(Some(&mut depth_frame)).unwrap();
+        frames += 1;
         let pre_allocs = count(|| {
             let inputs = policy.inputs();
-            pre.rgb(&rgb_frame, inputs.rgb).unwrap();
+            // Both ways: alone, and with half the rows on the helper.
+            if frames % 2 == 0 {
+                pre.rgb(&rgb_frame, inputs.rgb).unwrap();
+            } else {
+                pre.rgb_split(&rgb_frame, inputs.rgb, &mut helper).unwrap();
+            }
             pre.depth(&depth_frame, 1.0, inputs.depth).unwrap();
             pre.joints(&[0.0; 6], &[0.0; 6], inputs.joints).unwrap();
         });
@@ -55,11 +67,13 @@ fn steady_state_preprocessing_allocates_nothing_and_tract_a_constant_amount() {
         step(&mut pre, &mut policy);
     }
     let mut per_run = Vec::new();
+    let helper_before = alloc_count(HELPER_ROLE);
     for _ in 0..200 {
         let (pre_allocs, infer_allocs) = step(&mut pre, &mut policy);
         assert_eq!(pre_allocs, 0, "preprocessing allocated in steady state");
         per_run.push(infer_allocs);
     }
+    assert_eq!(alloc_count(HELPER_ROLE) - helper_before, 0, "the RGB helper allocated in steady state");
     let first = per_run[0];
     assert!(per_run.iter().all(|&n| n == first), "tract's allocations per run vary: {per_run:?}");
     assert!(first <= TRACT_ALLOCATIONS_PER_RUN_MAX, "tract allocates {first} times per run");

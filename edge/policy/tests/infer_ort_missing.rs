@@ -10,22 +10,32 @@ use gantry_policy::infer::ort::OrtBackend;
 use gantry_policy::infer::{load_policy, ExecutionPath, InferError, Trial};
 use gantry_policy::model::ModelPackage;
 
-#[test]
-fn missing_library_is_an_error_and_the_baseline_runs() {
-    let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline").display().to_string();
-    let policy = Policy {
-        backend: Backend::Ort,
-        model_dir: baseline.clone(),
-        baseline_model_dir: baseline.clone(),
-        ort_library_path: "/nonexistent/libonnxruntime.so.1.31.1".into(),
+const MISSING: &str = "/nonexistent/libonnxruntime.so.1.31.1";
+
+fn baseline() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline").display().to_string()
+}
+
+/// The baseline on `backend`, with an ONNX Runtime library that is not there.
+fn policy(backend: Backend) -> Policy {
+    Policy {
+        backend,
+        model_dir: baseline(),
+        baseline_model_dir: baseline(),
+        ort_library_path: MISSING.into(),
         providers: vec![ExecutionProvider::Cpu],
         threads: 1,
         ..Policy::default()
-    };
-    let model = ModelPackage::load(&baseline).unwrap();
+    }
+}
+
+#[test]
+fn missing_library_is_an_error_and_the_baseline_runs() {
+    let policy = policy(Backend::Ort);
+    let model = ModelPackage::load(baseline()).unwrap();
     match OrtBackend::load(&model, &policy) {
         Err(InferError::Backend { backend: "ort", reason }) => {
-            assert!(reason.contains("/nonexistent/libonnxruntime.so.1.31.1"), "{reason}")
+            assert!(reason.contains(MISSING), "{reason}")
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("loaded without a library"),
@@ -37,17 +47,7 @@ fn missing_library_is_an_error_and_the_baseline_runs() {
 
 #[test]
 fn auto_without_the_library_runs_the_model_on_tract_and_says_why() {
-    let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline").display().to_string();
-    let policy = Policy {
-        backend: Backend::Auto,
-        model_dir: baseline.clone(),
-        baseline_model_dir: baseline,
-        ort_library_path: "/nonexistent/libonnxruntime.so.1.31.1".into(),
-        providers: vec![ExecutionProvider::Cpu],
-        threads: 1,
-        ..Policy::default()
-    };
-    let loaded = load_policy(&policy).unwrap();
+    let loaded = load_policy(&policy(Backend::Auto)).unwrap();
     assert_eq!(loaded.backend.execution_path(), ExecutionPath::TractCpu);
     // The model runs (not the baseline in its place): nothing failed.
     assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
@@ -55,7 +55,7 @@ fn auto_without_the_library_runs_the_model_on_tract_and_says_why() {
         [Trial::Ran { path: ExecutionPath::TractCpu, median_ms }, Trial::Unavailable { backend, reason }] => {
             assert_eq!(backend, "ort");
             assert!(median_ms.is_finite() && *median_ms > 0.0, "{median_ms}");
-            assert!(reason.contains("/nonexistent/libonnxruntime.so.1.31.1"), "{reason}");
+            assert!(reason.contains(MISSING), "{reason}");
         }
         other => panic!("{other:?}"),
     }
