@@ -19,7 +19,9 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// A spinning thread takes a whole core (95 % under the RT throttle); half of
 /// one is far above what any of these threads needs and far below spinning.
 const MAX_SHARE: f64 = 0.5;
-const RT_THREADS: [&str; 5] = ["gantry-cap-rgb", "gantry-cap-dept", "gantry-infer", "gantry-control", "fw-link-rx"];
+/// The last, the inference thread's RGB helper, runs only where there are two cores.
+const RT_THREADS: [&str; 6] =
+    ["gantry-cap-rgb", "gantry-cap-dept", "gantry-infer", "gantry-control", "fw-link-rx", "gantry-infer-2"];
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -142,7 +144,8 @@ fn real_time_threads_never_spin_and_daemons_stop_under_overload() {
             }
             assert!(share < MAX_SHARE, "daemon {i}: {name} took {:.0} % of a core: spinning", share * 100.0);
         }
-        assert_eq!(seen, RT_THREADS.len(), "daemon {i}: real-time threads missing: {t1:?}");
+        let helper = usize::from(std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2);
+        assert_eq!(seen, RT_THREADS.len() - 1 + helper, "daemon {i}: real-time threads missing: {t1:?}");
         println!("daemon {i}: {} control ticks in {elapsed:.0} s under load", n1 - n0);
         assert!(n1 > n0, "daemon {i}: the control loop stopped under load");
     }

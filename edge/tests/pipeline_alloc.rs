@@ -67,7 +67,10 @@ fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
     assert!(images > 0, "images were recorded");
     assert_eq!(rec.dropped.load(Ordering::Relaxed), 0);
     assert_eq!(taps.dropped.load(Ordering::Relaxed), 0, "no record lost between the threads and the recorder");
-    assert_eq!(HOOKED.load(Ordering::Relaxed), 4, "every real-time thread is counted");
+    // Capture (RGB, depth), inference and control, and where there are two
+    // cores the inference thread's RGB helper, counted as inference.
+    let helper = usize::from(std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2);
+    assert_eq!(HOOKED.load(Ordering::Relaxed), 4 + helper, "every real-time thread is counted");
     assert_eq!(rt, 0, "capture/control threads allocated {rt} times in {ticks} ticks");
     assert!(inferences > 100, "only {inferences} inferences");
     // The futex wake-up path ran too: some outputs were answered ahead of the schedule.
