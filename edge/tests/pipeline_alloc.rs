@@ -69,7 +69,7 @@ fn ten_thousand_ticks_without_allocating_on_capture_and_control_threads() {
     assert_eq!(taps.dropped.load(Ordering::Relaxed), 0, "no record lost between the threads and the recorder");
     // Capture (RGB, depth), inference and control, and where there are two
     // cores the inference thread's RGB helper, counted as inference.
-    let helper = usize::from(std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2);
+    let helper = u64::from(std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2);
     assert_eq!(HOOKED.load(Ordering::Relaxed), 4 + helper, "every real-time thread is counted");
     assert_eq!(rt, 0, "capture/control threads allocated {rt} times in {ticks} ticks");
     assert!(inferences > 100, "only {inferences} inferences");

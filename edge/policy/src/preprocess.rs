@@ -123,7 +123,7 @@ impl Geometry {
     #[inline(always)]
     fn rows_portable(&self, frame: &[u8], band: &mut Band, first: usize, planes: [&mut [f32]; 3], rgb_u8: &mut [u8]) {
         let [p0, p1, p2] = planes;
-        let count = if self.ow == 0 { 0 } else { p0.len() / self.ow };
+        let count = p0.len().checked_div(self.ow).unwrap_or(0);
         for (k, &(y0, y1)) in self.rows.iter().skip(first).take(count).enumerate() {
             let rows = frame[y0 * self.stride..y1 * self.stride].chunks_exact(self.stride);
             match band {

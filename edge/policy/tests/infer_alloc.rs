@@ -48,7 +48,7 @@ fn steady_state_preprocessing_allocates_nothing_and_tract_a_constant_amount() {
         let pre_allocs = count(|| {
             let inputs = policy.inputs();
             // Both ways: alone, and with half the rows on the helper.
-            if frames % 2 == 0 {
+            if frames.is_multiple_of(2) {
                 pre.rgb(&rgb_frame, inputs.rgb).unwrap();
             } else {
                 pre.rgb_split(&rgb_frame, inputs.rgb, &mut helper).unwrap();
