@@ -389,8 +389,8 @@ mod tests {
         let (h, w) = alone.io().rgb;
         let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![f32::NAN; 3 * h * w]);
         let mut previous = Vec::new();
-        for seed in 1..=20 {
-            let frame = noise(1920 * 1080 * 3, seed * 0x9e37_79b9);
+        for seed in 1..=20u32 {
+            let frame = noise(1920 * 1080 * 3, seed.wrapping_mul(0x9e37_79b9));
             alone.rgb(&frame, &mut a).unwrap();
             split.rgb_split(&frame, &mut b, &mut helper).unwrap();
             assert_eq!(alone.model_rgb(), split.model_rgb(), "frame {seed}");
