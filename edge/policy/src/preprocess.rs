@@ -377,17 +377,24 @@ mod tests {
             .collect()
     }
 
+    /// Two preprocessors of the baseline for 1080p, a helper whose band sums
+    /// hold `row_bytes`, and a tensor for each (the split one starts as NaN,
+    /// so a value it never writes shows).
+    fn split_pair(row_bytes: usize) -> (Preprocessor, Preprocessor, RgbHelper, Vec<f32>, Vec<f32>) {
+        let model = ModelPackage::embedded_baseline().unwrap();
+        let alone = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let split = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
+        let helper = RgbHelper::spawn(row_bytes, || {}).unwrap();
+        let (h, w) = alone.io().rgb;
+        (alone, split, helper, vec![0f32; 3 * h * w], vec![f32::NAN; 3 * h * w])
+    }
+
     /// Half the rows on the helper thread make the same bytes and tensor,
     /// bit for bit, frame after frame (every hand-off a fresh job), as the
     /// inference thread alone; and the frames differ, so a stale half shows.
     #[test]
     fn split_rows_agree_with_one_thread_frame_after_frame() {
-        let model = ModelPackage::embedded_baseline().unwrap();
-        let mut alone = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
-        let mut split = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
-        let mut helper = RgbHelper::spawn(1920 * 3, || {}).unwrap();
-        let (h, w) = alone.io().rgb;
-        let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![f32::NAN; 3 * h * w]);
+        let (mut alone, mut split, mut helper, mut a, mut b) = split_pair(1920 * 3);
         let mut previous = Vec::new();
         for seed in 1..=20u32 {
             let frame = noise(1920 * 1080 * 3, seed.wrapping_mul(0x9e37_79b9));
@@ -404,12 +411,7 @@ mod tests {
     /// used: the inference thread does every row, and the result is whole.
     #[test]
     fn a_helper_too_narrow_for_the_frame_is_left_out() {
-        let model = ModelPackage::embedded_baseline().unwrap();
-        let mut alone = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
-        let mut split = Preprocessor::new(&model, (1920, 1080), (848, 480)).unwrap();
-        let mut helper = RgbHelper::spawn(640 * 3, || {}).unwrap();
-        let (h, w) = alone.io().rgb;
-        let (mut a, mut b) = (vec![0f32; 3 * h * w], vec![f32::NAN; 3 * h * w]);
+        let (mut alone, mut split, mut helper, mut a, mut b) = split_pair(640 * 3);
         let frame = noise(1920 * 1080 * 3, 7);
         alone.rgb(&frame, &mut a).unwrap();
         split.rgb_split(&frame, &mut b, &mut helper).unwrap();
