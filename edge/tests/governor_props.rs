@@ -315,223 +315,272 @@ proptest! {
 
     #[test]
     fn no_violating_command_ever_passes_and_each_rejection_is_one_incident(seed in any::<u64>()) {
-        let mut config = EdgeConfig::default();
-        // A fixture on the table beside the arm's reach.
-        config.governor.keep_out_m = vec![[0.3, -0.1, 0.0, 0.9, 0.1, 0.25]];
-        // A gripper 10 cm long.
-        config.arm.tool_offset_m = [0.0, 0.0, 0.1];
-        let mut reference = Reference { arm: gantry_edge::governor::arm(&config), config: config.clone(), zone_blocked_ns: 0 };
-        let mut governor = SafetyGovernor::new(&config);
-        let incidents = governor.incidents();
-        let stats = governor.stats();
-        let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4));
-        // Start somewhere reachable: a pose whose tool is inside the box.
-        let mut positions = [0f32; MAX_JOINTS];
-        positions[..6].copy_from_slice(&[0.0, -1.2, 1.2, -1.5, -1.5, 0.0]);
-        // The base and the last wrist joint move the tool's position little or
-        // not at all, so they can start near their position limits (±2.85 with
-        // the margin) and probe them.
-        for j in [0, 5] {
-            let side = if chance(&mut rng, 0.5) { 1.0 } else { -1.0 };
-            positions[j] = side * (2.6 + 0.24 * unit(&mut rng));
+        sequence(seed)?;
+    }
+}
+
+/// Seeds that once found a fault, run on every build: each one a
+/// sequence the governor got wrong before its fix.
+#[test]
+fn seeds_that_found_faults() {
+    // A controlled stop whose look-ahead stepped in unrounded velocities
+    // while the substitutes stepped in rounded ones: the stop's last pose
+    // ended 0.9 µm inside a keep-out box the approval had cleared.
+    for seed in [11_644_252_191_550_851_819u64] {
+        if let Err(e) = sequence(seed) {
+            panic!("seed {seed}: {e}");
         }
-        let home = positions;
-        let mut prev = Command { targets_rad: positions, gripper: 0.5 };
-        let mut prev_velocity = [0f32; MAX_JOINTS];
-        let mut first = true;
-        let mut now = 10_000 * MS;
-        // An ahead tick the governor declined leaves the next one to the schedule.
-        let (mut must_schedule, mut deferred, mut ahead_approved) = (false, 0u64, 0u64);
-        let mut rejects = 0u64;
-        let mut approvals = 0u64;
-        // Each joint drives its velocity towards a target speed near its limit
-        // (1.5 rad/s) with an acceleration near its limit (8 rad/s²), so the
-        // sequences keep probing the velocity, acceleration and position bounds.
-        let mut cruise = [0f32; 6];
-        let mut fault = FaultReport::default();
-        let mut person_mm = ZoneReading::NONE;
-        // The reference's own memory: a press or a latching fault holds until a reset.
-        let (mut latched, mut fault_seen) = (false, 0u64);
-        let mut previous_approved = true;
-        let (mut runs, mut policy_rejects) = (0u64, 0u64);
-        for step in 0..STEPS {
-            // Mostly the 100 Hz period; often ahead of it, as the control loop
-            // answers a new policy output at once (never under 1 ms after the
-            // last command, never from rest); now and then late.
-            let ahead = !first && !must_schedule && chance(&mut rng, 0.3);
-            let interval = if ahead {
-                MS + u64::from(rng.next_u32()) % (9 * MS)
-            } else if chance(&mut rng, 0.05) {
-                10 * MS + u64::from(rng.next_u32()) % (5 * MS)
+    }
+}
+
+/// One random sequence of `STEPS` commands and states from `seed`, each
+/// verdict held against the reference.
+fn sequence(seed: u64) -> Result<(), TestCaseError> {
+    let mut config = EdgeConfig::default();
+    // A fixture on the table beside the arm's reach.
+    config.governor.keep_out_m = vec![[0.3, -0.1, 0.0, 0.9, 0.1, 0.25]];
+    // A gripper 10 cm long.
+    config.arm.tool_offset_m = [0.0, 0.0, 0.1];
+    let mut reference =
+        Reference { arm: gantry_edge::governor::arm(&config), config: config.clone(), zone_blocked_ns: 0 };
+    let mut governor = SafetyGovernor::new(&config);
+    let incidents = governor.incidents();
+    let stats = governor.stats();
+    let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed.to_le_bytes().repeat(4));
+    // Start somewhere reachable: a pose whose tool is inside the box.
+    let mut positions = [0f32; MAX_JOINTS];
+    positions[..6].copy_from_slice(&[0.0, -1.2, 1.2, -1.5, -1.5, 0.0]);
+    // The base and the last wrist joint move the tool's position little or
+    // not at all, so they can start near their position limits (±2.85 with
+    // the margin) and probe them.
+    for j in [0, 5] {
+        let side = if chance(&mut rng, 0.5) { 1.0 } else { -1.0 };
+        positions[j] = side * (2.6 + 0.24 * unit(&mut rng));
+    }
+    let home = positions;
+    let mut prev = Command { targets_rad: positions, gripper: 0.5 };
+    let mut prev_velocity = [0f32; MAX_JOINTS];
+    let mut first = true;
+    let mut now = 10_000 * MS;
+    // An ahead tick the governor declined leaves the next one to the schedule.
+    let (mut must_schedule, mut deferred, mut ahead_approved) = (false, 0u64, 0u64);
+    let mut rejects = 0u64;
+    let mut approvals = 0u64;
+    // Each joint drives its velocity towards a target speed near its limit
+    // (1.5 rad/s) with an acceleration near its limit (8 rad/s²), so the
+    // sequences keep probing the velocity, acceleration and position bounds.
+    let mut cruise = [0f32; 6];
+    let mut fault = FaultReport::default();
+    let mut person_mm = ZoneReading::NONE;
+    // The reference's own memory: a press or a latching fault holds until a reset.
+    let (mut latched, mut fault_seen) = (false, 0u64);
+    let mut previous_approved = true;
+    let (mut runs, mut policy_rejects) = (0u64, 0u64);
+    for step in 0..STEPS {
+        // Mostly the 100 Hz period; often ahead of it, as the control loop
+        // answers a new policy output at once (never under 1 ms after the
+        // last command, never from rest); now and then late.
+        let ahead = !first && !must_schedule && chance(&mut rng, 0.3);
+        let interval = if ahead {
+            MS + u64::from(rng.next_u32()) % (9 * MS)
+        } else if chance(&mut rng, 0.05) {
+            10 * MS + u64::from(rng.next_u32()) % (5 * MS)
+        } else {
+            10 * MS
+        };
+        let last_tick = now;
+        now += interval;
+        // What the arm moves over: the interval, or one period from rest or
+        // when late (a late command is judged as if on time, which
+        // overstates its speed).
+        let dt = if first { 0.01f32 } else { (interval.min(10 * MS)) as f32 / 1e9 };
+        // The reference's memory, taken back with the tick if it is declined.
+        let saved = (latched, fault_seen, reference.zone_blocked_ns, first, prev_velocity);
+        // First half: healthy inputs, only the motion is at stake. Second half:
+        // random faults in every input.
+        let state = random_state(&mut rng, now, &positions, step < STEPS / 2, &mut fault, &mut person_mm);
+        let mut cmd = prev;
+        let smooth = chance(&mut rng, 0.95);
+        // Mostly slow down near a person as the shaper would (the
+        // governor's share of the limits), now and then not at all.
+        let scale = if chance(&mut rng, 0.9) { governor.speed_scale(&state) } else { 1.0 };
+        for j in 0..6 {
+            if chance(&mut rng, 0.05) {
+                cruise[j] = (unit(&mut rng) - 0.5) * 2.0 * 1.55;
+                if (j == 0 || j == 5) && chance(&mut rng, 0.5) {
+                    // Creep outwards, towards the position limit.
+                    cruise[j] = positions[j].signum() * 0.3 * unit(&mut rng);
+                }
+            }
+            if smooth {
+                let accel = (5.0 + 3.2 * unit(&mut rng)) * dt;
+                let v = prev_velocity[j] + (cruise[j] * scale - prev_velocity[j]).clamp(-accel, accel);
+                cmd.targets_rad[j] += v * dt;
             } else {
-                10 * MS
-            };
-            let last_tick = now;
-            now += interval;
-            // What the arm moves over: the interval, or one period from rest or
-            // when late (a late command is judged as if on time, which
-            // overstates its speed).
-            let dt = if first { 0.01f32 } else { (interval.min(10 * MS)) as f32 / 1e9 };
-            // The reference's memory, taken back with the tick if it is declined.
-            let saved = (latched, fault_seen, reference.zone_blocked_ns, first, prev_velocity);
-            // First half: healthy inputs, only the motion is at stake. Second half:
-            // random faults in every input.
-            let state = random_state(&mut rng, now, &positions, step < STEPS / 2, &mut fault, &mut person_mm);
-            let mut cmd = prev;
-            let smooth = chance(&mut rng, 0.95);
-            // Mostly slow down near a person as the shaper would (the
-            // governor's share of the limits), now and then not at all.
-            let scale = if chance(&mut rng, 0.9) { governor.speed_scale(&state) } else { 1.0 };
+                cmd.targets_rad[j] += (unit(&mut rng) - 0.5) * 1.0;
+            }
+        }
+        if chance(&mut rng, 0.01) {
+            cmd.targets_rad[(rng.next_u32() % 6) as usize] = f32::NAN;
+        }
+        cmd.gripper = if chance(&mut rng, 0.01) { 1.5 } else { unit(&mut rng) };
+        let new_fault = state.fault.received_ns > fault_seen;
+        fault_seen = fault_seen.max(state.fault.received_ns);
+        latched |= state.estop_pressed || (new_fault && state.fault.latches);
+        let timeout_stop = new_fault && !state.fault.latches;
+        if timeout_stop {
+            // The firmware stopped the arm itself: judged from the measured pose at rest.
+            first = true;
+            prev_velocity = [0.0; MAX_JOINTS];
+        }
+        let reference_prev = if first { Command { targets_rad: state.positions_rad, ..prev } } else { prev };
+        // A stop by the firmware starts over from the measured pose at rest.
+        let dt = if timeout_stop { 0.01 } else { dt };
+        let violates =
+            timeout_stop || reference.violates(&cmd, &reference_prev, &prev_velocity, &state, latched, f64::from(dt));
+        let verdict = if ahead {
+            let before = governor.memory();
+            match governor.check_ahead(&cmd, &state) {
+                Some(verdict) => verdict,
+                None => {
+                    // Declined: as if the tick never was; the scheduled one decides.
+                    prop_assert!(incidents.pop().is_none(), "a declined tick queued an incident");
+                    prop_assert_eq!(governor.memory(), before);
+                    (latched, fault_seen, reference.zone_blocked_ns, first, prev_velocity) = saved;
+                    now = last_tick;
+                    must_schedule = true;
+                    deferred += 1;
+                    continue;
+                }
+            }
+        } else {
+            governor.check(&cmd, &state)
+        };
+        must_schedule = false;
+        let queued = std::iter::from_fn(|| incidents.pop()).collect::<Vec<_>>();
+        if verdict.approved {
+            prop_assert!(!violates, "approved a violating command {:?} in {:?}", cmd, state);
+            prop_assert_eq!(verdict.command, cmd);
+            prop_assert!(!verdict.hold && queued.is_empty());
+            approvals += 1;
+            ahead_approved += u64::from(ahead);
             for j in 0..6 {
-                if chance(&mut rng, 0.05) {
-                    cruise[j] = (unit(&mut rng) - 0.5) * 2.0 * 1.55;
-                    if (j == 0 || j == 5) && chance(&mut rng, 0.5) {
-                        // Creep outwards, towards the position limit.
-                        cruise[j] = positions[j].signum() * 0.3 * unit(&mut rng);
-                    }
-                }
-                if smooth {
-                    let accel = (5.0 + 3.2 * unit(&mut rng)) * dt;
-                    let v = prev_velocity[j] + (cruise[j] * scale - prev_velocity[j]).clamp(-accel, accel);
-                    cmd.targets_rad[j] += v * dt;
+                prev_velocity[j] = (cmd.targets_rad[j] - reference_prev.targets_rad[j]) / dt;
+            }
+            prev = verdict.command;
+            first = false;
+            positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
+        } else {
+            rejects += 1;
+            policy_rejects += u64::from(
+                gantry_edge::governor::Check::ALL.iter().any(|c| verdict.failed & c.bit() != 0 && c.blames_policy()),
+            );
+            // One incident per run of rejections: always at its start, and
+            // never more than one per tick.
+            prop_assert!(queued.len() <= 1);
+            if previous_approved {
+                prop_assert_eq!(queued.len(), 1, "a run of rejections starts with an incident");
+            }
+            if let Some(i) = queued.first() {
+                prop_assert_eq!(i.failed, verdict.failed);
+                runs += 1;
+            }
+            // Head back towards the start pose, or somewhere new when
+            // the way back runs into a keep-out box, so the run keeps moving.
+            let towards_home = chance(&mut rng, 0.5);
+            for j in 0..6 {
+                cruise[j] = if towards_home {
+                    (home[j] - positions[j]).signum() * cruise[j].abs()
                 } else {
-                    cmd.targets_rad[j] += (unit(&mut rng) - 0.5) * 1.0;
-                }
+                    (unit(&mut rng) - 0.5) * 2.0 * 1.55
+                };
             }
-            if chance(&mut rng, 0.01) {
-                cmd.targets_rad[(rng.next_u32() % 6) as usize] = f32::NAN;
-            }
-            cmd.gripper = if chance(&mut rng, 0.01) { 1.5 } else { unit(&mut rng) };
-            let new_fault = state.fault.received_ns > fault_seen;
-            fault_seen = fault_seen.max(state.fault.received_ns);
-            latched |= state.estop_pressed || (new_fault && state.fault.latches);
-            let timeout_stop = new_fault && !state.fault.latches;
-            if timeout_stop {
-                // The firmware stopped the arm itself: judged from the measured pose at rest.
-                first = true;
-                prev_velocity = [0.0; MAX_JOINTS];
-            }
-            let reference_prev = if first { Command { targets_rad: state.positions_rad, ..prev } } else { prev };
-            // A stop by the firmware starts over from the measured pose at rest.
-            let dt = if timeout_stop { 0.01 } else { dt };
-            let violates = timeout_stop
-                || reference.violates(&cmd, &reference_prev, &prev_velocity, &state, latched, f64::from(dt));
-            let verdict = if ahead {
-                let before = governor.memory();
-                match governor.check_ahead(&cmd, &state) {
-                    Some(verdict) => verdict,
-                    None => {
-                        // Declined: as if the tick never was; the scheduled one decides.
-                        prop_assert!(incidents.pop().is_none(), "a declined tick queued an incident");
-                        prop_assert_eq!(governor.memory(), before);
-                        (latched, fault_seen, reference.zone_blocked_ns, first, prev_velocity) = saved;
-                        now = last_tick;
-                        must_schedule = true;
-                        deferred += 1;
-                        continue;
-                    }
-                }
-            } else {
-                governor.check(&cmd, &state)
-            };
-            must_schedule = false;
-            let queued = std::iter::from_fn(|| incidents.pop()).collect::<Vec<_>>();
-            if verdict.approved {
-                prop_assert!(!violates, "approved a violating command {:?} in {:?}", cmd, state);
-                prop_assert_eq!(verdict.command, cmd);
-                prop_assert!(!verdict.hold && queued.is_empty());
-                approvals += 1;
-                ahead_approved += u64::from(ahead);
-                for j in 0..6 {
-                    prev_velocity[j] = (cmd.targets_rad[j] - reference_prev.targets_rad[j]) / dt;
-                }
-                prev = verdict.command;
-                first = false;
-                positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
-            } else {
-                rejects += 1;
-                policy_rejects += u64::from(gantry_edge::governor::Check::ALL.iter().any(|c| verdict.failed & c.bit() != 0 && c.blames_policy()));
-                // One incident per run of rejections: always at its start, and
-                // never more than one per tick.
-                prop_assert!(queued.len() <= 1);
-                if previous_approved {
-                    prop_assert_eq!(queued.len(), 1, "a run of rejections starts with an incident");
-                }
-                if let Some(i) = queued.first() {
-                    prop_assert_eq!(i.failed, verdict.failed);
-                    runs += 1;
-                }
-                // Head back towards the start pose, or somewhere new when
-                // the way back runs into a keep-out box, so the run keeps moving.
-                let towards_home = chance(&mut rng, 0.5);
-                for j in 0..6 {
-                    cruise[j] = if towards_home {
-                        (home[j] - positions[j]).signum() * cruise[j].abs()
-                    } else {
-                        (unit(&mut rng) - 0.5) * 2.0 * 1.55
-                    };
-                }
-                prop_assert!(verdict.command.gripper.is_finite());
-                prop_assert!(verdict.command.targets_rad.iter().all(|t| t.is_finite()), "a non-finite substitute {:?}", verdict.command);
-                if first {
-                    // Nothing sent yet: hold where the arm is if that is known, else no position at all.
-                    let measured_usable = state.positions_rad[..6].iter().all(|p| p.is_finite())
-                        && state.now_ns - state.joint_state_ns <= config.governor.command_max_age_ms * MS
-                        && state.reported_joints == 6;
-                    prop_assert_eq!(verdict.hold, !measured_usable, "hold without a usable pose");
-                    if measured_usable {
-                        prop_assert_eq!(&verdict.command.targets_rad[..6], &state.positions_rad[..6]);
-                        prev = verdict.command;
-                        prev_velocity = [0.0; MAX_JOINTS];
-                        first = false;
-                        positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
-                    }
-                } else {
-                    // The controlled stop: each joint slows by at most its
-                    // acceleration limit in one period, never speeds up and
-                    // never reverses.
-                    prop_assert!(!verdict.hold);
-                    // …and never carries the arm below the table or into a keep-out box.
-                    prop_assert!(!reference.arm_misplaced(&verdict.command.targets_rad), "the stop went where no command may: {:?}", verdict.command);
-                    for j in 0..6 {
-                        let v0 = prev_velocity[j];
-                        let v = (verdict.command.targets_rad[j] - prev.targets_rad[j]) / dt;
-                        let a = config.governor.max_accel_rad_s2[j] as f32;
-                        prop_assert!(v.abs() <= v0.abs() + 1e-3, "joint {} sped up in the stop: {} -> {}", j, v0, v);
-                        prop_assert!((v - v0).abs() <= a * dt * (1.0 + 1e-3) + 1e-3, "joint {} braked harder than {}: {} -> {}", j, a, v0, v);
-                        prop_assert!(v * v0 >= 0.0, "joint {} reversed in the stop: {} -> {}", j, v0, v);
-                        prev_velocity[j] = v;
-                    }
+            prop_assert!(verdict.command.gripper.is_finite());
+            prop_assert!(
+                verdict.command.targets_rad.iter().all(|t| t.is_finite()),
+                "a non-finite substitute {:?}",
+                verdict.command
+            );
+            if first {
+                // Nothing sent yet: hold where the arm is if that is known, else no position at all.
+                let measured_usable = state.positions_rad[..6].iter().all(|p| p.is_finite())
+                    && state.now_ns - state.joint_state_ns <= config.governor.command_max_age_ms * MS
+                    && state.reported_joints == 6;
+                prop_assert_eq!(verdict.hold, !measured_usable, "hold without a usable pose");
+                if measured_usable {
+                    prop_assert_eq!(&verdict.command.targets_rad[..6], &state.positions_rad[..6]);
                     prev = verdict.command;
+                    prev_velocity = [0.0; MAX_JOINTS];
+                    first = false;
                     positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
                 }
-            }
-            previous_approved = verdict.approved;
-            // Reset now and then once the button is out, as a technician
-            // would, so the sequence keeps exploring; motion then starts over
-            // from the measured pose at rest.
-            if latched && !state.estop_pressed && chance(&mut rng, 0.2) {
-                governor.reset();
-                latched = false;
-                first = true;
-                prev_velocity = [0.0; MAX_JOINTS];
-                previous_approved = true;
+            } else {
+                // The controlled stop: each joint slows by at most its
+                // acceleration limit in one period, never speeds up and
+                // never reverses.
+                prop_assert!(!verdict.hold);
+                // …and never carries the arm below the table or into a keep-out box.
+                prop_assert!(
+                    !reference.arm_misplaced(&verdict.command.targets_rad),
+                    "the stop went where no command may: {:?}",
+                    verdict.command
+                );
+                for j in 0..6 {
+                    let v0 = prev_velocity[j];
+                    let v = (verdict.command.targets_rad[j] - prev.targets_rad[j]) / dt;
+                    let a = config.governor.max_accel_rad_s2[j] as f32;
+                    prop_assert!(v.abs() <= v0.abs() + 1e-3, "joint {} sped up in the stop: {} -> {}", j, v0, v);
+                    prop_assert!(
+                        (v - v0).abs() <= a * dt * (1.0 + 1e-3) + 1e-3,
+                        "joint {} braked harder than {}: {} -> {}",
+                        j,
+                        a,
+                        v0,
+                        v
+                    );
+                    prop_assert!(v * v0 >= 0.0, "joint {} reversed in the stop: {} -> {}", j, v0, v);
+                    prev_velocity[j] = v;
+                }
+                prev = verdict.command;
+                positions[..6].copy_from_slice(&verdict.command.targets_rad[..6]);
             }
         }
-        // The sequence must exercise both outcomes, or the property says nothing.
-        let per_check: Vec<(&str, u64)> = gantry_edge::governor::Check::ALL
-            .iter()
-            .map(|c| (c.name(), stats.per_check[*c as usize].load(std::sync::atomic::Ordering::Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        prop_assert!(approvals > STEPS as u64 / 4, "only {} approvals; failed checks {:?}", approvals, per_check);
-        prop_assert!(rejects > 0 && runs > 0 && runs <= rejects);
-        // Both ways out of an ahead tick were taken.
-        prop_assert!(ahead_approved > STEPS as u64 / 20 && deferred > 0, "{} ahead approved, {} declined", ahead_approved, deferred);
-        prop_assert_eq!(stats.policy_rejects.load(std::sync::atomic::Ordering::Relaxed), policy_rejects);
-        prop_assert!(0 < policy_rejects && policy_rejects < rejects, "some rejections blame the policy, some the surroundings: {} of {}", policy_rejects, rejects);
-        prop_assert_eq!(stats.rejects.load(std::sync::atomic::Ordering::Relaxed), rejects);
-        // A declined ahead tick is not counted: it never happened.
-        prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64 - deferred);
+        previous_approved = verdict.approved;
+        // Reset now and then once the button is out, as a technician
+        // would, so the sequence keeps exploring; motion then starts over
+        // from the measured pose at rest.
+        if latched && !state.estop_pressed && chance(&mut rng, 0.2) {
+            governor.reset();
+            latched = false;
+            first = true;
+            prev_velocity = [0.0; MAX_JOINTS];
+            previous_approved = true;
+        }
     }
+    // The sequence must exercise both outcomes, or the property says nothing.
+    let per_check: Vec<(&str, u64)> = gantry_edge::governor::Check::ALL
+        .iter()
+        .map(|c| (c.name(), stats.per_check[*c as usize].load(std::sync::atomic::Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    prop_assert!(approvals > STEPS as u64 / 4, "only {} approvals; failed checks {:?}", approvals, per_check);
+    prop_assert!(rejects > 0 && runs > 0 && runs <= rejects);
+    // Both ways out of an ahead tick were taken.
+    prop_assert!(
+        ahead_approved > STEPS as u64 / 20 && deferred > 0,
+        "{} ahead approved, {} declined",
+        ahead_approved,
+        deferred
+    );
+    prop_assert_eq!(stats.policy_rejects.load(std::sync::atomic::Ordering::Relaxed), policy_rejects);
+    prop_assert!(
+        0 < policy_rejects && policy_rejects < rejects,
+        "some rejections blame the policy, some the surroundings: {} of {}",
+        policy_rejects,
+        rejects
+    );
+    prop_assert_eq!(stats.rejects.load(std::sync::atomic::Ordering::Relaxed), rejects);
+    // A declined ahead tick is not counted: it never happened.
+    prop_assert_eq!(stats.checks.load(std::sync::atomic::Ordering::Relaxed), STEPS as u64 - deferred);
+    Ok(())
 }

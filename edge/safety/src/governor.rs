@@ -614,15 +614,20 @@ impl Governor {
     }
 
     /// The controlled stop: from the last command sent, each joint's velocity
-    /// falls by at most its acceleration limit over the tick's interval
-    /// ([`Governor::step_s`]) until it is zero,
-    /// then the position holds. Before any command was sent: hold the measured
-    /// pose if it is usable, else no position at all (`hold`).
+    /// falls by at most its acceleration limit per control period until it is
+    /// zero, then the position holds ([`Governor::stop_step`]). Before any
+    /// command was sent: hold the measured pose if it is usable, else no
+    /// position at all (`hold`).
+    ///
+    /// The stop is the sequence of targets one period apart that
+    /// [`Governor::check`] followed when it let the last command out, step
+    /// for step and bit for bit, so no substitute ever goes where that check
+    /// did not look. A scheduled tick is a period after the last command
+    /// (a late one is judged as a period); jitter in when a target leaves
+    /// does not move where it is.
     fn substitute(&self, state: &RobotState) -> Substitute {
         let l = &self.limits;
-        let dt = self.step_s(state.now_ns);
         let n = l.joints.min(MAX_JOINTS);
-        let mut velocity = [0.0; MAX_JOINTS];
         if !self.has_last {
             let usable = self.measured_usable(state);
             let mut command = Command { targets_rad: [0.0; MAX_JOINTS], gripper: self.last.gripper };
@@ -634,13 +639,24 @@ impl Governor {
             if !command.gripper.is_finite() {
                 command.gripper = 0.0;
             }
-            return Substitute { command, velocity, hold: !usable };
+            return Substitute { command, velocity: [0.0; MAX_JOINTS], hold: !usable };
         }
-        let mut command = self.last;
-        for j in 0..n {
-            let (Some(v0), Some(a), Some(t)) =
-                (self.last_velocity.get(j), l.acc_max.get(j), command.targets_rad.get_mut(j))
-            else {
+        let (mut command, mut velocity) = (self.last, self.last_velocity);
+        self.stop_step(&mut command.targets_rad, &mut velocity);
+        Substitute { command, velocity, hold: false }
+    }
+
+    /// One period of the controlled stop, in place: each joint's velocity
+    /// slowed by its acceleration limit over a period, the target moved by
+    /// it, and the velocity then taken as the targets carry it once rounded
+    /// to f32 (as the next command's acceleration is judged against). The
+    /// approval's look-ahead and the substitute both step with this, so they
+    /// agree to the bit.
+    fn stop_step(&self, targets: &mut [f32; MAX_JOINTS], velocity: &mut [f32; MAX_JOINTS]) {
+        let l = &self.limits;
+        let dt = l.period_s;
+        for j in 0..l.joints.min(MAX_JOINTS) {
+            let (Some(t), Some(v0), Some(a)) = (targets.get_mut(j), velocity.get_mut(j), l.acc_max.get(j)) else {
                 continue;
             };
             let v = braked(*v0, a * dt);
@@ -649,15 +665,11 @@ impl Governor {
             if v.is_finite() && (*t + v * dt).is_finite() {
                 let from = *t;
                 *t += v * dt;
-                if let Some(slot) = velocity.get_mut(j) {
-                    // The velocity the targets carry once rounded to f32, as
-                    // the next command's acceleration is judged against: over
-                    // a 1 ms step the rounding alone is ~0.02 rad/s².
-                    *slot = (*t - from) / dt;
-                }
+                *v0 = (*t - from) / dt;
+            } else {
+                *v0 = 0.0;
             }
         }
-        Substitute { command, velocity, hold: false }
     }
 
     /// The command sent if this state rejected everything: the controlled
@@ -862,10 +874,7 @@ impl Governor {
             if braking.iter().take(n).all(|v| *v == 0.0) {
                 break;
             }
-            for j in 0..n {
-                braking[j] = braked(braking[j], l.acc_max[j] * l.period_s);
-                pose[j] += braking[j] * l.period_s;
-            }
+            self.stop_step(&mut pose, &mut braking);
         }
         // 7. Robot health: limits are judged on finite readings only.
         if state.telemetry_ns == 0 || age(state.telemetry_ns) > l.telemetry_max_age_ns {
