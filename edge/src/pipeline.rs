@@ -1213,6 +1213,7 @@ fn control_loop(
             policy,
             memory,
             hold: verdict.hold,
+            ahead: early,
             ..ControlRecord::default()
         };
         if let Some(js) = js {

@@ -8,7 +8,10 @@
 //! inputs to the policy in `DIR` (the same preprocessing tables, the same
 //! arithmetic from action to goal), then runs the control loop over the
 //! recorded ticks: restored to the robot's memory at the start of each
-//! window, then on its own, following the replayed goals. On the recorded
+//! window, then on its own, following the replayed goals. A tick the robot
+//! sent ahead of the schedule is replayed as one: where the replayed run
+//! declines it, nothing is sent then (`ahead_declined`), as on the robot, and
+//! the recorded ticks go on at their recorded times. On the recorded
 //! model the actions and verdicts come out identical, bit for bit; on another
 //! model they show what that model would have done, and what the governor
 //! would have let through.
@@ -51,6 +54,12 @@ pub struct Report {
     pub ticks_on_replayed_frames: u64,
     /// …whose verdict (approved, failed checks, hold, command) came out identical.
     pub verdicts_identical: u64,
+    /// Ticks the robot sent ahead of the schedule (a new policy output
+    /// answered at once); replayed the same way, where only an approval is sent.
+    pub ahead_recorded: u64,
+    /// …that the replayed run declined: the robot would have sent nothing
+    /// then, and left the decision to its next scheduled tick.
+    pub ahead_declined: u64,
     pub approved_recorded: u64,
     pub approved_replayed: u64,
     /// Rejections, per first failed check: recorded and replayed.
@@ -149,9 +158,18 @@ pub fn replay(recording: &Path, model_dir: &str) -> anyhow::Result<Report> {
             policy.non_finite = *non_finite;
             report.ticks_on_replayed_frames += 1;
         }
-        let v = control.tick(&t.state, &policy);
-        let r = t.verdict;
         report.ticks += 1;
+        report.ahead_recorded += u64::from(t.ahead);
+        let v = if t.ahead {
+            let Some(v) = control.tick_ahead(&t.state, &policy) else {
+                report.ahead_declined += 1;
+                continue;
+            };
+            v
+        } else {
+            control.tick(&t.state, &policy)
+        };
+        let r = t.verdict;
         let same = v.approved == r.approved
             && v.failed == r.failed
             && v.hold == r.hold
@@ -195,6 +213,11 @@ impl std::fmt::Display for Report {
             f,
             "ticks replayed: {} in {} windows ({} on replayed frames); verdicts identical: {}",
             self.ticks, self.windows, self.ticks_on_replayed_frames, self.verdicts_identical
+        )?;
+        writeln!(
+            f,
+            "ticks ahead of the schedule: recorded {}, declined on replay {}",
+            self.ahead_recorded, self.ahead_declined
         )?;
         writeln!(f, "approved: recorded {}, replayed {}", self.approved_recorded, self.approved_replayed)?;
         let mut checks: Vec<&String> = self.rejected_recorded.keys().chain(self.rejected_replayed.keys()).collect();

@@ -70,13 +70,15 @@ async fn a_recorded_incident_replays_bit_for_bit_and_another_model_differs() {
     assert!(same.rejected_recorded.get("workspace_clear").is_some_and(|n| *n > 0), "{same:?}");
     assert_eq!(same.actions_identical, same.frames, "every action, bit for bit: {same:?}");
     assert_eq!(same.verdicts_identical, same.ticks, "every verdict, bit for bit: {same:?}");
+    // New outputs were answered ahead of the schedule, and replayed so.
+    assert!(same.ahead_recorded > 0 && same.ahead_declined == 0, "{same:?}");
     assert!(same.ticks_on_replayed_frames * 10 >= same.ticks * 9, "{same:?}");
     assert_eq!(same.rejected_replayed, same.rejected_recorded);
     assert_eq!(same.max_command_difference_rad, 0.0);
 
     let other = gantry_edge::replay::replay(&segments[0], &other_model(&tmp.path().join("other"))).unwrap();
     eprintln!("another model:\n{other}");
-    assert_eq!((other.frames, other.ticks), (same.frames, same.ticks));
+    assert_eq!((other.frames, other.ticks, other.ahead_recorded), (same.frames, same.ticks, same.ahead_recorded));
     assert!(other.actions_identical * 2 < other.frames, "the other model acts differently: {other:?}");
     assert!(other.verdicts_identical < other.ticks, "and the governor decides on its actions: {other:?}");
     assert!(other.max_command_difference_rad > 0.0);

@@ -12,7 +12,12 @@ use super::taps::ControlRecord;
 
 /// `gantry.ReplayTick.encoding` of [`ReplayTick`] in postcard. postcard is
 /// positional: any change to the types is a new encoding.
-pub const ENCODING: &str = "postcard-2";
+pub const ENCODING: &str = "postcard-3";
+
+/// Ticks recorded before a tick said whether it went out ahead of the
+/// schedule. Read with `ahead` false: such a tick is replayed as a scheduled
+/// one, as replay did then.
+pub const ENCODING_V2: &str = "postcard-2";
 
 /// Ticks recorded before the governor remembered when it let out its last
 /// command (`GovernorMemory::last_ns`, since commands may come ahead of the
@@ -27,6 +32,9 @@ pub struct ReplayTick {
     /// The control loop's memory before the tick.
     pub memory: LoopMemory,
     pub verdict: Verdict,
+    /// Sent ahead of the schedule, answering a new policy output at once:
+    /// only an approval is sent on such a tick (`ControlLoop::tick_ahead`).
+    pub ahead: bool,
 }
 
 impl ReplayTick {
@@ -41,6 +49,7 @@ impl ReplayTick {
                 failed: r.failed,
                 hold: r.hold,
             },
+            ahead: r.ahead,
         }
     }
 
@@ -51,9 +60,27 @@ impl ReplayTick {
     pub fn decode(encoding: &str, data: &[u8]) -> anyhow::Result<Self> {
         match encoding {
             ENCODING => Ok(postcard::from_bytes(data)?),
+            ENCODING_V2 => Ok(postcard::from_bytes::<ReplayTickV2>(data)?.into()),
             ENCODING_V1 => Ok(postcard::from_bytes::<ReplayTickV1>(data)?.into()),
-            _ => anyhow::bail!("replay tick encoding {encoding:?}; this build reads {ENCODING:?} and {ENCODING_V1:?}"),
+            _ => anyhow::bail!(
+                "replay tick encoding {encoding:?}; this build reads {ENCODING:?}, {ENCODING_V2:?} and {ENCODING_V1:?}"
+            ),
         }
+    }
+}
+
+/// [`ReplayTick`] as `postcard-2` laid it out.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct ReplayTickV2 {
+    state: RobotState,
+    policy: PolicyOutput,
+    memory: LoopMemory,
+    verdict: Verdict,
+}
+
+impl From<ReplayTickV2> for ReplayTick {
+    fn from(v: ReplayTickV2) -> Self {
+        Self { state: v.state, policy: v.policy, memory: v.memory, verdict: v.verdict, ahead: false }
     }
 }
 
@@ -89,7 +116,7 @@ struct GovernorMemoryV1 {
 impl From<ReplayTickV1> for ReplayTick {
     fn from(v: ReplayTickV1) -> Self {
         let (m, g) = (v.memory, v.memory.governor);
-        Self {
+        ReplayTickV2 {
             state: v.state,
             policy: v.policy,
             memory: LoopMemory {
@@ -110,6 +137,7 @@ impl From<ReplayTickV1> for ReplayTick {
             },
             verdict: v.verdict,
         }
+        .into()
     }
 }
 
@@ -119,7 +147,8 @@ mod tests {
 
     #[test]
     fn a_tick_round_trips_bit_for_bit() {
-        let mut r = ControlRecord { approved: false, failed: 0b1010, hold: true, ..ControlRecord::default() };
+        let mut r =
+            ControlRecord { approved: false, failed: 0b1010, hold: true, ahead: true, ..ControlRecord::default() };
         r.state.positions_rad[2] = f32::from_bits(0x3E99_999A);
         r.state.zone.nearest_mm = 1234;
         r.state.fault.joint = Some(3);
@@ -173,5 +202,21 @@ mod tests {
         // The layouts differ: read as the current one, the old bytes do not
         // come back as the tick.
         assert_ne!(ReplayTick::decode(ENCODING, &bytes).ok(), Some(tick));
+    }
+
+    /// A tick recorded before ticks said whether they went ahead reads back
+    /// whole, as a scheduled one.
+    #[test]
+    fn a_postcard_2_tick_reads_back_as_scheduled() {
+        let mut r = ControlRecord { approved: true, ahead: true, ..ControlRecord::default() };
+        r.state.now_ns = 7_000_000_000;
+        r.memory.governor.last_ns = 6_990_000_000;
+        r.memory.governor.last_velocity[1] = 0.75;
+        r.command_rad[1] = 0.2;
+        let tick = ReplayTick::of(&r);
+        let v2 = ReplayTickV2 { state: tick.state, policy: tick.policy, memory: tick.memory, verdict: tick.verdict };
+        let bytes = postcard::to_allocvec(&v2).unwrap();
+        assert_eq!(ReplayTick::decode(ENCODING_V2, &bytes).unwrap(), ReplayTick { ahead: false, ..tick });
+        assert!(ReplayTick::decode(ENCODING, &bytes).is_err(), "one field short in the current layout");
     }
 }

@@ -39,6 +39,8 @@ pub struct ControlRecord {
     pub policy: PolicyOutput,
     pub memory: LoopMemory,
     pub hold: bool,
+    /// Sent ahead of the schedule, answering a new policy output at once.
+    pub ahead: bool,
 }
 
 /// One inference: which frame, how long, on which policy.
