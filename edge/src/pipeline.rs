@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crossbeam_queue::ArrayQueue;
-use gantry_config::edge::{DepthSource, FirmwareLink as LinkKind, MAX_JOINTS};
+use gantry_config::edge::{DepthSource, FirmwareLink as LinkKind, Preprocess, MAX_JOINTS};
 use gantry_config::EdgeConfig;
 use gantry_firmware_bridge::link::{CommandPort, FirmwareLink, JointSnapshot, LinkConfig};
 use gantry_firmware_bridge::protocol::{FaultCode, Joints, MotorCommand};
@@ -104,8 +104,14 @@ impl Parts {
         let scene_arm = (config.depth.source == DepthSource::Synthetic).then(|| Arc::new(ArmPose::default()));
         let (camera, depth) =
             gantry_hal::open_sources(config, pacing, scene_arm.as_ref()).context("opening the cameras")?;
-        let loaded = crate::infer::load_policy(&config.policy).context("loading the policy")?;
+        let mut loaded = crate::infer::load_policy(&config.policy).context("loading the policy")?;
         let mut failures = loaded.failures;
+        if config.policy.preprocess == Preprocess::Cuda {
+            let info = camera.info();
+            if let Err(reason) = loaded.backend.bind_rgb_on_device((info.width, info.height)) {
+                failures.push(cpu_preprocessing(&reason));
+            }
+        }
         let baseline_pkg = crate::infer::load_baseline(&config.policy.baseline_model_dir, &mut failures)?;
         // The baseline's own failure is met twice (as the fallback and here): say it once.
         failures.dedup();
@@ -125,6 +131,11 @@ impl Parts {
             scene_arm,
         })
     }
+}
+
+/// Why `policy.preprocess = "cuda"` fell back to the CPU, as the status page and the log say it.
+fn cpu_preprocessing(reason: &str) -> String {
+    format!("policy.preprocess = \"cuda\" unavailable, preprocessing on the CPU: {reason}")
 }
 
 /// Test and benchmark hooks; the daemon uses the default.
@@ -322,14 +333,21 @@ pub struct PolicySlot {
     rgb: (u32, u32),
     depth: (u32, u32),
     joints: usize,
+    /// `policy.preprocess = "cuda"`: a staged policy gets its RGB input on the GPU where it can.
+    rgb_on_device: bool,
 }
 
 impl PolicySlot {
     /// Queues `backend` to replace the primary policy at the next frame.
     /// Refused while an earlier swap is pending or its replaced policy has not
     /// been taken back, and when the policy does not fit this robot.
-    pub fn stage(&self, backend: Box<dyn PolicyBackend>) -> anyhow::Result<()> {
+    pub fn stage(&self, mut backend: Box<dyn PolicyBackend>) -> anyhow::Result<()> {
         anyhow::ensure!(self.incoming.is_empty() && self.retired.is_empty(), "a model swap is already under way");
+        if self.rgb_on_device {
+            if let Err(reason) = backend.bind_rgb_on_device(self.rgb) {
+                tracing::warn!("{}", cpu_preprocessing(&reason));
+            }
+        }
         let io = backend.io();
         anyhow::ensure!(
             io.joints >= self.joints && io.action > self.joints,
@@ -464,6 +482,7 @@ impl Pipeline {
             rgb: (parts.camera.info().width, parts.camera.info().height),
             depth: depth_dims,
             joints: config.firmware.joints.min(MAX_JOINTS),
+            rgb_on_device: config.policy.preprocess == Preprocess::Cuda,
         });
         let rgb_info = parts.camera.info();
         let depth_info = parts.depth.as_ref().map(|d| d.info());
@@ -872,12 +891,15 @@ fn inference_loop(
             Active::Baseline | Active::SafeStop => (&mut inf.baseline, &mut inf.baseline_pre),
         };
         let pre_start = monotonic_ns();
+        // On the GPU, straight into the session's input, where it is bound there.
+        let on_device = backend.rgb_on_device(&frame, pre.model_rgb_mut()).map(|r| r.is_ok());
         let inputs = backend.inputs();
-        let rgb = match inf.rgb_helper.as_mut() {
-            Some(helper) => pre.rgb_split(&frame, inputs.rgb, helper),
-            None => pre.rgb(&frame, inputs.rgb),
+        let rgb_ok = match (on_device, inf.rgb_helper.as_mut()) {
+            (Some(ok), _) => ok,
+            (None, Some(helper)) => pre.rgb_split(&frame, inputs.rgb, helper).is_ok(),
+            (None, None) => pre.rgb(&frame, inputs.rgb).is_ok(),
         };
-        let ok = rgb.is_ok()
+        let ok = rgb_ok
             && match &depth {
                 Some(d) => pre.depth(d, inf.depth_unit_mm, inputs.depth).is_ok(),
                 None => {

@@ -292,7 +292,7 @@ impl View {
             ));
         }
         for f in &self.policy_failures {
-            let reason = format!("The configured policy is unavailable ({f}): the robot runs the baseline.");
+            let reason = format!("The policy does not run as configured: {f}.");
             if !amber.contains(&reason) {
                 amber.push(reason);
             }

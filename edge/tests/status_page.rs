@@ -24,6 +24,8 @@ fn config(dir: &std::path::Path) -> EdgeConfig {
     c.status_http.listen = "127.0.0.1:0".into();
     c.policy.model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline").into();
     c.policy.baseline_model_dir = c.policy.model_dir.clone();
+    // Asked for, but tract reads from host memory: the CPU preprocesses, and the page says so.
+    c.policy.preprocess = gantry_config::edge::Preprocess::Cuda;
     c.realtime.lock_memory = false;
     c.health.period_s = 1;
     // No task system here: the work is cut into fixed episodes instead.
@@ -74,6 +76,11 @@ async fn status_page_api_metrics_and_recording() {
     assert_eq!(s["mode"], "running", "{s:#}");
     assert_eq!(s["model"]["version"], "baseline-2");
     assert_eq!(s["model"]["backend"], "tract-cpu");
+    let failures = s["model"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let f = failures[0].as_str().unwrap();
+    assert!(f.contains("preprocessing on the CPU") && f.contains("tract-cpu reads its inputs from host memory"), "{f}");
+    assert!(s["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains(f)), "{s:#}");
     assert!(s["uptime_s"].as_f64().unwrap() > 0.0);
     assert!(s["loop"]["rate_hz"].as_f64().unwrap() > 50.0, "{}", s["loop"]);
     assert!(s["loop"]["latency_ms"]["p50"].as_f64().unwrap() > 0.0);

@@ -312,6 +312,13 @@ impl Preprocessor {
         &self.rgb_u8
     }
 
+    /// Where a preprocessing elsewhere (the GPU's, `crate::preprocess_cuda`)
+    /// leaves the frame's model-resolution RGB8 image, for [`Self::model_rgb`]
+    /// to give the recorder as if this preprocessor had made it.
+    pub fn model_rgb_mut(&mut self) -> &mut [u8] {
+        &mut self.rgb_u8
+    }
+
     /// The last [`Self::depth`] frame at the model's resolution, camera units.
     pub fn model_depth(&self) -> &[u16] {
         &self.depth_u16

@@ -90,6 +90,24 @@ fn configured_provider_order_falls_through_to_cpu_and_says_why() {
     assert_eq!(backend.run().unwrap().len(), 7);
 }
 
+/// `policy.preprocess = "cuda"` needs a session on the GPU: on the CPU
+/// provider the RGB input stays on the host, the refusal says why, and the
+/// model still runs on what the CPU preprocessor writes.
+#[test]
+fn rgb_on_the_device_needs_a_session_on_the_gpu() {
+    let model = ModelPackage::load(baseline_dir()).unwrap();
+    let (mut backend, _) = OrtBackend::load(&model, &policy(&[ExecutionProvider::Cpu])).unwrap();
+    let reason = backend.bind_rgb_on_device((1920, 1080)).unwrap_err();
+    assert!(reason.contains("ort-cpu"), "{reason}");
+    let mut image = vec![7u8; 3 * 128 * 128];
+    assert!(backend.rgb_on_device(&vec![0u8; 1920 * 1080 * 3], &mut image).is_none());
+    assert!(image.iter().all(|&v| v == 7), "nothing written where nothing ran");
+    fill(&mut backend, 3);
+    let first = backend.run().unwrap().to_vec();
+    fill(&mut backend, 4);
+    assert_ne!(backend.run().unwrap(), &first[..], "the host inputs are still the ones read");
+}
+
 #[test]
 fn a_primary_that_cannot_start_falls_back_to_the_baseline_on_tract() {
     let loaded = load_policy(&policy(&[ExecutionProvider::Tensorrt])).unwrap();

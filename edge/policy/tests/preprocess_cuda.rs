@@ -26,8 +26,12 @@ fn cuda_matches_cpu_or_reports_the_missing_driver() {
     let mut expected = vec![0f32; 3 * 128 * 128];
     cpu.rgb(&frame, &mut expected).unwrap();
     let mut got = vec![0f32; 3 * 128 * 128];
+    let mut image = vec![0u8; 3 * 128 * 128];
     gpu.run(&frame).unwrap();
-    gpu.download(&mut got).unwrap();
+    gpu.download(&mut got, &mut image).unwrap();
     let worst = expected.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(worst < 1e-3, "largest difference {worst}");
+    // The image the recorder keeps is the CPU path's, byte for byte.
+    assert_eq!(image, cpu.model_rgb());
+    assert!(image.iter().any(|&v| v != image[0]), "a constant image says nothing");
 }

@@ -71,6 +71,21 @@ pub trait PolicyBackend: Send {
 
     /// Runs the policy on the current inputs; the action is J joint deltas and the gripper.
     fn run(&mut self) -> Result<&[f32], InferError>;
+
+    /// Binds the RGB input to device memory that the CUDA preprocessing
+    /// writes straight into (`policy.preprocess = "cuda"`), for frames of
+    /// `source` = (width, height): the tensor never passes through the host.
+    /// An error says why not; the CPU preprocessor then fills `inputs().rgb`.
+    fn bind_rgb_on_device(&mut self, _source: (u32, u32)) -> Result<(), String> {
+        Err(format!("{} reads its inputs from host memory", self.execution_path()))
+    }
+
+    /// With the RGB input bound on the device: preprocesses `frame` into it,
+    /// leaves the model-resolution RGB8 image in `model_rgb` (the recorder's
+    /// copy) and returns `Some`; `None` leaves the RGB input to the CPU preprocessor.
+    fn rgb_on_device(&mut self, _frame: &[u8], _model_rgb: &mut [u8]) -> Option<Result<(), InferError>> {
+        None
+    }
 }
 
 /// What the control loop follows, from one action: the joint goal (the

@@ -7,6 +7,9 @@
 //! registered with `error_on_failure`, so a provider that cannot start is reported
 //! and the next one in the list is tried — never a silent fall back to the CPU.
 //! Inputs and the output are bound once (`IoBinding`) to tensors allocated at load.
+//! With feature `cuda` and a session on the GPU, the RGB input can instead be
+//! a tensor in the GPU memory of ONNX Runtime's CUDA allocator, which the CUDA
+//! preprocessing kernel writes straight into ([`OrtBackend::bind_rgb_on_device`]).
 
 use std::sync::OnceLock;
 
@@ -81,6 +84,18 @@ pub struct OrtBackend {
     joints: Tensor<f32>,
     output_name: String,
     action: Vec<f32>,
+    /// The RGB input on the GPU and the kernel that fills it, once bound.
+    #[cfg(feature = "cuda")]
+    device_rgb: Option<DeviceRgb>,
+}
+
+/// The RGB input tensor in device memory that ONNX Runtime allocated (so its
+/// binding reads that very buffer, where a borrowed one would be copied at
+/// bind time), and the preprocessing that writes it.
+#[cfg(feature = "cuda")]
+struct DeviceRgb {
+    tensor: Tensor<f32>,
+    pre: crate::preprocess_cuda::CudaPreprocessor,
 }
 
 fn ort_error(e: impl std::fmt::Display) -> InferError {
@@ -153,6 +168,8 @@ impl OrtBackend {
             joints,
             output_name,
             action: vec![0.0; io.action],
+            #[cfg(feature = "cuda")]
+            device_rgb: None,
         })
     }
 }
@@ -189,5 +206,42 @@ impl PolicyBackend for OrtBackend {
         }
         self.action.copy_from_slice(data);
         Ok(&self.action)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn bind_rgb_on_device(&mut self, source: (u32, u32)) -> Result<(), String> {
+        use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+        if !matches!(self.path, ExecutionPath::OrtCuda | ExecutionPath::OrtTensorRt) {
+            return Err(format!("the session runs on {}, not on the GPU", self.path));
+        }
+        let model = ModelPackage { dir: Default::default(), manifest: self.manifest.clone(), onnx: Vec::new() };
+        let pre = crate::preprocess_cuda::CudaPreprocessor::new(&model, source).map_err(|e| e.to_string())?;
+        let spec = model.rgb().map_err(|e| e.to_string())?;
+        // Device 0, where the CUDA preprocessing runs and ONNX Runtime's providers start by default.
+        let info = MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default)
+            .map_err(|e| format!("ONNX Runtime's CUDA memory: {e}"))?;
+        let alloc = Allocator::new(&self.session, info).map_err(|e| format!("ONNX Runtime's CUDA allocator: {e}"))?;
+        let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+        let tensor = Tensor::<f32>::new(&alloc, shape).map_err(|e| format!("the RGB input on the GPU: {e}"))?;
+        if tensor.shape().num_elements() != pre.tensor_len() {
+            return Err(format!(
+                "the RGB input holds {} values, the kernel writes {}",
+                tensor.shape().num_elements(),
+                pre.tensor_len()
+            ));
+        }
+        self.binding.bind_input(&spec.name, &tensor).map_err(|e| format!("binding the RGB input on the GPU: {e}"))?;
+        self.device_rgb = Some(DeviceRgb { tensor, pre });
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn rgb_on_device(&mut self, frame: &[u8], model_rgb: &mut [u8]) -> Option<Result<(), InferError>> {
+        let d = self.device_rgb.as_mut()?;
+        let out = d.tensor.data_ptr_mut() as u64;
+        // SAFETY: `out` is ONNX Runtime's allocation of the RGB input on
+        // device 0 (its CUDA allocator, the primary context), of the
+        // kernel's size (checked when bound), alive as long as `d`.
+        Some(unsafe { d.pre.run_into(frame, out, model_rgb) }.map_err(ort_error))
     }
 }
