@@ -20,7 +20,11 @@ use hdrhistogram::Histogram;
 
 /// A model package under `models/`, if it is there.
 pub fn model_dir(name: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(name);
+    // `GANTRY_MODELS`: where the packages are when the binary runs away from
+    // its checkout (`bench/gpu.sh run` on another machine).
+    let models = std::env::var_os("GANTRY_MODELS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"), PathBuf::from);
+    let dir = models.join(name);
     dir.join("manifest.toml").is_file().then_some(dir)
 }
 

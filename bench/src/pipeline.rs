@@ -3,7 +3,8 @@
 //! for the control thread's scheduling jitter.
 //!
 //! Gantry runs as on a robot: synthetic 1080p camera and depth, the firmware
-//! simulator, the model under test (tract) with the baseline as fallback,
+//! simulator, the model under test (tract; with `--gpu`, ONNX Runtime on
+//! TensorRT or CUDA with the RGB preprocessing on the GPU) with the baseline as fallback,
 //! control at 100 Hz, recording on. Allocations are counted per thread role
 //! by the counting allocator `gantry-bench` installs.
 
@@ -42,6 +43,9 @@ pub struct Spread {
 /// What one pipeline run measured.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineRun {
+    /// The execution path the model ran on, and why it is not the one asked for.
+    pub backend: String,
+    pub policy_failures: Vec<String>,
     pub latency_ms: Spread,
     pub overhead_ms: Spread,
     /// Preprocessing + the model's run on the inference thread (p50, p99 only).
@@ -72,7 +76,9 @@ pub struct PipelineRun {
 
 /// Runs the pipeline on `model` for `seconds`, with `cyclictest` beside it
 /// when installed; then swaps in a second copy of the model and times it.
-pub fn run(model: &Path, seconds: u64) -> anyhow::Result<PipelineRun> {
+/// `gpu`: the model on ONNX Runtime's TensorRT, then CUDA provider, and the
+/// RGB preprocessing on the GPU (`ORT_DYLIB_PATH`: a GPU build of the library).
+pub fn run(model: &Path, seconds: u64, gpu: bool) -> anyhow::Result<PipelineRun> {
     let data = std::env::temp_dir().join(format!("gantry-bench-pipeline-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let mut config = EdgeConfig::default();
@@ -80,7 +86,15 @@ pub fn run(model: &Path, seconds: u64) -> anyhow::Result<PipelineRun> {
     config.policy.model_dir = model.display().to_string();
     config.policy.baseline_model_dir =
         crate::model_dir("baseline").expect("the baseline is committed").display().to_string();
+    if gpu {
+        use gantry_config::edge::{Backend, ExecutionProvider, Preprocess};
+        config.policy.backend = Backend::Ort;
+        config.policy.providers = vec![ExecutionProvider::Tensorrt, ExecutionProvider::Cuda];
+        config.policy.preprocess = Preprocess::Cuda;
+        config.policy.tensorrt_cache_dir = data.join("trt-cache").display().to_string();
+    }
     let parts = Parts::from_config(&config, Pacing::RealTime)?;
+    let (backend, policy_failures) = (parts.primary.execution_path().to_string(), parts.policy_failures.clone());
     let (recorder, _) = Recorder::open(Settings::from_config(&config, &parts.primary.manifest().version))?;
     let pipeline = Pipeline::start(&config, parts, Options { after_warmup: Some(after_warmup), ..Options::default() })?;
     // Recording on, as on a robot: its thumbnails cost the capture thread.
@@ -98,6 +112,8 @@ pub fn run(model: &Path, seconds: u64) -> anyhow::Result<PipelineRun> {
     let ticks = status.ticks.load(Relaxed) - ticks0;
     let inferences = status.inferences.load(Relaxed) - inf0;
     let mut run = PipelineRun {
+        backend,
+        policy_failures,
         latency_ms: spread(
             &status,
             |s| [&s.latency_p50_ns, &s.latency_p99_ns, &s.latency_p999_ns, &s.latency_max_ns],

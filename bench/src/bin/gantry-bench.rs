@@ -42,6 +42,12 @@ struct Args {
     /// Run only these sections (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
+    /// The GPU figures (`bench/gpu.sh`): inference also on ONNX Runtime's
+    /// TensorRT and CUDA providers with the RGB preprocessing on the GPU, and
+    /// the pipeline on them (build with `--features ort,cuda`; `ORT_DYLIB_PATH`
+    /// names a GPU build of ONNX Runtime).
+    #[arg(long)]
+    gpu: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,7 +146,7 @@ fn governor_check_time(report: &mut Report, iterations: usize) {
 /// preprocessing beside OpenCV + numpy, and each backend that loads here
 /// (tract; ONNX Runtime's CPU provider when built with `ort` and its library
 /// is found) with its allocations per run.
-fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
+fn inference(report: &mut Report, quick: bool, gpu: bool) -> anyhow::Result<()> {
     use gantry_bench::peers::{fir_box_resize, opencv_preprocess};
     use gantry_hal::alloc_count::counting;
     let (rgb, depth) = synthetic_frames();
@@ -162,6 +168,9 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
                 Ok((b, _)) => backends.push(Box::new(b)),
                 Err(e) => eprintln!("{name}: ONNX Runtime: {e} (ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime.sh)); its figures are left out"),
             }
+        }
+        if gpu {
+            gpu_inference(report, &model, name, &rgb, threads, quick);
         }
         let n = match (name, quick) {
             ("baseline", false) => 2000,
@@ -243,9 +252,61 @@ fn inference(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The model on ONNX Runtime's TensorRT, then CUDA provider, with the RGB
+/// preprocessing on the GPU writing straight into the session's input: the
+/// preprocessing alone, and preprocessing + inference, per frame. What cannot
+/// start here is said on stderr, and its figures are left out.
+#[cfg(feature = "ort")]
+fn gpu_inference(report: &mut Report, model: &ModelPackage, name: &str, rgb: &[u8], threads: usize, quick: bool) {
+    use gantry_config::edge::{Backend, ExecutionProvider, Policy};
+    let cache = std::env::temp_dir().join("gantry-bench-trt-cache");
+    let policy = Policy {
+        backend: Backend::Ort,
+        providers: vec![ExecutionProvider::Tensorrt, ExecutionProvider::Cuda],
+        threads,
+        tensorrt_cache_dir: cache.display().to_string(),
+        ..Policy::default()
+    };
+    let mut backend = match gantry_policy::infer::ort::OrtBackend::load(model, &policy) {
+        Ok((b, tried)) => {
+            for t in tried {
+                eprintln!("{name}: ONNX Runtime {}: {}", t.provider, t.reason);
+            }
+            b
+        }
+        Err(e) => {
+            eprintln!("{name}: no GPU provider started: {e}; the GPU figures are left out");
+            return;
+        }
+    };
+    let path = backend.execution_path();
+    if let Err(reason) = backend.bind_rgb_on_device((1920, 1080)) {
+        eprintln!("{name}: RGB preprocessing on the GPU unavailable: {reason}; the GPU figures are left out");
+        return;
+    }
+    let n = if quick { 100 } else { 1000 };
+    let mut image = vec![0u8; 3 * model.io_shape().map_or(0, |io| io.rgb.0 * io.rgb.1)];
+    let mut failed = 0u64;
+    let p = percentiles(n, || failed += u64::from(!matches!(backend.rgb_on_device(rgb, &mut image), Some(Ok(())))));
+    report.add(format!("{name}: preprocess 1080p RGB on the GPU into the {path} session p50"), p.p50_ms, "ms");
+    report.add(format!("{name}: preprocess 1080p RGB on the GPU into the {path} session p99"), p.p99_ms, "ms");
+    let p = percentiles(n, || {
+        failed += u64::from(!matches!(backend.rgb_on_device(rgb, &mut image), Some(Ok(()))));
+        failed += u64::from(backend.run().is_err());
+    });
+    report.add(format!("{name}: preprocess on the GPU + infer {path} p50"), p.p50_ms, "ms");
+    report.add(format!("{name}: preprocess on the GPU + infer {path} p99"), p.p99_ms, "ms");
+    report.add(format!("{name}: GPU preprocessing or inference failures"), failed as f64, "runs");
+}
+
+#[cfg(not(feature = "ort"))]
+fn gpu_inference(_: &mut Report, _: &ModelPackage, name: &str, _: &[u8], _: usize, _: bool) {
+    eprintln!("{name}: the GPU figures need gantry-bench built with --features ort,cuda; left out");
+}
+
 /// The pipeline on each model beside the Python peer on the same model and
 /// frames, and the control thread's jitter beside `cyclictest`.
-fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
+fn pipeline(report: &mut Report, seconds: u64, gpu: bool) -> anyhow::Result<()> {
     use gantry_bench::pipeline::{python_peer, run};
     for name in ["baseline", "vision-50m"] {
         let Some(model) = model_dir(name) else {
@@ -253,10 +314,13 @@ fn pipeline(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
             continue;
         };
         eprintln!("pipeline: {name}, {seconds} s…");
-        let g = run(&model, seconds)?;
+        let g = run(&model, seconds, gpu)?;
+        for f in &g.policy_failures {
+            eprintln!("pipeline: {name}: not as configured: {f}");
+        }
         eprintln!("pipeline: {name}, Python peer, {seconds} s…");
         let peer = python_peer(&model, seconds)?;
-        let label = format!("pipeline ({name}, tract, 100 Hz, 1080p)");
+        let label = format!("pipeline ({name}, {}, 100 Hz, 1080p)", g.backend);
         let mut fig = |what: &str, value: f64, unit: &str, peer_value: Option<f64>| match (&peer, peer_value) {
             (Some(p), Some(v)) => report.add_with_peer(format!("{label}: {what}"), value, unit, &p.versions, v),
             _ => report.add(format!("{label}: {what}"), value, unit),
@@ -457,10 +521,10 @@ fn main() -> anyhow::Result<()> {
         governor_check_time(&mut report, if args.quick { 100_000 } else { 1_000_000 });
     }
     if run(Section::Inference) {
-        inference(&mut report, args.quick)?;
+        inference(&mut report, args.quick, args.gpu)?;
     }
     if run(Section::Pipeline) {
-        pipeline(&mut report, if args.quick { 10 } else { 60 })?;
+        pipeline(&mut report, if args.quick { 10 } else { 60 }, args.gpu)?;
     }
     if run(Section::Recorder) {
         recorder(&mut report, if args.quick { 2.0 } else { 10.0 })?;

@@ -2,7 +2,7 @@
 //! it checks the clean error instead; on one with a GPU it compares values.
 #![cfg(feature = "cuda")]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gantry_policy::model::ModelPackage;
 use gantry_policy::preprocess::Preprocessor;
@@ -10,7 +10,10 @@ use gantry_policy::preprocess_cuda::{CudaPreprocessError, CudaPreprocessor};
 
 #[test]
 fn cuda_matches_cpu_or_reports_the_missing_driver() {
-    let model = ModelPackage::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/baseline")).unwrap();
+    // `GANTRY_MODELS`: the packages when this runs away from its checkout (`bench/gpu.sh run`).
+    let models = std::env::var_os("GANTRY_MODELS")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"), PathBuf::from);
+    let model = ModelPackage::load(models.join("baseline")).unwrap();
     let (w, h) = (1920u32, 1080u32);
     let frame: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7 + i / 5791) % 251) as u8).collect();
     let mut gpu = match CudaPreprocessor::new(&model, (w, h)) {
