@@ -678,6 +678,77 @@ impl Governor {
         self.substitute(state).command
     }
 
+    /// The arm's way from targets `a` to targets `b`, the joints moving in
+    /// proportion (as the firmware interpolates between two targets): every
+    /// point of the arm stays above the table and out of the keep-out boxes
+    /// all the way, and at `b` the tool is inside its box.
+    ///
+    /// Each link sweeps a surface that lies within `e` of the convex hull of
+    /// its ends at `a` and at `b` ([`sweep_enters_box`]), where `e` bounds
+    /// how far a point strays from the straight line between its two
+    /// positions: `|P''| <= 2 * sum_jk |Δq_j| |Δq_k| reach(max(j, k))`, so
+    /// `e = |P''| / 8 <= S * L / 4` with `S = sum |Δq_j|` and
+    /// `L = sum |Δq_j| * reach(j)`. `e` is quadratic in the move: about 1 mm
+    /// for a whole period at the velocity limits, nothing for a start from
+    /// rest, so an arm stopped beside a box can still move away from it.
+    fn check_move(
+        &self,
+        a: &[f32; MAX_JOINTS],
+        b: &[f32; MAX_JOINTS],
+        fail: &mut impl FnMut(Check, f64, f64, Option<u8>),
+    ) {
+        let l = &self.limits;
+        let n = l.joints.min(MAX_JOINTS);
+        let (mut turn, mut travel) = (0.0f64, 0.0f64);
+        for j in 0..n {
+            let dq = f64::from(libm::fabsf(b[j] - a[j]));
+            turn += dq;
+            travel += dq * self.arm.reach(j);
+        }
+        // A non-number anywhere is never clear of anything.
+        let e = turn * travel / 4.0;
+        let from = self.arm.outline(a.get(..n).unwrap_or(&[]));
+        let to = self.arm.outline(b.get(..n).unwrap_or(&[]));
+        let floor = l.table_height_m + e;
+        let tool = to.tool();
+        if !within(from.tool()[2].min(tool[2]), floor, f64::MAX) || !e.is_finite() {
+            fail(Check::ToolAboveTable, tool[2], floor, None);
+        }
+        // The base and the shoulder point above it do not move; every point after them is checked.
+        let lowest = from
+            .points()
+            .iter()
+            .zip(to.points())
+            .enumerate()
+            .skip(2)
+            .find(|(_, (p, q))| !within(p[2], floor, f64::MAX) || !within(q[2], floor, f64::MAX));
+        if let Some((i, (p, q))) = lowest {
+            // Outline points 2k and 2k+1 belong to joint k's link.
+            fail(Check::ArmAboveTable, p[2].min(q[2]), floor, Some((i / 2 - 1) as u8));
+        }
+        let boxes = l.keep_out.get(..l.keep_out_count).unwrap_or(&[]);
+        let links =
+            from.points().get(1..).unwrap_or(&[]).windows(2).zip(to.points().get(1..).unwrap_or(&[]).windows(2));
+        let mut hit = None;
+        for (s0, s1) in links {
+            if let Some(k) = boxes.iter().position(|bx| sweep_enters_box([s0[0], s0[1], s1[0], s1[1]], bx, e)) {
+                hit = Some(k);
+                break;
+            }
+        }
+        if let Some(k) = hit {
+            fail(Check::KeepOut, k as f64, 0.0, Some(k as u8));
+        }
+        if let Some(ax) = (0..3).find(|&ax| !within(tool[ax], l.box_min[ax], l.box_max[ax])) {
+            fail(
+                Check::ToolInBox,
+                tool[ax],
+                if tool[ax] < l.box_min[ax] { l.box_min[ax] } else { l.box_max[ax] },
+                Some(ax as u8),
+            );
+        }
+    }
+
     /// Checks `proposed` against `state`; returns what to send and, when it
     /// was rejected, the one incident that says why.
     // Joints index several parallel arrays at once.
@@ -842,39 +913,27 @@ impl Governor {
                 fail(Check::SeparationDistance, speed, allowed, None);
             }
         }
-        // 6. Where the arm and the tool end up: at the command, and at every
-        // tick of the controlled stop from it, so no substitute carries the
-        // arm where the command itself stays out of. The base and the
-        // shoulder point above it do not move; every point after them is checked.
-        let (mut pose, mut braking) = (proposed.targets_rad, velocity);
-        for tick in 0..=self.stop_ticks {
-            let outline = if tick == 0 { to } else { self.arm.outline(&pose[..n]) };
-            let tool = outline.tool();
-            if !within(tool[2], l.table_height_m, f64::MAX) {
-                fail(Check::ToolAboveTable, tool[2], l.table_height_m, None);
-            }
-            let moving = outline.points().get(2..).unwrap_or(&[]);
-            if let Some(i) = moving.iter().position(|p| !within(p[2], l.table_height_m, f64::MAX)) {
-                // Outline points 2k and 2k+1 belong to joint k's link.
-                fail(Check::ArmAboveTable, moving[i][2], l.table_height_m, Some(((i + 2) / 2 - 1) as u8));
-            }
-            let links = outline.points().get(1..).unwrap_or(&[]);
-            let boxes = l.keep_out.get(..l.keep_out_count).unwrap_or(&[]);
-            if let Some(b) = boxes.iter().position(|b| links.windows(2).any(|s| segment_enters_box(s, b))) {
-                fail(Check::KeepOut, b as f64, 0.0, Some(b as u8));
-            }
-            if let Some(a) = (0..3).find(|&a| !within(tool[a], l.box_min[a], l.box_max[a])) {
-                fail(
-                    Check::ToolInBox,
-                    tool[a],
-                    if tool[a] < l.box_min[a] { l.box_min[a] } else { l.box_max[a] },
-                    Some(a as u8),
-                );
-            }
+        // 6. Where the arm and the tool go: at the command and at every tick
+        // of the controlled stop from it, and on the way to each of them,
+        // so no substitute carries the arm where the command itself stays
+        // out of, and no point of the arm cuts through a box or the table
+        // between two targets.
+        let from = if self.has_last {
+            self.last.targets_rad
+        } else if state.positions_rad.iter().take(n).all(|p| p.is_finite()) {
+            state.positions_rad
+        } else {
+            // No pose to come from (a check above failed already): the command alone.
+            proposed.targets_rad
+        };
+        let (mut a, mut b, mut braking) = (from, proposed.targets_rad, velocity);
+        for _ in 0..=self.stop_ticks {
+            self.check_move(&a, &b, &mut fail);
             if braking.iter().take(n).all(|v| *v == 0.0) {
                 break;
             }
-            self.stop_step(&mut pose, &mut braking);
+            a = b;
+            self.stop_step(&mut b, &mut braking);
         }
         // 7. Robot health: limits are judged on finite readings only.
         if state.telemetry_ns == 0 || age(state.telemetry_ns) > l.telemetry_max_age_ns {
@@ -982,43 +1041,93 @@ fn outline_speed(from: &Outline, to: &Outline, period_s: f32) -> f64 {
     fastest / f64::from(period_s)
 }
 
-/// Whether the segment `s[0]`–`s[1]` touches the box `[min.., max..]` (slab test);
-/// true for a segment that is not a number.
-fn segment_enters_box(s: &[[f64; 3]], b: &[f64; 6]) -> bool {
-    let (Some(p), Some(q)) = (s.first(), s.get(1)) else {
-        return false;
-    };
-    let (mut enter, mut exit) = (0.0f64, 1.0f64);
-    for a in 0..3 {
-        let (lo, hi) = (b[a], b[a + 3]);
-        let d = q[a] - p[a];
-        if !p[a].is_finite() || !d.is_finite() {
-            return true;
-        }
-        if libm::fabs(d) < 1e-12 {
-            if p[a] < lo || p[a] > hi {
-                return false;
-            }
-            continue;
-        }
-        let (t0, t1) = ((lo - p[a]) / d, (hi - p[a]) / d);
-        enter = enter.max(t0.min(t1));
-        exit = exit.min(t0.max(t1));
+/// Whether the convex hull of `p` (a link's two ends before and after a
+/// move), grown by `e`, touches the box `[min.., max..]`: the separating
+/// axis test, with the box's faces, the hull's faces and the cross products
+/// of their edges as the axes (exact for two convex polyhedra, and a
+/// degenerate hull, a segment or a flat quad, is covered by its edges).
+/// True for anything that is not a number.
+fn sweep_enters_box(p: [[f64; 3]; 4], b: &[f64; 6], e: f64) -> bool {
+    if !e.is_finite() || p.iter().flatten().chain(b.iter()).any(|v| !v.is_finite()) {
+        return true;
     }
-    enter <= exit
+    let sub = |u: [f64; 3], v: [f64; 3]| [u[0] - v[0], u[1] - v[1], u[2] - v[2]];
+    let cross =
+        |u: [f64; 3], v: [f64; 3]| [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]];
+    let dot = |u: [f64; 3], v: [f64; 3]| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    let center = [(b[0] + b[3]) / 2.0, (b[1] + b[4]) / 2.0, (b[2] + b[5]) / 2.0];
+    let half = [(b[3] - b[0]) / 2.0, (b[4] - b[1]) / 2.0, (b[5] - b[2]) / 2.0];
+    // Apart along `axis`: the hull's and the box's projections, each
+    // widened by `e` (the box only: growing either is the same).
+    let apart = |axis: [f64; 3]| {
+        let norm = libm::sqrt(dot(axis, axis));
+        if norm < 1e-12 {
+            return false;
+        }
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for q in &p {
+            let t = dot(*q, axis);
+            lo = lo.min(t);
+            hi = hi.max(t);
+        }
+        let c = dot(center, axis);
+        let r =
+            half[0] * libm::fabs(axis[0]) + half[1] * libm::fabs(axis[1]) + half[2] * libm::fabs(axis[2]) + e * norm;
+        hi < c - r || lo > c + r
+    };
+    let units = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    if units.iter().any(|u| apart(*u)) {
+        return false;
+    }
+    let edges = [sub(p[1], p[0]), sub(p[2], p[0]), sub(p[3], p[0]), sub(p[2], p[1]), sub(p[3], p[1]), sub(p[3], p[2])];
+    let faces = [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]];
+    if faces.iter().any(|f| apart(cross(sub(p[f[1]], p[f[0]]), sub(p[f[2]], p[f[0]])))) {
+        return false;
+    }
+    !edges.iter().any(|d| units.iter().any(|u| apart(cross(*d, *u))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A link that does not move is its segment.
+    fn still(u: [f64; 3], v: [f64; 3]) -> [[f64; 3]; 4] {
+        [u, v, u, v]
+    }
+
     #[test]
     fn segments_and_boxes() {
         let b = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        assert!(segment_enters_box(&[[-1.0, 0.5, 0.5], [2.0, 0.5, 0.5]], &b), "passes through");
-        assert!(segment_enters_box(&[[0.5, 0.5, 0.5], [0.6, 0.5, 0.5]], &b), "inside");
-        assert!(!segment_enters_box(&[[-1.0, 0.5, 0.5], [-0.1, 0.5, 0.5]], &b), "stops short");
-        assert!(!segment_enters_box(&[[-1.0, 2.0, 0.5], [2.0, 2.0, 0.5]], &b), "passes beside");
-        assert!(segment_enters_box(&[[f64::NAN, 0.0, 0.0], [2.0, 2.0, 0.5]], &b), "not a number");
+        assert!(sweep_enters_box(still([-1.0, 0.5, 0.5], [2.0, 0.5, 0.5]), &b, 0.0), "passes through");
+        assert!(sweep_enters_box(still([0.5, 0.5, 0.5], [0.6, 0.5, 0.5]), &b, 0.0), "inside");
+        assert!(!sweep_enters_box(still([-1.0, 0.5, 0.5], [-0.1, 0.5, 0.5]), &b, 0.0), "stops short");
+        assert!(!sweep_enters_box(still([-1.0, 2.0, 0.5], [2.0, 2.0, 0.5]), &b, 0.0), "passes beside");
+        assert!(!sweep_enters_box(still([-1.0, 1.5, 1.5], [1.5, -1.0, 1.5]), &b, 0.0), "diagonal, above");
+        assert!(sweep_enters_box(still([-1.0, 1.5, 0.5], [1.5, -1.0, 0.5]), &b, 0.0), "diagonal, across a corner");
+        assert!(sweep_enters_box(still([f64::NAN, 0.0, 0.0], [2.0, 2.0, 0.5]), &b, 0.0), "not a number");
+        assert!(sweep_enters_box(still([-1.0, 0.5, 0.5], [-0.1, 0.5, 0.5]), &b, f64::NAN), "no bound on the way");
+    }
+
+    /// A link moving past a box: both of its positions clear, its way not.
+    #[test]
+    fn sweeps_and_boxes() {
+        let b = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        // A vertical link beside the box's corner, then on its other side:
+        // between the two it passes through the corner.
+        let (u0, v0) = ([-0.2, 0.5, 0.2], [-0.2, 0.5, 0.8]);
+        let (u1, v1) = ([0.5, -0.2, 0.2], [0.5, -0.2, 0.8]);
+        assert!(!sweep_enters_box(still(u0, v0), &b, 0.0) && !sweep_enters_box(still(u1, v1), &b, 0.0));
+        assert!(sweep_enters_box([u0, v0, u1, v1], &b, 0.0), "cuts the corner");
+        // Moving straight away from the face it nearly touches: clear, as
+        // long as the stray from the straight way is less than the gap.
+        let (u0, v0) = ([-0.001, 0.2, 0.2], [-0.001, 0.8, 0.8]);
+        let (u1, v1) = ([-0.05, 0.2, 0.2], [-0.05, 0.8, 0.8]);
+        assert!(!sweep_enters_box([u0, v0, u1, v1], &b, 0.0005), "moves away");
+        assert!(sweep_enters_box([u0, v0, u1, v1], &b, 0.002), "strays further than the gap");
+        // Growing by `e` off a face: a gap wider than `e` is clear, a narrower one is not.
+        let (u, v) = ([1.0011, 0.2, 0.2], [1.5, 0.8, 0.8]);
+        assert!(!sweep_enters_box(still(u, v), &b, 1.0e-3), "1.1 mm off the face");
+        assert!(sweep_enters_box(still(u, v), &b, 1.2e-3), "1.1 mm is within 1.2");
     }
 }
