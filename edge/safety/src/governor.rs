@@ -689,8 +689,8 @@ impl Governor {
     /// positions: `|P''| <= 2 * sum_jk |Δq_j| |Δq_k| reach(max(j, k))`, so
     /// `e = |P''| / 8 <= S * L / 4` with `S = sum |Δq_j|` and
     /// `L = sum |Δq_j| * reach(j)`. `e` is quadratic in the move: about 1 mm
-    /// for a whole period at the velocity limits, nothing for a start from
-    /// rest, so an arm stopped beside a box can still move away from it.
+    /// for a whole period at the velocity limits, micrometres for the first
+    /// step from rest, so an arm stopped beside a box can still move away from it.
     fn check_move(
         &self,
         a: &[f32; MAX_JOINTS],
