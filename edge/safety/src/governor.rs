@@ -691,10 +691,14 @@ impl Governor {
     /// `L = sum |Δq_j| * reach(j)`. `e` is quadratic in the move: about 1 mm
     /// for a whole period at the velocity limits, micrometres for the first
     /// step from rest, so an arm stopped beside a box can still move away from it.
+    ///
+    /// `from` and `to` are the outlines at `a` and `b`: the caller has them
+    /// already, each pose of a stop being the end of one move and the start
+    /// of the next.
     fn check_move(
         &self,
-        a: &[f32; MAX_JOINTS],
-        b: &[f32; MAX_JOINTS],
+        (a, from): (&[f32; MAX_JOINTS], &Outline),
+        (b, to): (&[f32; MAX_JOINTS], &Outline),
         fail: &mut impl FnMut(Check, f64, f64, Option<u8>),
     ) {
         let l = &self.limits;
@@ -707,8 +711,6 @@ impl Governor {
         }
         // A non-number anywhere is never clear of anything.
         let e = turn * travel / 4.0;
-        let from = self.arm.outline(a.get(..n).unwrap_or(&[]));
-        let to = self.arm.outline(b.get(..n).unwrap_or(&[]));
         let floor = l.table_height_m + e;
         let tool = to.tool();
         if !within(from.tool()[2].min(tool[2]), floor, f64::MAX) || !e.is_finite() {
@@ -727,15 +729,10 @@ impl Governor {
             fail(Check::ArmAboveTable, p[2].min(q[2]), floor, Some((i / 2 - 1) as u8));
         }
         let boxes = l.keep_out.get(..l.keep_out_count).unwrap_or(&[]);
-        let links =
+        let mut links =
             from.points().get(1..).unwrap_or(&[]).windows(2).zip(to.points().get(1..).unwrap_or(&[]).windows(2));
-        let mut hit = None;
-        for (s0, s1) in links {
-            if let Some(k) = boxes.iter().position(|bx| sweep_enters_box([s0[0], s0[1], s1[0], s1[1]], bx, e)) {
-                hit = Some(k);
-                break;
-            }
-        }
+        let hit = links
+            .find_map(|(s0, s1)| boxes.iter().position(|bx| sweep_enters_box([s0[0], s0[1], s1[0], s1[1]], bx, e)));
         if let Some(k) = hit {
             fail(Check::KeepOut, k as f64, 0.0, Some(k as u8));
         }
@@ -926,14 +923,18 @@ impl Governor {
             // No pose to come from (a check above failed already): the command alone.
             proposed.targets_rad
         };
+        // Each pose's outline is computed once: the command's is `to`, and
+        // each move's end is the next one's start.
         let (mut a, mut b, mut braking) = (from, proposed.targets_rad, velocity);
+        let (mut at_a, mut at_b) = (self.arm.outline(&a[..n]), to);
         for _ in 0..=self.stop_ticks {
-            self.check_move(&a, &b, &mut fail);
+            self.check_move((&a, &at_a), (&b, &at_b), &mut fail);
             if braking.iter().take(n).all(|v| *v == 0.0) {
                 break;
             }
-            a = b;
+            (a, at_a) = (b, at_b);
             self.stop_step(&mut b, &mut braking);
+            at_b = self.arm.outline(&b[..n]);
         }
         // 7. Robot health: limits are judged on finite readings only.
         if state.telemetry_ns == 0 || age(state.telemetry_ns) > l.telemetry_max_age_ns {
