@@ -356,11 +356,7 @@ impl PolicySlot {
             io.action,
             self.joints
         );
-        let pkg = crate::model::ModelPackage {
-            dir: Default::default(),
-            manifest: backend.manifest().clone(),
-            onnx: Vec::new(),
-        };
+        let pkg = crate::model::ModelPackage::from_manifest(backend.manifest().clone());
         let pre = Preprocessor::new(&pkg, self.rgb, self.depth)?;
         self.incoming
             .push(Box::new(StagedPolicy { backend, pre }))
@@ -488,11 +484,7 @@ impl Pipeline {
         let depth_info = parts.depth.as_ref().map(|d| d.info());
         let depth_src = depth_info.map_or((1, 1), |i| (i.width, i.height));
         let preprocess = |p: &dyn PolicyBackend| -> Result<Preprocessor, ModelError> {
-            let pkg = crate::model::ModelPackage {
-                dir: Default::default(),
-                manifest: p.manifest().clone(),
-                onnx: Vec::new(),
-            };
+            let pkg = crate::model::ModelPackage::from_manifest(p.manifest().clone());
             Preprocessor::new(&pkg, (rgb_info.width, rgb_info.height), depth_src)
         };
         let primary_pre = preprocess(&*parts.primary)?;

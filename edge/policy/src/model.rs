@@ -101,6 +101,12 @@ pub struct IoShape {
 }
 
 impl ModelPackage {
+    /// A package of `manifest` without its graph: for what reads only the
+    /// manifest (preprocessing tables, shapes) of a policy already loaded.
+    pub fn from_manifest(manifest: Manifest) -> Self {
+        Self { dir: PathBuf::new(), manifest, onnx: Vec::new() }
+    }
+
     /// Reads and verifies the package in `dir`.
     /// [`BUILTIN_BASELINE`](gantry_config::edge::BUILTIN_BASELINE) names the
     /// baseline built into the binary.

@@ -214,7 +214,7 @@ impl PolicyBackend for OrtBackend {
         if !matches!(self.path, ExecutionPath::OrtCuda | ExecutionPath::OrtTensorRt) {
             return Err(format!("the session runs on {}, not on the GPU", self.path));
         }
-        let model = ModelPackage { dir: Default::default(), manifest: self.manifest.clone(), onnx: Vec::new() };
+        let model = ModelPackage::from_manifest(self.manifest.clone());
         let pre = crate::preprocess_cuda::CudaPreprocessor::new(&model, source).map_err(|e| e.to_string())?;
         let spec = model.rgb().map_err(|e| e.to_string())?;
         // Device 0, where the CUDA preprocessing runs and ONNX Runtime's providers start by default.
