@@ -4,8 +4,13 @@
 //! catalog knows and published when it changes (and again after every
 //! reconnect, so a restarted broker has them, and to a robot each time it
 //! comes online, since a broker keeping its session need not resend them).
+//!
+//! Everything this reads is in the catalog (robots, their "online" times and
+//! operators' "upload now"), so among replicas the leader alone publishes
+//! and the others answer the HTTP API from the same computation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,15 +21,13 @@ use tokio::sync::{watch, Notify};
 
 use crate::models::Registry;
 use crate::schedule::{self, UploadWindow};
-use crate::store::CloudCatalog;
+use crate::store::{CloudCatalog, RobotRow};
 
 /// The current assignments, for the HTTP API and the operator's controls.
 #[derive(Default)]
 pub struct Assignments {
     windows: Mutex<HashMap<String, UploadWindow>>,
     models: Mutex<HashMap<String, ModelAssignment>>,
-    /// Operator: upload now, until then.
-    forced: Mutex<HashMap<String, u64>>,
     changed: Notify,
 }
 
@@ -42,27 +45,20 @@ impl Assignments {
         self.changed.notify_one();
     }
 
-    /// Publishes `robot`'s window and model again at the next round (it has
-    /// just come online and may have missed the retained ones).
-    pub fn resend(&self, robot: &str) {
+    /// Publishes `robot`'s window and model again at this round (it has
+    /// come online and may have missed the retained ones).
+    fn resend(&self, robot: &str) {
         self.windows.lock().unwrap_or_else(|e| e.into_inner()).remove(robot);
         self.models.lock().unwrap_or_else(|e| e.into_inner()).remove(robot);
-        self.changed.notify_one();
-    }
-
-    /// Opens `robot`'s window from now until `until_unix_ns`.
-    pub fn upload_now(&self, robot: &str, until_unix_ns: u64) {
-        self.forced.lock().unwrap_or_else(|e| e.into_inner()).insert(robot.to_string(), until_unix_ns);
-        self.changed.notify_one();
     }
 
     /// Recomputes every robot's window; returns those that changed.
-    fn recompute(&self, u: &Uploads, robots: &[String], now: u64) -> Vec<(String, UploadWindow)> {
-        let forced = self.forced.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    fn recompute(&self, u: &Uploads, rows: &[RobotRow], now: u64) -> Vec<(String, UploadWindow)> {
+        let robots: Vec<String> = rows.iter().map(|r| r.robot_id.clone()).collect();
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();
-        for (robot, mut w) in robots.iter().cloned().zip(schedule::windows(u, robots, now)) {
-            w.now_until_unix_ns = forced.get(&robot).copied().filter(|t| *t > now).unwrap_or(0);
+        for ((robot, row), mut w) in robots.iter().cloned().zip(rows).zip(schedule::windows(u, &robots, now)) {
+            w.now_until_unix_ns = Some(row.upload_now_until_unix_ns).filter(|t| *t > now).unwrap_or(0);
             if windows.get(&robot) != Some(&w) {
                 windows.insert(robot.clone(), w.clone());
                 changed.push((robot, w));
@@ -117,7 +113,8 @@ fn log_deployments(
     }
 }
 
-/// Publishes assignments until `stopped`.
+/// Computes assignments, and publishes them while `leader`, until `stopped`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     assignments: Arc<Assignments>,
     catalog: Arc<dyn CloudCatalog>,
@@ -125,9 +122,14 @@ pub async fn run(
     journal: Arc<crate::ops::Journal>,
     uploads: Uploads,
     options: MqttOptions,
+    leader: Arc<AtomicBool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (client, mut events) = AsyncClient::new(options, 256);
+    // Each robot's "online" time as last seen here, and whether this
+    // instance published the last round.
+    let mut online: HashMap<String, u64> = HashMap::new();
+    let mut was_leading = false;
     // Each robot's model as last logged; the first plan after a start is
     // what was already deployed, not a deployment.
     let mut deployed: Option<std::collections::HashMap<String, String>> = None;
@@ -164,14 +166,26 @@ pub async fn run(
         if !connected {
             continue;
         }
-        let robots: Vec<String> = match catalog.robots() {
-            Ok(r) => r.into_iter().map(|r| r.robot_id).collect(),
+        let rows = match catalog.robots() {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "assignments: cannot list robots");
                 continue;
             }
         };
-        let windows = assignments.recompute(&uploads, &robots, crate::unix_now_ns());
+        for r in &rows {
+            if online.insert(r.robot_id.clone(), r.online_unix_ns).is_some_and(|seen| seen != r.online_unix_ns) {
+                assignments.resend(&r.robot_id);
+            }
+        }
+        // A new leader publishes everything: the last one may have died mid-round.
+        let leading = leader.load(Relaxed);
+        if leading && !was_leading {
+            assignments.forget_published();
+        }
+        was_leading = leading;
+        let robots: Vec<String> = rows.iter().map(|r| r.robot_id.clone()).collect();
+        let windows = assignments.recompute(&uploads, &rows, crate::unix_now_ns());
         let models = match registry.assignments(&robots) {
             Ok(plan) => {
                 log_deployments(
@@ -190,6 +204,9 @@ pub async fn run(
             .into_iter()
             .map(|(robot, w)| (wire::topic(&robot, wire::UPLOAD_WINDOW), serde_json::to_vec(&w)))
             .chain(models.into_iter().map(|(robot, a)| (wire::topic(&robot, wire::MODEL), serde_json::to_vec(&a))));
+        if !leading {
+            continue;
+        }
         for (topic, payload) in messages {
             let payload = payload.expect("assignments serialise");
             if client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {

@@ -445,8 +445,14 @@ async fn upload_now(State(s): State<Arc<AppState>>, Path(robot): Path<String>) -
         return (StatusCode::BAD_REQUEST, "not a robot id\n").into_response();
     }
     let until = crate::unix_now_ns() + s.upload_now_ns;
-    s.assignments.upload_now(&robot, until);
-    Json(json!({ "robot_id": robot, "now_until_unix_ns": until })).into_response()
+    match s.catalog.set_upload_now(&robot, until) {
+        Ok(true) => {
+            s.assignments.poke();
+            Json(json!({ "robot_id": robot, "now_until_unix_ns": until })).into_response()
+        }
+        Ok(false) => (StatusCode::NOT_FOUND, format!("no robot {robot:?} has connected yet\n")).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 async fn upload_progress(

@@ -370,14 +370,17 @@ impl Ingest {
         }
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
         let state = v["state"].as_str().unwrap_or("online");
+        let now = crate::unix_now_ns();
         if state == "online" {
             // A robot that kept its broker session does not get retained
-            // messages again when it subscribes (rumqttd): it is sent them anew.
+            // messages again when it subscribes (rumqttd): whoever publishes
+            // assignments (the leader, among replicas) sends them anew.
+            self.catalog.robot_online(robot, now)?;
             if let Some(a) = &self.assignments {
-                a.resend(robot);
+                a.poke();
             }
         }
-        self.catalog.touch_robot(robot, crate::unix_now_ns())?;
+        self.catalog.touch_robot(robot, now)?;
         if v["model"].is_object() {
             self.catalog.set_robot_model_report(robot, &v["model"])?;
         }

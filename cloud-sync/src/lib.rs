@@ -20,6 +20,7 @@ pub mod quality;
 pub mod replicas;
 pub mod rollout;
 pub mod schedule;
+pub mod sql;
 pub mod store;
 pub mod tasks;
 pub mod uploads;
@@ -303,6 +304,7 @@ impl Service {
             journal.clone(),
             config.uploads.clone(),
             options(&format!("{instance}-assign"))?,
+            leader.clone(),
             stopped.clone(),
         )));
         tasks.push(tokio::spawn(tasks::run(

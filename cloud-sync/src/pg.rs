@@ -14,7 +14,9 @@ use postgres::{Client, NoTls, Row};
 
 use gantry_config::task::Priority;
 
-use crate::store::{CloudCatalog, ConflictRow, RobotRow, Stored, StoredSegment, UploadedSegment};
+use crate::store::{
+    robot_row, CloudCatalog, ConflictRow, RobotRow, Stored, StoredSegment, UploadedSegment, ROBOT_COLUMNS, ROBOT_COLUMNS_ADDED,
+};
 use crate::tasks::{Filter, FinishedCount, NewTask, Outcome, OutcomeCount, Task, TaskCatalog, TaskState};
 
 /// Taken (for one transaction) by every writer of `segments`: cursors then
@@ -105,6 +107,9 @@ fn connect(url: &str) -> anyhow::Result<Client> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     tx.batch_execute(SCHEMA)?;
     tx.batch_execute(TASK_SCHEMA)?;
+    for (column, decl) in ROBOT_COLUMNS_ADDED {
+        tx.batch_execute(&format!("ALTER TABLE robots ADD COLUMN IF NOT EXISTS {column} {decl}"))?;
+    }
     tx.commit()?;
     Ok(client)
 }
@@ -180,7 +185,7 @@ impl PgCatalog {
     }
 
     /// Runs `f` on the connection's thread and waits for its answer.
-    fn call<T: Send + 'static>(
+    pub(crate) fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
@@ -387,23 +392,36 @@ impl CloudCatalog for PgCatalog {
         })
     }
 
+    fn robot_online(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
+        let robot = robot.to_string();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO robots (robot_id, online_unix_ns) VALUES ($1, $2) \
+                 ON CONFLICT (robot_id) DO UPDATE SET online_unix_ns = $2",
+                &[&robot, &(unix_ns as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_upload_now(&self, robot: &str, until_unix_ns: u64) -> anyhow::Result<bool> {
+        let robot = robot.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE robots SET upload_now_until_unix_ns = $2 WHERE robot_id = $1",
+                &[&robot, &(until_unix_ns as i64)],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
     fn robots(&self) -> anyhow::Result<Vec<RobotRow>> {
         self.call(|c| {
-            let rows = c.query(
-                "SELECT robot_id, last_seen_unix_ns, state, mode, model_version, backlog, model_report \
-                 FROM robots ORDER BY robot_id",
-                &[],
-            )?;
+            let rows = c.query(&format!("SELECT {ROBOT_COLUMNS} FROM robots ORDER BY robot_id"), &[])?;
             Ok(rows
                 .iter()
-                .map(|r| RobotRow {
-                    robot_id: r.get(0),
-                    last_seen_unix_ns: r.get::<_, i64>(1) as u64,
-                    state: r.get(2),
-                    mode: r.get(3),
-                    model_version: r.get(4),
-                    backlog: r.get::<_, Option<i64>>(5).map(|v| v as u64),
-                    model_report: r.get::<_, Option<String>>(6).and_then(|t| serde_json::from_str(&t).ok()),
+                .map(|r| {
+                    robot_row(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8))
                 })
                 .collect())
         })

@@ -64,6 +64,11 @@ pub struct RobotRow {
     pub backlog: Option<u64>,
     /// The robot's account of its model rollout (`wire::ModelReport`), as JSON.
     pub model_report: Option<serde_json::Value>,
+    /// When the robot last said it is online (each connection, each model
+    /// change): whoever publishes its assignments sends them again then.
+    pub online_unix_ns: u64,
+    /// An operator's "upload now": the window stays open until then.
+    pub upload_now_until_unix_ns: u64,
 }
 
 /// What became of a batch offered to the catalog.
@@ -111,6 +116,11 @@ pub trait CloudCatalog: Send + Sync {
     fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()>;
     fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()>;
     fn set_robot_model_report(&self, robot: &str, report: &serde_json::Value) -> anyhow::Result<()>;
+    /// The robot said it is online at `unix_ns`.
+    fn robot_online(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()>;
+    /// Opens a known robot's upload window until `until_unix_ns`; `false`
+    /// for a robot the catalog does not know.
+    fn set_upload_now(&self, robot: &str, until_unix_ns: u64) -> anyhow::Result<bool>;
     fn robots(&self) -> anyhow::Result<Vec<RobotRow>>;
     /// A verified bulk upload of `segment`, if there is one.
     fn upload(&self, robot: &str, segment: &str) -> anyhow::Result<Option<UploadedSegment>>;
@@ -179,6 +189,17 @@ CREATE TABLE IF NOT EXISTS robots (
 );
 ";
 
+/// Columns added to `robots` after the first release, and how older catalogs gain them.
+pub(crate) const ROBOT_COLUMNS_ADDED: [(&str, &str); 3] = [
+    ("model_report", "TEXT"),
+    ("online_unix_ns", "BIGINT NOT NULL DEFAULT 0"),
+    ("upload_now_until_unix_ns", "BIGINT NOT NULL DEFAULT 0"),
+];
+
+/// The `robots` columns a [`RobotRow`] is read from, in [`robot_row`]'s order.
+pub(crate) const ROBOT_COLUMNS: &str = "robot_id, last_seen_unix_ns, state, mode, model_version, backlog, \
+                                        model_report, online_unix_ns, upload_now_until_unix_ns";
+
 impl SqliteCatalog {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let conn = Connection::open(path).with_context(|| format!("opening the catalog {}", path.display()))?;
@@ -187,11 +208,11 @@ impl SqliteCatalog {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
         crate::tasks::create_tables(&conn)?;
-        // Added after the first release: older catalogs gain the column.
-        let has_report: bool =
-            conn.prepare("SELECT 1 FROM pragma_table_info('robots') WHERE name = 'model_report'")?.exists([])?;
-        if !has_report {
-            conn.execute_batch("ALTER TABLE robots ADD COLUMN model_report TEXT")?;
+        // Added after the first release: older catalogs gain the columns.
+        for (column, decl) in ROBOT_COLUMNS_ADDED {
+            if !conn.prepare("SELECT 1 FROM pragma_table_info('robots') WHERE name = ?1")?.exists([column])? {
+                conn.execute_batch(&format!("ALTER TABLE robots ADD COLUMN {column} {decl}"))?;
+            }
         }
         let has_flags: bool =
             conn.prepare("SELECT 1 FROM pragma_table_info('segments') WHERE name = 'flags'")?.exists([])?;
@@ -396,23 +417,39 @@ impl CloudCatalog for SqliteCatalog {
         Ok(())
     }
 
+    fn robot_online(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO robots (robot_id, online_unix_ns) VALUES (?1, ?2) \
+             ON CONFLICT(robot_id) DO UPDATE SET online_unix_ns = ?2",
+            params![robot, unix_ns as i64],
+        )?;
+        Ok(())
+    }
+
+    fn set_upload_now(&self, robot: &str, until_unix_ns: u64) -> anyhow::Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE robots SET upload_now_until_unix_ns = ?2 WHERE robot_id = ?1",
+            params![robot, until_unix_ns as i64],
+        )?;
+        Ok(n > 0)
+    }
+
     fn robots(&self) -> anyhow::Result<Vec<RobotRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT robot_id, last_seen_unix_ns, state, mode, model_version, backlog, model_report \
-             FROM robots ORDER BY robot_id",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {ROBOT_COLUMNS} FROM robots ORDER BY robot_id"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(RobotRow {
-                    robot_id: r.get(0)?,
-                    last_seen_unix_ns: r.get::<_, i64>(1)? as u64,
-                    state: r.get(2)?,
-                    mode: r.get(3)?,
-                    model_version: r.get(4)?,
-                    backlog: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    model_report: r.get::<_, Option<String>>(6)?.and_then(|t| serde_json::from_str(&t).ok()),
-                })
+                Ok(robot_row(
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
@@ -485,6 +522,32 @@ impl SqliteCatalog {
 
 const UPLOAD_COLUMNS: &str =
     "robot_id, segment_id, object_key, bytes, sha256, messages, start_unix_ns, end_unix_ns, received_unix_ns, flags";
+
+/// A [`RobotRow`] from its [`ROBOT_COLUMNS`], as both engines read them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn robot_row(
+    robot_id: String,
+    last_seen_unix_ns: i64,
+    state: String,
+    mode: Option<String>,
+    model_version: Option<String>,
+    backlog: Option<i64>,
+    model_report: Option<String>,
+    online_unix_ns: i64,
+    upload_now_until_unix_ns: i64,
+) -> RobotRow {
+    RobotRow {
+        robot_id,
+        last_seen_unix_ns: last_seen_unix_ns as u64,
+        state,
+        mode,
+        model_version,
+        backlog: backlog.map(|v| v as u64),
+        model_report: model_report.and_then(|t| serde_json::from_str(&t).ok()),
+        online_unix_ns: online_unix_ns as u64,
+        upload_now_until_unix_ns: upload_now_until_unix_ns as u64,
+    }
+}
 
 fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadedSegment> {
     upload_row_from(r, 0)

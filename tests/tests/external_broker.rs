@@ -293,6 +293,53 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
     let catalog = gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap();
     let total = || (0..ROBOTS).map(|r| catalog.robot_seqs(&format!("robot-{r}")).unwrap().len() as u64).sum::<u64>();
 
+    // An operator's "upload now" for robot-3, given to the replica that will
+    // die: an observer of robot-3's retained window sees it opened.
+    let windows_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let observer = {
+        let mut o = MqttOptions::new("observer", "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = AsyncClient::new(o, 16);
+        client.subscribe(wire::topic("robot-3", wire::UPLOAD_WINDOW), QoS::AtLeastOnce).await.unwrap();
+        client.publish(wire::topic("robot-3", wire::STATUS), QoS::AtLeastOnce, true, r#"{"state":"online"}"#).await.unwrap();
+        let seen = windows_seen.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            loop {
+                if let Ok(Event::Incoming(Incoming::Publish(p))) = events.poll().await {
+                    let w: gantry_config::wire::UploadWindow = serde_json::from_slice(&p.payload).unwrap();
+                    seen.lock().unwrap().push(w.now_until_unix_ns);
+                }
+            }
+        })
+    };
+    let http = reqwest::Client::new();
+    wait_for("robot-3 known", Duration::from_secs(15), || catalog.robots().unwrap().iter().any(|r| r.robot_id == "robot-3"))
+        .await;
+    let opened: serde_json::Value = http
+        .post(format!("http://{}/api/robots/robot-3/upload-now", replicas[0].1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let until = opened["now_until_unix_ns"].as_u64().unwrap();
+    wait_for("robot-3's window opened", Duration::from_secs(15), || windows_seen.lock().unwrap().contains(&until))
+        .await;
+    // The other replica shows the same window (at its next round, within
+    // 5 s): it reads the shared catalog.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let on_b: serde_json::Value =
+            http.get(format!("http://{}/api/robots", replicas[1].1)).send().await.unwrap().json().await.unwrap();
+        let robot_3 = on_b.as_array().unwrap().iter().find(|r| r["robot_id"] == "robot-3").unwrap().clone();
+        if robot_3["upload_window"]["now_until_unix_ns"].as_u64() == Some(until) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replica-b shows {robot_3:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Ten robots, each publishing its batches QoS 1 every 20 ms; a batch is
     // the robot's to forget once the broker acknowledges it.
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -331,7 +378,6 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
 
     wait_for("both replicas storing", Duration::from_secs(30), || total() >= ROBOTS * BATCHES / 4).await;
     // A factory task submitted to the replica about to die.
-    let http = reqwest::Client::new();
     let submitted = http
         .post(format!("http://{}/api/tasks", replicas[0].1))
         .json(&serde_json::json!({"id": "pick-after-failover", "kind": "pick", "priority": "urgent"}))
@@ -408,6 +454,16 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
     assert_eq!(missing.status(), 404);
     let b_after = stored_by(&replicas[0].1).await;
     assert_eq!(metric(&replicas[0].1, "gantry_sync_leader").await, 1, "the survivor leads");
+    // Leading now, the survivor publishes every window again, robot-3's
+    // still open: the operator's word outlived the replica it was given to.
+    wait_for("robot-3's window published by the survivor", Duration::from_secs(15), || {
+        windows_seen.lock().unwrap().iter().filter(|t| **t == until).count() >= 2
+    })
+    .await;
+    let seen = windows_seen.lock().unwrap().clone();
+    let opened_at = seen.iter().position(|t| *t == until).unwrap();
+    assert!(seen[opened_at..].iter().all(|t| *t == until), "robot-3's window never closed: {seen:?}");
+    observer.abort();
 
     // The survivor serves tasks and upload windows: a robot that comes
     // online now gets its window, and the task submitted to the dead replica
