@@ -223,7 +223,10 @@ impl Service {
                 stopped.clone(),
             )));
         }
-        let lake = Arc::new(lake::LakeState::open(Some(&data_dir.join("lake.sqlite")))?);
+        let lake = Arc::new(match &shared {
+            Some(pg) => lake::LakeState::on_postgres(pg.clone())?,
+            None => lake::LakeState::open(Some(&data_dir.join("lake.sqlite")))?,
+        });
         {
             let (catalog, store, lake, mut stopped) = (catalog.clone(), store.clone(), lake.clone(), stopped.clone());
             let leader = leader.clone();

@@ -15,7 +15,8 @@ use postgres::{Client, NoTls, Row};
 use gantry_config::task::Priority;
 
 use crate::store::{
-    robot_row, CloudCatalog, ConflictRow, RobotRow, Stored, StoredSegment, UploadedSegment, ROBOT_COLUMNS, ROBOT_COLUMNS_ADDED,
+    robot_row, CloudCatalog, ConflictRow, RobotRow, Stored, StoredSegment, UploadedSegment, ROBOT_COLUMNS,
+    ROBOT_COLUMNS_ADDED,
 };
 use crate::tasks::{Filter, FinishedCount, NewTask, Outcome, OutcomeCount, Task, TaskCatalog, TaskState};
 

@@ -80,7 +80,7 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 /// Parameters from a list of values of mixed types.
 #[macro_export]
 macro_rules! vals {
-    ($($v:expr),* $(,)?) => { vec![$($crate::sql::Val::from($v)),*] };
+    ($($v:expr),* $(,)?) => { [$($crate::sql::Val::from($v)),*] };
 }
 
 /// One result row.
@@ -182,12 +182,14 @@ impl Db {
     }
 
     /// One query on its own.
-    pub fn query(&self, sql: &'static str, params: Vec<Val>) -> anyhow::Result<Vec<Row>> {
+    pub fn query(&self, sql: &'static str, params: &[Val]) -> anyhow::Result<Vec<Row>> {
+        let params = params.to_vec();
         self.transaction(move |tx| tx.query(sql, &params))
     }
 
     /// As [`Db::query`], for a query built at run time.
-    pub fn query_owned(&self, sql: String, params: Vec<Val>) -> anyhow::Result<Vec<Row>> {
+    pub fn query_owned(&self, sql: String, params: &[Val]) -> anyhow::Result<Vec<Row>> {
+        let params = params.to_vec();
         self.transaction(move |tx| tx.query(&sql, &params))
     }
 }
@@ -293,7 +295,11 @@ fn pg_row(r: &postgres::Row) -> anyhow::Result<Row> {
 }
 
 impl PgTx<'_, '_> {
-    fn prepared(&mut self, sql: &str, params: &[Val]) -> anyhow::Result<(postgres::Statement, Vec<Box<dyn ToSql + Sync>>)> {
+    fn prepared(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+    ) -> anyhow::Result<(postgres::Statement, Vec<Box<dyn ToSql + Sync>>)> {
         let stmt = self.0.prepare(&dollars(sql))?;
         anyhow::ensure!(stmt.params().len() == params.len(), "{} parameters for {sql}", params.len());
         let values = params.iter().zip(stmt.params()).map(|(v, t)| pg_param(v, t)).collect::<anyhow::Result<_>>()?;
@@ -326,7 +332,10 @@ mod tests {
 
     #[test]
     fn placeholders_become_dollars_and_nothing_else_changes() {
-        assert_eq!(dollars("a = ?1 AND (?12 IS NULL OR b = ?12) AND c = '?'"), "a = $1 AND ($12 IS NULL OR b = $12) AND c = '?'");
+        assert_eq!(
+            dollars("a = ?1 AND (?12 IS NULL OR b = ?12) AND c = '?'"),
+            "a = $1 AND ($12 IS NULL OR b = $12) AND c = '?'"
+        );
     }
 
     #[test]
@@ -339,7 +348,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let rows = db.query("SELECT a, b, c FROM t ORDER BY c", vec![]).unwrap();
+        let rows = db.query("SELECT a, b, c FROM t ORDER BY c", &[]).unwrap();
         assert_eq!((rows[0].int(0).unwrap(), rows[0].text(1).unwrap(), rows[0].real(2).unwrap()), (7, "x".into(), 0.5));
         assert_eq!((rows[1].opt_int(0).unwrap(), rows[1].opt_text(1).unwrap()), (None, None));
         assert!(rows[1].int(0).is_err(), "a NULL is not an integer");
@@ -349,6 +358,6 @@ mod tests {
             anyhow::bail!("no")
         });
         assert!(failed.is_err());
-        assert_eq!(db.query("SELECT count(*) FROM t", vec![]).unwrap()[0].int(0).unwrap(), 2);
+        assert_eq!(db.query("SELECT count(*) FROM t", &[]).unwrap()[0].int(0).unwrap(), 2);
     }
 }

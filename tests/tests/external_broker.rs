@@ -261,7 +261,7 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
     use gantry_sync::store::CloudCatalog;
     use object_store::ObjectStore;
     const ROBOTS: u64 = 10;
-    const BATCHES: u64 = 60;
+    const BATCHES: u64 = 150;
     let pg = gantry_tests::Postgres::start().unwrap();
     let s3 = gantry_tests::S3Server::start("gantry").await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -276,6 +276,7 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         c.broker.client_id = name.into();
         c.catalog.url = pg.url.clone();
         c.storage.object_store_url = "s3://gantry/cloud".into();
+        c.lake.export_period_s = 1;
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cloud.toml");
         std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
@@ -301,7 +302,10 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut events) = AsyncClient::new(o, 16);
         client.subscribe(wire::topic("robot-3", wire::UPLOAD_WINDOW), QoS::AtLeastOnce).await.unwrap();
-        client.publish(wire::topic("robot-3", wire::STATUS), QoS::AtLeastOnce, true, r#"{"state":"online"}"#).await.unwrap();
+        client
+            .publish(wire::topic("robot-3", wire::STATUS), QoS::AtLeastOnce, true, r#"{"state":"online"}"#)
+            .await
+            .unwrap();
         let seen = windows_seen.clone();
         tokio::spawn(async move {
             let _client = client;
@@ -314,8 +318,10 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         })
     };
     let http = reqwest::Client::new();
-    wait_for("robot-3 known", Duration::from_secs(15), || catalog.robots().unwrap().iter().any(|r| r.robot_id == "robot-3"))
-        .await;
+    wait_for("robot-3 known", Duration::from_secs(15), || {
+        catalog.robots().unwrap().iter().any(|r| r.robot_id == "robot-3")
+    })
+    .await;
     let opened: serde_json::Value = http
         .post(format!("http://{}/api/robots/robot-3/upload-now", replicas[0].1))
         .send()
@@ -356,10 +362,7 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
                     tokio::spawn(async move {
                         for seq in 1..=BATCHES {
                             let topic = wire::topic(&robot, wire::BatchKind::Logs.topic_leaf());
-                            client
-                                .publish(topic, QoS::AtLeastOnce, false, gantry_tests::log_batch(&robot, seq))
-                                .await
-                                .unwrap();
+                            client.publish(topic, QoS::AtLeastOnce, false, lake_batch(&robot, seq)).await.unwrap();
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     })
@@ -392,6 +395,17 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         (metric(&replicas[0].1, "gantry_sync_leader").await, metric(&replicas[1].1, "gantry_sync_leader").await),
         (1, 0)
     );
+    // The leader has exported some batches to the lake.
+    let lake_files = |http: String| async move {
+        let v: serde_json::Value =
+            reqwest::get(format!("http://{http}/api/lake/files?limit=1000")).await.unwrap().json().await.unwrap();
+        v["files"].as_array().unwrap().len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while lake_files(replicas[0].1.clone()).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "replica-a exported nothing to the lake");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (mut a, _) = replicas.remove(0);
     a.kill().unwrap();
     a.wait().unwrap();
@@ -524,12 +538,79 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         .await
         .unwrap();
     assert_eq!((task["state"].as_str(), task["robot_id"].as_str()), (Some("assigned"), Some(robot)), "{task:#}");
+
+    // The lake: the survivor carried on from where the dead leader stopped.
+    // Its files hold exactly the rows one export of every batch gives, and
+    // the lake's directories hold no file the state does not record.
+    let lake = gantry_sync::lake::LakeState::on_postgres(std::sync::Arc::new(
+        gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap(),
+    ))
+    .unwrap();
+    let last = rows.iter().map(|r| r.cursor).max().unwrap();
+    wait_for("the survivor's lake export caught up", Duration::from_secs(30), || lake.cursor().unwrap() == last).await;
+    let live: Vec<_> =
+        lake.files_since(0, 100_000).unwrap().into_iter().filter(|f| f.superseded_by.is_none()).collect();
+    let once = gantry_sync::lake::LakeState::open(None).unwrap();
+    let scratch = object_store::memory::InMemory::new();
+    gantry_sync::lake::Exporter {
+        catalog: &catalog,
+        source: &bucket,
+        dest: &scratch,
+        root: "lake".into(),
+        state: &once,
+        limits: (&gantry_config::cloud::Quality::default()).into(),
+    }
+    .run()
+    .await
+    .unwrap();
+    let rows_by_table = |files: Vec<gantry_sync::lake::LakeFile>| {
+        let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+        for f in files {
+            *by.entry(f.table).or_default() += f.rows;
+        }
+        by
+    };
+    let expected = rows_by_table(once.files_since(0, 100_000).unwrap());
+    assert!(!expected.is_empty());
+    assert_eq!(rows_by_table(live.clone()), expected, "the replicas' lake holds each batch's rows once");
+    let in_s3: std::collections::BTreeSet<String> = bucket
+        .list(Some(&"cloud/lake".into()))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.location.to_string().trim_start_matches("cloud/lake/").to_string())
+        .collect();
+    let recorded: std::collections::BTreeSet<String> = live.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(in_s3, recorded, "no stray lake file");
     println!(
         "{} batches in {} objects: replica-a stored {a_before} before its SIGKILL at {at_kill} stored; replica-b {b_before} then {b_after}",
         ROBOTS * BATCHES,
         objects.len()
     );
     assert!(b_after >= ROBOTS * BATCHES - at_kill, "the survivor stored everything after the kill: {b_after}");
+}
+
+/// A log batch that gives the lake one row (a health snapshot) beside the
+/// control records of [`gantry_tests::log_batch`].
+fn lake_batch(robot: &str, seq: u64) -> Vec<u8> {
+    use gantry_edge::record::{batch::Batcher, CH_CONTROL, CH_HEALTH};
+    use prost::Message as _;
+    let t0 = 1_700_000_000_000_000_000 + seq * 1_000_000_000;
+    let mut b = Batcher::new(wire::BatchKind::Logs, 64_000, Duration::from_secs(5));
+    for i in 0..10u64 {
+        b.add(CH_CONTROL, t0 + i, br#"{"seq":1}"#).unwrap();
+    }
+    let h = gantry_config::records::HealthMsg {
+        unix_ns: t0 + 10,
+        robot_id: robot.into(),
+        mode: "running".into(),
+        cpu_pct: 30.0,
+        link_alive: true,
+        ..Default::default()
+    };
+    b.add(CH_HEALTH, t0 + 10, &h.encode_to_vec()).unwrap();
+    b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
 }
 
 fn hex(bytes: &[u8]) -> String {

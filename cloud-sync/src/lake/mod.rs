@@ -21,11 +21,13 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::quality::{self, Limits, Parsed};
+use crate::sql::{Db, Row, Tx, Val};
 use crate::store::CloudCatalog;
+use crate::vals;
 use rows::Partitions;
 
 /// The tables' names, in `docs/LAKE.md`'s order.
@@ -54,9 +56,11 @@ pub struct LakeFile {
     pub superseded_by: Option<u64>,
 }
 
-/// Sources the export follows besides the stored batches, each by its own cursor.
+/// What the export follows, each by its own cursor.
 #[derive(Clone, Copy)]
 enum Source {
+    /// The stored log batches.
+    Batches,
     /// Bulk-uploaded recordings (samples, images).
     Recordings,
     /// People's labels from the review queue.
@@ -66,20 +70,46 @@ enum Source {
 impl Source {
     fn column(self) -> &'static str {
         match self {
+            Source::Batches => "cursor",
             Source::Recordings => "recordings_cursor",
             Source::Labels => "labels_cursor",
         }
     }
 }
 
-/// What has been exported: the last catalog cursor and the files written.
+/// What has been exported: the last catalog cursor and the files written,
+/// the review queue, and the analytics' running totals. In the catalog's
+/// database: among replicas one leader exports, and after it another
+/// carries on where it stopped.
 pub struct LakeState {
-    conn: Mutex<Connection>,
+    db: Db,
 }
+
+/// Taken while creating the tables on PostgreSQL, which replicas may do at once.
+const SCHEMA_LOCK: i64 = 0x6761_6e74_7279_0010;
+
+/// The tables on PostgreSQL (SQLite's, with their history, are in [`LakeState::open`]).
+const PG_SCHEMA: [&str; 8] = [
+    "CREATE TABLE IF NOT EXISTS exported (id BIGINT PRIMARY KEY CHECK (id = 1), cursor BIGINT NOT NULL, \
+     recordings_cursor BIGINT NOT NULL DEFAULT 0, labels_cursor BIGINT NOT NULL DEFAULT 0)",
+    "INSERT INTO exported (id, cursor) VALUES (1, 0) ON CONFLICT DO NOTHING",
+    "CREATE TABLE IF NOT EXISTS episode_stats (robot_id TEXT NOT NULL, task TEXT NOT NULL, success BIGINT NOT NULL, \
+     failure_reason TEXT NOT NULL, episodes BIGINT NOT NULL, PRIMARY KEY (robot_id, task, success, failure_reason))",
+    "CREATE TABLE IF NOT EXISTS incident_stats (robot_id TEXT NOT NULL, check_name TEXT NOT NULL, \
+     incidents BIGINT NOT NULL, PRIMARY KEY (robot_id, check_name))",
+    "CREATE TABLE IF NOT EXISTS latency_stats (hour_unix_s BIGINT NOT NULL, robot_id TEXT NOT NULL, \
+     sum_ms DOUBLE PRECISION NOT NULL, frames BIGINT NOT NULL, PRIMARY KEY (hour_unix_s, robot_id))",
+    "CREATE TABLE IF NOT EXISTS files (id BIGSERIAL PRIMARY KEY, table_name TEXT NOT NULL, partition TEXT NOT NULL, \
+     path TEXT NOT NULL UNIQUE, rows BIGINT NOT NULL, bytes BIGINT NOT NULL, sha256 TEXT NOT NULL DEFAULT '', \
+     schema_version BIGINT NOT NULL DEFAULT 1, replaces TEXT NOT NULL DEFAULT '', superseded_by BIGINT, \
+     removed BIGINT NOT NULL DEFAULT 0)",
+    review::PG_SCHEMA,
+    review::INDEX,
+];
 
 impl LakeState {
     /// The state kept in the SQLite file `path` (`lake.sqlite` in the data
-    /// directory for the service; `_gantry_lake.sqlite` in the target of a
+    /// directory for one instance; `_gantry_lake.sqlite` in the target of a
     /// one-off export, so exporting into the same directory again only adds);
     /// `None`: in memory.
     pub fn open(path: Option<&Path>) -> anyhow::Result<Self> {
@@ -122,6 +152,7 @@ impl LakeState {
             )?;
         }
         conn.execute_batch(review::SCHEMA)?;
+        conn.execute_batch(review::INDEX)?;
         // Columns added with schema version 2; files written before them are
         // version 1 (nanosecond, unsigned) and never compacted with newer ones.
         for (column, decl) in [
@@ -139,38 +170,70 @@ impl LakeState {
                 conn.execute_batch(&format!("ALTER TABLE files ADD COLUMN {column} {decl}"))?;
             }
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { db: Db::Sqlite(std::sync::Arc::new(Mutex::new(conn))) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state in the shared catalog on PostgreSQL.
+    pub fn on_postgres(pg: std::sync::Arc<crate::pg::PgCatalog>) -> anyhow::Result<Self> {
+        let db = Db::Postgres(pg);
+        db.transaction(|tx| {
+            tx.serialize(SCHEMA_LOCK)?;
+            for statement in PG_SCHEMA {
+                tx.execute(statement, &[])?;
+            }
+            Ok(())
+        })
+        .context("creating the lake's tables on PostgreSQL")?;
+        Ok(Self { db })
     }
 
     pub fn cursor(&self) -> anyhow::Result<u64> {
-        Ok(self.conn().query_row("SELECT cursor FROM exported WHERE id = 1", [], |r| r.get::<_, i64>(0))? as u64)
+        self.source_cursor(Source::Batches)
     }
 
-    /// Where the export stands in a source other than the batches.
+    /// Where the export stands in a source.
     fn source_cursor(&self, source: Source) -> anyhow::Result<u64> {
-        let sql = format!("SELECT {} FROM exported WHERE id = 1", source.column());
-        Ok(self.conn().query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
+        let rows = self.db.query_owned(format!("SELECT {} FROM exported WHERE id = 1", source.column()), &[])?;
+        rows.first().context("the lake's progress row is missing")?.u64(0)
     }
 
-    /// Records the files made from a source and moves its cursor, at once.
-    fn commit_source(&self, source: Source, files: &[LakeFile], cursor: u64) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for f in files {
-            insert_file(&tx, f)?;
-        }
-        tx.execute(&format!("UPDATE exported SET {} = ?1 WHERE id = 1", source.column()), [cursor as i64])?;
-        tx.commit()?;
-        Ok(())
+    /// Records the files made from a source's items after `since` up to
+    /// `cursor`, with what else they give, and moves the source's cursor,
+    /// at once; `false` (and nothing recorded) when the cursor is no longer
+    /// `since`: another replica exported those items first.
+    fn commit(
+        &self,
+        source: Source,
+        files: &[LakeFile],
+        also: Option<(&Aggregates, &[review::ReviewItem])>,
+        since: u64,
+        cursor: u64,
+    ) -> anyhow::Result<bool> {
+        let files = files.to_vec();
+        let stats = also.map(|(stats, reviews)| (stats.rows(), reviews.to_vec()));
+        self.db.transaction(move |tx| {
+            let moved = format!("UPDATE exported SET {c} = ?1 WHERE id = 1 AND {c} = ?2", c = source.column());
+            if tx.execute(&moved, &vals![cursor, since])? == 0 {
+                return Ok(false);
+            }
+            if let Some((stats, reviews)) = &stats {
+                for r in reviews {
+                    review::enqueue(tx, r)?;
+                }
+                for (sql, params) in stats {
+                    tx.execute(sql, params)?;
+                }
+            }
+            for f in &files {
+                insert_file(tx, f)?;
+            }
+            Ok(true)
+        })
     }
 
     /// The review queue, oldest task first.
     pub fn review_queue(&self, labelled: bool, limit: usize) -> anyhow::Result<Vec<review::ReviewItem>> {
-        Ok(review::list(&self.conn(), labelled, limit)?)
+        review::list(&self.db, labelled, limit)
     }
 
     /// A person's label for a queued task.
@@ -181,102 +244,80 @@ impl LakeState {
         boot_id: Option<&str>,
         l: &review::Label,
     ) -> Result<review::ReviewItem, review::LabelError> {
-        review::label(&mut self.conn(), task_id, robot_id, boot_id, l)
+        review::label(&self.db, task_id, robot_id, boot_id, l)
     }
 
     fn labels_since(&self, cursor: u64) -> anyhow::Result<Vec<(u64, review::ReviewItem)>> {
-        Ok(review::labels_since(&self.conn(), cursor)?)
-    }
-
-    fn commit(
-        &self,
-        files: &[LakeFile],
-        stats: &Aggregates,
-        reviews: &[review::ReviewItem],
-        cursor: u64,
-    ) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for r in reviews {
-            review::enqueue(&tx, r)?;
-        }
-        for ((robot, task, success, reason), n) in &stats.episodes {
-            tx.execute(
-                "INSERT INTO episode_stats VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO UPDATE SET episodes = episodes + ?5",
-                params![robot, task, success, reason, *n as i64],
-            )?;
-        }
-        for ((robot, check), n) in &stats.incidents {
-            tx.execute(
-                "INSERT INTO incident_stats VALUES (?1, ?2, ?3) ON CONFLICT DO UPDATE SET incidents = incidents + ?3",
-                params![robot, check, *n as i64],
-            )?;
-        }
-        for ((hour, robot), (sum, n)) in &stats.latency {
-            tx.execute(
-                "INSERT INTO latency_stats VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT DO UPDATE SET sum_ms = sum_ms + ?3, frames = frames + ?4",
-                params![*hour as i64, robot, sum, *n as i64],
-            )?;
-        }
-        for f in files {
-            insert_file(&tx, f)?;
-        }
-        tx.execute("UPDATE exported SET cursor = ?1 WHERE id = 1", [cursor as i64])?;
-        tx.commit()?;
-        Ok(())
+        review::labels_since(&self.db, cursor)
     }
 
     /// Files written after `since`, oldest first.
     pub fn files_since(&self, since: u64, limit: usize) -> anyhow::Result<Vec<LakeFile>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
-        let rows = stmt.query_map(params![since as i64, limit as i64], file_row)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows = self.db.query_owned(
+            format!("SELECT {FILE_COLUMNS} FROM files WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            &vals![since, limit as u64],
+        )?;
+        rows.iter().map(file_row).collect()
+    }
+
+    /// Whether a file of this path is recorded.
+    fn recorded(&self, path: &str) -> anyhow::Result<bool> {
+        Ok(!self.db.query("SELECT 1 FROM files WHERE path = ?1", &vals![path])?.is_empty())
     }
 
     /// What the operator wants at a glance: success rate by task and by robot,
     /// the top failure reasons, incidents per check, and the hourly latency trend.
     pub fn analytics(&self) -> anyhow::Result<serde_json::Value> {
         use serde_json::json;
-        let conn = self.conn();
-        let rate = |group: &str| -> rusqlite::Result<Vec<serde_json::Value>> {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {group}, SUM(episodes), SUM(CASE WHEN success THEN episodes ELSE 0 END) \
-                 FROM episode_stats GROUP BY {group} ORDER BY {group}"
-            ))?;
-            let rows = stmt.query_map([], |r| {
-                let (n, ok): (i64, i64) = (r.get(1)?, r.get(2)?);
-                Ok(json!({"key": r.get::<_, String>(0)?, "episodes": n, "successes": ok,
-                          "success_rate": if n > 0 { ok as f64 / n as f64 } else { 0.0 }}))
-            })?;
-            rows.collect()
+        let rate = |group: &str| -> anyhow::Result<Vec<serde_json::Value>> {
+            let rows = self.db.query_owned(
+                format!(
+                    "SELECT {group}, CAST(SUM(episodes) AS BIGINT), \
+                     CAST(SUM(CASE WHEN success <> 0 THEN episodes ELSE 0 END) AS BIGINT) \
+                     FROM episode_stats GROUP BY {group} ORDER BY {group}"
+                ),
+                &[],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    let (n, ok) = (r.int(1)?, r.int(2)?);
+                    Ok(json!({"key": r.text(0)?, "episodes": n, "successes": ok,
+                              "success_rate": if n > 0 { ok as f64 / n as f64 } else { 0.0 }}))
+                })
+                .collect()
         };
         let by_task = rate("task")?;
         let by_robot = rate("robot_id")?;
-        let mut stmt = conn.prepare(
-            "SELECT failure_reason, SUM(episodes) AS n FROM episode_stats WHERE NOT success \
-             GROUP BY failure_reason ORDER BY n DESC, failure_reason LIMIT 10",
-        )?;
-        let failures: Vec<serde_json::Value> = stmt
-            .query_map([], |r| Ok(json!({"reason": r.get::<_, String>(0)?, "episodes": r.get::<_, i64>(1)?})))?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = conn.prepare(
-            "SELECT check_name, SUM(incidents) AS n FROM incident_stats GROUP BY check_name ORDER BY n DESC, check_name",
-        )?;
-        let incidents: Vec<serde_json::Value> = stmt
-            .query_map([], |r| Ok(json!({"check": r.get::<_, String>(0)?, "incidents": r.get::<_, i64>(1)?})))?
-            .collect::<Result<_, _>>()?;
-        let mut stmt = conn.prepare(
-            "SELECT hour_unix_s, SUM(sum_ms) / SUM(frames), SUM(frames) FROM latency_stats \
-             GROUP BY hour_unix_s ORDER BY hour_unix_s DESC LIMIT 168",
-        )?;
-        let mut latency: Vec<serde_json::Value> = stmt
-            .query_map([], |r| {
-                Ok(json!({"hour_unix_s": r.get::<_, i64>(0)?, "mean_ms": r.get::<_, f64>(1)?, "frames": r.get::<_, i64>(2)?}))
-            })?
-            .collect::<Result<_, _>>()?;
+        let failures: Vec<serde_json::Value> = self
+            .db
+            .query(
+                "SELECT failure_reason, CAST(SUM(episodes) AS BIGINT) AS n FROM episode_stats WHERE success = 0 \
+                 GROUP BY failure_reason ORDER BY n DESC, failure_reason LIMIT 10",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok(json!({"reason": r.text(0)?, "episodes": r.int(1)?})))
+            .collect::<anyhow::Result<_>>()?;
+        let incidents: Vec<serde_json::Value> = self
+            .db
+            .query(
+                "SELECT check_name, CAST(SUM(incidents) AS BIGINT) AS n FROM incident_stats \
+                 GROUP BY check_name ORDER BY n DESC, check_name",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok(json!({"check": r.text(0)?, "incidents": r.int(1)?})))
+            .collect::<anyhow::Result<_>>()?;
+        let mut latency: Vec<serde_json::Value> = self
+            .db
+            .query(
+                "SELECT hour_unix_s, SUM(sum_ms) / CAST(SUM(frames) AS DOUBLE PRECISION), CAST(SUM(frames) AS BIGINT) \
+                 FROM latency_stats GROUP BY hour_unix_s ORDER BY hour_unix_s DESC LIMIT 168",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok(json!({"hour_unix_s": r.int(0)?, "mean_ms": r.real(1)?, "frames": r.int(2)?})))
+            .collect::<anyhow::Result<_>>()?;
         latency.reverse();
         Ok(json!({
             "success_rate_by_task": by_task,
@@ -290,15 +331,16 @@ impl LakeState {
     /// (table, partition, live files oldest first) of every partition of a
     /// day before `before_date` with more than one live file of this schema.
     fn compactable(&self, before_date: &str) -> anyhow::Result<Vec<(String, String, Vec<LakeFile>)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE superseded_by IS NULL AND schema_version = ?1 \
-             AND substr(partition, 6, 10) < ?2 ORDER BY table_name, partition, id"
-        ))?;
-        let live: Vec<LakeFile> =
-            stmt.query_map(params![schema::SCHEMA_VERSION, before_date], file_row)?.collect::<Result<_, _>>()?;
+        let live = self.db.query_owned(
+            format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE superseded_by IS NULL AND schema_version = ?1 \
+                 AND substr(partition, 6, 10) < ?2 ORDER BY table_name, partition, id"
+            ),
+            &vals![schema::SCHEMA_VERSION, before_date],
+        )?;
         let mut groups: BTreeMap<(String, String), Vec<LakeFile>> = BTreeMap::new();
-        for f in live {
+        for r in &live {
+            let f = file_row(r)?;
             groups.entry((f.table.clone(), f.partition.clone())).or_default().push(f);
         }
         Ok(groups.into_iter().filter(|(_, v)| v.len() > 1).map(|((t, p), v)| (t, p, v)).collect())
@@ -306,78 +348,67 @@ impl LakeState {
 
     /// Records a compacted file and marks the files it replaces; returns its id.
     fn replace(&self, file: &LakeFile) -> anyhow::Result<u64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let id = insert_file(&tx, file)?;
-        for old in &file.replaces {
-            tx.execute("UPDATE files SET superseded_by = ?1 WHERE id = ?2", params![id as i64, *old as i64])?;
-        }
-        tx.commit()?;
-        Ok(id)
+        let file = file.clone();
+        self.db.transaction(move |tx| {
+            let id = insert_file(tx, &file)?;
+            for old in &file.replaces {
+                tx.execute("UPDATE files SET superseded_by = ?1 WHERE id = ?2", &vals![id, *old])?;
+            }
+            Ok(id)
+        })
     }
 
     /// Replaced files whose objects may still be there.
     fn superseded_on_disk(&self) -> anyhow::Result<Vec<LakeFile>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE superseded_by IS NOT NULL AND NOT removed ORDER BY id"
-        ))?;
-        let rows = stmt.query_map([], file_row)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows = self.db.query_owned(
+            format!("SELECT {FILE_COLUMNS} FROM files WHERE superseded_by IS NOT NULL AND removed = 0 ORDER BY id"),
+            &[],
+        )?;
+        rows.iter().map(file_row).collect()
     }
 
     /// A replaced file's object is gone.
     fn deleted(&self, id: u64) -> anyhow::Result<()> {
-        self.conn().execute("UPDATE files SET removed = 1 WHERE id = ?1", [id as i64])?;
-        Ok(())
+        self.db.transaction(move |tx| tx.execute("UPDATE files SET removed = 1 WHERE id = ?1", &vals![id]).map(drop))
     }
 
     pub fn file(&self, id: u64) -> anyhow::Result<Option<LakeFile>> {
-        Ok(self
-            .conn()
-            .query_row(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"), [id as i64], file_row)
-            .optional()?)
+        let rows = self.db.query_owned(format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"), &vals![id])?;
+        rows.first().map(file_row).transpose()
     }
 }
 
 const FILE_COLUMNS: &str =
     "id, table_name, partition, path, rows, bytes, sha256, schema_version, replaces, superseded_by";
 
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LakeFile> {
-    let replaces: String = r.get(8)?;
+fn file_row(r: &Row) -> anyhow::Result<LakeFile> {
     Ok(LakeFile {
-        id: r.get::<_, i64>(0)? as u64,
-        table: r.get(1)?,
-        partition: r.get(2)?,
-        path: r.get(3)?,
-        rows: r.get::<_, i64>(4)? as u64,
-        bytes: r.get::<_, i64>(5)? as u64,
-        sha256: r.get(6)?,
-        schema_version: r.get(7)?,
-        replaces: replaces.split(',').filter_map(|x| x.parse().ok()).collect(),
-        superseded_by: r.get::<_, Option<i64>>(9)?.map(|x| x as u64),
+        id: r.u64(0)?,
+        table: r.text(1)?,
+        partition: r.text(2)?,
+        path: r.text(3)?,
+        rows: r.u64(4)?,
+        bytes: r.u64(5)?,
+        sha256: r.text(6)?,
+        schema_version: u32::try_from(r.int(7)?)?,
+        replaces: r.text(8)?.split(',').filter_map(|x| x.parse().ok()).collect(),
+        superseded_by: r.opt_int(9)?.map(|x| x as u64),
     })
 }
 
-/// Inserts (or, for a file written again after a crash, replaces) a file's row;
-/// returns its id.
-fn insert_file(tx: &rusqlite::Transaction<'_>, f: &LakeFile) -> rusqlite::Result<u64> {
+/// Records a file (replacing the row of a file written again after a
+/// crash, which gets a new id); returns its id.
+fn insert_file(tx: &mut dyn Tx, f: &LakeFile) -> anyhow::Result<u64> {
     let replaces: Vec<String> = f.replaces.iter().map(u64::to_string).collect();
-    tx.execute(
-        "INSERT OR REPLACE INTO files (table_name, partition, path, rows, bytes, sha256, schema_version, replaces) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            f.table,
-            f.partition,
-            f.path,
-            f.rows as i64,
-            f.bytes as i64,
-            f.sha256,
-            f.schema_version,
-            replaces.join(",")
-        ],
-    )?;
-    Ok(tx.last_insert_rowid() as u64)
+    tx.execute("DELETE FROM files WHERE path = ?1", &vals![&f.path])?;
+    let row = tx
+        .query_one(
+            "INSERT INTO files (table_name, partition, path, rows, bytes, sha256, schema_version, replaces) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+            &vals![&f.table, &f.partition, &f.path, f.rows, f.bytes, &f.sha256, f.schema_version, replaces.join(",")],
+        )?
+        .context("INSERT … RETURNING gave no id")?;
+    row.u64(0)
 }
 
 /// Running totals for the analytics, added in the same transaction as the files.
@@ -400,6 +431,34 @@ pub fn task_of(task_id: &str) -> &str {
 }
 
 impl Aggregates {
+    /// The statements that add these totals to the stored ones.
+    fn rows(&self) -> Vec<(&'static str, Vec<Val>)> {
+        let episodes = self.episodes.iter().map(|((robot, task, success, reason), n)| {
+            (
+                "INSERT INTO episode_stats (robot_id, task, success, failure_reason, episodes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (robot_id, task, success, failure_reason) \
+                 DO UPDATE SET episodes = episode_stats.episodes + excluded.episodes",
+                vals![robot, task, *success, reason, *n].to_vec(),
+            )
+        });
+        let incidents = self.incidents.iter().map(|((robot, check), n)| {
+            (
+                "INSERT INTO incident_stats (robot_id, check_name, incidents) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (robot_id, check_name) DO UPDATE SET incidents = incident_stats.incidents + excluded.incidents",
+                vals![robot, check, *n].to_vec(),
+            )
+        });
+        let latency = self.latency.iter().map(|((hour, robot), (sum, n))| {
+            (
+                "INSERT INTO latency_stats (hour_unix_s, robot_id, sum_ms, frames) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (hour_unix_s, robot_id) \
+                 DO UPDATE SET sum_ms = latency_stats.sum_ms + excluded.sum_ms, frames = latency_stats.frames + excluded.frames",
+                vals![*hour, robot, *sum, *n].to_vec(),
+            )
+        });
+        episodes.chain(incidents).chain(latency).collect()
+    }
+
     fn add(&mut self, robot: &str, p: &Parsed) {
         for e in &p.episodes {
             let reason = e.failure_reason.clone().unwrap_or_default();
@@ -464,8 +523,25 @@ impl Exporter<'_> {
             let mut parts = Partitions::new();
             let mut stats = Aggregates::default();
             let mut reviews = Vec::new();
+            // A run's batches are stored together, in one object, and follow
+            // one another here: one read per run, not one per batch.
+            let mut run: Option<(String, bytes::Bytes)> = None;
             for b in &batches {
-                let body = crate::store::read_body(self.source, b).await?;
+                if run.as_ref().is_none_or(|(key, _)| *key != b.object_key) {
+                    let key = ObjectPath::from(b.object_key.as_str());
+                    let object = self.source.get(&key).await.with_context(|| format!("reading {key}"))?.bytes().await?;
+                    run = Some((b.object_key.clone(), object));
+                }
+                let object = run.as_ref().map(|(_, o)| o.clone()).unwrap_or_default();
+                let (start, end) = (b.object_offset as usize, (b.object_offset + b.bytes) as usize);
+                anyhow::ensure!(
+                    end <= object.len(),
+                    "batch {}: {} holds {} bytes, not {end}",
+                    b.id,
+                    b.object_key,
+                    object.len()
+                );
+                let body = object.slice(start..end);
                 let parsed = quality::parse(&body).with_context(|| format!("parsing batch {}", b.id))?;
                 rows::add_batch(&mut parts, b, &parsed, &self.limits, &mut reviews)?;
                 stats.add(&b.robot_id, &parsed);
@@ -473,7 +549,8 @@ impl Exporter<'_> {
             let files = self.write_parts(parts, &format!("part-{:012}-{last:012}", since + 1)).await?;
             // The cursor moves only once every file is written: a crash before
             // this point rewrites the same files next time.
-            self.state.commit(&files, &stats, &reviews, last)?;
+            self.settle(self.state.commit(Source::Batches, &files, Some((&stats, &reviews)), since, last)?, &files)
+                .await?;
             written.extend(files);
         }
         // Bulk-uploaded recordings: the samples and images.
@@ -488,7 +565,7 @@ impl Exporter<'_> {
                 recordings::add_recording(&mut parts, u, &body, &self.limits)?;
             }
             let files = self.write_parts(parts, &format!("rec-{:012}-{last:012}", since + 1)).await?;
-            self.state.commit_source(Source::Recordings, &files, last)?;
+            self.settle(self.state.commit(Source::Recordings, &files, None, since, last)?, &files).await?;
             written.extend(files);
         }
         // People's labels from the review queue.
@@ -501,10 +578,27 @@ impl Exporter<'_> {
                 rows::add_label(&mut parts, item)?;
             }
             let files = self.write_parts(parts, &format!("labels-{:012}-{last:012}", since + 1)).await?;
-            self.state.commit_source(Source::Labels, &files, last)?;
+            self.settle(self.state.commit(Source::Labels, &files, None, since, last)?, &files).await?;
             written.extend(files);
         }
         Ok(written)
+    }
+
+    /// After a commit: when another replica had exported the same items
+    /// first (`committed` false), removes the files written here that it did
+    /// not record, so no reader of the lake's directories finds their rows
+    /// twice, and stops this run.
+    async fn settle(&self, committed: bool, files: &[LakeFile]) -> anyhow::Result<()> {
+        if committed {
+            return Ok(());
+        }
+        for f in files {
+            if !self.state.recorded(&f.path)? {
+                let key = self.key(&f.path);
+                self.dest.delete(&key).await.with_context(|| format!("deleting {key}"))?;
+            }
+        }
+        anyhow::bail!("another replica exported the same items first; this run's files are withdrawn")
     }
 
     /// Writes each partition's rows as `TABLE/date=…/robot=…/NAME.parquet`.

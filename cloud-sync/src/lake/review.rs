@@ -8,16 +8,18 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
 
 use super::LakeState;
+use crate::sql::{Db, Row, Tx};
+use crate::vals;
 
 /// One task in the queue.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,6 +135,7 @@ pub fn sampled(robot_id: &str, boot_id: &str, task_id: &str) -> bool {
     u64::from_le_bytes(first).is_multiple_of(SAMPLE_ONE_IN)
 }
 
+/// The queue on SQLite (booleans and times are integers on both engines).
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS review_queue (
     robot_id TEXT NOT NULL, boot_id TEXT NOT NULL, task_id TEXT NOT NULL, kind TEXT NOT NULL,
     start_unix_ns INTEGER NOT NULL, auto_success INTEGER NOT NULL, auto_reason TEXT,
@@ -140,22 +143,35 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS review_queue (
     label_success INTEGER, labelled_by TEXT, labelled_unix_ns INTEGER, note TEXT,
     -- Orders labels for the export; set anew at every label.
     label_seq INTEGER,
-    PRIMARY KEY (robot_id, boot_id, task_id));
-    CREATE INDEX IF NOT EXISTS review_label_seq ON review_queue (label_seq);";
+    PRIMARY KEY (robot_id, boot_id, task_id))";
 
-pub fn enqueue(tx: &rusqlite::Transaction<'_>, item: &ReviewItem) -> rusqlite::Result<()> {
+/// The queue on PostgreSQL.
+pub const PG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS review_queue (
+    robot_id TEXT NOT NULL, boot_id TEXT NOT NULL, task_id TEXT NOT NULL, kind TEXT NOT NULL,
+    start_unix_ns BIGINT NOT NULL, auto_success BIGINT NOT NULL, auto_reason TEXT,
+    reason TEXT NOT NULL, flags TEXT NOT NULL,
+    label_success BIGINT, labelled_by TEXT, labelled_unix_ns BIGINT, note TEXT,
+    label_seq BIGINT,
+    PRIMARY KEY (robot_id, boot_id, task_id))";
+
+pub const INDEX: &str = "CREATE INDEX IF NOT EXISTS review_label_seq ON review_queue (label_seq)";
+
+/// Taken by every label: two replicas labelling at once must not give the same `label_seq`.
+const LABEL_LOCK: i64 = 0x6761_6e74_7279_0011;
+
+pub fn enqueue(tx: &mut dyn Tx, item: &ReviewItem) -> anyhow::Result<()> {
     tx.execute(
-        "INSERT OR IGNORE INTO review_queue (robot_id, boot_id, task_id, kind, start_unix_ns, auto_success, \
-         auto_reason, reason, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            item.robot_id,
-            item.boot_id,
-            item.task_id,
-            item.kind,
-            item.start_unix_ns as i64,
+        "INSERT INTO review_queue (robot_id, boot_id, task_id, kind, start_unix_ns, auto_success, \
+         auto_reason, reason, flags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+        &vals![
+            &item.robot_id,
+            &item.boot_id,
+            &item.task_id,
+            &item.kind,
+            item.start_unix_ns,
             item.auto_success,
-            item.auto_reason,
-            item.reason,
+            item.auto_reason.clone(),
+            &item.reason,
             serde_json::to_string(&item.flags).unwrap_or_default()
         ],
     )?;
@@ -165,38 +181,39 @@ pub fn enqueue(tx: &rusqlite::Transaction<'_>, item: &ReviewItem) -> rusqlite::R
 const COLUMNS: &str = "robot_id, boot_id, task_id, kind, start_unix_ns, auto_success, auto_reason, reason, flags, \
                        label_success, labelled_by, labelled_unix_ns, note, label_seq";
 
-fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ReviewItem, Option<u64>)> {
-    let label = match r.get::<_, Option<bool>>(9)? {
+fn item(r: &Row) -> anyhow::Result<(ReviewItem, Option<u64>)> {
+    let label = match r.opt_bool(9)? {
         Some(success) => Some(Label {
             success,
-            by: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
-            unix_ns: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
-            note: r.get(12)?,
+            by: r.opt_text(10)?.unwrap_or_default(),
+            unix_ns: r.opt_int(11)?.unwrap_or(0) as u64,
+            note: r.opt_text(12)?,
         }),
         None => None,
     };
     let item = ReviewItem {
-        robot_id: r.get(0)?,
-        boot_id: r.get(1)?,
-        task_id: r.get(2)?,
-        kind: r.get(3)?,
-        start_unix_ns: r.get::<_, i64>(4)? as u64,
-        auto_success: r.get(5)?,
-        auto_reason: r.get(6)?,
-        reason: r.get(7)?,
-        flags: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+        robot_id: r.text(0)?,
+        boot_id: r.text(1)?,
+        task_id: r.text(2)?,
+        kind: r.text(3)?,
+        start_unix_ns: r.u64(4)?,
+        auto_success: r.bool(5)?,
+        auto_reason: r.opt_text(6)?,
+        reason: r.text(7)?,
+        flags: serde_json::from_str(&r.text(8)?).unwrap_or_default(),
         label,
     };
-    Ok((item, r.get::<_, Option<i64>>(13)?.map(|s| s as u64)))
+    Ok((item, r.opt_int(13)?.map(|s| s as u64)))
 }
 
 /// The queue, oldest task first: those still to label, or those labelled.
-pub fn list(conn: &Connection, labelled: bool, limit: usize) -> rusqlite::Result<Vec<ReviewItem>> {
+pub fn list(db: &Db, labelled: bool, limit: usize) -> anyhow::Result<Vec<ReviewItem>> {
     let filter = if labelled { "label_success IS NOT NULL" } else { "label_success IS NULL" };
-    let mut stmt =
-        conn.prepare(&format!("SELECT {COLUMNS} FROM review_queue WHERE {filter} ORDER BY start_unix_ns LIMIT ?1"))?;
-    let rows = stmt.query_map([limit as i64], item)?.map(|r| r.map(|(i, _)| i)).collect();
-    rows
+    let rows = db.query_owned(
+        format!("SELECT {COLUMNS} FROM review_queue WHERE {filter} ORDER BY start_unix_ns LIMIT ?1"),
+        &vals![limit as u64],
+    )?;
+    rows.iter().map(|r| item(r).map(|(i, _)| i)).collect()
 }
 
 /// Why a label was not taken.
@@ -207,55 +224,59 @@ pub enum LabelError {
     #[error("task id {0} is in the queue for more than one robot or boot: give robot_id and boot_id")]
     Ambiguous(String),
     #[error(transparent)]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] anyhow::Error),
 }
 
 /// Records a person's label for a queued task (`robot_id`/`boot_id` narrow
 /// it down where a task id is not unique); a later label replaces it.
 pub fn label(
-    conn: &mut Connection,
+    db: &Db,
     task_id: &str,
     robot_id: Option<&str>,
     boot_id: Option<&str>,
     l: &Label,
 ) -> Result<ReviewItem, LabelError> {
-    let tx = conn.transaction()?;
-    let keys: Vec<(String, String)> = {
-        let mut stmt = tx.prepare(
+    let (task_id, robot_id, boot_id, l) =
+        (task_id.to_string(), robot_id.map(str::to_string), boot_id.map(str::to_string), l.clone());
+    db.transaction(move |tx| {
+        tx.serialize(LABEL_LOCK)?;
+        let keys = tx.query(
             "SELECT robot_id, boot_id FROM review_queue WHERE task_id = ?1 \
              AND (?2 IS NULL OR robot_id = ?2) AND (?3 IS NULL OR boot_id = ?3)",
+            &vals![&task_id, robot_id, boot_id],
         )?;
-        let rows = stmt.query_map(params![task_id, robot_id, boot_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let (robot, boot) = match keys.as_slice() {
-        [] => return Err(LabelError::NotQueued(task_id.to_string())),
-        [one] => one.clone(),
-        _ => return Err(LabelError::Ambiguous(task_id.to_string())),
-    };
-    let seq: i64 = tx.query_row("SELECT COALESCE(MAX(label_seq), 0) + 1 FROM review_queue", [], |r| r.get(0))?;
-    tx.execute(
-        "UPDATE review_queue SET label_success = ?1, labelled_by = ?2, labelled_unix_ns = ?3, note = ?4, label_seq = ?5 \
-         WHERE robot_id = ?6 AND boot_id = ?7 AND task_id = ?8",
-        params![l.success, l.by, l.unix_ns as i64, l.note, seq, robot, boot, task_id],
-    )?;
-    let row = tx
-        .query_row(
+        let (robot, boot) = match keys.as_slice() {
+            [] => return Ok(Err(LabelError::NotQueued(task_id))),
+            [one] => (one.text(0)?, one.text(1)?),
+            _ => return Ok(Err(LabelError::Ambiguous(task_id))),
+        };
+        let seq = tx
+            .query_one("SELECT CAST(COALESCE(MAX(label_seq), 0) + 1 AS BIGINT) FROM review_queue", &[])?
+            .context("no next label_seq")?
+            .int(0)?;
+        tx.execute(
+            "UPDATE review_queue SET label_success = ?1, labelled_by = ?2, labelled_unix_ns = ?3, note = ?4, \
+             label_seq = ?5 WHERE robot_id = ?6 AND boot_id = ?7 AND task_id = ?8",
+            &vals![l.success, &l.by, l.unix_ns, l.note.clone(), seq, &robot, &boot, &task_id],
+        )?;
+        let row = tx.query_one(
             &format!("SELECT {COLUMNS} FROM review_queue WHERE robot_id = ?1 AND boot_id = ?2 AND task_id = ?3"),
-            params![robot, boot, task_id],
-            item,
-        )
-        .optional()?;
-    tx.commit()?;
-    row.map(|(i, _)| i).ok_or_else(|| LabelError::NotQueued(task_id.to_string()))
+            &vals![&robot, &boot, &task_id],
+        )?;
+        Ok(match row {
+            Some(r) => Ok(item(&r)?.0),
+            None => Err(LabelError::NotQueued(task_id)),
+        })
+    })?
 }
 
 /// Labels given after `cursor` (by label order), with their order.
-pub fn labels_since(conn: &Connection, cursor: u64) -> rusqlite::Result<Vec<(u64, ReviewItem)>> {
-    let mut stmt = conn
-        .prepare(&format!("SELECT {COLUMNS} FROM review_queue WHERE label_seq > ?1 ORDER BY label_seq LIMIT 1000"))?;
-    let rows = stmt.query_map([cursor as i64], item)?.map(|r| r.map(|(i, s)| (s.unwrap_or(0), i))).collect();
-    rows
+pub fn labels_since(db: &Db, cursor: u64) -> anyhow::Result<Vec<(u64, ReviewItem)>> {
+    let rows = db.query_owned(
+        format!("SELECT {COLUMNS} FROM review_queue WHERE label_seq > ?1 ORDER BY label_seq LIMIT 1000"),
+        &vals![cursor],
+    )?;
+    rows.iter().map(|r| item(r).map(|(i, s)| (s.unwrap_or(0), i))).collect()
 }
 
 #[cfg(test)]
