@@ -271,7 +271,7 @@ pub async fn run(
             _ = stopped.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        // Among replicas, one evaluates (the incident log is still per replica).
+        // Among replicas, the leader evaluates, samples the trend and reviews the rollout.
         if !leader.load(std::sync::atomic::Ordering::Relaxed) {
             continue;
         }

@@ -86,11 +86,13 @@ impl Assignments {
     }
 }
 
-/// Logs each model newly assigned to robots (one entry per version).
+/// Notes each model newly assigned to robots, and logs it (one entry per
+/// version) when `log`: the leader's, among replicas sharing one log.
 fn log_deployments(
     journal: &crate::ops::Journal,
     deployed: &mut std::collections::HashMap<String, String>,
     plan: &[(String, ModelAssignment)],
+    log: bool,
 ) {
     let mut by_version: std::collections::BTreeMap<(&str, &str), Vec<&str>> = std::collections::BTreeMap::new();
     for (robot, a) in plan {
@@ -99,7 +101,7 @@ fn log_deployments(
             by_version.entry((a.version.as_str(), a.status.as_str())).or_default().push(robot);
         }
     }
-    for ((version, status), robots) in by_version {
+    for ((version, status), robots) in by_version.into_iter().filter(|_| log) {
         let shown: Vec<&str> = robots.iter().take(10).copied().collect();
         let more = if robots.len() > 10 { format!(" and {} more", robots.len() - 10) } else { String::new() };
         journal.log(
@@ -192,6 +194,7 @@ pub async fn run(
                     &journal,
                     deployed.get_or_insert_with(|| plan.iter().map(|(r, a)| (r.clone(), a.version.clone())).collect()),
                     &plan,
+                    leading,
                 );
                 assignments.recompute_models(plan)
             }

@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rusqlite::params;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::store::{CloudCatalog, SqliteCatalog};
+use crate::sql::Db;
+use crate::store::CloudCatalog;
 use crate::tasks::{TaskState, Tasks};
+use crate::vals;
 
 const NS: u64 = 1_000_000_000;
 pub const HOUR_NS: u64 = 3600 * NS;
@@ -20,17 +21,20 @@ pub const DAY_NS: u64 = 24 * HOUR_NS;
 /// Days of trends kept and shown.
 pub const TREND_DAYS: u64 = 7;
 
+/// The hourly trend, in the catalog's database (both engines take this).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS fleet_trend (
-    hour INTEGER PRIMARY KEY,
-    samples INTEGER NOT NULL,
-    robots_sum INTEGER NOT NULL,
-    healthy_sum INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    latency_mean_sum REAL NOT NULL,
-    latency_p95_sum REAL NOT NULL
-);
-";
+    hour BIGINT PRIMARY KEY,
+    samples BIGINT NOT NULL,
+    robots_sum BIGINT NOT NULL,
+    healthy_sum BIGINT NOT NULL,
+    latency_samples BIGINT NOT NULL,
+    latency_mean_sum DOUBLE PRECISION NOT NULL,
+    latency_p95_sum DOUBLE PRECISION NOT NULL
+)";
+
+/// Taken while creating the table on PostgreSQL, which replicas may do at once.
+const SCHEMA_LOCK: i64 = 0x6761_6e74_7279_0030;
 
 /// One robot, as the fleet grid shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -155,8 +159,8 @@ pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
 }
 
 pub struct Fleet {
-    /// This instance's SQLite: the hourly trend.
-    pub catalog: Arc<SqliteCatalog>,
+    /// The catalog's database: the hourly trend, and the tasks it counts.
+    db: Db,
     /// Robots as ingestion knows them (SQLite, or PostgreSQL shared by replicas).
     pub robots: Arc<dyn CloudCatalog>,
     pub tasks: Arc<Tasks>,
@@ -167,15 +171,18 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(
-        catalog: Arc<SqliteCatalog>,
+        db: Db,
         robots: Arc<dyn CloudCatalog>,
         tasks: Arc<Tasks>,
         registry: Arc<crate::models::Registry>,
         targets: gantry_config::cloud::Fleet,
         offline_after_ns: u64,
     ) -> anyhow::Result<Self> {
-        catalog.conn().execute_batch(SCHEMA)?;
-        Ok(Self { catalog, robots, tasks, registry, targets, offline_after_ns })
+        db.transaction(|tx| {
+            tx.serialize(SCHEMA_LOCK)?;
+            tx.execute(SCHEMA, &[]).map(drop)
+        })?;
+        Ok(Self { db, robots, tasks, registry, targets, offline_after_ns })
     }
 
     /// When a robot was last heard (status, log batches or state messages),
@@ -336,48 +343,45 @@ impl Fleet {
         if s.robots == 0 {
             return Ok(false);
         }
-        let hour = (s.unix_ns / HOUR_NS) as i64;
+        let hour = s.unix_ns / HOUR_NS;
         let latency = s.latency_mean_ms.zip(s.latency_p95_ms);
-        let conn = self.catalog.conn();
-        conn.execute(
-            "INSERT INTO fleet_trend (hour, samples, robots_sum, healthy_sum, latency_samples, latency_mean_sum, latency_p95_sum) \
-             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (hour) DO UPDATE SET samples = samples + 1, \
-             robots_sum = robots_sum + ?2, healthy_sum = healthy_sum + ?3, latency_samples = latency_samples + ?4, \
-             latency_mean_sum = latency_mean_sum + ?5, latency_p95_sum = latency_p95_sum + ?6",
-            params![
-                hour,
-                s.robots as i64,
-                s.healthy as i64,
-                i64::from(latency.is_some()),
-                latency.map_or(0.0, |l| l.0),
-                latency.map_or(0.0, |l| l.1)
-            ],
-        )?;
-        conn.execute("DELETE FROM fleet_trend WHERE hour < ?1", [hour - (TREND_DAYS * 24) as i64])?;
-        Ok(true)
+        let params = vals![
+            hour,
+            s.robots,
+            s.healthy,
+            latency.is_some(),
+            latency.map_or(0.0, |l| l.0),
+            latency.map_or(0.0, |l| l.1),
+            hour.saturating_sub(TREND_DAYS * 24)
+        ];
+        self.db.transaction(move |tx| {
+            tx.execute(
+                "INSERT INTO fleet_trend (hour, samples, robots_sum, healthy_sum, latency_samples, latency_mean_sum, \
+                 latency_p95_sum) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (hour) DO UPDATE SET \
+                 samples = fleet_trend.samples + 1, robots_sum = fleet_trend.robots_sum + excluded.robots_sum, \
+                 healthy_sum = fleet_trend.healthy_sum + excluded.healthy_sum, \
+                 latency_samples = fleet_trend.latency_samples + excluded.latency_samples, \
+                 latency_mean_sum = fleet_trend.latency_mean_sum + excluded.latency_mean_sum, \
+                 latency_p95_sum = fleet_trend.latency_p95_sum + excluded.latency_p95_sum",
+                &params[..6],
+            )?;
+            tx.execute("DELETE FROM fleet_trend WHERE hour < ?1", &params[6..])?;
+            Ok(true)
+        })
     }
 
     /// The last 7 days by hour, oldest first (hours without data left out).
     pub fn trends(&self, now: u64) -> anyhow::Result<Vec<TrendPoint>> {
         let from_hour = now / HOUR_NS - TREND_DAYS * 24 + 1;
-        let conn = self.catalog.conn();
         let mut points: BTreeMap<u64, TrendPoint> = BTreeMap::new();
-        let mut stmt = conn.prepare_cached(
+        let rows = self.db.query(
             "SELECT hour, samples, robots_sum, healthy_sum, latency_samples, latency_mean_sum, latency_p95_sum \
              FROM fleet_trend WHERE hour >= ?1",
+            &vals![from_hour],
         )?;
-        let rows = stmt.query_map([from_hour as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, i64>(2)? as f64,
-                r.get::<_, i64>(3)? as f64,
-                r.get::<_, i64>(4)? as f64,
-                r.get::<_, f64>(5)?,
-                r.get::<_, f64>(6)?,
-            ))
-        })?;
-        for row in rows {
-            let (hour, robots, healthy, lat_n, mean_sum, p95_sum) = row?;
+        for r in &rows {
+            let (hour, robots, healthy, lat_n) = (r.u64(0)?, r.real(2)?, r.real(3)?, r.real(4)?);
+            let (mean_sum, p95_sum) = (r.real(5)?, r.real(6)?);
             points.insert(
                 hour,
                 TrendPoint {
@@ -390,15 +394,14 @@ impl Fleet {
                 },
             );
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT finished_unix_ns / ?1 AS h, SUM(state = 'completed'), SUM(state = 'failed') FROM tasks \
+        let rows = self.db.query(
+            "SELECT finished_unix_ns / ?1 AS h, SUM(CASE WHEN state = 'completed' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) FROM tasks \
              WHERE finished_unix_ns >= ?2 AND state IN ('completed', 'failed') GROUP BY h",
+            &vals![HOUR_NS, from_hour * HOUR_NS],
         )?;
-        let rows = stmt.query_map(params![HOUR_NS as i64, (from_hour * HOUR_NS) as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
-        })?;
-        for row in rows {
-            let (hour, ok, bad) = row?;
+        for r in &rows {
+            let (hour, ok, bad) = (r.u64(0)?, r.u64(1)?, r.u64(2)?);
             let p = points.entry(hour).or_insert(TrendPoint {
                 hour_unix_s: hour * 3600,
                 success_rate: None,

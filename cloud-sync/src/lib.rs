@@ -270,11 +270,15 @@ impl Service {
                 }
             }));
         }
-        let registry = Arc::new(models::Registry::open(data_dir, store.clone(), prefix.clone())?);
-        let journal = Arc::new(ops::Journal::open(data_dir)?);
+        let operators = ops::open_db(data_dir, shared.clone())?;
+        let registry = Arc::new(models::Registry::new(operators.clone(), store.clone(), prefix.clone()));
+        let journal = Arc::new(ops::Journal::new(operators));
         let _ = task_service.journal.set(journal.clone());
         let fleet = Arc::new(fleet::Fleet::new(
-            sqlite.clone(),
+            match &shared {
+                Some(pg) => sql::Db::Postgres(pg.clone()),
+                None => sqlite.db(),
+            },
             catalog.clone(),
             task_service.clone(),
             registry.clone(),
@@ -295,8 +299,8 @@ impl Service {
                 alert_webhooks.clone(),
                 "alerts",
                 config.alerts.webhook_url.clone(),
-                // The incident log is this instance's own: it delivers its events.
-                Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                // The incident log is shared among replicas: the leader delivers its events.
+                leader.clone(),
                 stopped.clone(),
             )));
         }

@@ -158,10 +158,15 @@ fn lake_export(out: &std::path::Path, config: Option<PathBuf>) -> anyhow::Result
 fn model(command: ModelCommand) -> anyhow::Result<()> {
     use gantry_config::package;
     use gantry_sync::models::Registry;
-    let registry = |c: &CloudConfig| {
+    // The registry the service reads: the shared catalog's, among replicas.
+    let registry = |c: &CloudConfig| -> anyhow::Result<Registry> {
         let data_dir = std::path::Path::new(&c.service.data_dir);
         let (store, prefix) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
-        Registry::open(data_dir, store, prefix)
+        let shared = match c.catalog.url.as_str() {
+            "" => None,
+            url => Some(std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(url)?)),
+        };
+        Ok(Registry::new(gantry_sync::ops::open_db(data_dir, shared)?, store, prefix))
     };
     // Who, for the incident log: the operator at this command line.
     let who = format!("{} (command line)", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));

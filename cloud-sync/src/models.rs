@@ -10,15 +10,16 @@
 //! rollout into each robot's retained `gantry/{robot}/model` assignment.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Context as _;
 use gantry_config::wire::ModelAssignment;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::sql::{Db, Row, Tx};
+use crate::vals;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelRow {
@@ -67,7 +68,7 @@ impl RolloutPlan {
 }
 
 pub struct Registry {
-    conn: Mutex<Connection>,
+    db: Db,
     store: std::sync::Arc<dyn ObjectStore>,
     prefix: ObjectPath,
 }
@@ -83,7 +84,7 @@ struct Head {
     metrics: Option<toml::Table>,
 }
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS models (
     version TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -106,66 +107,80 @@ CREATE TABLE IF NOT EXISTS rollout (
 INSERT OR IGNORE INTO rollout (id) VALUES (1);
 ";
 
-fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRow> {
-    let metrics: String = r.get(6)?;
+/// [`SCHEMA`] on PostgreSQL.
+pub(crate) const PG_SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, \
+     sha256 TEXT NOT NULL, bytes BIGINT NOT NULL, object_key TEXT NOT NULL, metrics TEXT NOT NULL, \
+     notes TEXT NOT NULL, published_unix_ns BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rollout (id BIGINT PRIMARY KEY CHECK (id = 1), production TEXT, previous TEXT, \
+     candidate TEXT, candidate_percent DOUBLE PRECISION NOT NULL DEFAULT 0, \
+     candidate_robots TEXT NOT NULL DEFAULT '[]')",
+    "INSERT INTO rollout (id) VALUES (1) ON CONFLICT DO NOTHING",
+];
+
+/// Taken by every change of the rollout, which operators may make through
+/// two replicas at once.
+const ROLLOUT_LOCK: i64 = 0x6761_6e74_7279_0021;
+
+fn model_row(r: &Row) -> anyhow::Result<ModelRow> {
     Ok(ModelRow {
-        version: r.get(0)?,
-        name: r.get(1)?,
-        status: r.get(2)?,
-        sha256: r.get(3)?,
-        bytes: r.get::<_, i64>(4)? as u64,
-        object_key: r.get(5)?,
-        metrics: serde_json::from_str(&metrics).unwrap_or(serde_json::Value::Null),
-        notes: r.get(7)?,
-        published_unix_ns: r.get::<_, i64>(8)? as u64,
+        version: r.text(0)?,
+        name: r.text(1)?,
+        status: r.text(2)?,
+        sha256: r.text(3)?,
+        bytes: r.u64(4)?,
+        object_key: r.text(5)?,
+        metrics: serde_json::from_str(&r.text(6)?).unwrap_or(serde_json::Value::Null),
+        notes: r.text(7)?,
+        published_unix_ns: r.u64(8)?,
     })
 }
 
 const MODEL_COLUMNS: &str = "version, name, status, sha256, bytes, object_key, metrics, notes, published_unix_ns";
 
+/// The rollout's single row, inside a transaction.
+fn plan_in(tx: &mut dyn Tx) -> anyhow::Result<RolloutPlan> {
+    let r = tx
+        .query_one(
+            "SELECT production, previous, candidate, candidate_percent, candidate_robots FROM rollout WHERE id = 1",
+            &[],
+        )?
+        .context("the rollout's row is missing")?;
+    Ok(RolloutPlan {
+        production: r.opt_text(0)?,
+        previous: r.opt_text(1)?,
+        candidate: r.opt_text(2)?,
+        candidate_percent: r.real(3)?,
+        candidate_robots: serde_json::from_str(&r.text(4)?).unwrap_or_default(),
+    })
+}
+
 impl Registry {
-    /// `registry.sqlite` in the data directory (shared by the service and the
-    /// CLI); packages go to `store` under `prefix`.
-    pub fn open(data_dir: &Path, store: std::sync::Arc<dyn ObjectStore>, prefix: ObjectPath) -> anyhow::Result<Self> {
-        let conn = crate::ops::open_registry_db(data_dir)?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn), store, prefix })
+    /// The registry in `db` (see [`crate::ops::open_db`]); packages go to
+    /// `store` under `prefix`.
+    pub fn new(db: Db, store: std::sync::Arc<dyn ObjectStore>, prefix: ObjectPath) -> Self {
+        Self { db, store, prefix }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The registry in `data_dir/registry.sqlite`.
+    pub fn open(data_dir: &Path, store: std::sync::Arc<dyn ObjectStore>, prefix: ObjectPath) -> anyhow::Result<Self> {
+        Ok(Self::new(crate::ops::open_db(data_dir, None)?, store, prefix))
     }
 
     pub fn models(&self) -> anyhow::Result<Vec<ModelRow>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY published_unix_ns"))?;
-        let rows = stmt.query_map([], model_row)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows =
+            self.db.query_owned(format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY published_unix_ns"), &[])?;
+        rows.iter().map(model_row).collect()
     }
 
     pub fn model(&self, version: &str) -> anyhow::Result<Option<ModelRow>> {
-        Ok(self
-            .conn()
-            .query_row(&format!("SELECT {MODEL_COLUMNS} FROM models WHERE version = ?1"), [version], model_row)
-            .optional()?)
+        let rows =
+            self.db.query_owned(format!("SELECT {MODEL_COLUMNS} FROM models WHERE version = ?1"), &vals![version])?;
+        rows.first().map(model_row).transpose()
     }
 
     pub fn plan(&self) -> anyhow::Result<RolloutPlan> {
-        Ok(self.conn().query_row(
-            "SELECT production, previous, candidate, candidate_percent, candidate_robots FROM rollout WHERE id = 1",
-            [],
-            |r| {
-                let robots: String = r.get(4)?;
-                Ok(RolloutPlan {
-                    production: r.get(0)?,
-                    previous: r.get(1)?,
-                    candidate: r.get(2)?,
-                    candidate_percent: r.get(3)?,
-                    candidate_robots: serde_json::from_str(&robots).unwrap_or_default(),
-                })
-            },
-        )?)
+        self.db.transaction(plan_in)
     }
 
     /// Signs and stores the package in `dir`; it starts as a `candidate` nobody runs yet.
@@ -239,32 +254,36 @@ impl Registry {
             published_unix_ns: crate::unix_now_ns(),
         };
         self.store.put(&key_path, archive.into()).await.context("storing the package")?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            &format!("INSERT INTO models ({MODEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-            params![
-                row.version,
-                row.name,
-                row.status,
-                row.sha256,
-                row.bytes as i64,
-                row.object_key,
-                row.metrics.to_string(),
-                row.notes,
-                row.published_unix_ns as i64
-            ],
-        )?;
-        let note = crate::ops::Note {
-            kind: "model.published",
-            subject: &row.version,
-            who,
-            message: &format!("published model {} ({} bytes) as a candidate", row.version, row.bytes),
-            details: &serde_json::json!({"sha256": row.sha256, "metrics": row.metrics, "notes": row.notes}),
-        };
-        crate::ops::log_in(&tx, row.published_unix_ns, &note, None)?;
-        tx.commit()?;
-        Ok(row)
+        let (row, who) = (row, who.to_string());
+        self.db.transaction(move |tx| {
+            let taken = tx.execute(
+                &format!(
+                    "INSERT INTO models ({MODEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
+                ),
+                &vals![
+                    &row.version,
+                    &row.name,
+                    &row.status,
+                    &row.sha256,
+                    row.bytes,
+                    &row.object_key,
+                    row.metrics.to_string(),
+                    &row.notes,
+                    row.published_unix_ns
+                ],
+            )?;
+            // Published through another replica meanwhile.
+            anyhow::ensure!(taken == 1, "version {} is already published", row.version);
+            let note = crate::ops::Note {
+                kind: "model.published",
+                subject: &row.version,
+                who: &who,
+                message: &format!("published model {} ({} bytes) as a candidate", row.version, row.bytes),
+                details: &serde_json::json!({"sha256": row.sha256, "metrics": row.metrics, "notes": row.notes}),
+            };
+            crate::ops::log_in(tx, row.published_unix_ns, &note, None)?;
+            Ok(row)
+        })
     }
 
     fn require(&self, version: &str) -> anyhow::Result<ModelRow> {
@@ -274,104 +293,123 @@ impl Registry {
     /// Makes `version` production for every robot not on a candidate.
     pub fn promote(&self, version: &str, who: &str, why: &str) -> anyhow::Result<()> {
         self.require(version)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let production: Option<String> =
-            tx.query_row("SELECT production FROM rollout WHERE id = 1", [], |r| r.get(0))?;
-        if production.as_deref() == Some(version) {
-            return Ok(());
-        }
-        tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", [])?;
-        tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", [version])?;
-        tx.execute(
-            "UPDATE rollout SET previous = production, production = ?1, \
-             candidate = CASE WHEN candidate = ?1 THEN NULL ELSE candidate END WHERE id = 1",
-            [version],
-        )?;
-        let message = format!(
-            "promoted {version} to production (was {}){}",
-            production.as_deref().unwrap_or("none"),
-            if why.is_empty() { String::new() } else { format!(": {why}") }
-        );
-        let details = serde_json::json!({"previous": production});
-        let note =
-            crate::ops::Note { kind: "model.promoted", subject: version, who, message: &message, details: &details };
-        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
-        tx.commit()?;
-        Ok(())
+        let (version, who, why) = (version.to_string(), who.to_string(), why.to_string());
+        self.db.transaction(move |tx| {
+            tx.serialize(ROLLOUT_LOCK)?;
+            let production = plan_in(tx)?.production;
+            if production.as_deref() == Some(version.as_str()) {
+                return Ok(());
+            }
+            tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", &[])?;
+            tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", &vals![&version])?;
+            tx.execute(
+                "UPDATE rollout SET previous = production, production = ?1, \
+                 candidate = CASE WHEN candidate = ?1 THEN NULL ELSE candidate END WHERE id = 1",
+                &vals![&version],
+            )?;
+            let message = format!(
+                "promoted {version} to production (was {}){}",
+                production.as_deref().unwrap_or("none"),
+                if why.is_empty() { String::new() } else { format!(": {why}") }
+            );
+            let details = serde_json::json!({"previous": production});
+            let note = crate::ops::Note {
+                kind: "model.promoted",
+                subject: &version,
+                who: &who,
+                message: &message,
+                details: &details,
+            };
+            crate::ops::log_in(tx, crate::unix_now_ns(), &note, None)
+        })
     }
 
     /// Puts `version` on a share of the fleet (`percent`) or on named `robots`.
     pub fn set_candidate(&self, version: &str, percent: f64, robots: &[String], who: &str) -> anyhow::Result<()> {
         self.require(version)?;
         anyhow::ensure!((0.0..=100.0).contains(&percent), "--percent: {percent} is not between 0 and 100");
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("UPDATE models SET status = 'archived' WHERE status = 'candidate' AND version IN (SELECT candidate FROM rollout)", [])?;
-        tx.execute("UPDATE models SET status = 'candidate' WHERE version = ?1 AND status != 'production'", [version])?;
-        tx.execute(
-            "UPDATE rollout SET candidate = ?1, candidate_percent = ?2, candidate_robots = ?3 WHERE id = 1",
-            params![version, percent, serde_json::to_string(robots)?],
-        )?;
-        let on = if robots.is_empty() { format!("{percent} % of the fleet") } else { robots.join(", ") };
-        let message = format!("started an A/B test of {version} on {on}");
-        let details = serde_json::json!({"percent": percent, "robots": robots});
-        let note =
-            crate::ops::Note { kind: "model.candidate", subject: version, who, message: &message, details: &details };
-        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
-        tx.commit()?;
-        Ok(())
+        let (version, robots, who) = (version.to_string(), robots.to_vec(), who.to_string());
+        self.db.transaction(move |tx| {
+            tx.serialize(ROLLOUT_LOCK)?;
+            tx.execute(
+                "UPDATE models SET status = 'archived' WHERE status = 'candidate' \
+                 AND version IN (SELECT candidate FROM rollout WHERE candidate IS NOT NULL)",
+                &[],
+            )?;
+            tx.execute(
+                "UPDATE models SET status = 'candidate' WHERE version = ?1 AND status <> 'production'",
+                &vals![&version],
+            )?;
+            tx.execute(
+                "UPDATE rollout SET candidate = ?1, candidate_percent = ?2, candidate_robots = ?3 WHERE id = 1",
+                &vals![&version, percent, serde_json::to_string(&robots)?],
+            )?;
+            let on = if robots.is_empty() { format!("{percent} % of the fleet") } else { robots.join(", ") };
+            let message = format!("started an A/B test of {version} on {on}");
+            let details = serde_json::json!({"percent": percent, "robots": robots});
+            let note = crate::ops::Note {
+                kind: "model.candidate",
+                subject: &version,
+                who: &who,
+                message: &message,
+                details: &details,
+            };
+            crate::ops::log_in(tx, crate::unix_now_ns(), &note, None)
+        })
     }
 
     /// Ends the candidate test: its robots return to production.
     pub fn clear_candidate(&self, who: &str, why: &str) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let candidate: Option<String> = tx.query_row("SELECT candidate FROM rollout WHERE id = 1", [], |r| r.get(0))?;
-        let Some(candidate) = candidate else { return Ok(()) };
-        tx.execute(
-            "UPDATE rollout SET candidate = NULL, candidate_percent = 0, candidate_robots = '[]' WHERE id = 1",
-            [],
-        )?;
-        tx.execute("UPDATE models SET status = 'archived' WHERE version = ?1 AND status = 'candidate'", [&candidate])?;
-        let message = format!(
-            "ended the A/B test of {candidate}: its robots return to production{}",
-            if why.is_empty() { String::new() } else { format!(" ({why})") }
-        );
-        let note = crate::ops::Note {
-            kind: "model.candidate_ended",
-            subject: &candidate,
-            who,
-            message: &message,
-            details: &serde_json::Value::Null,
-        };
-        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
-        tx.commit()?;
-        Ok(())
+        let (who, why) = (who.to_string(), why.to_string());
+        self.db.transaction(move |tx| {
+            tx.serialize(ROLLOUT_LOCK)?;
+            let Some(candidate) = plan_in(tx)?.candidate else { return Ok(()) };
+            tx.execute(
+                "UPDATE rollout SET candidate = NULL, candidate_percent = 0, candidate_robots = '[]' WHERE id = 1",
+                &[],
+            )?;
+            tx.execute(
+                "UPDATE models SET status = 'archived' WHERE version = ?1 AND status = 'candidate'",
+                &vals![&candidate],
+            )?;
+            let message = format!(
+                "ended the A/B test of {candidate}: its robots return to production{}",
+                if why.is_empty() { String::new() } else { format!(" ({why})") }
+            );
+            let note = crate::ops::Note {
+                kind: "model.candidate_ended",
+                subject: &candidate,
+                who: &who,
+                message: &message,
+                details: &serde_json::Value::Null,
+            };
+            crate::ops::log_in(tx, crate::unix_now_ns(), &note, None)
+        })
     }
 
     /// Production goes back to the previous production model.
     pub fn rollback(&self, who: &str) -> anyhow::Result<String> {
-        let plan = self.plan()?;
-        let previous = plan.previous.context("no previous production model to roll back to")?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", [])?;
-        tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", [&previous])?;
-        tx.execute("UPDATE rollout SET production = previous, previous = NULL WHERE id = 1", [])?;
-        let from = plan.production.unwrap_or_default();
-        let message = format!("rolled production back from {from} to {previous}");
-        let details = serde_json::json!({"from": from, "to": previous});
-        let note = crate::ops::Note {
-            kind: "model.rolled_back",
-            subject: &previous,
-            who,
-            message: &message,
-            details: &details,
-        };
-        crate::ops::log_in(&tx, crate::unix_now_ns(), &note, None)?;
-        tx.commit()?;
-        Ok(previous)
+        let who = who.to_string();
+        self.db.transaction(move |tx| {
+            tx.serialize(ROLLOUT_LOCK)?;
+            let plan = plan_in(tx)?;
+            let previous = plan.previous.context("no previous production model to roll back to")?;
+            tx.execute("UPDATE models SET status = 'archived' WHERE status = 'production'", &[])?;
+            tx.execute("UPDATE models SET status = 'production' WHERE version = ?1", &vals![&previous])?;
+            tx.execute("UPDATE rollout SET production = previous, previous = NULL WHERE id = 1", &[])?;
+            let from = plan.production.unwrap_or_default();
+            let message = format!("rolled production back from {from} to {previous}");
+            let details = serde_json::json!({"from": from, "to": previous});
+            let note = crate::ops::Note {
+                kind: "model.rolled_back",
+                subject: &previous,
+                who: &who,
+                message: &message,
+                details: &details,
+            };
+            crate::ops::log_in(tx, crate::unix_now_ns(), &note, None)?;
+            Ok(previous)
+        })
     }
 
     /// Each robot's assignment under the current plan (robots with none are left out).

@@ -1,17 +1,20 @@
-//! The operator's records, kept in `registry.sqlite` beside the models they
-//! are often about: alerts (firing → resolved), their webhook outbox, and the
-//! incident log — every alert, every automatic action and every operator's
-//! change (model publish, promotion, rollback, deployment, task submission),
-//! with who, what and when. A model change and its log entry commit in one
-//! transaction.
+//! The operator's records, kept beside the models they are often about
+//! (`registry.sqlite`, or the shared catalog on PostgreSQL among replicas):
+//! alerts (firing → resolved), their webhook outbox, and the incident log —
+//! every alert, every automatic action and every operator's change (model
+//! publish, promotion, rollback, deployment, task submission), with who, what
+//! and when. A model change and its log entry commit in one transaction.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::sql::{Db, Row, Tx};
+use crate::vals;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incident_log (
@@ -54,6 +57,23 @@ CREATE TABLE IF NOT EXISTS ab_tests (
     decided_unix_ns INTEGER
 );
 ";
+
+/// [`SCHEMA`] on PostgreSQL.
+const PG_SCHEMA: [&str; 5] = [
+    "CREATE TABLE IF NOT EXISTS incident_log (id BIGSERIAL PRIMARY KEY, unix_ns BIGINT NOT NULL, kind TEXT NOT NULL, \
+     subject TEXT NOT NULL, who TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL, alert_id BIGINT)",
+    "CREATE TABLE IF NOT EXISTS alerts (id BIGSERIAL PRIMARY KEY, rule TEXT NOT NULL, subject TEXT NOT NULL, \
+     robot_id TEXT, severity TEXT NOT NULL, state TEXT NOT NULL, since_unix_ns BIGINT NOT NULL, \
+     fired_unix_ns BIGINT NOT NULL, resolved_unix_ns BIGINT, message TEXT NOT NULL, value DOUBLE PRECISION)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_firing ON alerts (rule, subject) WHERE state = 'firing'",
+    "CREATE TABLE IF NOT EXISTS alert_events (seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE, body TEXT NOT NULL, \
+     created_unix_ns BIGINT NOT NULL, delivered_unix_ns BIGINT, attempts BIGINT NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS ab_tests (candidate TEXT PRIMARY KEY, production TEXT, since_unix_ns BIGINT NOT NULL, \
+     verdict TEXT, decided_unix_ns BIGINT)",
+];
+
+/// Taken while creating the tables on PostgreSQL, which replicas may do at once.
+const SCHEMA_LOCK: i64 = 0x6761_6e74_7279_0020;
 
 /// One entry of the incident log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,11 +119,11 @@ pub struct Note<'a> {
 }
 
 /// Appends an entry inside the caller's transaction.
-pub fn log_in(tx: &Connection, now: u64, n: &Note<'_>, alert_id: Option<u64>) -> rusqlite::Result<()> {
+pub fn log_in(tx: &mut dyn Tx, now: u64, n: &Note<'_>, alert_id: Option<u64>) -> anyhow::Result<()> {
     tx.execute(
         "INSERT INTO incident_log (unix_ns, kind, subject, who, message, details, alert_id) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![now as i64, n.kind, n.subject, n.who, n.message, n.details.to_string(), alert_id.map(|v| v as i64)],
+        &vals![now, n.kind, n.subject, n.who, n.message, n.details.to_string(), alert_id],
     )?;
     Ok(())
 }
@@ -148,19 +168,19 @@ impl Alert {
 const ALERT_COLUMNS: &str =
     "id, rule, subject, robot_id, severity, state, since_unix_ns, fired_unix_ns, resolved_unix_ns, message, value";
 
-fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
+fn alert_row(r: &Row) -> anyhow::Result<Alert> {
     Ok(Alert {
-        id: r.get::<_, i64>(0)? as u64,
-        rule: r.get(1)?,
-        subject: r.get(2)?,
-        robot_id: r.get(3)?,
-        severity: r.get(4)?,
-        state: r.get(5)?,
-        since_unix_ns: r.get::<_, i64>(6)? as u64,
-        fired_unix_ns: r.get::<_, i64>(7)? as u64,
-        resolved_unix_ns: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-        message: r.get(9)?,
-        value: r.get(10)?,
+        id: r.u64(0)?,
+        rule: r.text(1)?,
+        subject: r.text(2)?,
+        robot_id: r.opt_text(3)?,
+        severity: r.text(4)?,
+        state: r.text(5)?,
+        since_unix_ns: r.u64(6)?,
+        fired_unix_ns: r.u64(7)?,
+        resolved_unix_ns: r.opt_int(8)?.map(|v| v as u64),
+        message: r.text(9)?,
+        value: r.opt_real(10)?,
     })
 }
 
@@ -176,13 +196,26 @@ pub struct Firing<'a> {
 }
 
 pub struct Journal {
-    conn: Mutex<Connection>,
+    db: Db,
 }
 
-/// A connection to `data_dir/registry.sqlite` (the service and the command
-/// line share the file: WAL, a busy timeout, every commit synced), with the
-/// operator's tables in place.
-pub(crate) fn open_registry_db(data_dir: &Path) -> anyhow::Result<Connection> {
+/// The operator's database, with its tables (these records and the model
+/// registry's) in place: the shared catalog on PostgreSQL when there is one,
+/// else `data_dir/registry.sqlite` (the service and the command line share
+/// the file: WAL, a busy timeout, every commit synced).
+pub fn open_db(data_dir: &Path, shared: Option<Arc<crate::pg::PgCatalog>>) -> anyhow::Result<Db> {
+    if let Some(pg) = shared {
+        let db = Db::Postgres(pg);
+        db.transaction(|tx| {
+            tx.serialize(SCHEMA_LOCK)?;
+            for statement in PG_SCHEMA.iter().chain(&crate::models::PG_SCHEMA) {
+                tx.execute(statement, &[])?;
+            }
+            Ok(())
+        })
+        .context("creating the operator's tables on PostgreSQL")?;
+        return Ok(db);
+    }
     std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join("registry.sqlite");
     let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -190,145 +223,151 @@ pub(crate) fn open_registry_db(data_dir: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
-    Ok(conn)
+    conn.execute_batch(crate::models::SCHEMA)?;
+    Ok(Db::Sqlite(Arc::new(Mutex::new(conn))))
 }
 
 impl Journal {
-    /// The records in `data_dir/registry.sqlite`.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        Ok(Self { conn: Mutex::new(open_registry_db(data_dir)?) })
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The records in `db` (see [`open_db`]).
+    pub fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Appends an entry of its own.
     pub fn log(&self, now: u64, kind: &str, subject: &str, who: &str, message: &str, details: Value) {
-        let note = Note { kind, subject, who, message, details: &details };
-        if let Err(e) = log_in(&self.conn(), now, &note, None) {
-            tracing::error!(error = %e, kind, subject, "cannot write the incident log");
+        let (k, sub, w, m) = (kind.to_string(), subject.to_string(), who.to_string(), message.to_string());
+        let written = self.db.transaction(move |tx| {
+            let note = Note { kind: &k, subject: &sub, who: &w, message: &m, details: &details };
+            log_in(tx, now, &note, None)
+        });
+        if let Err(e) = written {
+            tracing::error!(error = %format!("{e:#}"), kind, subject, "cannot write the incident log");
         }
     }
 
     /// The newest `limit` entries after `since` (an id), newest first.
     pub fn entries(&self, since: u64, limit: usize) -> anyhow::Result<Vec<Entry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let rows = self.db.query(
             "SELECT id, unix_ns, kind, subject, who, message, details, alert_id FROM incident_log \
              WHERE id > ?1 ORDER BY id DESC LIMIT ?2",
+            &vals![since, limit as u64],
         )?;
-        let rows = stmt
-            .query_map(params![since as i64, limit as i64], |r| {
+        rows.iter()
+            .map(|r| {
                 Ok(Entry {
-                    id: r.get::<_, i64>(0)? as u64,
-                    unix_ns: r.get::<_, i64>(1)? as u64,
-                    kind: r.get(2)?,
-                    subject: r.get(3)?,
-                    who: r.get(4)?,
-                    message: r.get(5)?,
-                    details: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(Value::Null),
-                    alert_id: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    id: r.u64(0)?,
+                    unix_ns: r.u64(1)?,
+                    kind: r.text(2)?,
+                    subject: r.text(3)?,
+                    who: r.text(4)?,
+                    message: r.text(5)?,
+                    details: serde_json::from_str(&r.text(6)?).unwrap_or(Value::Null),
+                    alert_id: r.opt_int(7)?.map(|v| v as u64),
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            })
+            .collect()
     }
 
     /// Alerts firing now, then the newest resolved, at most `limit` in all.
     pub fn alerts(&self, limit: usize) -> anyhow::Result<Vec<Alert>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {ALERT_COLUMNS} FROM alerts ORDER BY state = 'firing' DESC, fired_unix_ns DESC, id DESC LIMIT ?1"
-        ))?;
-        let rows = stmt.query_map([limit as i64], alert_row)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows = self.db.query_owned(
+            format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts \
+                 ORDER BY CASE WHEN state = 'firing' THEN 0 ELSE 1 END, fired_unix_ns DESC, id DESC LIMIT ?1"
+            ),
+            &vals![limit as u64],
+        )?;
+        rows.iter().map(alert_row).collect()
     }
 
     pub fn firing(&self) -> anyhow::Result<Vec<Alert>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'firing'"))?;
-        let rows = stmt.query_map([], alert_row)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows = self.db.query_owned(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'firing'"), &[])?;
+        rows.iter().map(alert_row).collect()
     }
 
     /// Records a new firing alert, its log entry and its webhook event, in one
     /// transaction; `None` when one already fires for this rule and subject.
     pub fn fire(&self, f: &Firing<'_>, now: u64) -> anyhow::Result<Option<Alert>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO alerts (rule, subject, robot_id, severity, state, since_unix_ns, fired_unix_ns, message, value) \
-             VALUES (?1, ?2, ?3, ?4, 'firing', ?5, ?6, ?7, ?8)",
-            params![f.rule, f.subject, f.robot_id, f.severity, f.since_unix_ns as i64, now as i64, f.message, f.value],
-        )?;
-        if inserted == 0 {
-            return Ok(None);
-        }
-        let id = tx.last_insert_rowid() as u64;
-        let alert =
-            tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id as i64], alert_row)?;
-        let details = alert.to_json();
-        let note =
-            Note { kind: "alert.fired", subject: f.subject, who: SERVICE, message: f.message, details: &details };
-        log_in(&tx, now, &note, Some(id))?;
-        queue_in(&tx, &format!("alert-{id}-firing"), &json!({"event": "alert.firing", "alert": alert.to_json()}), now)?;
-        tx.commit()?;
-        Ok(Some(alert))
+        let params = vals![f.rule, f.subject, f.robot_id, f.severity, f.since_unix_ns, now, f.message, f.value];
+        let (subject, message) = (f.subject.to_string(), f.message.to_string());
+        self.db.transaction(move |tx| {
+            let inserted = tx.query_one(
+                "INSERT INTO alerts (rule, subject, robot_id, severity, state, since_unix_ns, fired_unix_ns, message, value) \
+                 VALUES (?1, ?2, ?3, ?4, 'firing', ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING RETURNING id",
+                &params,
+            )?;
+            let Some(id) = inserted.map(|r| r.u64(0)).transpose()? else { return Ok(None) };
+            let alert = alert_by_id(tx, id)?;
+            let details = alert.to_json();
+            let note =
+                Note { kind: "alert.fired", subject: &subject, who: SERVICE, message: &message, details: &details };
+            log_in(tx, now, &note, Some(id))?;
+            queue_in(tx, &format!("alert-{id}-firing"), &json!({"event": "alert.firing", "alert": alert.to_json()}), now)?;
+            Ok(Some(alert))
+        })
     }
 
     /// Resolves a firing alert (with its log entry and webhook event).
     pub fn resolve(&self, id: u64, now: u64, why: &str) -> anyhow::Result<Option<Alert>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE alerts SET state = 'resolved', resolved_unix_ns = ?2 WHERE id = ?1 AND state = 'firing'",
-            params![id as i64, now as i64],
-        )?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let alert =
-            tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), [id as i64], alert_row)?;
-        let message = format!("{} — cleared: {why}", alert.message);
-        let details = alert.to_json();
-        let note = Note {
-            kind: "alert.resolved",
-            subject: &alert.subject,
-            who: SERVICE,
-            message: &message,
-            details: &details,
-        };
-        log_in(&tx, now, &note, Some(id))?;
-        queue_in(
-            &tx,
-            &format!("alert-{id}-resolved"),
-            &json!({"event": "alert.resolved", "alert": alert.to_json()}),
-            now,
-        )?;
-        tx.commit()?;
-        Ok(Some(alert))
+        let why = why.to_string();
+        self.db.transaction(move |tx| {
+            let changed = tx.execute(
+                "UPDATE alerts SET state = 'resolved', resolved_unix_ns = ?2 WHERE id = ?1 AND state = 'firing'",
+                &vals![id, now],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let alert = alert_by_id(tx, id)?;
+            let message = format!("{} — cleared: {why}", alert.message);
+            let details = alert.to_json();
+            let note = Note {
+                kind: "alert.resolved",
+                subject: &alert.subject,
+                who: SERVICE,
+                message: &message,
+                details: &details,
+            };
+            log_in(tx, now, &note, Some(id))?;
+            queue_in(
+                tx,
+                &format!("alert-{id}-resolved"),
+                &json!({"event": "alert.resolved", "alert": alert.to_json()}),
+                now,
+            )?;
+            Ok(Some(alert))
+        })
     }
 
     /// The A/B test of `candidate`: when it began, and its verdict once given.
     pub fn ab_test(&self, candidate: &str, production: Option<&str>, now: u64) -> anyhow::Result<AbTest> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT OR IGNORE INTO ab_tests (candidate, production, since_unix_ns) VALUES (?1, ?2, ?3)",
-            params![candidate, production, now as i64],
-        )?;
-        Ok(conn.query_row("SELECT since_unix_ns, verdict FROM ab_tests WHERE candidate = ?1", [candidate], |r| {
-            Ok(AbTest { since_unix_ns: r.get::<_, i64>(0)? as u64, verdict: r.get(1)? })
-        })?)
+        let (candidate, production) = (candidate.to_string(), production.map(str::to_string));
+        self.db.transaction(move |tx| {
+            tx.execute(
+                "INSERT INTO ab_tests (candidate, production, since_unix_ns) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                &vals![&candidate, production, now],
+            )?;
+            let row = tx
+                .query_one("SELECT since_unix_ns, verdict FROM ab_tests WHERE candidate = ?1", &vals![&candidate])?
+                .context("the A/B test's row is missing")?;
+            Ok(AbTest { since_unix_ns: row.u64(0)?, verdict: row.opt_text(1)? })
+        })
     }
 
     pub fn set_verdict(&self, candidate: &str, verdict: &str, now: u64) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE ab_tests SET verdict = ?2, decided_unix_ns = ?3 WHERE candidate = ?1",
-            params![candidate, verdict, now as i64],
-        )?;
-        Ok(())
+        let params = vals![candidate, verdict, now];
+        self.db.transaction(move |tx| {
+            tx.execute("UPDATE ab_tests SET verdict = ?2, decided_unix_ns = ?3 WHERE candidate = ?1", &params)?;
+            Ok(())
+        })
     }
+}
+
+fn alert_by_id(tx: &mut dyn Tx, id: u64) -> anyhow::Result<Alert> {
+    let row = tx
+        .query_one(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"), &vals![id])?
+        .with_context(|| format!("alert {id} is missing"))?;
+    alert_row(&row)
 }
 
 pub struct AbTest {
@@ -336,20 +375,39 @@ pub struct AbTest {
     pub verdict: Option<String>,
 }
 
-fn queue_in(tx: &Connection, key: &str, body: &Value, now: u64) -> rusqlite::Result<()> {
+fn queue_in(tx: &mut dyn Tx, key: &str, body: &Value, now: u64) -> anyhow::Result<()> {
     tx.execute(
-        "INSERT OR IGNORE INTO alert_events (key, body, created_unix_ns) VALUES (?1, ?2, ?3)",
-        params![key, body.to_string(), now as i64],
+        "INSERT INTO alert_events (key, body, created_unix_ns) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        &vals![key, body.to_string(), now],
     )?;
     Ok(())
 }
 
 impl crate::webhook::Outbox for Journal {
     fn pending(&self, limit: usize) -> anyhow::Result<Vec<crate::webhook::Event>> {
-        crate::webhook::pending_in(&self.conn(), "alert_events", limit)
+        let rows = self.db.query(
+            "SELECT key, body, attempts FROM alert_events WHERE delivered_unix_ns IS NULL ORDER BY seq LIMIT ?1",
+            &vals![limit as u64],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::webhook::Event {
+                    key: r.text(0)?,
+                    body: serde_json::from_str(&r.text(1)?).unwrap_or(Value::Null),
+                    attempts: u32::try_from(r.int(2)?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
     }
 
     fn attempted(&self, key: &str, delivered: Option<u64>) -> anyhow::Result<()> {
-        crate::webhook::attempted_in(&self.conn(), "alert_events", key, delivered)
+        let params = vals![key, delivered];
+        self.db.transaction(move |tx| {
+            tx.execute(
+                "UPDATE alert_events SET attempts = attempts + 1, delivered_unix_ns = ?2 WHERE key = ?1",
+                &params,
+            )?;
+            Ok(())
+        })
     }
 }

@@ -124,6 +124,13 @@ impl Row {
         }
     }
 
+    pub fn opt_real(&self, i: usize) -> anyhow::Result<Option<f64>> {
+        match self.at(i)? {
+            Val::Null => Ok(None),
+            _ => self.real(i).map(Some),
+        }
+    }
+
     pub fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
         match self.at(i)? {
             Val::Null => Ok(None),

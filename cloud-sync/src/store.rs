@@ -134,7 +134,7 @@ pub trait CloudCatalog: Send + Sync {
 }
 
 pub struct SqliteCatalog {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 const SCHEMA: &str = "
@@ -229,7 +229,12 @@ impl SqliteCatalog {
         if !uploads_flags {
             conn.execute_batch("ALTER TABLE uploads ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'")?;
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// The same connection, for the statements both engines run.
+    pub(crate) fn db(&self) -> crate::sql::Db {
+        crate::sql::Db::Sqlite(self.conn.clone())
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -227,6 +227,99 @@ fn the_postgres_catalog_answers_as_the_sqlite_one() {
     assert_eq!(replica.insert_segments(&[segment("r2", 1, "b1")]).unwrap(), vec![Stored::Duplicate]);
 }
 
+/// The operator's records (model registry, rollout, incident log, alerts and
+/// their outbox, A/B verdicts): the same calls on SQLite and on PostgreSQL
+/// give the same answers, so every replica sees one registry and one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_operator_records_answer_as_the_sqlite_ones() {
+    use gantry_sync::webhook::Outbox as _;
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = gantry_config::package::generate_signing_key().unwrap();
+    let baseline = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/baseline"));
+    let archives: Vec<Vec<u8>> = ["m-1", "m-2"]
+        .iter()
+        .map(|version| {
+            let dir = tmp.path().join(version);
+            std::fs::create_dir_all(&dir).unwrap();
+            let manifest = std::fs::read_to_string(baseline.join("manifest.toml")).unwrap();
+            let manifest = manifest.replace("version = \"baseline-2\"", &format!("version = \"{version}\""));
+            std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+            std::fs::copy(baseline.join("model.onnx"), dir.join("model.onnx")).unwrap();
+            gantry_config::package::pack(&dir, &key).unwrap()
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for shared in [None, Some(std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap()))] {
+        let dir = tmp.path().join(if shared.is_some() { "pg" } else { "sqlite" });
+        let db = gantry_sync::ops::open_db(&dir, shared).unwrap();
+        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let registry = gantry_sync::models::Registry::new(db.clone(), store, Default::default());
+        let journal = gantry_sync::ops::Journal::new(db);
+        let mut a = serde_json::Map::new();
+        for archive in &archives {
+            registry.publish_archive(archive.clone(), None, serde_json::Value::Null, "first", "op").await.unwrap();
+        }
+        let again = registry.publish_archive(archives[0].clone(), None, serde_json::Value::Null, "", "op").await;
+        a.insert("published_twice".into(), format!("{:#}", again.unwrap_err()).into());
+        registry.promote("m-1", "op", "first production").unwrap();
+        registry.set_candidate("m-2", 50.0, &[], "op").unwrap();
+        a.insert("plan_ab".into(), serde_json::to_value(registry.plan().unwrap()).unwrap());
+        let fleet: Vec<String> = (0..10).map(|i| format!("robot-{i}")).collect();
+        a.insert("assignments".into(), serde_json::to_value(registry.assignments(&fleet).unwrap()).unwrap());
+        registry.clear_candidate("op", "enough").unwrap();
+        registry.promote("m-2", "op", "").unwrap();
+        a.insert("rolled_back_to".into(), registry.rollback("op").unwrap().into());
+        a.insert("plan".into(), serde_json::to_value(registry.plan().unwrap()).unwrap());
+        let models: Vec<_> = registry.models().unwrap().into_iter().map(|m| (m.version, m.status, m.sha256)).collect();
+        a.insert("models".into(), serde_json::to_value(models).unwrap());
+
+        let firing = gantry_sync::ops::Firing {
+            rule: "robot_offline",
+            subject: "robot-3",
+            robot_id: Some("robot-3"),
+            severity: "critical",
+            since_unix_ns: 5,
+            message: "robot-3 is offline",
+            value: Some(61.0),
+        };
+        let fired = journal.fire(&firing, 10).unwrap().unwrap();
+        a.insert("fired_again".into(), journal.fire(&firing, 11).unwrap().is_some().into());
+        a.insert("firing".into(), journal.firing().unwrap().len().into());
+        a.insert("resolved".into(), journal.resolve(fired.id, 20, "back").unwrap().map(|x| x.state).into());
+        a.insert("resolved_again".into(), journal.resolve(fired.id, 21, "back").unwrap().is_some().into());
+        a.insert("alerts".into(), serde_json::to_value(journal.alerts(10).unwrap()).unwrap());
+        journal.log(30, "task.submitted", "pick-1", "factory", "submitted pick-1", serde_json::json!({"n": 1}));
+        let entries: Vec<_> =
+            journal.entries(0, 100).unwrap().into_iter().map(|e| (e.id, e.kind, e.subject, e.who, e.message)).collect();
+        a.insert("entries".into(), serde_json::to_value(entries).unwrap());
+        let test = journal.ab_test("m-2", Some("m-1"), 40).unwrap();
+        journal.set_verdict("m-2", "promote", 50).unwrap();
+        let decided = journal.ab_test("m-2", Some("m-1"), 60).unwrap();
+        a.insert(
+            "ab".into(),
+            serde_json::json!([test.since_unix_ns, test.verdict, decided.since_unix_ns, decided.verdict]),
+        );
+        let pending: Vec<String> = journal.pending(10).unwrap().into_iter().map(|e| e.key).collect();
+        journal.attempted(&pending[0], Some(70)).unwrap();
+        journal.attempted(&pending[1], None).unwrap();
+        let left: Vec<(String, u32)> = journal.pending(10).unwrap().into_iter().map(|e| (e.key, e.attempts)).collect();
+        a.insert("outbox".into(), serde_json::json!([pending, left]));
+        answers.push(serde_json::Value::Object(a));
+    }
+    assert_eq!(answers[0], answers[1], "SQLite, then PostgreSQL");
+    // The answers are the expected ones, not only the same.
+    let a = &answers[0];
+    assert_eq!(a["plan"]["production"], "m-1");
+    assert_eq!(a["plan_ab"]["candidate"], "m-2");
+    assert_eq!(a["assignments"].as_array().unwrap().iter().filter(|x| x[1]["version"] == "m-2").count(), 5);
+    assert_eq!(a["fired_again"], false);
+    assert_eq!(a["resolved"], "resolved");
+    assert_eq!(a["ab"], serde_json::json!([40, null, 40, "promote"]));
+    assert_eq!(a["outbox"][1], serde_json::json!([["alert-1-resolved", 1]]));
+    assert!(a["published_twice"].as_str().unwrap().contains("already published"), "{a:#}");
+}
+
 /// A replica's child: cloud sync with the configuration in the file this
 /// variable names; prints `ready HTTP_ADDR`.
 const REPLICA_ENV: &str = "GANTRY_TEST_REPLICA_CONFIG";
@@ -388,6 +481,17 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         .await
         .unwrap();
     assert_eq!(submitted.status(), 201);
+    // And an operator's, through the fleet page of the same replica: the
+    // incident log records who submitted it.
+    let by_form = http
+        .post(format!("http://{}/ui/tasks", replicas[0].1))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("operator=Ana&kind=pick&priority=normal")
+        .send()
+        .await
+        .unwrap();
+    let page = by_form.text().await.unwrap();
+    assert!(page.contains(") is queued."), "the page says the task is queued");
     let (a_before, b_before) = (stored_by(&replicas[0].1).await, stored_by(&replicas[1].1).await);
     assert!(a_before > 0 && b_before > 0, "the broker shares the stream: a {a_before}, b {b_before}");
     // The live replica of the smallest client id leads.
@@ -583,6 +687,15 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         .collect();
     let recorded: std::collections::BTreeSet<String> = live.iter().map(|f| f.path.clone()).collect();
     assert_eq!(in_s3, recorded, "no stray lake file");
+    // The fleet page's trend and the incident log come from PostgreSQL too:
+    // the dead leader's trend samples and its log entries are the survivor's.
+    let fleet: serde_json::Value =
+        http.get(format!("http://{}/api/fleet", replicas[0].1)).send().await.unwrap().json().await.unwrap();
+    assert!(!fleet["trends"].as_array().unwrap().is_empty(), "{:#}", fleet["trends"]);
+    let incidents: serde_json::Value =
+        http.get(format!("http://{}/api/incidents", replicas[0].1)).send().await.unwrap().json().await.unwrap();
+    let entry = incidents["incidents"].as_array().unwrap().iter().find(|e| e["kind"] == "task.submitted");
+    assert_eq!(entry.map(|e| e["who"].clone()), Some("Ana (fleet page)".into()), "{incidents:#}");
     println!(
         "{} batches in {} objects: replica-a stored {a_before} before its SIGKILL at {at_kill} stored; replica-b {b_before} then {b_after}",
         ROBOTS * BATCHES,
