@@ -116,15 +116,20 @@ impl Service {
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let http_addr = http.local_addr()?;
-        let sqlite = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
         let shared = match config.catalog.url.as_str() {
             "" => None,
             url => Some(Arc::new(pg::PgCatalog::connect(url)?)),
         };
-        let (catalog, task_catalog): (Arc<dyn CloudCatalog>, Arc<dyn tasks::TaskCatalog>) = match &shared {
-            Some(pg) => (pg.clone(), pg.clone()),
-            None => (sqlite.clone(), sqlite.clone()),
-        };
+        // The catalog's database: what the same statements run on (the fleet trend).
+        let (catalog, task_catalog, catalog_db): (Arc<dyn CloudCatalog>, Arc<dyn tasks::TaskCatalog>, sql::Db) =
+            match &shared {
+                Some(pg) => (pg.clone(), pg.clone(), sql::Db::Postgres(pg.clone())),
+                None => {
+                    let sqlite = Arc::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?);
+                    let db = sqlite.db();
+                    (sqlite.clone(), sqlite, db)
+                }
+            };
         let task_service = Arc::new(tasks::Tasks::new(task_catalog, (&config.tasks).into(), unix_now_ns()));
 
         let (store, prefix) = store::open_object_store(&config.storage.object_store_url, data_dir)?;
@@ -275,10 +280,7 @@ impl Service {
         let journal = Arc::new(ops::Journal::new(operators));
         let _ = task_service.journal.set(journal.clone());
         let fleet = Arc::new(fleet::Fleet::new(
-            match &shared {
-                Some(pg) => sql::Db::Postgres(pg.clone()),
-                None => sqlite.db(),
-            },
+            catalog_db,
             catalog.clone(),
             task_service.clone(),
             registry.clone(),
