@@ -29,6 +29,15 @@ pub fn robot_config(id: &str, dir: &Path, broker_url: &str) -> EdgeConfig {
     c
 }
 
+/// A stopped robot's uplink, from its data directory: the last batch seq it
+/// gave out, and the seqs still queued in its outbox.
+pub fn edge_counters(dir: &Path) -> (u64, std::collections::BTreeSet<u64>) {
+    use gantry_edge::record::catalog::{Catalog, BATCH_SEQ};
+    let c = Catalog::open(&dir.join("catalog.sqlite")).unwrap();
+    let pending = c.outbox_next(&Default::default(), 100_000).unwrap().into_iter().map(|(s, _, _)| s).collect();
+    (c.counter(BATCH_SEQ).unwrap(), pending)
+}
+
 /// One cloud sync (embedded broker) and N simulated robots in this process:
 /// `gantry-fleet`, and the fleet tests.
 pub struct Fleet {

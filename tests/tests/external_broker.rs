@@ -439,6 +439,21 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         assert!(std::time::Instant::now() < deadline, "replica-b shows {robot_3:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A real robot beside them: its daemon's uplink, through the kill.
+    let daemon_dir = tmp.path().join("robot-d");
+    let mut daemon_config = gantry_tests::robot_config("robot-d", &daemon_dir, &format!("mqtt://127.0.0.1:{port}"));
+    (daemon_config.camera.width, daemon_config.camera.height) = (320, 240);
+    (daemon_config.depth.width, daemon_config.depth.height) = (424, 240);
+    // It takes no pick: those are for the robot that comes online later.
+    daemon_config.tasks.kinds = vec!["inspect".into()];
+    let daemon = gantry_edge::daemon::Daemon::start(&daemon_config, gantry_hal::Pacing::RealTime, Default::default())
+        .await
+        .unwrap();
+    wait_for("the daemon's first batches stored", Duration::from_secs(30), || {
+        catalog.robot_seqs("robot-d").unwrap().len() >= 2
+    })
+    .await;
+
     // Ten robots, each publishing its batches QoS 1 every 20 ms; a batch is
     // the robot's to forget once the broker acknowledges it.
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -515,6 +530,7 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
     a.wait().unwrap();
     let at_kill = total();
     assert!(at_kill < ROBOTS * BATCHES, "killed mid-stream");
+    let daemon_at_kill = catalog.robot_seqs("robot-d").unwrap().last().copied().unwrap_or(0);
 
     for r in robots {
         r.await.unwrap();
@@ -526,7 +542,8 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
     for r in 0..ROBOTS {
         assert_eq!(catalog.robot_seqs(&format!("robot-{r}")).unwrap(), (1..=BATCHES).collect::<Vec<_>>(), "robot-{r}");
     }
-    let rows = catalog.segments_since(0, 10_000).unwrap();
+    let rows: Vec<_> =
+        catalog.segments_since(0, 10_000).unwrap().into_iter().filter(|r| r.robot_id != "robot-d").collect();
     assert_eq!(rows.len() as u64, ROBOTS * BATCHES, "one row per batch");
     assert!(catalog.conflicts(10).unwrap().is_empty());
 
@@ -643,6 +660,20 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         .unwrap();
     assert_eq!((task["state"].as_str(), task["robot_id"].as_str()), (Some("assigned"), Some(robot)), "{task:#}");
 
+    // The daemon streamed on through the survivor; stopped, each batch it
+    // made is stored once or still in its outbox.
+    wait_for("the daemon's batches stored after the kill", Duration::from_secs(30), || {
+        catalog.robot_seqs("robot-d").unwrap().last().copied().unwrap_or(0) >= daemon_at_kill + 3
+    })
+    .await;
+    daemon.stop().await;
+    let (made, queued) = gantry_tests::edge_counters(&daemon_dir);
+    let stored_d = catalog.robot_seqs("robot-d").unwrap();
+    let stored_set: std::collections::BTreeSet<u64> = stored_d.iter().copied().collect();
+    assert_eq!(stored_d.len(), stored_set.len(), "no batch of the daemon stored twice");
+    let accounted: std::collections::BTreeSet<u64> = stored_set.union(&queued).copied().collect();
+    assert_eq!(accounted, (1..=made).collect(), "every batch the daemon made is stored or queued on it");
+
     // The lake: the survivor carried on from where the dead leader stopped.
     // Its files hold exactly the rows one export of every batch gives, and
     // the lake's directories hold no file the state does not record.
@@ -650,7 +681,7 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap(),
     ))
     .unwrap();
-    let last = rows.iter().map(|r| r.cursor).max().unwrap();
+    let last = catalog.segments_since(0, 100_000).unwrap().iter().map(|r| r.cursor).max().unwrap();
     wait_for("the survivor's lake export caught up", Duration::from_secs(30), || lake.cursor().unwrap() == last).await;
     let live: Vec<_> =
         lake.files_since(0, 100_000).unwrap().into_iter().filter(|f| f.superseded_by.is_none()).collect();
@@ -696,6 +727,12 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         http.get(format!("http://{}/api/incidents", replicas[0].1)).send().await.unwrap().json().await.unwrap();
     let entry = incidents["incidents"].as_array().unwrap().iter().find(|e| e["kind"] == "task.submitted");
     assert_eq!(entry.map(|e| e["who"].clone()), Some("Ana (fleet page)".into()), "{incidents:#}");
+    println!(
+        "the daemon made {made} batches: {} stored ({} after the kill), {} still queued",
+        stored_d.len(),
+        stored_d.iter().filter(|s| **s > daemon_at_kill).count(),
+        queued.len()
+    );
     println!(
         "{} batches in {} objects: replica-a stored {a_before} before its SIGKILL at {at_kill} stored; replica-b {b_before} then {b_after}",
         ROBOTS * BATCHES,

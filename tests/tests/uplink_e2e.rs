@@ -14,10 +14,9 @@ use std::time::Duration;
 use gantry_config::cloud::BrokerMode;
 use gantry_edge::daemon::Daemon;
 use gantry_edge::pipeline::Options;
-use gantry_edge::record::catalog::{Catalog, BATCH_SEQ};
 use gantry_sync::Service;
 use gantry_tests::faults::StatusPage;
-use gantry_tests::{cloud_config, free_port, robot_config, wait_for, Mosquitto, Partition};
+use gantry_tests::{cloud_config, edge_counters, free_port, robot_config, wait_for, Mosquitto, Partition};
 
 const ROBOT: &str = "robot-e2e";
 
@@ -36,12 +35,6 @@ async fn start_cloud(broker: &Broker, dir: &Path, port: u16) -> Service {
     let stats = service.ingest.clone();
     wait_for("ingestion subscribed", Duration::from_secs(20), || stats.subscribed.load(Relaxed)).await;
     service
-}
-
-fn edge_counters(dir: &Path) -> (u64, BTreeSet<u64>) {
-    let c = Catalog::open(&dir.join("catalog.sqlite")).unwrap();
-    let pending = c.outbox_next(&Default::default(), 100_000).unwrap().into_iter().map(|(s, _, _)| s).collect();
-    (c.counter(BATCH_SEQ).unwrap(), pending)
 }
 
 async fn outage(mut broker: Broker) {
