@@ -53,11 +53,10 @@ impl Assignments {
     }
 
     /// Recomputes every robot's window; returns those that changed.
-    fn recompute(&self, u: &Uploads, rows: &[RobotRow], now: u64) -> Vec<(String, UploadWindow)> {
-        let robots: Vec<String> = rows.iter().map(|r| r.robot_id.clone()).collect();
+    fn recompute(&self, u: &Uploads, robots: &[String], rows: &[RobotRow], now: u64) -> Vec<(String, UploadWindow)> {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();
-        for ((robot, row), mut w) in robots.iter().cloned().zip(rows).zip(schedule::windows(u, &robots, now)) {
+        for ((robot, row), mut w) in robots.iter().cloned().zip(rows).zip(schedule::windows(u, robots, now)) {
             w.now_until_unix_ns = Some(row.upload_now_until_unix_ns).filter(|t| *t > now).unwrap_or(0);
             if windows.get(&robot) != Some(&w) {
                 windows.insert(robot.clone(), w.clone());
@@ -187,7 +186,7 @@ pub async fn run(
         }
         was_leading = leading;
         let robots: Vec<String> = rows.iter().map(|r| r.robot_id.clone()).collect();
-        let windows = assignments.recompute(&uploads, &rows, crate::unix_now_ns());
+        let windows = assignments.recompute(&uploads, &robots, &rows, crate::unix_now_ns());
         let models = match registry.assignments(&robots) {
             Ok(plan) => {
                 log_deployments(

@@ -4,7 +4,9 @@
 //! Statements are written in the SQL both accept, with SQLite's `?N`
 //! placeholders (PostgreSQL's `$N` are made from them). Values cross as
 //! [`Val`]: PostgreSQL wants each parameter in its column's exact type, so
-//! a value is converted to the type the prepared statement asks for.
+//! a value is converted to the type the prepared statement asks for. A
+//! parameter PostgreSQL cannot type by its use (`?1 IS NULL`) is written
+//! `CAST(?1 AS TEXT)`.
 
 use std::sync::{Arc, Mutex};
 
@@ -166,6 +168,11 @@ pub enum Db {
 }
 
 impl Db {
+    /// A SQLite database in memory.
+    pub fn in_memory() -> anyhow::Result<Self> {
+        Ok(Db::Sqlite(Arc::new(Mutex::new(rusqlite::Connection::open_in_memory()?))))
+    }
+
     /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back otherwise.
     pub fn transaction<T: Send + 'static>(
         &self,
@@ -347,7 +354,7 @@ mod tests {
 
     #[test]
     fn sqlite_answers_with_the_values_it_was_given() {
-        let db = Db::Sqlite(Arc::new(Mutex::new(rusqlite::Connection::open_in_memory().unwrap())));
+        let db = Db::in_memory().unwrap();
         db.transaction(|tx| {
             tx.execute("CREATE TABLE t (a BIGINT, b TEXT, c DOUBLE PRECISION)", &[])?;
             tx.execute("INSERT INTO t VALUES (?1, ?2, ?3)", &vals![7_i64, "x", 0.5])?;

@@ -227,6 +227,54 @@ fn the_postgres_catalog_answers_as_the_sqlite_one() {
     assert_eq!(replica.insert_segments(&[segment("r2", 1, "b1")]).unwrap(), vec![Stored::Duplicate]);
 }
 
+/// The statements shared by both engines, on each: values bound as the
+/// parameter's type asks (a NULL typed by its other use, a boolean into a
+/// BIGINT column), `RETURNING` after an insert and after an ignored one.
+#[test]
+fn shared_statements_answer_alike_on_both_engines() {
+    use gantry_sync::sql::{Db, Val};
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let sqlite = Db::in_memory().unwrap();
+    let postgres = Db::Postgres(std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap()));
+    let mut answers = Vec::new();
+    for (db, serial) in [(sqlite, "INTEGER PRIMARY KEY AUTOINCREMENT"), (postgres, "BIGSERIAL PRIMARY KEY")] {
+        let answer = db
+            .transaction(move |tx| {
+                tx.execute(
+                    &format!(
+                        "CREATE TABLE shared_t (id {serial}, name TEXT NOT NULL UNIQUE, ok BIGINT NOT NULL, \
+                         n BIGINT, x DOUBLE PRECISION)"
+                    ),
+                    &[],
+                )?;
+                let mut out = Vec::new();
+                for (name, ok, n) in [("a", true, Some(7_u64)), ("b", false, None), ("a", false, Some(1))] {
+                    let id = tx.query_one(
+                        "INSERT INTO shared_t (name, ok, n, x) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING RETURNING id",
+                        &[Val::from(name), Val::from(ok), Val::from(n), Val::from(0.5)],
+                    )?;
+                    out.push(format!("{:?}", id.map(|r| r.int(0)).transpose()?));
+                }
+                for who in [Val::Null, Val::from("b")] {
+                    let r = tx.query_one(
+                        "SELECT CAST(COUNT(*) AS BIGINT), CAST(SUM(CASE WHEN ok <> 0 THEN 1 ELSE 0 END) AS BIGINT), \
+                         SUM(x) FROM shared_t WHERE (CAST(?1 AS TEXT) IS NULL OR name = ?1)",
+                        &[who],
+                    )?;
+                    let r = r.unwrap();
+                    out.push(format!("{} {} {}", r.int(0)?, r.int(1)?, r.real(2)?));
+                }
+                let r = tx.query_one("SELECT n, ok FROM shared_t WHERE name = ?1", &[Val::from("b")])?.unwrap();
+                out.push(format!("{:?} {}", r.opt_int(0)?, r.bool(1)?));
+                Ok(out)
+            })
+            .unwrap();
+        answers.push(answer);
+    }
+    assert_eq!(answers[0], answers[1], "SQLite, then PostgreSQL");
+    assert_eq!(answers[0], ["Some(1)", "Some(2)", "None", "2 1 1", "1 0 0.5", "None false"]);
+}
+
 /// The operator's records (model registry, rollout, incident log, alerts and
 /// their outbox, A/B verdicts): the same calls on SQLite and on PostgreSQL
 /// give the same answers, so every replica sees one registry and one log.
@@ -708,6 +756,15 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
     let expected = rows_by_table(once.files_since(0, 100_000).unwrap());
     assert!(!expected.is_empty());
     assert_eq!(rows_by_table(live.clone()), expected, "the replicas' lake holds each batch's rows once");
+    // Its running totals are one export's too (success rates, incidents,
+    // latency; sums of floats added in other runs agree to rounding).
+    assert_eq!(rounded(lake.analytics().unwrap()), rounded(once.analytics().unwrap()));
+    assert_eq!(lake.review_queue(false, 1000).unwrap(), once.review_queue(false, 1000).unwrap());
+    let label = gantry_sync::lake::review::Label { success: true, by: "Ana".into(), unix_ns: 1, note: None };
+    assert!(matches!(
+        lake.label("no-such-task", None, None, &label),
+        Err(gantry_sync::lake::review::LabelError::NotQueued(_))
+    ));
     let in_s3: std::collections::BTreeSet<String> = bucket
         .list(Some(&"cloud/lake".into()))
         .try_collect::<Vec<_>>()
@@ -761,6 +818,17 @@ fn lake_batch(robot: &str, seq: u64) -> Vec<u8> {
     };
     b.add(CH_HEALTH, t0 + 10, &h.encode_to_vec()).unwrap();
     b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
+}
+
+/// `v` with every number that is not an integer rounded to 9 decimals.
+fn rounded(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => serde_json::json!((n.as_f64().unwrap() * 1e9).round() / 1e9),
+        Value::Array(a) => Value::Array(a.into_iter().map(rounded).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, rounded(v))).collect()),
+        other => other,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -242,7 +242,7 @@ pub fn label(
         tx.serialize(LABEL_LOCK)?;
         let keys = tx.query(
             "SELECT robot_id, boot_id FROM review_queue WHERE task_id = ?1 \
-             AND (?2 IS NULL OR robot_id = ?2) AND (?3 IS NULL OR boot_id = ?3)",
+             AND (CAST(?2 AS TEXT) IS NULL OR robot_id = ?2) AND (CAST(?3 AS TEXT) IS NULL OR boot_id = ?3)",
             &vals![&task_id, robot_id, boot_id],
         )?;
         let (robot, boot) = match keys.as_slice() {
