@@ -118,7 +118,7 @@ impl Service {
         let http_addr = http.local_addr()?;
         let shared = match config.catalog.url.as_str() {
             "" => None,
-            url => Some(Arc::new(pg::PgCatalog::connect(url)?)),
+            _ => Some(Arc::new(pg::PgCatalog::open(&config.catalog)?)),
         };
         // The catalog's database: what the same statements run on (the fleet trend).
         let (catalog, task_catalog, catalog_db): (Arc<dyn CloudCatalog>, Arc<dyn tasks::TaskCatalog>, sql::Db) =

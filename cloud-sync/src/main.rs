@@ -131,7 +131,7 @@ fn lake_export(out: &std::path::Path, config: Option<PathBuf>) -> anyhow::Result
     let catalog: Box<dyn CloudCatalog> = if c.catalog.url.is_empty() {
         Box::new(SqliteCatalog::open(&data_dir.join("catalog.sqlite"))?)
     } else {
-        Box::new(gantry_sync::pg::PgCatalog::connect(&c.catalog.url)?)
+        Box::new(gantry_sync::pg::PgCatalog::open(&c.catalog)?)
     };
     let (store, _) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
     std::fs::create_dir_all(out)?;
@@ -164,7 +164,7 @@ fn model(command: ModelCommand) -> anyhow::Result<()> {
         let (store, prefix) = gantry_sync::store::open_object_store(&c.storage.object_store_url, data_dir)?;
         let shared = match c.catalog.url.as_str() {
             "" => None,
-            url => Some(std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(url)?)),
+            _ => Some(std::sync::Arc::new(gantry_sync::pg::PgCatalog::open(&c.catalog)?)),
         };
         Ok(Registry::new(gantry_sync::ops::open_db(data_dir, shared)?, store, prefix))
     };

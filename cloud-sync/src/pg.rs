@@ -101,9 +101,38 @@ pub struct PgCatalog {
     jobs: mpsc::Sender<Job>,
 }
 
-fn connect(url: &str) -> anyhow::Result<Client> {
-    let mut client =
-        Client::connect(url, NoTls).with_context(|| format!("catalog.url: connecting to {}", redact(url)))?;
+/// How the connection is made: plain, or TLS verified against a CA.
+type Tls = Option<tokio_postgres_rustls::MakeRustlsConnect>;
+
+/// TLS that trusts only the CA certificates in the PEM file `ca_path`.
+fn tls_trusting(ca_path: &str) -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let pem = std::fs::read(ca_path).with_context(|| format!("catalog.ca_path: reading {ca_path}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.with_context(|| format!("catalog.ca_path: {ca_path} is not PEM"))?;
+        roots.add(cert).with_context(|| format!("catalog.ca_path: a certificate in {ca_path}"))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "catalog.ca_path: no certificate in {ca_path}");
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+fn connect(url: &str, tls: &Tls) -> anyhow::Result<Client> {
+    let what = || format!("catalog.url: connecting to {}", redact(url));
+    let mut client = match tls {
+        None => Client::connect(url, NoTls),
+        Some(tls) => {
+            let mut config: postgres::Config = url.parse().with_context(what)?;
+            // TLS or nothing: never a plain connection when the server declines.
+            config.ssl_mode(postgres::config::SslMode::Require);
+            config.connect(tls.clone())
+        }
+    }
+    .with_context(what)?;
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     tx.batch_execute(SCHEMA)?;
@@ -128,9 +157,23 @@ fn redact(url: &str) -> String {
 }
 
 impl PgCatalog {
-    /// Connects (the first connection must succeed) and creates the tables.
+    /// Connects as `catalog` says (over TLS when it names a CA); the first
+    /// connection must succeed.
+    pub fn open(catalog: &gantry_config::cloud::Catalog) -> anyhow::Result<Self> {
+        let tls = match catalog.ca_path.as_str() {
+            "" => None,
+            ca => Some(tls_trusting(ca)?),
+        };
+        Self::connect_with(&catalog.url, tls)
+    }
+
+    /// Connects without TLS (the first connection must succeed) and creates the tables.
     pub fn connect(url: &str) -> anyhow::Result<Self> {
-        let first = std::thread::scope(|s| s.spawn(|| connect(url)).join())
+        Self::connect_with(url, None)
+    }
+
+    fn connect_with(url: &str, tls: Tls) -> anyhow::Result<Self> {
+        let first = std::thread::scope(|s| s.spawn(|| connect(url, &tls)).join())
             .map_err(|_| anyhow::anyhow!("the PostgreSQL connection thread panicked"))??;
         let (jobs, inbox) = mpsc::channel::<Job>();
         let url = url.to_string();
@@ -138,7 +181,7 @@ impl PgCatalog {
             let mut client = Some(first);
             for job in inbox {
                 if client.as_ref().is_none_or(Client::is_closed) {
-                    client = match connect(&url) {
+                    client = match connect(&url, &tls) {
                         Ok(c) => Some(c),
                         Err(e) => {
                             job(Err(e));

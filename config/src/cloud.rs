@@ -373,6 +373,10 @@ pub struct Catalog {
     /// Empty: SQLite in service.data_dir (one instance). `postgres://USER@HOST:PORT/DB`:
     /// PostgreSQL, shared by several replicas.
     pub url: String,
+    /// The PEM file of the CA that signed the PostgreSQL server's
+    /// certificate. Set: the connection is TLS (never plain) and the server
+    /// must present a certificate for the URL's host signed by it.
+    pub ca_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,6 +506,13 @@ impl CloudConfig {
             "catalog.url",
             format!("{url:?} has no supported scheme"),
             "\"\" (SQLite in service.data_dir) or postgres://USER[:PASSWORD]@HOST:PORT/DATABASE",
+        );
+        c.file("catalog.ca_path", &self.catalog.ca_path, "the PEM file of the PostgreSQL server's CA, or \"\"");
+        c.rule(
+            self.catalog.ca_path.is_empty() || !url.is_empty(),
+            "catalog.ca_path",
+            "set, but catalog.url is empty (SQLite needs no TLS)",
+            "\"\" with the embedded SQLite catalog, or a CA file with a postgres:// catalog.url",
         );
         let id = &self.broker.client_id;
         c.rule(

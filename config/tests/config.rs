@@ -166,6 +166,14 @@ fn cross_field_rules() {
     let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/config.rs");
     let p = problems::<CloudConfig>(&format!("{tls}ca_path = \"{here}\"\nclient_key_path = \"{here}\"\n"));
     assert_eq!(keys(&p), ["broker.client_cert_path"]);
+
+    // The catalog's CA: a readable file, and only with a PostgreSQL catalog.
+    let p = problems::<CloudConfig>(&format!("[catalog]\nca_path = \"{here}\"\n"));
+    assert_eq!(keys(&p), ["catalog.ca_path"]);
+    assert!(p[0].problem.contains("catalog.url is empty"), "{}", p[0].problem);
+    let p = problems::<CloudConfig>("[catalog]\nurl = \"postgres://g@db:5432/g\"\nca_path = \"/nonexistent/ca.pem\"\n");
+    assert_eq!(keys(&p), ["catalog.ca_path"]);
+    assert!(p[0].problem.contains("cannot be read"), "{}", p[0].problem);
 }
 
 #[test]

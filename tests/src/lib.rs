@@ -237,6 +237,15 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server that takes TLS connections only, with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Self> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let mut bins: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
             .context("PostgreSQL not found: `apt-get install -y postgresql` (scripts/test installs it)")?
@@ -264,10 +273,31 @@ impl Postgres {
             .output()?;
         anyhow::ensure!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
         // fsync off: the tests kill gantry-sync replicas, never the database.
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
             pg.data.display()
         );
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            let (cert_path, key_path) = (pg.data.join("server.crt"), pg.data.join("server.key"));
+            std::fs::write(&cert_path, cert)?;
+            std::fs::write(&key_path, key)?;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+            // Plain TCP is refused: a client must come over TLS.
+            std::fs::write(
+                pg.data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )?;
+            if pg.as_postgres {
+                let ok = std::process::Command::new("chown")
+                    .arg("postgres:")
+                    .args([&cert_path, &key_path, &pg.data.join("pg_hba.conf")])
+                    .status()?
+                    .success();
+                anyhow::ensure!(ok, "chown postgres the server's certificate");
+            }
+            options.push_str(" -c ssl=on");
+        }
         let log = pg.data.join("server.log");
         let start = pg
             .command("pg_ctl")

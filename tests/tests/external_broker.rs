@@ -227,6 +227,32 @@ fn the_postgres_catalog_answers_as_the_sqlite_one() {
     assert_eq!(replica.insert_segments(&[segment("r2", 1, "b1")]).unwrap(), vec![Stored::Duplicate]);
 }
 
+/// The catalog over TLS (`catalog.ca_path`): against a PostgreSQL that
+/// refuses plain connections, the right CA gets in; a plain connection and
+/// another CA's trust do not.
+#[test]
+fn the_postgres_catalog_over_tls_trusts_only_its_ca() {
+    use gantry_sync::store::CloudCatalog;
+    let (ca, cert, key) = pki();
+    let pg = gantry_tests::Postgres::start_tls(&cert, &key).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca_path, other_path) = (tmp.path().join("ca.pem"), tmp.path().join("other-ca.pem"));
+    std::fs::write(&ca_path, &ca).unwrap();
+    std::fs::write(&other_path, pki().0).unwrap();
+    let catalog = |ca_path: &std::path::Path| gantry_config::cloud::Catalog {
+        url: pg.url.clone(),
+        ca_path: ca_path.display().to_string(),
+    };
+
+    let over_tls = gantry_sync::pg::PgCatalog::open(&catalog(&ca_path)).unwrap();
+    over_tls.touch_robot("r1", 5).unwrap();
+    assert_eq!(over_tls.robots().unwrap()[0].robot_id, "r1");
+    let plain = gantry_sync::pg::PgCatalog::connect(&pg.url).err().expect("plain TCP is refused");
+    assert!(format!("{plain:#}").contains("no encryption"), "{plain:#}");
+    let untrusted = gantry_sync::pg::PgCatalog::open(&catalog(&other_path)).err().expect("another CA is not trusted");
+    assert!(format!("{untrusted:#}").to_lowercase().contains("certificate"), "{untrusted:#}");
+}
+
 /// The statements shared by both engines, on each: values bound as the
 /// parameter's type asks (a NULL typed by its other use, a boolean into a
 /// BIGINT column), `RETURNING` after an insert and after an ignored one.
