@@ -253,6 +253,84 @@ fn the_postgres_catalog_over_tls_trusts_only_its_ca() {
     assert!(format!("{untrusted:#}").to_lowercase().contains("certificate"), "{untrusted:#}");
 }
 
+/// The lake's state on PostgreSQL answers as on SQLite: the same batches
+/// export to the same files, totals and review queue; a person's label on a
+/// disputed task and its export; and a second exporter on the same database
+/// (the next leader) finds nothing left to export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_state_on_postgres_answers_as_on_sqlite() {
+    use gantry_sync::lake::{review::Label, Exporter, LakeState};
+    use prost::Message as _;
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let catalog = std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap());
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
+    let ingest = gantry_sync::ingest::Ingest {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        prefix: Default::default(),
+        max_payload: 16 << 20,
+        quality: limits,
+        stats: Default::default(),
+        assignments: None,
+    };
+    for seq in 1..=4u64 {
+        let mut batch = lake_batch("r1", seq);
+        if seq == 3 {
+            // A task the robot called a success although the governor refused a command in it.
+            let t0 = 1_700_000_000_000_000_000 + seq * 1_000_000_000;
+            let mut b = gantry_edge::record::batch::Batcher::new(wire::BatchKind::Logs, 64_000, Duration::from_secs(5));
+            let e = gantry_config::records::EpisodeMsg {
+                boot_id: "boot-1".into(),
+                task_id: "pick-7".into(),
+                kind: "pick".into(),
+                robot_id: "r1".into(),
+                start_unix_ns: t0,
+                end_unix_ns: t0 + 500_000_000,
+                success: true,
+                rejects: 1,
+                ticks: 50,
+                ..Default::default()
+            };
+            b.add(gantry_edge::record::CH_EPISODES, e.end_unix_ns, &e.encode_to_vec()).unwrap();
+            batch = b.cut().unwrap().unwrap().encode("r1", "seg-1", seq);
+        }
+        ingest.handle(&wire::topic("r1", wire::BatchKind::Logs.topic_leaf()), &batch).await.unwrap();
+    }
+    let export = |state: &LakeState, dest: &object_store::memory::InMemory| {
+        let (catalog, store) = (catalog.clone(), store.clone());
+        let exporter = Exporter { catalog: &*catalog, source: &*store, dest, root: "lake".into(), state, limits };
+        futures::executor::block_on(exporter.run()).unwrap()
+    };
+    let shape = |files: Vec<gantry_sync::lake::LakeFile>| -> Vec<(String, String, u64, String)> {
+        files.into_iter().map(|f| (f.table, f.path, f.rows, f.sha256)).collect()
+    };
+    let label = Label { success: false, by: "Ana".into(), unix_ns: 9, note: Some("dropped the part".into()) };
+    let mut answers = Vec::new();
+    for state in [LakeState::open(None).unwrap(), LakeState::on_postgres(catalog.clone()).unwrap()] {
+        let dest = object_store::memory::InMemory::new();
+        let first = shape(export(&state, &dest));
+        let queue = state.review_queue(false, 100).unwrap();
+        let labelled = state.label("pick-7", None, None, &label).unwrap();
+        let again = state.label("pick-7", Some("r1"), Some("boot-1"), &label).unwrap();
+        let second = shape(export(&state, &dest));
+        let done = state.review_queue(true, 100).unwrap();
+        answers.push(serde_json::json!({
+            "first": first, "queue": queue, "labelled": labelled, "again": again, "second": second,
+            "done": done, "analytics": rounded(state.analytics().unwrap()), "cursor": state.cursor().unwrap(),
+        }));
+    }
+    assert_eq!(answers[0], answers[1], "SQLite, then PostgreSQL");
+    let a = &answers[0];
+    assert_eq!(a["queue"].as_array().unwrap().len(), 1, "the disputed task is queued: {a:#}");
+    assert_eq!(a["labelled"]["label"]["by"], "Ana");
+    assert!(a["second"].as_array().unwrap().iter().any(|f| f[0] == "labels"), "the label is exported: {a:#}");
+    // The next leader, on the same database, carries on: nothing is left.
+    let next = LakeState::on_postgres(catalog.clone()).unwrap();
+    assert!(export(&next, &object_store::memory::InMemory::new()).is_empty());
+}
+
 /// The statements shared by both engines, on each: values bound as the
 /// parameter's type asks (a NULL typed by its other use, a boolean into a
 /// BIGINT column), `RETURNING` after an insert and after an ignored one.
