@@ -331,6 +331,164 @@ async fn the_lake_state_on_postgres_answers_as_on_sqlite() {
     assert!(export(&next, &object_store::memory::InMemory::new()).is_empty());
 }
 
+/// A catalog through which one exporter sees only the batches stored before
+/// a cut, and which runs another exporter (the other leader) to completion
+/// the moment the first has read them: two leaders' exports, overlapping.
+struct Overlap<'a> {
+    inner: &'a gantry_sync::pg::PgCatalog,
+    cut: u64,
+    other: Box<dyn Fn() + Send + Sync + 'a>,
+    ran: std::sync::atomic::AtomicBool,
+}
+
+impl gantry_sync::store::CloudCatalog for Overlap<'_> {
+    fn segments_since(&self, cursor: u64, limit: usize) -> anyhow::Result<Vec<gantry_sync::store::StoredSegment>> {
+        let rows = self.inner.segments_since(cursor, limit)?;
+        if !self.ran.swap(true, Relaxed) {
+            (self.other)();
+        }
+        Ok(rows.into_iter().filter(|r| r.cursor <= self.cut).collect())
+    }
+    fn segment_sha256(&self, robot: &str, seq: u64) -> anyhow::Result<Option<String>> {
+        self.inner.segment_sha256(robot, seq)
+    }
+    fn insert_segments(
+        &self,
+        rows: &[gantry_sync::store::StoredSegment],
+    ) -> anyhow::Result<Vec<gantry_sync::store::Stored>> {
+        self.inner.insert_segments(rows)
+    }
+    fn conflicts(&self, limit: usize) -> anyhow::Result<Vec<gantry_sync::store::ConflictRow>> {
+        self.inner.conflicts(limit)
+    }
+    fn segment(&self, id: &str) -> anyhow::Result<Option<gantry_sync::store::StoredSegment>> {
+        self.inner.segment(id)
+    }
+    fn robot_seqs(&self, robot: &str) -> anyhow::Result<Vec<u64>> {
+        self.inner.robot_seqs(robot)
+    }
+    fn touch_robot(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
+        self.inner.touch_robot(robot, unix_ns)
+    }
+    fn set_robot_state(&self, robot: &str, state: &str, model_version: Option<&str>) -> anyhow::Result<()> {
+        self.inner.set_robot_state(robot, state, model_version)
+    }
+    fn set_robot_health(&self, robot: &str, mode: &str, backlog: u64) -> anyhow::Result<()> {
+        self.inner.set_robot_health(robot, mode, backlog)
+    }
+    fn set_robot_model_report(&self, robot: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+        self.inner.set_robot_model_report(robot, report)
+    }
+    fn robot_online(&self, robot: &str, unix_ns: u64) -> anyhow::Result<()> {
+        self.inner.robot_online(robot, unix_ns)
+    }
+    fn set_upload_now(&self, robot: &str, until_unix_ns: u64) -> anyhow::Result<bool> {
+        self.inner.set_upload_now(robot, until_unix_ns)
+    }
+    fn robots(&self) -> anyhow::Result<Vec<gantry_sync::store::RobotRow>> {
+        self.inner.robots()
+    }
+    fn upload(&self, robot: &str, segment: &str) -> anyhow::Result<Option<gantry_sync::store::UploadedSegment>> {
+        self.inner.upload(robot, segment)
+    }
+    fn insert_upload(&self, u: &gantry_sync::store::UploadedSegment) -> anyhow::Result<bool> {
+        self.inner.insert_upload(u)
+    }
+    fn uploads(&self, robot: &str) -> anyhow::Result<Vec<gantry_sync::store::UploadedSegment>> {
+        self.inner.uploads(robot)
+    }
+    fn recordings_since(
+        &self,
+        cursor: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, gantry_sync::store::UploadedSegment)>> {
+        self.inner.recordings_since(cursor, limit)
+    }
+    fn recording(&self, id: &str) -> anyhow::Result<Option<gantry_sync::store::UploadedSegment>> {
+        self.inner.recording(id)
+    }
+}
+
+/// Two leaders export at once (a failover while the old leader still runs):
+/// the one that commits second records nothing and withdraws the files it
+/// wrote, so the lake holds each batch's rows once and no stray file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_leaders_exporting_at_once_leave_each_batch_in_the_lake_once() {
+    use futures::TryStreamExt;
+    use gantry_sync::lake::{Exporter, LakeState};
+    use gantry_sync::store::CloudCatalog;
+    use object_store::ObjectStore;
+    let pg = gantry_tests::Postgres::start().unwrap();
+    let catalog = std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap());
+    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
+    let ingest = gantry_sync::ingest::Ingest {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        prefix: Default::default(),
+        max_payload: 16 << 20,
+        quality: limits,
+        stats: Default::default(),
+        assignments: None,
+    };
+    for seq in 1..=5u64 {
+        ingest.handle(&wire::topic("r1", wire::BatchKind::Logs.topic_leaf()), &lake_batch("r1", seq)).await.unwrap();
+    }
+    let rows = catalog.segments_since(0, 100).unwrap();
+    let lake = object_store::memory::InMemory::new();
+    let (first, other) =
+        (LakeState::on_postgres(catalog.clone()).unwrap(), LakeState::on_postgres(catalog.clone()).unwrap());
+    let overlap = Overlap {
+        inner: &catalog,
+        // The first leader read the batches before the fifth was stored.
+        cut: rows[3].cursor,
+        other: Box::new(|| {
+            let exporter = Exporter {
+                catalog: &*catalog,
+                source: &*store,
+                dest: &lake,
+                root: "lake".into(),
+                state: &other,
+                limits,
+            };
+            assert!(!futures::executor::block_on(exporter.run()).unwrap().is_empty(), "the other leader exported");
+        }),
+        ran: Default::default(),
+    };
+    let exporter =
+        Exporter { catalog: &overlap, source: &*store, dest: &lake, root: "lake".into(), state: &first, limits };
+    let lost = exporter.run().await.unwrap_err();
+    assert!(format!("{lost:#}").contains("exported the same items first"), "{lost:#}");
+    assert!(overlap.ran.load(Relaxed));
+
+    // The lake is the other leader's export alone: every batch once, no stray file.
+    assert_eq!(first.cursor().unwrap(), rows.last().unwrap().cursor);
+    let recorded: std::collections::BTreeSet<String> =
+        first.files_since(0, 1000).unwrap().into_iter().map(|f| f.path).collect();
+    let in_lake: std::collections::BTreeSet<String> = lake
+        .list(Some(&"lake".into()))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.location.to_string().trim_start_matches("lake/").to_string())
+        .collect();
+    assert_eq!(in_lake, recorded, "no file of the leader that lost");
+    assert!(
+        recorded.iter().all(|p| p.ends_with(&format!("part-{:012}-{:012}.parquet", 1, rows.last().unwrap().cursor))),
+        "{recorded:?}"
+    );
+    let once = LakeState::open(None).unwrap();
+    let scratch = object_store::memory::InMemory::new();
+    Exporter { catalog: &*catalog, source: &*store, dest: &scratch, root: "lake".into(), state: &once, limits }
+        .run()
+        .await
+        .unwrap();
+    let rows_of =
+        |s: &LakeState| s.files_since(0, 1000).unwrap().iter().map(|f| (f.table.clone(), f.rows)).collect::<Vec<_>>();
+    assert_eq!(rows_of(&first), rows_of(&once), "each batch's rows once");
+}
+
 /// The statements shared by both engines, on each: values bound as the
 /// parameter's type asks (a NULL typed by its other use, a boolean into a
 /// BIGINT column), `RETURNING` after an insert and after an ignored one.
