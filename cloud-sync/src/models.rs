@@ -84,31 +84,8 @@ struct Head {
     metrics: Option<toml::Table>,
 }
 
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS models (
-    version TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    object_key TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    notes TEXT NOT NULL,
-    published_unix_ns INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollout (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    production TEXT,
-    previous TEXT,
-    candidate TEXT,
-    candidate_percent REAL NOT NULL DEFAULT 0,
-    candidate_robots TEXT NOT NULL DEFAULT '[]'
-);
-INSERT OR IGNORE INTO rollout (id) VALUES (1);
-";
-
-/// [`SCHEMA`] on PostgreSQL.
-pub(crate) const PG_SCHEMA: [&str; 3] = [
+/// The registry's tables, on either engine.
+pub(crate) const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS models (version TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, \
      sha256 TEXT NOT NULL, bytes BIGINT NOT NULL, object_key TEXT NOT NULL, metrics TEXT NOT NULL, \
      notes TEXT NOT NULL, published_unix_ns BIGINT NOT NULL)",

@@ -208,7 +208,7 @@ pub fn open_db(data_dir: &Path, shared: Option<Arc<crate::pg::PgCatalog>>) -> an
         let db = Db::Postgres(pg);
         db.transaction(|tx| {
             tx.serialize(SCHEMA_LOCK)?;
-            for statement in PG_SCHEMA.iter().chain(&crate::models::PG_SCHEMA) {
+            for statement in PG_SCHEMA.iter().chain(&crate::models::SCHEMA) {
                 tx.execute(statement, &[])?;
             }
             Ok(())
@@ -223,7 +223,9 @@ pub fn open_db(data_dir: &Path, shared: Option<Arc<crate::pg::PgCatalog>>) -> an
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(crate::models::SCHEMA)?;
+    for statement in crate::models::SCHEMA {
+        conn.execute_batch(statement)?;
+    }
     Ok(Db::Sqlite(Arc::new(Mutex::new(conn))))
 }
 

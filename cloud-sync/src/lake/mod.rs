@@ -88,8 +88,9 @@ pub struct LakeState {
 /// Taken while creating the tables on PostgreSQL, which replicas may do at once.
 const SCHEMA_LOCK: i64 = 0x6761_6e74_7279_0010;
 
-/// The tables on PostgreSQL (SQLite's, with their history, are in [`LakeState::open`]).
-const PG_SCHEMA: [&str; 8] = [
+/// The tables both engines take alike (SQLite files made before a column
+/// existed gain it in [`LakeState::open`]).
+const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS exported (id BIGINT PRIMARY KEY CHECK (id = 1), cursor BIGINT NOT NULL, \
      recordings_cursor BIGINT NOT NULL DEFAULT 0, labels_cursor BIGINT NOT NULL DEFAULT 0)",
     "INSERT INTO exported (id, cursor) VALUES (1, 0) ON CONFLICT DO NOTHING",
@@ -99,13 +100,15 @@ const PG_SCHEMA: [&str; 8] = [
      incidents BIGINT NOT NULL, PRIMARY KEY (robot_id, check_name))",
     "CREATE TABLE IF NOT EXISTS latency_stats (hour_unix_s BIGINT NOT NULL, robot_id TEXT NOT NULL, \
      sum_ms DOUBLE PRECISION NOT NULL, frames BIGINT NOT NULL, PRIMARY KEY (hour_unix_s, robot_id))",
-    "CREATE TABLE IF NOT EXISTS files (id BIGSERIAL PRIMARY KEY, table_name TEXT NOT NULL, partition TEXT NOT NULL, \
-     path TEXT NOT NULL UNIQUE, rows BIGINT NOT NULL, bytes BIGINT NOT NULL, sha256 TEXT NOT NULL DEFAULT '', \
-     schema_version BIGINT NOT NULL DEFAULT 1, replaces TEXT NOT NULL DEFAULT '', superseded_by BIGINT, \
-     removed BIGINT NOT NULL DEFAULT 0)",
-    review::PG_SCHEMA,
+    review::SCHEMA,
     review::INDEX,
 ];
+
+/// The files' log on PostgreSQL; SQLite's keys its ids by `AUTOINCREMENT`.
+const PG_FILES: &str = "CREATE TABLE IF NOT EXISTS files (id BIGSERIAL PRIMARY KEY, table_name TEXT NOT NULL, \
+     partition TEXT NOT NULL, path TEXT NOT NULL UNIQUE, rows BIGINT NOT NULL, bytes BIGINT NOT NULL, \
+     sha256 TEXT NOT NULL DEFAULT '', schema_version BIGINT NOT NULL DEFAULT 1, replaces TEXT NOT NULL DEFAULT '', \
+     superseded_by BIGINT, removed BIGINT NOT NULL DEFAULT 0)";
 
 impl LakeState {
     /// The state kept in the SQLite file `path` (`lake.sqlite` in the data
@@ -119,19 +122,11 @@ impl LakeState {
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        for statement in SCHEMA {
+            conn.execute_batch(statement)?;
+        }
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS exported (id INTEGER PRIMARY KEY CHECK (id = 1), cursor INTEGER NOT NULL);
-             INSERT OR IGNORE INTO exported (id, cursor) VALUES (1, 0);
-             CREATE TABLE IF NOT EXISTS episode_stats (
-                 robot_id TEXT NOT NULL, task TEXT NOT NULL, success INTEGER NOT NULL, failure_reason TEXT NOT NULL,
-                 episodes INTEGER NOT NULL, PRIMARY KEY (robot_id, task, success, failure_reason));
-             CREATE TABLE IF NOT EXISTS incident_stats (
-                 robot_id TEXT NOT NULL, check_name TEXT NOT NULL, incidents INTEGER NOT NULL,
-                 PRIMARY KEY (robot_id, check_name));
-             CREATE TABLE IF NOT EXISTS latency_stats (
-                 hour_unix_s INTEGER NOT NULL, robot_id TEXT NOT NULL, sum_ms REAL NOT NULL, frames INTEGER NOT NULL,
-                 PRIMARY KEY (hour_unix_s, robot_id));
-             CREATE TABLE IF NOT EXISTS files (
+            "CREATE TABLE IF NOT EXISTS files (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  table_name TEXT NOT NULL,
                  partition TEXT NOT NULL,
@@ -151,8 +146,6 @@ impl LakeState {
                  ALTER TABLE exported ADD COLUMN labels_cursor INTEGER NOT NULL DEFAULT 0;",
             )?;
         }
-        conn.execute_batch(review::SCHEMA)?;
-        conn.execute_batch(review::INDEX)?;
         // Columns added with schema version 2; files written before them are
         // version 1 (nanosecond, unsigned) and never compacted with newer ones.
         for (column, decl) in [
@@ -178,7 +171,7 @@ impl LakeState {
         let db = Db::Postgres(pg);
         db.transaction(|tx| {
             tx.serialize(SCHEMA_LOCK)?;
-            for statement in PG_SCHEMA {
+            for statement in SCHEMA.iter().chain([&PG_FILES]) {
                 tx.execute(statement, &[])?;
             }
             Ok(())

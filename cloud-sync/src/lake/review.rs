@@ -135,22 +135,13 @@ pub fn sampled(robot_id: &str, boot_id: &str, task_id: &str) -> bool {
     u64::from_le_bytes(first).is_multiple_of(SAMPLE_ONE_IN)
 }
 
-/// The queue on SQLite (booleans and times are integers on both engines).
+/// The queue, on either engine (booleans and times are integers on both).
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS review_queue (
-    robot_id TEXT NOT NULL, boot_id TEXT NOT NULL, task_id TEXT NOT NULL, kind TEXT NOT NULL,
-    start_unix_ns INTEGER NOT NULL, auto_success INTEGER NOT NULL, auto_reason TEXT,
-    reason TEXT NOT NULL, flags TEXT NOT NULL,
-    label_success INTEGER, labelled_by TEXT, labelled_unix_ns INTEGER, note TEXT,
-    -- Orders labels for the export; set anew at every label.
-    label_seq INTEGER,
-    PRIMARY KEY (robot_id, boot_id, task_id))";
-
-/// The queue on PostgreSQL.
-pub const PG_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS review_queue (
     robot_id TEXT NOT NULL, boot_id TEXT NOT NULL, task_id TEXT NOT NULL, kind TEXT NOT NULL,
     start_unix_ns BIGINT NOT NULL, auto_success BIGINT NOT NULL, auto_reason TEXT,
     reason TEXT NOT NULL, flags TEXT NOT NULL,
     label_success BIGINT, labelled_by TEXT, labelled_unix_ns BIGINT, note TEXT,
+    -- Orders labels for the export; set anew at every label.
     label_seq BIGINT,
     PRIMARY KEY (robot_id, boot_id, task_id))";
 
