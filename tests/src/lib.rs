@@ -129,11 +129,18 @@ pub struct LakeCloud {
 
 pub fn lake_cloud(dir: &Path) -> LakeCloud {
     use std::sync::Arc;
-    let catalog: Arc<dyn gantry_sync::store::CloudCatalog> =
-        Arc::new(gantry_sync::store::SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap());
     std::fs::create_dir_all(dir.join("objects")).unwrap();
-    let store: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.join("objects")).unwrap());
+    lake_cloud_on(
+        Arc::new(gantry_sync::store::SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap()),
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.join("objects")).unwrap()),
+    )
+}
+
+/// As [`lake_cloud`], on a given catalog (PostgreSQL's) and object store.
+pub fn lake_cloud_on(
+    catalog: std::sync::Arc<dyn gantry_sync::store::CloudCatalog>,
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+) -> LakeCloud {
     let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
     let ingest = gantry_sync::ingest::Ingest {
         catalog: catalog.clone(),
@@ -141,7 +148,7 @@ pub fn lake_cloud(dir: &Path) -> LakeCloud {
         prefix: object_store::path::Path::default(),
         max_payload: 16 << 20,
         quality: limits,
-        stats: Arc::new(gantry_sync::ingest::IngestStats::default()),
+        stats: std::sync::Arc::new(gantry_sync::ingest::IngestStats::default()),
         assignments: None,
     };
     LakeCloud { catalog, store, ingest, limits }

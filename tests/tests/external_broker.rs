@@ -263,18 +263,8 @@ async fn the_lake_state_on_postgres_answers_as_on_sqlite() {
     use prost::Message as _;
     let pg = gantry_tests::Postgres::start().unwrap();
     let catalog = std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap());
-    let store: std::sync::Arc<dyn object_store::ObjectStore> =
-        std::sync::Arc::new(object_store::memory::InMemory::new());
-    let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
-    let ingest = gantry_sync::ingest::Ingest {
-        catalog: catalog.clone(),
-        store: store.clone(),
-        prefix: Default::default(),
-        max_payload: 16 << 20,
-        quality: limits,
-        stats: Default::default(),
-        assignments: None,
-    };
+    let gantry_tests::LakeCloud { store, ingest, limits, .. } =
+        gantry_tests::lake_cloud_on(catalog.clone(), std::sync::Arc::new(object_store::memory::InMemory::new()));
     for seq in 1..=4u64 {
         let mut batch = lake_batch("r1", seq);
         if seq == 3 {
@@ -414,23 +404,12 @@ impl gantry_sync::store::CloudCatalog for Overlap<'_> {
 /// wrote, so the lake holds each batch's rows once and no stray file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_leaders_exporting_at_once_leave_each_batch_in_the_lake_once() {
-    use futures::TryStreamExt;
     use gantry_sync::lake::{Exporter, LakeState};
     use gantry_sync::store::CloudCatalog;
-    use object_store::ObjectStore;
     let pg = gantry_tests::Postgres::start().unwrap();
     let catalog = std::sync::Arc::new(gantry_sync::pg::PgCatalog::connect(&pg.url).unwrap());
-    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(object_store::memory::InMemory::new());
-    let limits: gantry_sync::quality::Limits = (&gantry_config::cloud::Quality::default()).into();
-    let ingest = gantry_sync::ingest::Ingest {
-        catalog: catalog.clone(),
-        store: store.clone(),
-        prefix: Default::default(),
-        max_payload: 16 << 20,
-        quality: limits,
-        stats: Default::default(),
-        assignments: None,
-    };
+    let gantry_tests::LakeCloud { store, ingest, limits, .. } =
+        gantry_tests::lake_cloud_on(catalog.clone(), std::sync::Arc::new(object_store::memory::InMemory::new()));
     for seq in 1..=5u64 {
         ingest.handle(&wire::topic("r1", wire::BatchKind::Logs.topic_leaf()), &lake_batch("r1", seq)).await.unwrap();
     }
@@ -465,14 +444,7 @@ async fn two_leaders_exporting_at_once_leave_each_batch_in_the_lake_once() {
     assert_eq!(first.cursor().unwrap(), rows.last().unwrap().cursor);
     let recorded: std::collections::BTreeSet<String> =
         first.files_since(0, 1000).unwrap().into_iter().map(|f| f.path).collect();
-    let in_lake: std::collections::BTreeSet<String> = lake
-        .list(Some(&"lake".into()))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.location.to_string().trim_start_matches("lake/").to_string())
-        .collect();
+    let in_lake = objects_under(&lake, "lake").await;
     assert_eq!(in_lake, recorded, "no file of the leader that lost");
     assert!(
         recorded.iter().all(|p| p.ends_with(&format!("part-{:012}-{:012}.parquet", 1, rows.last().unwrap().cursor))),
@@ -1027,14 +999,7 @@ async fn two_replicas_on_postgres_and_s3_one_killed_mid_stream_store_every_batch
         lake.label("no-such-task", None, None, &label),
         Err(gantry_sync::lake::review::LabelError::NotQueued(_))
     ));
-    let in_s3: std::collections::BTreeSet<String> = bucket
-        .list(Some(&"cloud/lake".into()))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.location.to_string().trim_start_matches("cloud/lake/").to_string())
-        .collect();
+    let in_s3 = objects_under(&bucket, "cloud/lake").await;
     let recorded: std::collections::BTreeSet<String> = live.iter().map(|f| f.path.clone()).collect();
     assert_eq!(in_s3, recorded, "no stray lake file");
     // The fleet page's trend and the incident log come from PostgreSQL too:
@@ -1080,6 +1045,13 @@ fn lake_batch(robot: &str, seq: u64) -> Vec<u8> {
     };
     b.add(CH_HEALTH, t0 + 10, &h.encode_to_vec()).unwrap();
     b.cut().unwrap().unwrap().encode(robot, "seg-1", seq)
+}
+
+/// The objects under `root`, by their paths below it.
+async fn objects_under(store: &dyn object_store::ObjectStore, root: &str) -> std::collections::BTreeSet<String> {
+    use futures::TryStreamExt;
+    let listed: Vec<_> = store.list(Some(&root.into())).try_collect().await.unwrap();
+    listed.into_iter().map(|o| o.location.to_string().trim_start_matches(&format!("{root}/")).to_string()).collect()
 }
 
 /// `v` with every number that is not an integer rounded to 9 decimals.
