@@ -70,7 +70,7 @@ impl Reference {
                 let steps = (len / step_m).ceil().max(1.0) as usize;
                 for i in 0..=steps {
                     let f = i as f64 / steps as f64;
-                    let p: Vec<f64> = (0..3).map(|k| pair[0][k] + f * (pair[1][k] - pair[0][k])).collect();
+                    let p: [f64; 3] = std::array::from_fn(|k| pair[0][k] + f * (pair[1][k] - pair[0][k]));
                     if (0..3).all(|k| p[k] >= b[k] - r && p[k] <= b[k + 3] + r) {
                         return true;
                     }
